@@ -1,0 +1,1 @@
+"""The data plane: a SIP proxy that dispatches calls over destination sets."""

@@ -1,0 +1,1 @@
+"""Pure dispatching decisions: destinations, sets, selection algorithms, health."""

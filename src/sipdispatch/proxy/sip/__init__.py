@@ -1,0 +1,1 @@
+"""Sans-I/O SIP: codec, messages and transactions. No sockets, no clock, no asyncio."""
