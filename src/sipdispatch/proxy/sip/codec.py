@@ -1,0 +1,184 @@
+"""Bytes to messages and back: the SIP framing of RFC 3261 sections 7 and 18.3.
+
+``parse`` reads one message: start line, header fields (unfolded, names as tokens) and the body
+framed by Content-Length. It checks only what framing needs; ``validation`` checks the rest.
+``StreamFramer`` cuts a TCP byte stream into messages, with a size bound.
+
+Written by hand: no maintained Python SIP parser is fast enough for a proxy's hot path.
+"""
+
+from __future__ import annotations
+
+from sipdispatch.proxy.sip import grammar
+from sipdispatch.proxy.sip.errors import RemoteProtocolError
+from sipdispatch.proxy.sip.message import Header, Headers, Request, Response, header_key
+
+__all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
+
+#: bound on one message over a stream; UDP datagrams are bounded by the transport itself
+MAX_MESSAGE_SIZE = 65535
+
+
+class MessageError(RemoteProtocolError):
+    """A framing error that still carries what could be read, so that a request can be answered."""
+
+    def __init__(self, message: str, partial: Request | Response | None, status: int = 400) -> None:
+        super().__init__(message, status)
+        self.partial = partial
+
+
+def is_keepalive(data: bytes) -> bool:
+    """CRLF keep-alives (RFC 5626 3.5.1) and stray empty lines carry no message."""
+    return not data.strip(b"\r\n")
+
+
+def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
+    """Return the header section and the offset of the body."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], end + 4
+    end = data.find(b"\n\n")
+    if end >= 0:  # bare-LF senders exist; RFC 3261 7.5 asks for tolerance of this
+        return data[:end], end + 2
+    if datagram:
+        # A datagram whose header section ends with the datagram (no empty line).
+        return data.rstrip(b"\r\n"), len(data)
+    raise RemoteProtocolError("incomplete header section")
+
+
+def _parse_headers(lines: list[str]) -> list[Header]:
+    items: list[Header] = []
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t":
+            # Folded continuation (RFC 3261 7.3.1): joins the previous value with one SP.
+            if not items:
+                raise RemoteProtocolError("continuation line before any header")
+            key, name, value = items[-1]
+            items[-1] = (key, name, f"{value} {line.strip()}".strip())
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise RemoteProtocolError(f"header line without a name: {line[:60]!r}")
+        name = line[:colon].rstrip(" \t")
+        if not grammar.HEADER_NAME.fullmatch(name):
+            raise RemoteProtocolError(f"bad header name {name!r}")
+        items.append((header_key(name), name, line[colon + 1 :].strip(" \t")))
+    return items
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.get_all("content-length")
+    if not values:
+        return None
+    if len(set(values)) > 1:
+        raise RemoteProtocolError(f"conflicting Content-Length values {values}")
+    text = values[0]
+    if not text.isdigit() or len(text) > 10:
+        raise RemoteProtocolError(f"bad Content-Length {text!r}")
+    return int(text)
+
+
+def _start_line(line: str, headers: Headers) -> Request | Response:
+    if line.startswith("SIP/"):
+        match = grammar.STATUS_LINE.fullmatch(line)
+        if not match:
+            raise RemoteProtocolError(f"bad status line {line[:80]!r}")
+        status = int(match.group(2))
+        if status < 100:
+            raise RemoteProtocolError(f"status code out of range: {status}")
+        return Response(status, match.group(3), headers, version=match.group(1))
+    match = grammar.REQUEST_LINE.fullmatch(line)
+    if not match:
+        raise RemoteProtocolError(f"bad request line {line[:80]!r}")
+    return Request(match.group(1), match.group(2), headers, version=match.group(3))
+
+
+def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
+    """Parse one SIP message.
+
+    Over UDP (``datagram=True``) bytes after the Content-Length-delimited body are ignored
+    (RFC 3261 18.3, RFC 4475 dblreq) and a missing Content-Length means "the rest of the
+    datagram". Raises ``RemoteProtocolError``; once the start line and headers are known it is a
+    ``MessageError`` carrying the partial message, so a request can still get its 400.
+    """
+    data = data.lstrip(b"\r\n")
+    head, body_start = _split_head(data, datagram)
+    text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    headers = Headers(_parse_headers(lines[1:]))
+    try:
+        message = _start_line(lines[0], headers)
+    except RemoteProtocolError as exc:
+        if lines[0].startswith("SIP/"):
+            raise
+        # Keep the headers so that the bad request line can still be answered with a 400.
+        raise MessageError(str(exc), Request(lines[0].split(" ", 1)[0], "", headers)) from None
+    try:
+        length = _content_length(headers)
+    except RemoteProtocolError as exc:
+        raise MessageError(str(exc), message) from None
+    available = len(data) - body_start
+    if length is None:
+        if not datagram:
+            raise MessageError("Content-Length is required on a stream", message)
+        length = available
+    elif length > available:
+        raise MessageError(f"Content-Length {length} exceeds the {available} bytes sent", message)
+    message.body = data[body_start : body_start + length]
+    return message
+
+
+class StreamFramer:
+    """Cuts a stream (TCP) into message byte strings by Content-Length.
+
+    ``feed`` returns complete messages; a header section or message over ``max_size`` bytes, or a
+    missing/garbled Content-Length, raises ``RemoteProtocolError``: the connection must be closed,
+    since the stream can no longer be resynchronised (RFC 3261 18.3).
+    """
+
+    __slots__ = ("_buffer", "max_size")
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self.max_size = max_size
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        messages: list[bytes] = []
+        while True:
+            # Leading CRLFs are keep-alives between messages.
+            start = 0
+            while self._buffer[start : start + 2] == b"\r\n":
+                start += 2
+            if start:
+                del self._buffer[:start]
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > self.max_size:
+                    raise RemoteProtocolError("header section too large", status=413)
+                return messages
+            length = self._length(bytes(self._buffer[:end]))
+            total = end + 4 + length
+            if total > self.max_size:
+                raise RemoteProtocolError(f"message of {total} bytes is too large", status=413)
+            if len(self._buffer) < total:
+                return messages
+            messages.append(bytes(self._buffer[:total]))
+            del self._buffer[:total]
+
+    @staticmethod
+    def _length(head: bytes) -> int:
+        found: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or header_key(name.strip().decode("latin-1")) != "content-length":
+                continue
+            text = value.strip()
+            if not text.isdigit() or (found is not None and int(text) != found):
+                raise RemoteProtocolError("bad Content-Length on a stream")
+            found = int(text)
+        if found is None:
+            raise RemoteProtocolError("Content-Length is required on a stream")
+        return found

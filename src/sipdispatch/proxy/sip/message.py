@@ -1,0 +1,204 @@
+"""SIP requests and responses, and their header multimap.
+
+A proxy rewrites a handful of headers (Via, Route, Record-Route, Max-Forwards) and forwards the
+rest untouched, so headers stay as ``(key, name, value)`` text: ``key`` is the canonical
+lowercase long name used for look-ups (compact forms expanded), ``name`` is kept as the sender
+wrote it. Values are parsed only when asked for (``values.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sipdispatch.proxy.sip import grammar
+from sipdispatch.proxy.sip.values import split_values
+
+__all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
+
+Header = tuple[str, str, str]  # (key, name as written, value)
+
+_KEY_CACHE: dict[str, str] = {}
+
+
+def header_key(name: str) -> str:
+    """Canonical look-up key of a header name: lowercase, compact forms expanded."""
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        lowered = name.lower()
+        key = grammar.COMPACT_FORMS.get(lowered, lowered)
+        if len(_KEY_CACHE) < 4096:  # bounded: header names come from the network
+            _KEY_CACHE[name] = key
+    return key
+
+
+class Headers:
+    """An ordered multimap of header fields; order matters for Via, Route and Record-Route."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Header] | None = None) -> None:
+        self._items: list[Header] = items if items is not None else []
+
+    def __iter__(self) -> Iterator[Header]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def copy(self) -> Headers:
+        return Headers(list(self._items))
+
+    def get(self, key: str) -> str | None:
+        """Value of the first field with this key (``key`` must be canonical)."""
+        for k, _, value in self._items:
+            if k == key:
+                return value
+        return None
+
+    def get_all(self, key: str) -> list[str]:
+        """Every field value with this key, in order (not split on commas)."""
+        return [value for k, _, value in self._items if k == key]
+
+    def values(self, key: str) -> list[str]:
+        """Every value with this key, comma-separated lists split (Via, Route, Contact...)."""
+        out: list[str] = []
+        for k, _, value in self._items:
+            if k == key:
+                out.extend(split_values(value))
+        return out
+
+    def first_value(self, key: str) -> str | None:
+        """The first element of a list header, without splitting the rest of the list."""
+        for k, _, value in self._items:
+            if k == key:
+                return split_values(value)[0] if "," in value else value.strip()
+        return None
+
+    def append(self, name: str, value: str) -> None:
+        self._items.append((header_key(name), name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace the first field with this name's key (keeping its position), or append."""
+        key = header_key(name)
+        for i, (k, written, _) in enumerate(self._items):
+            if k == key:
+                self._items[i] = (k, written, value)
+                return
+        self._items.append((key, name, value))
+
+    def remove_all(self, key: str) -> None:
+        self._items = [h for h in self._items if h[0] != key]
+
+    def push_first(self, name: str, value: str) -> None:
+        """Add a value on top of a list header (a new Via or Record-Route goes first)."""
+        key = header_key(name)
+        for i, (k, _, _) in enumerate(self._items):
+            if k == key:
+                self._items.insert(i, (key, name, value))
+                return
+        # No such header yet: Via belongs at the top, other list headers just before the body.
+        if key == "via":
+            self._items.insert(0, (key, name, value))
+        else:
+            self._items.append((key, name, value))
+
+    def pop_first(self, key: str) -> str | None:
+        """Remove and return the first element of a list header (the top Via, the top Route)."""
+        for i, (k, written, value) in enumerate(self._items):
+            if k == key:
+                if "," not in value:
+                    del self._items[i]
+                    return value.strip()
+                parts = split_values(value)
+                if len(parts) == 1:
+                    del self._items[i]
+                else:
+                    self._items[i] = (k, written, ", ".join(parts[1:]))
+                return parts[0]
+        return None
+
+
+class Message:
+    """What requests and responses share."""
+
+    __slots__ = ("body", "headers", "version")
+
+    def __init__(self, headers: Headers, body: bytes = b"", version: str = "SIP/2.0") -> None:
+        self.headers = headers
+        self.body = body
+        self.version = version
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("call-id") or ""
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize; Content-Length is always written and always equals the body's length."""
+        parts = [self.start_line()]
+        has_length = False
+        length = str(len(self.body))
+        for key, name, value in self.headers:
+            if key == "content-length":
+                if has_length:
+                    continue
+                has_length = True
+                parts.append(f"{name}: {length}")
+                continue
+            parts.append(f"{name}: {value}")
+        if not has_length:
+            parts.append(f"Content-Length: {length}")
+        parts.append("\r\n")
+        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(Message):
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Headers,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri, self.headers.copy(), self.body, self.version)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.status = status
+        self.reason = reason
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body, self.version)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"

@@ -1,0 +1,159 @@
+"""SIP and SIPS URIs (RFC 3261 19.1), with the IPv6 rules of RFC 5118.
+
+A proxy reads few parts of a URI (host, port, transport, ``lr``, its own signed parameters) and
+forwards the rest byte for byte, so ``SipUri`` keeps the parameter and header text as written and
+only splits it on demand. Other schemes (``tel:``, ``http:``...) are legal in many headers and are
+checked only for the generic ``scheme ":" opaque`` shape.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from sipdispatch.proxy.sip import grammar
+from sipdispatch.proxy.sip.errors import RemoteProtocolError
+
+__all__ = ["SipUri", "format_host", "parse_host_port", "parse_uri", "unescape"]
+
+# hostname = *( domainlabel "." ) toplabel [ "." ]: labels of alphanum and inner hyphens.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+# userinfo characters: unreserved / escaped / user-unreserved, plus ":" for the password.
+_USERINFO = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*")
+_PARAMCHARS = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
+_PARAMS = re.compile(rf"(?:;[{_PARAMCHARS}]+(?:=[{_PARAMCHARS}@]*)?)*")
+_HEADERS = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$=&@]*")
+
+
+def unescape(text: str) -> str:
+    """Decode %HH escapes once (RFC 4475 esc01, escnull: %00 stays a NUL, nothing is cut)."""
+    if "%" not in text:
+        return text
+    return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
+
+
+def _valid_ipv6(text: str) -> str:
+    """Return the canonical form of an IPv6 reference's inside, or raise ValueError.
+
+    RFC 5118 4.10 asks to tolerate ``2001:db8:::192.0.2.1`` (an RFC 3261 ABNF bug), so a
+    triple colon before an embedded IPv4 address is read as a double one.
+    """
+    candidate = text.replace(":::", "::") if ":::" in text and "." in text else text
+    return str(ipaddress.IPv6Address(candidate))
+
+
+def parse_host_port(text: str, what: str = "host") -> tuple[str, int | None]:
+    """Split ``host[:port]``; the host keeps its brackets when it is an IPv6 reference."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise RemoteProtocolError(f"{what}: unclosed IPv6 reference in {text!r}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        try:
+            _valid_ipv6(host[1:-1])
+        except ValueError:
+            raise RemoteProtocolError(f"{what}: bad IPv6 reference {host!r}") from None
+    else:
+        host, sep, port_text = text.partition(":")
+        rest = sep + port_text
+        if not (_IPV4.fullmatch(host) or _HOSTNAME.fullmatch(host)):
+            raise RemoteProtocolError(f"{what}: bad host {host!r}")
+    if not rest:
+        return host, None
+    if rest[0] != ":" or not rest[1:].isdigit() or len(rest) > 6 or int(rest[1:]) > 65535:
+        raise RemoteProtocolError(f"{what}: bad port in {text!r}")
+    return host, int(rest[1:])
+
+
+def format_host(host: str, port: int | None) -> str:
+    """``host[:port]``, bracketing a bare IPv6 address."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """A parsed ``sip:`` or ``sips:`` URI. ``params`` and ``headers`` keep their source text."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None
+    params: str = ""
+    headers: str = ""
+
+    def param(self, name: str) -> str | None:
+        """Value of a URI parameter (``""`` for a flag such as ``lr``), or None when absent."""
+        if not self.params:
+            return None
+        name = name.lower()
+        for item in self.params[1:].split(";"):
+            key, _, value = item.partition("=")
+            if key.lower() == name:
+                return value
+        return None
+
+    @property
+    def transport(self) -> str:
+        """The transport the URI asks for: its ``transport`` param, else udp (tls for sips)."""
+        value = self.param("transport")
+        if value:
+            return value.lower()
+        return "tls" if self.scheme == "sips" else "udp"
+
+    @property
+    def host_address(self) -> str:
+        """The host without IPv6 brackets, as sockets want it."""
+        return self.host[1:-1] if self.host.startswith("[") else self.host
+
+    def default_port(self) -> int:
+        return self.port if self.port is not None else (5061 if self.scheme == "sips" else 5060)
+
+    def __str__(self) -> str:
+        userinfo = ""
+        if self.user is not None:
+            userinfo = self.user + (f":{self.password}" if self.password is not None else "") + "@"
+        headers = f"?{self.headers}" if self.headers else ""
+        return f"{self.scheme}:{userinfo}{format_host(self.host, self.port)}{self.params}{headers}"
+
+
+def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
+    """Parse a URI. Returns a ``SipUri`` for sip/sips, else the text of a generic URI.
+
+    Raises ``RemoteProtocolError`` (400) on anything that is not a URI at all. A Request-URI may
+    not carry ``?headers`` (RFC 4475 escruri): pass ``allow_headers=False`` for it.
+    """
+    scheme, colon, rest = text.partition(":")
+    if not colon or not grammar.SCHEME.fullmatch(scheme) or not rest:
+        raise RemoteProtocolError(f"not a URI: {text!r}")
+    if any(c in text for c in " \t\r\n<>\""):
+        raise RemoteProtocolError(f"URI contains whitespace or delimiters: {text!r}")
+    lowered = scheme.lower()
+    if lowered not in ("sip", "sips"):
+        return text
+    userinfo, at, hostpart = rest.partition("@")
+    if not at:
+        userinfo, hostpart = "", rest
+    elif not _USERINFO.fullmatch(userinfo) or not userinfo:
+        raise RemoteProtocolError(f"bad user part in {text!r}")
+    hostpart, qmark, headers = hostpart.partition("?")
+    if qmark and (not allow_headers or not _HEADERS.fullmatch(headers)):
+        raise RemoteProtocolError(f"URI headers not allowed here: {text!r}")
+    semi = hostpart.find(";")
+    hostport, params = (hostpart, "") if semi < 0 else (hostpart[:semi], hostpart[semi:])
+    if params and not _PARAMS.fullmatch(params):
+        raise RemoteProtocolError(f"bad URI parameters in {text!r}")
+    host, port = parse_host_port(hostport, "URI host")
+    user: str | None = None
+    password: str | None = None
+    if at:
+        # A password is what follows the first ":" of userinfo; users may not contain one raw.
+        user, colon2, pw = userinfo.partition(":")
+        password = pw if colon2 else None
+    return SipUri(lowered, user, password, host, port, params, headers)

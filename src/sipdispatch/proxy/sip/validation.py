@@ -1,0 +1,96 @@
+"""Semantic checks a proxy makes before it acts on a message (RFC 3261 16.3, RFC 4475).
+
+Framing (``codec``) only proves a message can be cut out of the bytes; these checks prove it is
+one the proxy can route and answer. Each failure raises ``RemoteProtocolError`` with the status
+the RFCs name: 400 for malformed fields, 416 for Request-URI schemes we cannot route, 505 for
+other SIP versions. Responses that fail are dropped by the caller, never answered.
+"""
+
+from __future__ import annotations
+
+from sipdispatch.proxy.sip import values
+from sipdispatch.proxy.sip.errors import RemoteProtocolError
+from sipdispatch.proxy.sip.message import Request, Response
+from sipdispatch.proxy.sip.uri import parse_uri
+
+__all__ = ["ROUTABLE_SCHEMES", "validate_request", "validate_response"]
+
+#: Request-URI schemes this proxy forwards; anything else gets 416 (RFC 4475 unkscm, novelsc)
+ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
+_MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_SINGLETONS = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+_MAX_UINT32 = 2**32 - 1
+
+
+def _check_singletons(message: Request | Response) -> None:
+    for key in _SINGLETONS:
+        found = message.headers.get_all(key)
+        if len(found) > 1:
+            raise RemoteProtocolError(f"{key} appears {len(found)} times")
+
+
+def _check_uint32(text: str, what: str, upper: int = _MAX_UINT32) -> int:
+    stripped = text.strip()
+    if not stripped.isdigit() or len(stripped) > 10 or int(stripped) > upper:
+        raise RemoteProtocolError(f"{what} out of range: {text!r}")
+    return int(stripped)
+
+
+def validate_request(request: Request) -> None:
+    """Raise ``RemoteProtocolError`` unless the request is well formed enough to proxy."""
+    if request.version != "SIP/2.0":
+        raise RemoteProtocolError(
+            f"unsupported version {request.version}", 505, "Version Not Supported"
+        )
+    headers = request.headers
+    for key in _MANDATORY:
+        if headers.get(key) is None:
+            raise RemoteProtocolError(f"missing {key} header")
+    _check_singletons(request)
+    vias = [values.parse_via(v) for v in headers.values("via")]
+    if vias[0].branch == values.MAGIC_COOKIE:
+        # The bare cookie cannot identify a transaction (RFC 4475 badbranch).
+        raise RemoteProtocolError("Via branch is only the magic cookie")
+    cseq = values.parse_cseq(headers.get("cseq") or "")
+    if cseq.method != request.method:
+        raise RemoteProtocolError(f"CSeq method {cseq.method} != request method {request.method}")
+    values.parse_name_addr(headers.get("from") or "")
+    values.parse_name_addr(headers.get("to") or "")
+    max_forwards = headers.get("max-forwards")
+    if max_forwards is not None:
+        _check_uint32(max_forwards, "Max-Forwards", 255)
+    expires = headers.get("expires")
+    if expires is not None:
+        _check_uint32(expires, "Expires")
+    for contact in headers.values("contact"):
+        if contact == "*":
+            continue
+        param = values.parse_name_addr(contact).params.get("expires")
+        if param is not None:
+            _check_uint32(param, "Contact expires")
+    for key in ("route", "record-route"):
+        for value in headers.values(key):
+            values.parse_name_addr(value)
+    _check_request_uri(request.uri)
+
+
+def _check_request_uri(text: str) -> None:
+    scheme = text.partition(":")[0].lower()
+    parse_uri(text, allow_headers=False)
+    if scheme not in ROUTABLE_SCHEMES:
+        raise RemoteProtocolError(
+            f"Request-URI scheme {scheme!r} is not supported", 416, "Unsupported URI Scheme"
+        )
+
+
+def validate_response(response: Response) -> None:
+    """Raise ``RemoteProtocolError`` unless the response can be matched and relayed."""
+    if response.version != "SIP/2.0" or response.status > 699:
+        raise RemoteProtocolError(f"bad status line {response.version} {response.status}")
+    headers = response.headers
+    for key in _MANDATORY:
+        if headers.get(key) is None:
+            raise RemoteProtocolError(f"missing {key} header")
+    _check_singletons(response)
+    values.parse_via(headers.first_value("via") or "")
+    values.parse_cseq(headers.get("cseq") or "")

@@ -1,0 +1,232 @@
+"""Parsers for the header values a proxy must understand: Via, name-addr lists, CSeq.
+
+Everything else is forwarded as opaque text. The scanners are written by hand because the SIP
+grammar (quoted strings with escapes, commas inside ``<>``, LWS almost anywhere) is beyond one
+regular expression, and no maintained Python library parses SIP header values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sipdispatch.proxy.sip import grammar
+from sipdispatch.proxy.sip.errors import RemoteProtocolError
+from sipdispatch.proxy.sip.uri import SipUri, parse_host_port, parse_uri
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "CSeq",
+    "NameAddr",
+    "Via",
+    "parse_cseq",
+    "parse_name_addr",
+    "parse_name_addrs",
+    "parse_params",
+    "parse_via",
+    "parse_vias",
+    "split_values",
+]
+
+MAGIC_COOKIE = "z9hG4bK"
+_LWS = " \t"
+# gen-value = token / host / quoted-string (IPv6 references allowed in received=, RFC 5118 4.5)
+_PARAM_VALUE = re.compile(rf"[{grammar.TOKEN_CHARS}:\[\]]+")
+_SENT_PROTOCOL = re.compile(
+    rf"SIP[{_LWS}]*/[{_LWS}]*2\.0[{_LWS}]*/[{_LWS}]*([{grammar.TOKEN_CHARS}]+)", re.IGNORECASE
+)
+_CSEQ = re.compile(rf"([0-9]{{1,10}})[{_LWS}]+([{grammar.TOKEN_CHARS}]+)")
+_MAX_CSEQ = 2**32 - 1  # RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer
+
+
+def split_values(value: str) -> list[str]:
+    """Split a comma-separated header value, ignoring commas inside quotes and ``<>``.
+
+    An empty element (``a,,b``) is a syntax error for every list header we split.
+    """
+    if "," not in value:
+        return [value.strip()]
+    parts: list[str] = []
+    start = 0
+    in_quotes = in_angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quotes:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quotes = False
+        elif c == '"':
+            in_quotes = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            parts.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(value[start:].strip())
+    if any(not p for p in parts):
+        raise RemoteProtocolError(f"empty element in list {value!r}")
+    return parts
+
+
+def _read_quoted(text: str, start: int) -> int:
+    """Index just past the quoted-string opening at ``start``; raise if it never closes."""
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i + 1
+        i += 1
+    raise RemoteProtocolError(f"unterminated quoted string in {text!r}")
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """Parse ``*( SEMI generic-param )``; names are lowercased, flags map to ``""``."""
+    params: dict[str, str] = {}
+    rest = text.strip(_LWS)
+    while rest:
+        if rest[0] != ";":
+            raise RemoteProtocolError(f"expected ';' in parameters {text!r}")
+        rest = rest[1:].lstrip(_LWS)
+        name_match = grammar.PARAM_NAME.match(rest)
+        if not name_match:
+            raise RemoteProtocolError(f"empty parameter in {text!r}")
+        name = name_match.group().lower()
+        rest = rest[name_match.end() :].lstrip(_LWS)
+        value = ""
+        if rest.startswith("="):
+            rest = rest[1:].lstrip(_LWS)
+            if rest.startswith('"'):
+                end = _read_quoted(rest, 0)
+                value, rest = rest[:end], rest[end:]
+            else:
+                value_match = _PARAM_VALUE.match(rest)
+                if not value_match:
+                    raise RemoteProtocolError(f"bad value of parameter {name!r} in {text!r}")
+                value, rest = value_match.group(), rest[value_match.end() :]
+            rest = rest.lstrip(_LWS)
+        params[name] = value
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value: ``SIP/2.0/<transport> host[:port];params``."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def is_rfc3261(self) -> bool:
+        """True when the branch has the magic cookie (and something after it)."""
+        branch = self.params.get("branch")
+        return branch is not None and branch.startswith(MAGIC_COOKIE)
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value (LWS around ``/`` is legal, RFC 4475 wsinv)."""
+    match = _SENT_PROTOCOL.match(value.strip(_LWS))
+    if not match:
+        raise RemoteProtocolError(f"bad Via {value!r}")
+    rest = value.strip(_LWS)[match.end() :].lstrip(_LWS)
+    semi = rest.find(";")
+    sent_by, params_text = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
+    sent_by = re.sub(rf"[{_LWS}]*:[{_LWS}]*", ":", sent_by.strip(_LWS))
+    if not sent_by:
+        raise RemoteProtocolError(f"Via without sent-by: {value!r}")
+    host, port = parse_host_port(sent_by, "Via sent-by")
+    return Via(match.group(1).upper(), host, port, parse_params(params_text))
+
+
+def parse_vias(value: str) -> list[Via]:
+    return [parse_via(v) for v in split_values(value)]
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)``."""
+
+    display: str | None
+    uri: SipUri | str
+    params: dict[str, str]
+    #: the URI as written (between ``<>`` or bare), for forwarding unchanged
+    uri_text: str
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """Parse To, From, Contact, Route or Record-Route values (RFC 3261 20.10, 20.20).
+
+    Rejects what RFC 4475 calls malformed: unbalanced quotes (quotbal), spaces inside ``<>``
+    (badaspec), unquoted non-token display names (baddn), a bare URI with ``?headers``
+    (regbadct). Accepts a token display name glued to ``<`` (lwsdisp).
+    """
+    text = value.strip(_LWS)
+    display: str | None = None
+    if text.startswith('"'):
+        end = _read_quoted(text, 0)
+        display = text[:end]
+        text = text[end:].lstrip(_LWS)
+        if not text.startswith("<"):
+            raise RemoteProtocolError(f"quoted display name without <URI>: {value!r}")
+    elif "<" in text:
+        before, _, _ = text.partition("<")
+        words = before.split()
+        if any(not grammar.TOKEN.fullmatch(w) for w in words):
+            raise RemoteProtocolError(f"display name must be tokens or quoted: {value!r}")
+        display = " ".join(words) or None
+        text = text[len(before) :]
+    if text.startswith("<"):
+        close = text.find(">")
+        if close < 0:
+            raise RemoteProtocolError(f"unclosed '<' in {value!r}")
+        uri_text = text[1:close]
+        params_text = text[close + 1 :]
+        uri = parse_uri(uri_text)
+    else:
+        semi = text.find(";")
+        uri_text, params_text = (text, "") if semi < 0 else (text[:semi], text[semi:])
+        uri_text = uri_text.rstrip(_LWS)
+        if "?" in uri_text or "," in uri_text:
+            raise RemoteProtocolError(f"URI with '?' or ',' must be inside <>: {value!r}")
+        uri = parse_uri(uri_text)
+    return NameAddr(display, uri, parse_params(params_text), uri_text)
+
+
+def parse_name_addrs(value: str) -> list[NameAddr]:
+    return [parse_name_addr(v) for v in split_values(value)]
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+
+def parse_cseq(value: str) -> CSeq:
+    """``1*DIGIT LWS Method``; the number must fit in 32 bits (RFC 4475 scalar02)."""
+    match = _CSEQ.fullmatch(value.strip(_LWS))
+    if not match:
+        raise RemoteProtocolError(f"bad CSeq {value!r}")
+    number = int(match.group(1))
+    if number > _MAX_CSEQ:
+        raise RemoteProtocolError(f"CSeq number out of range: {value!r}")
+    return CSeq(number, match.group(2))

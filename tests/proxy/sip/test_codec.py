@@ -1,0 +1,121 @@
+"""Framing, unfolding, compact forms and serialization of the codec."""
+
+from __future__ import annotations
+
+import pytest
+from corpus import MESSAGES
+
+from sipdispatch.proxy.sip import codec, values
+from sipdispatch.proxy.sip.errors import RemoteProtocolError
+from sipdispatch.proxy.sip.message import Request, Response
+from sipdispatch.proxy.sip.uri import SipUri, parse_uri, unescape
+
+BY_NAME = {m.name: m.data for m in MESSAGES}
+
+
+def _request(name: str) -> Request:
+    message = codec.parse(BY_NAME[name])
+    assert isinstance(message, Request)
+    return message
+
+
+def test_folded_and_odd_headers_are_read_as_written() -> None:
+    request = _request("wsinv.dat")
+    headers = request.headers
+    assert int(headers.get("max-forwards") or "") == 68
+    assert values.parse_cseq(headers.get("cseq") or "") == values.CSeq(9, "INVITE")
+    assert headers.get("unknownheaderwithunusualvalue") == ";;,,;;,;"
+    assert headers.get("subject") == ""
+    vias = [values.parse_via(v) for v in headers.values("via")]
+    assert [(v.transport, v.host, v.branch) for v in vias] == [
+        ("UDP", "192.0.2.2", "390skdjuw"),
+        ("TCP", "spindle.example.com", "z9hG4bK9ikj8"),
+        ("UDP", "192.168.255.111", "z9hG4bK30239"),
+    ]
+    to = values.parse_name_addr(headers.get("to") or "")
+    assert to.tag == "1918181833n"
+    contact = values.parse_name_addr(headers.get("contact") or "")
+    assert contact.params == {"newparam": "newvalue", "secondparam": "", "q": "0.33"}
+    assert len(request.body) == 150
+
+
+def test_datagram_noise_after_the_body_is_ignored() -> None:
+    request = _request("dblreq.dat")
+    assert request.method == "REGISTER"
+    assert request.body == b""
+
+
+def test_body_without_content_length_is_the_rest_of_the_datagram() -> None:
+    request = _request("inv2543.dat")
+    assert request.body.startswith(b"v=0") and request.body.endswith(b"\r\n")
+
+
+def test_binary_body_is_framed_by_content_length() -> None:
+    request = _request("mpart01.dat")
+    assert len(request.body) == 553
+    assert b"\x00" in request.body
+
+
+def test_serialization_round_trips_and_fixes_content_length() -> None:
+    request = _request("inv2543.dat")
+    again = codec.parse(request.to_bytes(), datagram=False)
+    assert isinstance(again, Request)
+    assert again.body == request.body
+    assert again.headers.get("content-length") == str(len(request.body))
+    assert [h[1:] for h in again.headers][:-1] == [h[1:] for h in request.headers]
+
+
+def test_escaped_user_parts_unescape_once() -> None:
+    uri = parse_uri(_request("semiuri.dat").uri)
+    assert isinstance(uri, SipUri)
+    assert unescape(uri.user or "") == "user;par=u@example.net"
+    to = values.parse_name_addr(_request("escnull.dat").headers.get("to") or "")
+    assert isinstance(to.uri, SipUri)
+    assert unescape(to.uri.user or "") == "null-\x00-null"
+
+
+def test_ipv6_references() -> None:
+    good = parse_uri("sip:[2001:db8::10]:5070")
+    assert isinstance(good, SipUri)
+    assert (good.host, good.port, good.host_address) == ("[2001:db8::10]", 5070, "2001:db8::10")
+    ambiguous = parse_uri("sip:[2001:db8::10:5070]")
+    assert isinstance(ambiguous, SipUri) and ambiguous.port is None
+    with pytest.raises(RemoteProtocolError):
+        parse_uri("sip:2001:db8::10")
+
+
+def test_responses_keep_an_empty_reason() -> None:
+    message = codec.parse(BY_NAME["noreason.dat"])
+    assert isinstance(message, Response)
+    assert (message.status, message.reason) == (100, "")
+
+
+def test_bad_request_line_keeps_headers_for_the_400() -> None:
+    with pytest.raises(codec.MessageError) as info:
+        codec.parse(BY_NAME["lwsstart.dat"])
+    assert isinstance(info.value.partial, Request)
+    assert info.value.partial.headers.get("call-id")
+
+
+def test_stream_framer_cuts_messages_and_skips_keepalives() -> None:
+    one = _request("esc01.dat").to_bytes()
+    two = _request("lwsdisp.dat").to_bytes()
+    framer = codec.StreamFramer()
+    stream = b"\r\n\r\n" + one + two
+    out: list[bytes] = []
+    for i in range(0, len(stream), 7):  # arbitrary chunking
+        out += framer.feed(stream[i : i + 7])
+    assert out == [one, two]
+
+
+def test_stream_framer_requires_content_length_and_bounds_size() -> None:
+    with pytest.raises(RemoteProtocolError):
+        codec.StreamFramer().feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        codec.StreamFramer(max_size=100).feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"y" * 200)
+    assert info.value.status == 413
+
+
+def test_keepalive() -> None:
+    assert codec.is_keepalive(b"\r\n\r\n")
+    assert not codec.is_keepalive(b"OPTIONS")
