@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from corpus import MESSAGES
 
+from corpus import MESSAGES
 from sipdispatch.proxy.sip import codec, values
 from sipdispatch.proxy.sip.errors import RemoteProtocolError
 from sipdispatch.proxy.sip.message import Request, Response
@@ -47,7 +47,8 @@ def test_datagram_noise_after_the_body_is_ignored() -> None:
 
 def test_body_without_content_length_is_the_rest_of_the_datagram() -> None:
     request = _request("inv2543.dat")
-    assert request.body.startswith(b"v=0") and request.body.endswith(b"\r\n")
+    assert request.body.startswith(b"v=0")
+    assert request.body.endswith(b"\r\n")
 
 
 def test_binary_body_is_framed_by_content_length() -> None:
@@ -79,7 +80,8 @@ def test_ipv6_references() -> None:
     assert isinstance(good, SipUri)
     assert (good.host, good.port, good.host_address) == ("[2001:db8::10]", 5070, "2001:db8::10")
     ambiguous = parse_uri("sip:[2001:db8::10:5070]")
-    assert isinstance(ambiguous, SipUri) and ambiguous.port is None
+    assert isinstance(ambiguous, SipUri)
+    assert ambiguous.port is None
     with pytest.raises(RemoteProtocolError):
         parse_uri("sip:2001:db8::10")
 

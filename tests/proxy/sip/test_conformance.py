@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from corpus import MESSAGES, TortureMessage
 
+from corpus import MESSAGES, TortureMessage
 from sipdispatch.proxy.sip import codec, validation
 from sipdispatch.proxy.sip.errors import RemoteProtocolError
 from sipdispatch.proxy.sip.message import Request
