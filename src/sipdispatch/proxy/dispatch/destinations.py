@@ -1,0 +1,451 @@
+"""Destinations, sets and the destination table.
+
+`Destination` is configuration: frozen, built from a `dispatcher.list` line or
+a YAML/custom-resource entry. The table pairs each destination with a mutable
+`Runtime` (health, latency, active calls) in a `Target`.
+
+A `DestinationTable` is an immutable snapshot; a reload builds a new one and
+the proxy swaps it in. `DestinationTable.build` carries every runtime record
+across by destination key (set id + normalised URI), so a reload resets
+nothing that did not change: learned health, latency and call counts stay,
+an admin `set-state` stays, the selector (its round-robin cursor, its slot
+table) stays when the set's algorithm did not change. A destination whose
+address changed (URI or send socket) is a new destination with fresh health.
+
+Disabled in the configuration always wins (DX after every build); a
+destination enabled in the configuration keeps an admin DX from `set-state`
+unless the configuration itself just changed from disabled to enabled.
+Draining (`DR`, an endpoint terminating) follows the same rule.
+
+Selection (`DestinationTable.select`) returns the ordered failover list over
+destinations eligible for new dialogs: states AP, AX, TP, TX (never IP, IX,
+DX, DR). An unknown set id raises `UnknownSetError`; a known set with no
+eligible destination returns an empty list.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
+
+from sipdispatch.proxy.dispatch import algorithms as _algorithms
+from sipdispatch.proxy.dispatch import context as _context
+from sipdispatch.proxy.dispatch import health as _health
+from sipdispatch.proxy.dispatch import uris as _uris
+
+__all__ = [
+    "DEFAULT_ALGORITHM",
+    "Destination",
+    "DestinationError",
+    "DestinationSet",
+    "DestinationTable",
+    "Runtime",
+    "SetConfig",
+    "TableConfig",
+    "Target",
+    "UnknownDestinationError",
+    "UnknownSetError",
+]
+
+DEFAULT_ALGORITHM = "round-robin"
+
+# dispatcher.list flags (bit values as in Kamailio).
+FLAG_INACTIVE = 1
+FLAG_TRYING = 2
+FLAG_DISABLED = 4
+FLAG_PROBING = 8
+FLAG_NO_DNS = 16  # Kamailio: do not resolve the host at load; accepted, no effect
+FLAGS_KNOWN = 31
+_STATE_FLAGS = FLAG_INACTIVE | FLAG_TRYING | FLAG_PROBING
+
+
+_T = TypeVar("_T", int, str)
+
+
+class DestinationError(ValueError):
+    """A bad destination field; `field` names it (``uri``, ``attrs.weight``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownSetError(LookupError):
+    def __init__(self, set_id: int) -> None:
+        super().__init__(f"no destination set {set_id}")
+        self.set_id = set_id
+
+
+class UnknownDestinationError(LookupError):
+    pass
+
+
+def _attr_int(attrs: Mapping[str, str], name: str, low: int) -> int | None:
+    if name not in attrs:
+        return None
+    text = attrs[name].strip()
+    if not text.lstrip("-").isdigit() or int(text) < low:
+        raise DestinationError(f"attrs.{name}", f"{text!r} is not an integer >= {low}")
+    return int(text)
+
+
+def _pick(name: str, explicit: _T | None, from_attrs: _T | None) -> _T | None:
+    if explicit is not None and from_attrs is not None and explicit != from_attrs:
+        raise DestinationError(name, "given both as a field and in attrs, with different values")
+    return explicit if explicit is not None else from_attrs
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One destination of one set, as configured. Build with `create`."""
+
+    set_id: int
+    uri: str
+    host: str
+    port: int
+    transport: str
+    user: str | None
+    key: str  # set id + normalised URI: the identity across reloads
+    flags: int = 0
+    priority: int = 0
+    attrs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    weight: int = 1
+    rweight: int | None = None  # None: relative weight follows `weight`
+    duid: str | None = None
+    maxload: int = 0  # 0: no limit
+    socket: str | None = None
+    ping_from: str | None = None
+    disabled: bool = False
+    draining: bool = False
+
+    @classmethod
+    def create(
+        cls,
+        set_id: int,
+        uri: str,
+        flags: int = 0,
+        priority: int = 0,
+        attrs: Mapping[str, str] | None = None,
+        *,
+        weight: int | None = None,
+        rweight: int | None = None,
+        duid: str | None = None,
+        maxload: int | None = None,
+        socket: str | None = None,
+        ping_from: str | None = None,
+        disabled: bool = False,
+        draining: bool = False,
+    ) -> Destination:
+        """Validate and build; known attrs (`weight=`, `duid=`, ...) are parsed.
+
+        Fields may be given as keywords or in `attrs` (as in a
+        `dispatcher.list`); giving both with different values is an error.
+        Weight defaults to 1 (Kamailio: 0 means "no weight"), so a set
+        without weights is spread evenly by the weight algorithm.
+        """
+        try:
+            parsed = _uris.parse_sip_uri(uri)
+        except ValueError as exc:
+            raise DestinationError("uri", str(exc)) from None
+        if set_id < 0:
+            raise DestinationError("setid", f"{set_id} is not a set id (an integer >= 0)")
+        if flags & ~FLAGS_KNOWN or flags < 0:
+            raise DestinationError("flags", f"{flags} has unknown bits (known: 1 2 4 8 16)")
+        raw = dict(attrs or {})
+        weight = _pick("weight", weight, _attr_int(raw, "weight", 0))
+        rweight = _pick("rweight", rweight, _attr_int(raw, "rweight", 0))
+        maxload = _pick("maxload", maxload, _attr_int(raw, "maxload", 0))
+        duid = _pick("duid", duid, raw.get("duid") or None)
+        socket = _pick("socket", socket, raw.get("socket") or None)
+        ping_from = _pick("ping_from", ping_from, raw.get("ping_from") or None)
+        for name, value in (("weight", weight), ("rweight", rweight), ("maxload", maxload)):
+            if value is not None and value < 0:
+                raise DestinationError(name, f"{value} is negative")
+        if socket is not None:
+            try:
+                socket = str(_uris.parse_socket(socket))
+            except ValueError as exc:
+                raise DestinationError("attrs.socket", str(exc)) from None
+        if ping_from is not None:
+            try:
+                _uris.parse_sip_uri(ping_from)
+            except ValueError as exc:
+                raise DestinationError("attrs.ping_from", str(exc)) from None
+        return cls(
+            set_id=set_id,
+            uri=uri,
+            host=parsed.host,
+            port=parsed.port,
+            transport=parsed.transport,
+            user=parsed.user,
+            key=f"{set_id}:{parsed.normalised()}",
+            flags=flags,
+            priority=priority,
+            attrs=MappingProxyType(raw),
+            weight=1 if weight is None else weight,
+            rweight=rweight,
+            duid=duid,
+            maxload=maxload or 0,
+            socket=socket,
+            ping_from=ping_from,
+            disabled=disabled or bool(flags & FLAG_DISABLED),
+            draining=draining,
+        )
+
+    @property
+    def health_identity(self) -> tuple[str, str | None]:
+        """What learned health is about: the address and the path to it."""
+        return self.key, self.socket
+
+
+@dataclass(frozen=True, slots=True)
+class SetConfig:
+    set_id: int
+    destinations: tuple[Destination, ...]
+    algorithm: str = DEFAULT_ALGORITHM
+    hash_key: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))
+        seen: set[str] = set()
+        for dest in self.destinations:
+            if dest.set_id != self.set_id:
+                raise ValueError(f"destination {dest.uri} belongs to set {dest.set_id}")
+            if dest.key in seen:
+                raise ValueError(f"set {self.set_id}: {dest.uri} is listed twice")
+            seen.add(dest.key)
+
+
+@dataclass(frozen=True, slots=True)
+class TableConfig:
+    """Everything a table is built from; produced by both loaders."""
+
+    sets: tuple[SetConfig, ...]
+    default_set: int | None = None
+
+    def __post_init__(self) -> None:
+        ids = [s.set_id for s in self.sets]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"set ids are not unique: {ids}")
+        if self.default_set is not None and self.default_set not in ids:
+            raise ValueError(f"default set {self.default_set} is not defined")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Mutable state of one destination, carried across reloads by key."""
+
+    health: _health.HealthRecord
+    active_calls: int = 0
+
+    def call_started(self) -> None:
+        self.active_calls += 1
+
+    def call_ended(self) -> None:
+        self.active_calls = max(0, self.active_calls - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A destination with its runtime record: what selection returns."""
+
+    destination: Destination
+    runtime: Runtime
+
+    @property
+    def key(self) -> str:
+        return self.destination.key
+
+    @property
+    def priority(self) -> int:
+        return self.destination.priority
+
+    @property
+    def weight(self) -> int:
+        return self.destination.weight
+
+    @property
+    def rweight(self) -> int:
+        rweight = self.destination.rweight
+        return self.destination.weight if rweight is None else rweight
+
+    @property
+    def duid(self) -> str | None:
+        return self.destination.duid
+
+    @property
+    def maxload(self) -> int:
+        return self.destination.maxload
+
+    @property
+    def active_calls(self) -> int:
+        return self.runtime.active_calls
+
+    @property
+    def latency_estimate(self) -> float | None:
+        return self.runtime.health.latency.estimate
+
+    @property
+    def eligible(self) -> bool:
+        return self.runtime.health.eligible
+
+
+class DestinationSet:
+    """One set: its targets in table order and the selector that orders them."""
+
+    def __init__(
+        self, config: SetConfig, targets: tuple[Target, ...], selector: _algorithms.Selector
+    ) -> None:
+        self.set_id = config.set_id
+        self.algorithm = config.algorithm
+        self.hash_key = config.hash_key
+        self.config = config
+        self.selector = selector
+        # Table order: highest priority first, then configuration order.
+        self.targets = tuple(sorted(targets, key=lambda t: -t.destination.priority))
+
+    def eligible(self) -> list[Target]:
+        return [t for t in self.targets if t.runtime.health.eligible]
+
+    def select(self, ctx: _context.SelectionContext) -> list[Target]:
+        return self.selector.order(ctx, self.eligible())
+
+
+def _new_record(
+    dest: Destination, policy: _health.HealthPolicy, now: float
+) -> _health.HealthRecord:
+    record = _health.HealthRecord(changed_at=now, reason="configured")
+    _apply_state_flags(record, dest.flags, policy)
+    record.disabled = dest.disabled
+    record.draining = dest.draining
+    return record
+
+
+def _apply_state_flags(
+    record: _health.HealthRecord, flags: int, policy: _health.HealthPolicy
+) -> None:
+    if flags & FLAG_INACTIVE:
+        record.learned = _health.HealthState.INACTIVE
+    elif flags & FLAG_TRYING:
+        record.learned = _health.HealthState.TRYING
+    else:
+        record.learned = _health.HealthState.ACTIVE
+    record.failures = record.successes = 0
+    if policy.mode is _health.ProbingMode.ALL:
+        record.probing = True
+    elif policy.mode is _health.ProbingMode.OFF:
+        record.probing = False
+    else:
+        record.probing = bool(flags & FLAG_PROBING)
+
+
+def _carry(
+    record: _health.HealthRecord,
+    old: Destination,
+    new: Destination,
+    policy: _health.HealthPolicy,
+    now: float,
+) -> None:
+    """Apply to a carried record only what changed in the configuration."""
+    before = record.code
+    if old.flags & _STATE_FLAGS != new.flags & _STATE_FLAGS:
+        _apply_state_flags(record, new.flags, policy)
+    # Configured disable always wins; enabling in config lifts only a
+    # configured disable, not an admin's set-state dx.
+    if new.disabled or old.disabled:
+        record.disabled = new.disabled
+    if new.draining or old.draining:
+        record.draining = new.draining
+    if record.code != before:
+        record.changed_at = now
+        record.reason = "configuration changed"
+
+
+class DestinationTable:
+    """An immutable snapshot of all sets. Build with `DestinationTable.build`."""
+
+    def __init__(self, sets: Mapping[int, DestinationSet], default_set: int | None) -> None:
+        self.sets: Mapping[int, DestinationSet] = MappingProxyType(dict(sets))
+        self.default_set = default_set
+        self._by_key = {t.key: t for s in self.sets.values() for t in s.targets}
+
+    @classmethod
+    def build(
+        cls,
+        config: TableConfig,
+        previous: DestinationTable | None,
+        now: float,
+        *,
+        policy: _health.HealthPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> DestinationTable:
+        """A new table; runtime records and selectors carried from `previous`."""
+        policy = policy or _health.HealthPolicy()
+        sets: dict[int, DestinationSet] = {}
+        for set_config in config.sets:
+            targets = []
+            for dest in set_config.destinations:
+                old = previous._by_key.get(dest.key) if previous else None
+                if old is not None and old.destination.health_identity == dest.health_identity:
+                    _carry(old.runtime.health, old.destination, dest, policy, now)
+                    runtime = old.runtime
+                else:
+                    runtime = Runtime(_new_record(dest, policy, now))
+                targets.append(Target(dest, runtime))
+            old_set = previous.sets.get(set_config.set_id) if previous else None
+            if (
+                old_set is not None
+                and old_set.algorithm == set_config.algorithm
+                and old_set.hash_key == set_config.hash_key
+            ):
+                selector = old_set.selector
+            else:
+                selector = _algorithms.make_selector(
+                    set_config.algorithm, hash_key=set_config.hash_key, rng=rng
+                )
+            sets[set_config.set_id] = DestinationSet(set_config, tuple(targets), selector)
+        return cls(sets, config.default_set)
+
+    def get_set(self, set_id: int) -> DestinationSet:
+        try:
+            return self.sets[set_id]
+        except KeyError:
+            raise UnknownSetError(set_id) from None
+
+    def select(self, set_id: int, ctx: _context.SelectionContext) -> list[Target]:
+        """Ordered failover list for a new dialog; raises `UnknownSetError`."""
+        return self.get_set(set_id).select(ctx)
+
+    def find(self, set_id: int, uri: str) -> Target:
+        """The target for `uri` in a set, however the URI is spelled."""
+        dest_set = self.get_set(set_id)
+        try:
+            key = f"{set_id}:{_uris.parse_sip_uri(uri).normalised()}"
+        except ValueError as exc:
+            raise UnknownDestinationError(str(exc)) from None
+        for target in dest_set.targets:
+            if target.key == key:
+                return target
+        raise UnknownDestinationError(f"no destination {uri} in set {set_id}")
+
+    def targets(self) -> Iterator[Target]:
+        """Every target of every set, sets in id order."""
+        for set_id in sorted(self.sets):
+            yield from self.sets[set_id].targets
+
+    def set_state(self, set_id: int, uri: str, code: str, now: float) -> _health.Event | None:
+        """`set-state` by set and URI (the control API's verb)."""
+        return _health.set_admin_state(self.find(set_id, uri).runtime.health, code, now)
+
+    def expire(self, now: float) -> list[tuple[Target, _health.Event]]:
+        """End Retry-After drains that are due; call from a timer."""
+        events = []
+        for target in self.targets():
+            event = _health.expire_drain(target.runtime.health, now)
+            if event is not None:
+                events.append((target, event))
+        return events

@@ -1,0 +1,349 @@
+"""Destination health: learned state, admin overrides, thresholds, two-letter codes.
+
+A destination's health has two layers:
+
+* the **learned** state, moved by results (OPTIONS probes, and real traffic
+  for passive marking: a failed call counts exactly like a failed probe):
+  ``ACTIVE`` -> ``TRYING`` on a failure below the failure threshold ->
+  ``INACTIVE`` once `failure_threshold` consecutive results failed; back to
+  ``ACTIVE`` from ``TRYING`` on the first success (the failure streak is
+  broken) and from ``INACTIVE`` after `success_threshold` consecutive
+  successes. Fail and success counters are separate, and each is reset by
+  a result of the other kind;
+* **overrides** that results never lift: ``DISABLED`` (admin, or `disabled`
+  / flag 4 in the table) and ``DRAINING`` (endpoint terminating, or admin
+  ``dr``). A 503 with Retry-After from the destination is a *timed* drain:
+  it ends with the first result after the deadline (or `expire_drain`).
+  Under a drain the learned state keeps being updated, so that it is
+  accurate when the drain ends; under ``DISABLED`` results are ignored.
+
+The **probing flag** says whether OPTIONS are being sent to the destination;
+it depends on the probing mode (Kamailio's ``ds_probing_mode``):
+
+======== ==== ===============================================================
+mode     kam. probed destinations
+======== ==== ===============================================================
+failed   0    those that failed (flag set on failure, cleared when ACTIVE)
+all      1    every destination that is not disabled (the default)
+inactive 2    INACTIVE ones only (flag set on becoming INACTIVE)
+flagged  3    those flagged in the table (flag 8), never changed by results
+off      --   none (passive marking only; INACTIVE stays until `set-state`)
+======== ==== ===============================================================
+
+Two-letter codes, as shown by ``kamcmd dispatcher.list`` (first letter the
+state, second ``P`` probing or ``X`` not):
+
+* ``AP`` active, probed; ``AX`` active, not probed (mode failed/inactive
+  after recovery, or flagged/off). Kamailio's meaning is kept: ``AX`` is not
+  a "coming up" state. A destination coming back up is ``IP`` with
+  ``successes`` > 0 until `success_threshold` is reached.
+* ``TP`` / ``TX`` trying: failed, below the failure threshold; still
+  selected for new dialogs, as in Kamailio.
+* ``IP`` / ``IX`` inactive: no new dialogs.
+* ``DX`` admin disabled: no new dialogs, never probed, never lifted by results.
+* ``DR`` draining: no new dialogs; in-dialog requests still pass.
+
+Eligible for new dialogs: ``AP``, ``AX``, ``TP``, ``TX``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from sipdispatch.proxy.dispatch import latency as _latency
+
+__all__ = [
+    "ADMIN_CODES",
+    "DestinationDown",
+    "DestinationUp",
+    "Event",
+    "HealthPolicy",
+    "HealthRecord",
+    "HealthState",
+    "InvalidStateError",
+    "Outcome",
+    "ProbingMode",
+    "Result",
+    "apply",
+    "expire_drain",
+    "set_admin_state",
+    "wants_probe",
+]
+
+
+class HealthState(enum.Enum):
+    ACTIVE = "A"
+    TRYING = "T"
+    INACTIVE = "I"
+    DISABLED = "D"
+    DRAINING = "DR"
+
+
+class ProbingMode(enum.Enum):
+    FAILED = "failed"
+    ALL = "all"
+    INACTIVE = "inactive"
+    FLAGGED = "flagged"
+    OFF = "off"
+
+    @classmethod
+    def parse(cls, value: str | int) -> ProbingMode:
+        """Accept a name or Kamailio's `ds_probing_mode` number."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value in _KAMAILIO_MODES:
+                return _KAMAILIO_MODES[value]
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            if text.isdigit() and int(text) in _KAMAILIO_MODES:
+                return _KAMAILIO_MODES[int(text)]
+            for mode in cls:
+                if mode.value == text:
+                    return mode
+        names = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown probing mode {value!r}; expected one of {names} or 0-3")
+
+
+_KAMAILIO_MODES = {
+    0: ProbingMode.FAILED,
+    1: ProbingMode.ALL,
+    2: ProbingMode.INACTIVE,
+    3: ProbingMode.FLAGGED,
+}
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"  # an accepted reply code
+    FAILURE = "failure"  # any other reply, or a transport error
+    TIMEOUT = "timeout"  # no reply in time
+    OVERLOADED = "overloaded"  # 503 with Retry-After: a drain signal
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One observation of a destination, from a probe or from real traffic."""
+
+    outcome: Outcome
+    rtt: float | None = None  # measured round trip, seconds
+    waited: float | None = None  # for TIMEOUT: how long we waited
+    retry_after: float = 0.0  # for OVERLOADED
+    reason: str = ""
+
+    @classmethod
+    def success(cls, rtt: float | None = None, reason: str = "") -> Result:
+        return cls(Outcome.SUCCESS, rtt=rtt, reason=reason)
+
+    @classmethod
+    def failure(cls, reason: str = "", rtt: float | None = None) -> Result:
+        return cls(Outcome.FAILURE, rtt=rtt, reason=reason)
+
+    @classmethod
+    def timeout(cls, waited: float, reason: str = "timeout") -> Result:
+        return cls(Outcome.TIMEOUT, waited=waited, reason=reason)
+
+    @classmethod
+    def overloaded(cls, retry_after: float, rtt: float | None = None) -> Result:
+        return cls(
+            Outcome.OVERLOADED,
+            rtt=rtt,
+            retry_after=max(0.0, retry_after),
+            reason=f"503 Retry-After {retry_after:g}s",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    mode: ProbingMode = ProbingMode.ALL
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1 or self.success_threshold < 1:
+            raise ValueError("health thresholds must be >= 1")
+
+
+@dataclass(slots=True)
+class HealthRecord:
+    """Mutable health of one destination, owned by the destination table."""
+
+    learned: HealthState = HealthState.ACTIVE
+    probing: bool = False
+    disabled: bool = False
+    draining: bool = False
+    drain_until: float | None = None
+    failures: int = 0  # consecutive failed results
+    successes: int = 0  # consecutive successful results
+    changed_at: float = 0.0  # when the two-letter code last changed
+    reason: str = ""
+    latency: _latency.LatencyStats = field(default_factory=_latency.LatencyStats)
+
+    def __post_init__(self) -> None:
+        if self.learned not in _LEARNED:
+            raise ValueError(f"learned state must be one of {_LEARNED}, got {self.learned}")
+
+    @property
+    def state(self) -> HealthState:
+        if self.disabled:
+            return HealthState.DISABLED
+        if self.draining or self.drain_until is not None:
+            return HealthState.DRAINING
+        return self.learned
+
+    @property
+    def code(self) -> str:
+        state = self.state
+        if state is HealthState.DISABLED:
+            return "DX"
+        if state is HealthState.DRAINING:
+            return "DR"
+        return _LETTERS[state] + ("P" if self.probing else "X")
+
+    @property
+    def eligible(self) -> bool:
+        """Whether new dialogs may be sent here."""
+        return self.state in _ELIGIBLE
+
+
+_LETTERS = {HealthState.ACTIVE: "A", HealthState.TRYING: "T", HealthState.INACTIVE: "I"}
+_LEARNED = (HealthState.ACTIVE, HealthState.TRYING, HealthState.INACTIVE)
+_ELIGIBLE = frozenset({HealthState.ACTIVE, HealthState.TRYING})
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationUp:
+    """The destination became eligible for new dialogs."""
+
+    code: str
+    previous: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationDown:
+    """The destination stopped being eligible for new dialogs."""
+
+    code: str
+    previous: str
+    reason: str
+    at: float
+
+
+Event = DestinationUp | DestinationDown
+
+
+class InvalidStateError(ValueError):
+    """An admin state code that `set_admin_state` does not know."""
+
+
+def wants_probe(record: HealthRecord, policy: HealthPolicy) -> bool:
+    """Whether the prober should send OPTIONS to this destination now."""
+    if record.disabled or policy.mode is ProbingMode.OFF:
+        return False
+    return policy.mode is ProbingMode.ALL or record.probing
+
+
+def apply(record: HealthRecord, result: Result, policy: HealthPolicy, now: float) -> Event | None:
+    """Fold one result into `record`; return an event if eligibility changed."""
+    before = _snapshot(record)
+    if result.rtt is not None:
+        record.latency.observe(result.rtt)
+    if result.outcome is Outcome.TIMEOUT:
+        record.latency.observe_timeout(result.waited or 0.0)
+    if record.disabled:
+        return None  # DX: results never lift an admin decision
+    expire_drain(record, now)
+    reason = result.reason or result.outcome.value
+    if result.outcome is Outcome.OVERLOADED:
+        record.drain_until = now + result.retry_after
+    elif result.outcome is Outcome.SUCCESS:
+        record.failures = 0
+        record.successes += 1
+        if record.learned is HealthState.TRYING or (
+            record.learned is HealthState.INACTIVE and record.successes >= policy.success_threshold
+        ):
+            record.learned = HealthState.ACTIVE
+            reason = f"{record.successes} consecutive successes ({reason})"
+    else:
+        record.successes = 0
+        record.failures += 1
+        if record.failures >= policy.failure_threshold:
+            record.learned = HealthState.INACTIVE
+            reason = f"{record.failures} consecutive failures ({reason})"
+        elif record.learned is HealthState.ACTIVE:
+            record.learned = HealthState.TRYING
+    _update_probing(record, policy.mode)
+    return _finish(record, before, reason, now)
+
+
+def expire_drain(record: HealthRecord, now: float) -> Event | None:
+    """End a Retry-After drain whose deadline has passed (call from a timer)."""
+    if record.drain_until is None or now < record.drain_until:
+        return None
+    before = _snapshot(record)
+    record.drain_until = None
+    return _finish(record, before, "Retry-After elapsed", now)
+
+
+ADMIN_CODES = frozenset({"a", "ap", "ax", "i", "ip", "ix", "t", "tp", "tx", "d", "dx", "dr"})
+
+
+def set_admin_state(record: HealthRecord, code: str, now: float) -> Event | None:
+    """Apply an operator's `set-state` (``ap``, ``ip``, ``dx``, ``dr``, ...).
+
+    ``a``/``i``/``t`` set the learned state, reset both counters and lift
+    any disable or drain; a second letter ``p``/``x`` sets the probing flag,
+    no second letter keeps it. ``d``/``dx`` disables, ``dr`` drains: both keep
+    the learned state underneath for when they are lifted.
+    """
+    text = code.strip().lower()
+    if text not in ADMIN_CODES:
+        known = ", ".join(sorted(ADMIN_CODES))
+        raise InvalidStateError(f"unknown state {code!r}; expected one of {known}")
+    before = _snapshot(record)
+    if text == "dr":
+        record.draining = True
+    elif text[0] == "d":
+        record.disabled = True
+    else:
+        record.disabled = record.draining = False
+        record.drain_until = None
+        record.learned = {"a": HealthState.ACTIVE, "i": HealthState.INACTIVE}.get(
+            text[0], HealthState.TRYING
+        )
+        record.failures = record.successes = 0
+        if len(text) == 2:
+            record.probing = text[1] == "p"
+    return _finish(record, before, f"set-state {text}", now)
+
+
+def _update_probing(record: HealthRecord, mode: ProbingMode) -> None:
+    draining = record.drain_until is not None
+    if mode is ProbingMode.ALL:
+        record.probing = True
+    elif mode is ProbingMode.OFF:
+        record.probing = False
+    elif mode is ProbingMode.FAILED:
+        record.probing = record.learned is not HealthState.ACTIVE or draining
+    elif mode is ProbingMode.INACTIVE:
+        record.probing = record.learned is HealthState.INACTIVE or draining
+    # FLAGGED: the table's flag decides, results do not touch it.
+
+
+def _snapshot(record: HealthRecord) -> tuple[bool, str]:
+    return record.eligible, record.code
+
+
+def _finish(
+    record: HealthRecord, before: tuple[bool, str], reason: str, now: float
+) -> Event | None:
+    was_eligible, previous = before
+    code = record.code
+    if code != previous:
+        record.changed_at = now
+        record.reason = reason
+    if record.eligible and not was_eligible:
+        return DestinationUp(code, previous, reason, now)
+    if was_eligible and not record.eligible:
+        return DestinationDown(code, previous, reason, now)
+    return None
