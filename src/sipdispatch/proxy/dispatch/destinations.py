@@ -1,8 +1,8 @@
-"""Destinations, sets and the destination table.
+"""The live destination table: sets of targets, selection, reloads.
 
-`Destination` is configuration: frozen, built from a `dispatcher.list` line or
-a YAML/custom-resource entry. The table pairs each destination with a mutable
-`Runtime` (health, latency, active calls) in a `Target`.
+Configuration (`Destination`, `SetConfig`, `TableConfig`) lives in
+`tableconfig` and is re-exported here. The table pairs each destination with
+a mutable `Runtime` (health, latency, active calls) in a `Target`.
 
 A `DestinationTable` is an immutable snapshot; a reload builds a new one and
 the proxy swaps it in. `DestinationTable.build` carries every runtime record
@@ -27,14 +27,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
 
 from sipdispatch.proxy.dispatch import algorithms as _algorithms
 from sipdispatch.proxy.dispatch import context as _context
 from sipdispatch.proxy.dispatch import health as _health
+from sipdispatch.proxy.dispatch import tableconfig as _tableconfig
 from sipdispatch.proxy.dispatch import uris as _uris
+from sipdispatch.proxy.dispatch.tableconfig import (
+    DEFAULT_ALGORITHM,
+    Destination,
+    DestinationError,
+    SetConfig,
+    TableConfig,
+)
 
 __all__ = [
     "DEFAULT_ALGORITHM",
@@ -50,29 +57,6 @@ __all__ = [
     "UnknownSetError",
 ]
 
-DEFAULT_ALGORITHM = "round-robin"
-
-# dispatcher.list flags (bit values as in Kamailio).
-FLAG_INACTIVE = 1
-FLAG_TRYING = 2
-FLAG_DISABLED = 4
-FLAG_PROBING = 8
-FLAG_NO_DNS = 16  # Kamailio: do not resolve the host at load; accepted, no effect
-FLAGS_KNOWN = 31
-_STATE_FLAGS = FLAG_INACTIVE | FLAG_TRYING | FLAG_PROBING
-
-
-_T = TypeVar("_T", int, str)
-
-
-class DestinationError(ValueError):
-    """A bad destination field; `field` names it (``uri``, ``attrs.weight``)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
 
 class UnknownSetError(LookupError):
     def __init__(self, set_id: int) -> None:
@@ -82,157 +66,6 @@ class UnknownSetError(LookupError):
 
 class UnknownDestinationError(LookupError):
     pass
-
-
-def _attr_int(attrs: Mapping[str, str], name: str, low: int) -> int | None:
-    if name not in attrs:
-        return None
-    text = attrs[name].strip()
-    if not text.lstrip("-").isdigit() or int(text) < low:
-        raise DestinationError(f"attrs.{name}", f"{text!r} is not an integer >= {low}")
-    return int(text)
-
-
-def _pick(name: str, explicit: _T | None, from_attrs: _T | None) -> _T | None:
-    if explicit is not None and from_attrs is not None and explicit != from_attrs:
-        raise DestinationError(name, "given both as a field and in attrs, with different values")
-    return explicit if explicit is not None else from_attrs
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """One destination of one set, as configured. Build with `create`."""
-
-    set_id: int
-    uri: str
-    host: str
-    port: int
-    transport: str
-    user: str | None
-    key: str  # set id + normalised URI: the identity across reloads
-    flags: int = 0
-    priority: int = 0
-    attrs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    weight: int = 1
-    rweight: int | None = None  # None: relative weight follows `weight`
-    duid: str | None = None
-    maxload: int = 0  # 0: no limit
-    socket: str | None = None
-    ping_from: str | None = None
-    disabled: bool = False
-    draining: bool = False
-
-    @classmethod
-    def create(
-        cls,
-        set_id: int,
-        uri: str,
-        flags: int = 0,
-        priority: int = 0,
-        attrs: Mapping[str, str] | None = None,
-        *,
-        weight: int | None = None,
-        rweight: int | None = None,
-        duid: str | None = None,
-        maxload: int | None = None,
-        socket: str | None = None,
-        ping_from: str | None = None,
-        disabled: bool = False,
-        draining: bool = False,
-    ) -> Destination:
-        """Validate and build; known attrs (`weight=`, `duid=`, ...) are parsed.
-
-        Fields may be given as keywords or in `attrs` (as in a
-        `dispatcher.list`); giving both with different values is an error.
-        Weight defaults to 1 (Kamailio: 0 means "no weight"), so a set
-        without weights is spread evenly by the weight algorithm.
-        """
-        try:
-            parsed = _uris.parse_sip_uri(uri)
-        except ValueError as exc:
-            raise DestinationError("uri", str(exc)) from None
-        if set_id < 0:
-            raise DestinationError("setid", f"{set_id} is not a set id (an integer >= 0)")
-        if flags & ~FLAGS_KNOWN or flags < 0:
-            raise DestinationError("flags", f"{flags} has unknown bits (known: 1 2 4 8 16)")
-        raw = dict(attrs or {})
-        weight = _pick("weight", weight, _attr_int(raw, "weight", 0))
-        rweight = _pick("rweight", rweight, _attr_int(raw, "rweight", 0))
-        maxload = _pick("maxload", maxload, _attr_int(raw, "maxload", 0))
-        duid = _pick("duid", duid, raw.get("duid") or None)
-        socket = _pick("socket", socket, raw.get("socket") or None)
-        ping_from = _pick("ping_from", ping_from, raw.get("ping_from") or None)
-        for name, value in (("weight", weight), ("rweight", rweight), ("maxload", maxload)):
-            if value is not None and value < 0:
-                raise DestinationError(name, f"{value} is negative")
-        if socket is not None:
-            try:
-                socket = str(_uris.parse_socket(socket))
-            except ValueError as exc:
-                raise DestinationError("attrs.socket", str(exc)) from None
-        if ping_from is not None:
-            try:
-                _uris.parse_sip_uri(ping_from)
-            except ValueError as exc:
-                raise DestinationError("attrs.ping_from", str(exc)) from None
-        return cls(
-            set_id=set_id,
-            uri=uri,
-            host=parsed.host,
-            port=parsed.port,
-            transport=parsed.transport,
-            user=parsed.user,
-            key=f"{set_id}:{parsed.normalised()}",
-            flags=flags,
-            priority=priority,
-            attrs=MappingProxyType(raw),
-            weight=1 if weight is None else weight,
-            rweight=rweight,
-            duid=duid,
-            maxload=maxload or 0,
-            socket=socket,
-            ping_from=ping_from,
-            disabled=disabled or bool(flags & FLAG_DISABLED),
-            draining=draining,
-        )
-
-    @property
-    def health_identity(self) -> tuple[str, str | None]:
-        """What learned health is about: the address and the path to it."""
-        return self.key, self.socket
-
-
-@dataclass(frozen=True, slots=True)
-class SetConfig:
-    set_id: int
-    destinations: tuple[Destination, ...]
-    algorithm: str = DEFAULT_ALGORITHM
-    hash_key: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))
-        seen: set[str] = set()
-        for dest in self.destinations:
-            if dest.set_id != self.set_id:
-                raise ValueError(f"destination {dest.uri} belongs to set {dest.set_id}")
-            if dest.key in seen:
-                raise ValueError(f"set {self.set_id}: {dest.uri} is listed twice")
-            seen.add(dest.key)
-
-
-@dataclass(frozen=True, slots=True)
-class TableConfig:
-    """Everything a table is built from; produced by both loaders."""
-
-    sets: tuple[SetConfig, ...]
-    default_set: int | None = None
-
-    def __post_init__(self) -> None:
-        ids = [s.set_id for s in self.sets]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"set ids are not unique: {ids}")
-        if self.default_set is not None and self.default_set not in ids:
-            raise ValueError(f"default set {self.default_set} is not defined")
 
 
 @dataclass(slots=True)
@@ -328,9 +161,9 @@ def _new_record(
 def _apply_state_flags(
     record: _health.HealthRecord, flags: int, policy: _health.HealthPolicy
 ) -> None:
-    if flags & FLAG_INACTIVE:
+    if flags & _tableconfig.FLAG_INACTIVE:
         record.learned = _health.HealthState.INACTIVE
-    elif flags & FLAG_TRYING:
+    elif flags & _tableconfig.FLAG_TRYING:
         record.learned = _health.HealthState.TRYING
     else:
         record.learned = _health.HealthState.ACTIVE
@@ -340,7 +173,7 @@ def _apply_state_flags(
     elif policy.mode is _health.ProbingMode.OFF:
         record.probing = False
     else:
-        record.probing = bool(flags & FLAG_PROBING)
+        record.probing = bool(flags & _tableconfig.FLAG_PROBING)
 
 
 def _carry(
@@ -352,7 +185,7 @@ def _carry(
 ) -> None:
     """Apply to a carried record only what changed in the configuration."""
     before = record.code
-    if old.flags & _STATE_FLAGS != new.flags & _STATE_FLAGS:
+    if old.flags & _tableconfig.STATE_FLAGS != new.flags & _tableconfig.STATE_FLAGS:
         _apply_state_flags(record, new.flags, policy)
     # Configured disable always wins; enabling in config lifts only a
     # configured disable, not an admin's set-state dx.

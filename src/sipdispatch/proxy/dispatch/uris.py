@@ -18,6 +18,7 @@ __all__ = [
     "SipUri",
     "SocketAddress",
     "parse_host",
+    "parse_hostport",
     "parse_sip_uri",
     "parse_socket",
     "uri_user_host",
@@ -108,6 +109,13 @@ def _split_hostport(text: str, whole: str) -> tuple[str, str | None]:
         return text[: end + 1], (rest[1:] if rest else None)
     host, sep, port = text.partition(":")
     return host, (port if sep else None)
+
+
+def parse_hostport(text: str) -> tuple[str, int | None]:
+    """Parse `host[:port]` (an advertised address); the port is optional."""
+    host_text, port_text = _split_hostport(text, text)
+    port = None if port_text is None else _parse_port(port_text, text)
+    return parse_host(host_text), port
 
 
 def parse_sip_uri(text: str) -> SipUri:

@@ -1,0 +1,328 @@
+"""The proxy's YAML configuration model (also the spec model of the custom resource).
+
+Keys are camelCase, as kubectl users expect (`defaultSet`, `maxLoad`,
+`failureThreshold`); the snake_case Python names are accepted too. Unknown
+keys are errors. A minimal file::
+
+    listen: ["udp:0.0.0.0:5060"]
+    sets:
+      - id: 1
+        algorithm: round-robin        # or Kamailio's number: 4
+        destinations:
+          - uri: sip:10.0.0.5:5060
+          - uri: sip:10.0.0.6:5060
+            weight: 2
+
+Times are seconds. `configfile.load_config` reads a file and reports errors
+with file, line and field path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from sipdispatch.proxy.dispatch import algorithms as _algorithms
+from sipdispatch.proxy.dispatch import health as _health
+from sipdispatch.proxy.dispatch import keys as _keys
+from sipdispatch.proxy.dispatch import tableconfig as _tableconfig
+from sipdispatch.proxy.dispatch import uris as _uris
+
+__all__ = [
+    "DestinationSpec",
+    "FailoverSpec",
+    "ProbingSpec",
+    "ProxyConfig",
+    "SetSpec",
+    "code_matches",
+]
+
+_INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+
+
+def _issue(message: str, *subpath: str | int) -> PydanticCustomError:
+    # Lets a model-level check name the field it is about: the loader joins
+    # `subpath` to the location of the model that raised it.
+    return PydanticCustomError(
+        "config_issue", "{message}", {"message": message, "subpath": subpath}
+    )
+
+
+def _algorithm(value: object) -> str:
+    if not isinstance(value, int | str):
+        raise ValueError("expected an algorithm name or number")
+    return _algorithms.resolve(value)
+
+
+def _probing_mode(value: object) -> str:
+    if not isinstance(value, int | str):
+        raise ValueError("expected a probing mode name or number")
+    return _health.ProbingMode.parse(value).value
+
+
+_CODE_CLASS = re.compile(r"([1-6])xx")
+
+
+def _reply_code(value: object) -> str:
+    """A status code (`200`) or class (`"2xx"`), kept as a string."""
+    text = str(value).strip().lower() if isinstance(value, int | str) else ""
+    if isinstance(value, bool) or not (
+        _CODE_CLASS.fullmatch(text) or (text.isdigit() and 100 <= int(text) <= 699)
+    ):
+        raise ValueError(f"{value!r} is not a status code (100-699) or class ('2xx')")
+    return text
+
+
+def code_matches(codes: tuple[str, ...] | list[str], status: int) -> bool:
+    """Whether `status` is in a list of codes and classes (`["2xx", "404"]`)."""
+    return str(status) in codes or f"{status // 100}xx" in codes
+
+
+AlgorithmName = Annotated[
+    str,
+    BeforeValidator(_algorithm),
+    WithJsonSchema({**_INT_OR_STRING, "description": "algorithm name or Kamailio number"}),
+]
+ProbingModeName = Annotated[
+    str,
+    BeforeValidator(_probing_mode),
+    WithJsonSchema({**_INT_OR_STRING, "description": "failed|all|inactive|flagged|off or 0-3"}),
+]
+ReplyCode = Annotated[
+    str,
+    BeforeValidator(_reply_code),
+    WithJsonSchema({**_INT_OR_STRING, "description": "status code or class such as 2xx"}),
+]
+
+
+def _failover_code(code: str) -> str:
+    if code[0] not in "45":
+        # 1xx-3xx are not failures; a 6xx is a global failure that must
+        # reach the caller (RFC 3261 16.7).
+        raise ValueError(f"{code!r}: only 4xx and 5xx answers can trigger failover")
+    return code
+
+
+FailoverCode = Annotated[ReplyCode, AfterValidator(_failover_code)]
+
+
+def _listener(value: str) -> _uris.SocketAddress:
+    address = _uris.parse_socket(value)
+    if address.transport not in ("udp", "tcp"):
+        raise ValueError(f"{value!r}: listeners are udp or tcp")
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError:
+        raise ValueError(f"{value!r}: listen on an IP address, not a host name") from None
+    return address
+
+
+Listen = Annotated[str, AfterValidator(lambda value: str(_listener(value)))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class DestinationSpec(_Model):
+    """One static destination of a set."""
+
+    uri: str
+    priority: int = 0
+    weight: int = Field(default=1, ge=0)
+    rweight: int | None = Field(default=None, ge=0)
+    max_load: int = Field(default=0, ge=0)
+    duid: str | None = None
+    socket: str | None = None
+    ping_from: str | None = None
+    disabled: bool = False
+    draining: bool = False
+    attrs: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("uri", "ping_from")
+    @classmethod
+    def _sip_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            _uris.parse_sip_uri(value)
+        return value
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: str | None) -> str | None:
+        return None if value is None else str(_uris.parse_socket(value))
+
+    @model_validator(mode="after")
+    def _attrs_have_no_fields(self) -> DestinationSpec:
+        for name in self.attrs:
+            if name in _FIELD_ATTRS:
+                field = _FIELD_ATTRS[name]
+                raise _issue(f"{name!r} has its own field: use {field}", "attrs", name)
+        return self
+
+    def to_destination(self, set_id: int) -> _tableconfig.Destination:
+        return _tableconfig.Destination.create(
+            set_id,
+            self.uri,
+            priority=self.priority,
+            attrs=self.attrs,
+            weight=self.weight,
+            rweight=self.rweight,
+            duid=self.duid,
+            maxload=self.max_load,
+            socket=self.socket,
+            ping_from=self.ping_from,
+            disabled=self.disabled,
+            draining=self.draining,
+        )
+
+
+_FIELD_ATTRS = {
+    "weight": "weight",
+    "rweight": "rweight",
+    "maxload": "maxLoad",
+    "duid": "duid",
+    "socket": "socket",
+    "ping_from": "pingFrom",
+}
+
+
+class SetSpec(_Model):
+    id: int = Field(ge=0)
+    algorithm: AlgorithmName | None = None
+    hash_key: str | None = None
+    destinations: list[DestinationSpec] = Field(default_factory=list)
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            _keys.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SetSpec:
+        if self.algorithm == "hash-key" and not self.hash_key:
+            raise _issue("required by algorithm hash-key (a header or ruri.user, ...)", "hashKey")
+        if self.hash_key and self.algorithm not in (None, "hash-key"):
+            raise _issue(f"only used by algorithm hash-key, not {self.algorithm}", "hashKey")
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(self.destinations):
+            key = _uris.parse_sip_uri(spec.uri).normalised()
+            if key in seen:
+                raise _issue(
+                    f"same destination as destinations[{seen[key]}]", "destinations", i, "uri"
+                )
+            seen[key] = i
+        return self
+
+    def to_set_config(self, default_algorithm: str | int) -> _tableconfig.SetConfig:
+        return _tableconfig.SetConfig(
+            self.id,
+            tuple(spec.to_destination(self.id) for spec in self.destinations),
+            self.algorithm or _algorithms.resolve(default_algorithm),
+            self.hash_key,
+        )
+
+
+class ProbingSpec(_Model):
+    """OPTIONS probing and the health thresholds it feeds."""
+
+    mode: ProbingModeName = "all"
+    interval: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, lt=1)  # +/- fraction of the interval
+    failure_threshold: int = Field(default=3, ge=1)
+    success_threshold: int = Field(default=2, ge=1)
+    reply_codes: list[ReplyCode] = Field(default_factory=lambda: ["2xx"], min_length=1)
+    from_: str = Field(default="sip:sipdispatch@localhost", alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        _uris.parse_sip_uri(value)
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> ProbingSpec:
+        if self.timeout > self.interval:
+            raise _issue(f"{self.timeout:g}s is longer than the interval", "timeout")
+        return self
+
+    def policy(self) -> _health.HealthPolicy:
+        return _health.HealthPolicy(
+            self.failure_threshold, self.success_threshold, _health.ProbingMode(self.mode)
+        )
+
+    def accepts(self, status: int) -> bool:
+        return code_matches(self.reply_codes, status)
+
+
+class FailoverSpec(_Model):
+    """Which answers make the proxy try the next destination."""
+
+    codes: list[FailoverCode] = Field(default_factory=lambda: ["5xx"])
+    on_timeout: bool = True
+    max_attempts: int = Field(default=3, ge=1)
+
+    def triggers(self, status: int) -> bool:
+        return code_matches(self.codes, status)
+
+
+class ProxyConfig(_Model):
+    listen: list[Listen] = Field(default_factory=lambda: ["udp:0.0.0.0:5060"], min_length=1)
+    advertise: str | None = None
+    default_set: int | None = None
+    sets: list[SetSpec] = Field(default_factory=list)
+    probing: ProbingSpec = Field(default_factory=ProbingSpec)
+    failover: FailoverSpec = Field(default_factory=FailoverSpec)
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise(cls, value: str | None) -> str | None:
+        if value is not None:
+            _uris.parse_hostport(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxyConfig:
+        first: dict[int, int] = {}
+        for i, spec in enumerate(self.sets):
+            if spec.id in first:
+                raise _issue(
+                    f"set {spec.id} is already defined by sets[{first[spec.id]}]", "sets", i, "id"
+                )
+            first[spec.id] = i
+        if self.default_set is not None and self.default_set not in first:
+            raise _issue(f"set {self.default_set} is not defined in sets", "defaultSet")
+        return self
+
+    def listeners(self) -> list[_uris.SocketAddress]:
+        return [_listener(value) for value in self.listen]
+
+    def health_policy(self) -> _health.HealthPolicy:
+        return self.probing.policy()
+
+    def to_table_config(
+        self, default_algorithm: str | int = _tableconfig.DEFAULT_ALGORITHM
+    ) -> _tableconfig.TableConfig:
+        """The table configuration; sets without an algorithm get `default_algorithm`."""
+        return _tableconfig.TableConfig(
+            tuple(spec.to_set_config(default_algorithm) for spec in self.sets),
+            self.default_set,
+        )
