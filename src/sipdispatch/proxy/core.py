@@ -1,0 +1,761 @@
+"""The sans-I/O SIP proxy: datagrams in, datagrams out (RFC 3261 section 16).
+
+``Proxy.receive(data, source, transport, now)`` returns the ``Send`` values to put on the wire;
+``next_deadline()`` and ``on_timer(now)`` drive retransmissions and timeouts. No socket, clock or
+asyncio here (the aioquic shape), so every path is testable with bytes and a hand-moved ``now``.
+
+State is kept only where a feature needs it: each new out-of-dialog request gets a
+``ProxyTransaction`` (server transaction upstream, one client transaction per attempt downstream)
+for retransmissions, failover and CANCEL. In-dialog requests (ACK for 2xx, BYE, re-INVITE) are
+routed from the signed Record-Route they carry and forwarded statelessly, so any replica can
+route them; their responses go back by Via.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sipdispatch.proxy import wire
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    CoreEvent,
+    MessageRejected,
+    NoDestination,
+)
+from sipdispatch.proxy.selection import RequestSelection
+from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.sip import codec, validation, values
+from sipdispatch.proxy.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipdispatch.proxy.sip.message import Request, Response
+from sipdispatch.proxy.sip.transaction import (
+    Action,
+    ClientTransaction,
+    ServerState,
+    ServerTransaction,
+    Timers,
+)
+from sipdispatch.proxy.sip.uri import SipUri, format_host, parse_uri
+
+__all__ = ["Address", "CoreSettings", "Hop", "Proxy", "Send"]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+_BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
+_DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One message to put on the wire."""
+
+    transport: str  # "udp" or "tcp"
+    address: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """A destination to try, as the dispatcher chose it."""
+
+    host: str  # without IPv6 brackets
+    port: int
+    transport: str
+    key: str  # the destination's identity (its URI), for health and metrics
+    set_id: int = 0
+
+
+#: picks the ordered candidate list (first = chosen, then the failover order)
+Selector = Callable[[RequestSelection], Sequence[Hop]]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """What the core needs to know about itself."""
+
+    #: this replica's own address per transport, written in Via (responses come back here)
+    local: dict[str, Address]
+    #: the address callers reach the service at, written in Record-Route (any replica answers)
+    advertise: Address
+    timers: Timers = field(default_factory=Timers)
+    #: final responses that make an INVITE move on to the next destination
+    failover_codes: frozenset[int] = frozenset({408, *range(500, 600)})
+    #: no response at all from a destination within this time counts as a 408 (fr_timer)
+    answer_timeout: float = 5.0
+    #: ringing without a final for this long cancels the branch (Timer C, fr_inv_timer)
+    ringing_timeout: float = 180.0
+    max_attempts: int = 3
+
+
+class Branch:
+    """One attempt of a ``ProxyTransaction`` towards one destination."""
+
+    __slots__ = (
+        "answer_by",
+        "cancel_pending",
+        "client",
+        "hop",
+        "id",
+        "owner",
+        "provisional",
+        "request",
+        "ringing_until",
+        "scheduled",
+        "started",
+        "via",
+    )
+
+    def __init__(self, owner: ProxyTransaction, hop: Hop, branch_id: str, via: str) -> None:
+        self.owner = owner
+        self.hop = hop
+        self.id = branch_id
+        self.via = via
+        self.request: bytes = b""
+        self.client: ClientTransaction | None = None
+        self.started = 0.0
+        self.answer_by: float | None = None
+        self.ringing_until: float | None = None
+        self.provisional = False
+        self.cancel_pending = False
+        self.scheduled: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self.answer_by, self.ringing_until) if t is not None]
+        if self.client is not None and self.client.deadline is not None:
+            times.append(self.client.deadline)
+        return min(times) if times else None
+
+
+class ProxyTransaction:
+    """A stateful proxy transaction: the upstream server side and its downstream branches."""
+
+    __slots__ = (
+        "best",
+        "branches",
+        "cancelled",
+        "candidates",
+        "key",
+        "last_response",
+        "request",
+        "scheduled",
+        "server",
+        "tried",
+        "upstream",
+    )
+
+    def __init__(
+        self, key: str, request: Request, upstream: tuple[str, Address], server: ServerTransaction
+    ) -> None:
+        self.key = key
+        self.request = request
+        self.upstream = upstream
+        self.server = server
+        self.last_response: bytes | None = None
+        self.candidates: list[Hop] = []
+        self.tried = 0
+        self.branches: list[Branch] = []
+        self.best: Response | None = None
+        self.cancelled = False
+        self.scheduled: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return self.server.deadline
+
+    @property
+    def answered(self) -> bool:
+        return self.server.state is not ServerState.PROCEEDING
+
+    def request_for_downstream(self) -> Request:
+        """A fresh copy of the received request, to be changed for one branch."""
+        return self.request.copy()
+
+
+class Proxy:
+    """The whole proxy behaviour over bytes, with state only where a feature needs it."""
+
+    def __init__(self, settings: CoreSettings, select: Selector, signer: Signer) -> None:
+        self.settings = settings
+        self.select = select
+        self.signer = signer
+        self.events: list[CoreEvent] = []
+        self._transactions: dict[str, ProxyTransaction] = {}
+        self._branches: dict[str, Branch] = {}
+        self._timers: list[tuple[float, int, ProxyTransaction | Branch]] = []
+        self._sequence = itertools.count()
+        self._branch_ids = itertools.count(1)
+        self._out: list[Send] = []
+
+    # ------------------------------------------------------------------ public surface
+
+    def receive(self, data: bytes, source: Address, transport: str, now: float) -> list[Send]:
+        """Handle one datagram (or one framed stream message) from ``source``."""
+        self._out = []
+        if codec.is_keepalive(data):
+            return []
+        try:
+            message = codec.parse(data, datagram=transport == "udp")
+        except codec.MessageError as exc:
+            self._reject(exc.partial, exc, source, transport)
+            return self._out
+        except RemoteProtocolError as exc:
+            self._note_rejected(None, exc, source)
+            return []
+        if isinstance(message, Request):
+            self._on_request(message, source, transport, now)
+        else:
+            self._on_response(message, now)
+        return self._out
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` should be called next, or None when nothing is pending."""
+        while self._timers:
+            at, _, target = self._timers[0]
+            if target.scheduled == at:
+                return at
+            heapq.heappop(self._timers)  # stale entry: the target was rescheduled or finished
+        return None
+
+    def on_timer(self, now: float) -> list[Send]:
+        self._out = []
+        while self._timers and self._timers[0][0] <= now:
+            at, _, target = heapq.heappop(self._timers)
+            if target.scheduled != at:
+                continue
+            target.scheduled = None
+            if isinstance(target, Branch):
+                self._branch_timer(target, now)
+            else:
+                self._server_timer(target, now)
+        return self._out
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._transactions)
+
+    @property
+    def branch_count(self) -> int:
+        return len(self._branches)
+
+    # ------------------------------------------------------------------ requests
+
+    def _on_request(self, request: Request, source: Address, transport: str, now: float) -> None:
+        try:
+            validation.validate_request(request)
+        except RemoteProtocolError as exc:
+            self._reject(request, exc, source, transport)
+            return
+        self._stamp_via(request, source)
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request, source, transport, now)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source, transport, now)
+            return
+        existing = self._transactions.get(self._server_key(request))
+        if existing is not None:
+            # A retransmission: the server transaction answers it, nothing goes downstream.
+            if existing.server.receive_request() and existing.last_response:
+                self._send_upstream(existing, existing.last_response)
+            return
+        if self._refuse(request, source, transport):
+            return
+        route = request.headers.first_value("route")
+        if route is not None:
+            self._route_in_dialog(request, route, source, transport)
+        elif _to_tag(request) is not None:
+            self._respond(request, 404, source, transport, reason="Not Here")
+        elif self._is_for_us(request):
+            self._respond(request, 200, source, transport)
+        else:
+            self._start_transaction(request, source, transport, now)
+
+    def _refuse(self, request: Request, source: Address, transport: str) -> bool:
+        """Checks of RFC 3261 16.3 that end in a response of our own."""
+        max_forwards = request.headers.get("max-forwards")
+        if max_forwards is not None and int(max_forwards) == 0:
+            self._respond(request, 483, source, transport)
+            return True
+        required = request.headers.values("proxy-require")
+        if required:
+            self._respond(
+                request, 420, source, transport, extra=[("Unsupported", ", ".join(required))]
+            )
+            return True
+        return False
+
+    def _is_for_us(self, request: Request) -> bool:
+        """OPTIONS to the balancer itself (a health check) is answered, not dispatched."""
+        if request.method != "OPTIONS":
+            return False
+        uri = parse_uri(request.uri)
+        return isinstance(uri, SipUri) and uri.user is None and self._is_local(uri)
+
+    def _is_local(self, uri: SipUri) -> bool:
+        port = uri.default_port()
+        host = uri.host_address
+        if (host, port) == self.settings.advertise:
+            return True
+        return any((host, port) == address for address in self.settings.local.values())
+
+    def _stamp_via(self, request: Request, source: Address) -> None:
+        """Record where the request really came from (RFC 3261 18.2.1 received, RFC 3581 rport).
+
+        rport is always filled, as Kamailio's force_rport does: responses then go back to the
+        source address and port, which is what NAT and TCP connections need.
+        """
+        headers = request.headers
+        top = headers.first_value("via") or ""
+        via = values.parse_via(top)
+        host, port = source
+        params = dict(via.params)
+        if via.host.strip("[]") != host:
+            params["received"] = host
+        params["rport"] = str(port)
+        params_text = "".join(f";{k}={v}" if v else f";{k}" for k, v in params.items())
+        stamped = f"SIP/2.0/{via.transport} {format_host(via.host, via.port)}{params_text}"
+        headers.pop_first("via")
+        headers.push_first("Via", stamped)
+
+    def _server_key(self, request: Request) -> str:
+        """Transaction key (RFC 3261 17.2.3); RFC 2543 requests fall back to dialog identifiers."""
+        via = request.headers.first_value("via") or ""
+        branch_start = via.find(";branch=")
+        method = "INVITE" if request.method in ("ACK", "CANCEL") else request.method
+        if branch_start >= 0:
+            branch = via[branch_start + 8 :].split(";", 1)[0].strip()
+            if branch.startswith(values.MAGIC_COOKIE):
+                sent_by = via.split(";", 1)[0]
+                return f"{branch}|{sent_by}|{method}"
+        from_tag = values.parse_name_addr(request.headers.get("from") or "").tag
+        cseq = (request.headers.get("cseq") or "").split()[0]
+        return f"2543|{request.call_id}|{from_tag}|{cseq}|{via.split(';', 1)[0]}|{method}"
+
+    # ------------------------------------------------------------------ ACK and CANCEL
+
+    def _on_ack(self, request: Request, source: Address, transport: str, now: float) -> None:
+        txn = self._transactions.get(self._server_key(request))
+        if txn is not None and txn.server.state is not ServerState.ACCEPTED:
+            txn.server.receive_ack(now)  # ACK for our non-2xx final: hop-by-hop, absorbed
+            self._schedule(txn)
+            return
+        route = request.headers.first_value("route")
+        if route is not None:
+            self._route_in_dialog(request, route, source, transport)
+        # An ACK nobody can route is dropped: it cannot be answered.
+
+    def _on_cancel(self, request: Request, source: Address, transport: str, now: float) -> None:
+        txn = self._transactions.get(self._server_key(request))
+        if txn is None:
+            self._respond(request, 481, source, transport)
+            return
+        self._respond(request, 200, source, transport)
+        if txn.answered or txn.cancelled:
+            return
+        txn.cancelled = True
+        for branch in txn.branches:
+            self._cancel_branch(branch, now)
+
+    def _cancel_branch(self, branch: Branch, now: float) -> None:
+        client = branch.client
+        if client is None or client.final:
+            return
+        if not branch.provisional:
+            branch.cancel_pending = True  # RFC 3261 9.1: wait for a provisional first
+            return
+        cancel = wire.build_cancel(branch.owner.request_for_downstream(), branch.via)
+        self._send(branch.hop, cancel.to_bytes())
+        # Timer C's job is done; if the 487 never comes, the answer timeout ends the branch.
+        branch.ringing_until = None
+        branch.answer_by = now + self.settings.timers.transaction_timeout
+        self._schedule(branch)
+
+    # ------------------------------------------------------------------ in-dialog routing
+
+    def _route_in_dialog(
+        self, request: Request, route: str, source: Address, transport: str
+    ) -> None:
+        """Loose routing (RFC 3261 16.4, 16.12) through our own signed Record-Route."""
+        try:
+            target = self._route_target(request, route, source)
+        except RemoteProtocolError as exc:
+            if request.method != "ACK":
+                self._respond(request, exc.status, source, transport, reason=exc.reason)
+            self._note_rejected(request, exc, source)
+            return
+        forwarded = request
+        forwarded.headers.pop_first("route")
+        self._prepare_forward(forwarded, record_route=False)
+        top_via = forwarded.headers.first_value("via") or ""
+        branch = f"{_BRANCH_PREFIX}S{self.signer.sign('via', top_via)}"
+        local = self.settings.local.get(target.transport)
+        if local is None:
+            self._respond(request, 503, source, transport, reason="No Transport")
+            return
+        forwarded.headers.push_first("Via", _via_value(target.transport, local, branch))
+        self._send(target, forwarded.to_bytes())
+
+    def _route_target(self, request: Request, route: str, source: Address) -> Hop:
+        entry = values.parse_name_addr(route)
+        uri = entry.uri
+        if not isinstance(uri, SipUri) or not self._is_local(uri):
+            raise RemoteProtocolError("Route does not point at this proxy", 403, "Forbidden")
+        ftag, did, sig = uri.param("ftag"), uri.param("did"), uri.param("sig")
+        if ftag is None or did is None or sig is None:
+            raise RemoteProtocolError("Route carries no dialog signature", 403, "Forbidden")
+        if not self.signer.verify(sig, request.call_id, ftag, did):
+            raise RemoteProtocolError("Route signature does not match", 403, "Forbidden")
+        gateway = _parse_did(did)
+        from_tag = values.parse_name_addr(request.headers.get("from") or "").tag
+        if from_tag == ftag:
+            return gateway  # caller to gateway: always the box that answered the dialog
+        # Gateway to caller: only the gateway may send this way, to where the request says.
+        if source[0] != gateway.host:
+            raise RemoteProtocolError("request against the dialog direction", 403, "Forbidden")
+        remaining = request.headers.values("route")[1:]
+        next_uri = parse_uri(
+            values.parse_name_addr(remaining[0]).uri_text if remaining else request.uri
+        )
+        if not isinstance(next_uri, SipUri):
+            raise RemoteProtocolError("next hop is not a SIP URI", 416, "Unsupported URI Scheme")
+        host = next_uri.param("maddr") or next_uri.host_address
+        return Hop(host, next_uri.default_port(), next_uri.transport, key=str(next_uri))
+
+    # ------------------------------------------------------------------ new transactions
+
+    def _start_transaction(
+        self, request: Request, source: Address, transport: str, now: float
+    ) -> None:
+        invite = request.method == "INVITE"
+        server = ServerTransaction(
+            invite=invite, reliable=transport != "udp", timers=self.settings.timers
+        )
+        txn = ProxyTransaction(self._server_key(request), request, (transport, source), server)
+        self._transactions[txn.key] = txn
+        if invite:
+            self._answer(txn, wire.build_response(request, 100), now)
+        txn.candidates = list(self.select(RequestSelection(request)))
+        if not txn.candidates:
+            self.events.append(NoDestination(request.method))
+            self._answer(txn, wire.build_response(request, 503, "No Destination Available"), now)
+            return
+        self._next_attempt(txn, now)
+
+    def _next_attempt(self, txn: ProxyTransaction, now: float) -> None:
+        """Send to the next candidate (ds_next_dst), or answer upstream with the best final."""
+        limit = min(len(txn.candidates), self.settings.max_attempts)
+        while txn.tried < limit and not txn.cancelled:
+            hop = txn.candidates[txn.tried]
+            txn.tried += 1
+            local = self.settings.local.get(hop.transport)
+            if local is None:
+                continue  # no listener for that transport: cannot send there
+            self._start_branch(txn, hop, local, now)
+            return
+        best = txn.best or wire.build_response(
+            txn.request,
+            487 if txn.cancelled else 503,
+            None if txn.cancelled else "No Destination Available",
+        )
+        self._answer(txn, best, now)
+
+    def _start_branch(self, txn: ProxyTransaction, hop: Hop, local: Address, now: float) -> None:
+        branch_id = f"{_BRANCH_PREFIX}T{next(self._branch_ids):x}"
+        via = _via_value(hop.transport, local, branch_id)
+        branch = Branch(txn, hop, branch_id, via)
+        outgoing = txn.request_for_downstream()
+        self._prepare_forward(
+            outgoing,
+            record_route=outgoing.method in _DIALOG_METHODS,
+            hop=hop,
+            caller_transport=txn.upstream[0],
+        )
+        outgoing.headers.push_first("Via", via)
+        branch.request = outgoing.to_bytes()
+        branch.client = ClientTransaction(
+            invite=outgoing.method == "INVITE",
+            reliable=hop.transport != "udp",
+            now=now,
+            timers=self.settings.timers,
+        )
+        branch.started = now
+        branch.answer_by = now + self.settings.answer_timeout
+        txn.branches.append(branch)
+        self._branches[branch_id] = branch
+        self._send(hop, branch.request)
+        self._schedule(branch)
+
+    def _prepare_forward(
+        self,
+        request: Request,
+        *,
+        record_route: bool,
+        hop: Hop | None = None,
+        caller_transport: str = "udp",
+    ) -> None:
+        """Max-Forwards and Record-Route (RFC 3261 16.6 steps 3 and 4)."""
+        headers = request.headers
+        max_forwards = headers.get("max-forwards")
+        headers.set("Max-Forwards", "70" if max_forwards is None else str(int(max_forwards) - 1))
+        if record_route and hop is not None:
+            ftag = values.parse_name_addr(headers.get("from") or "").tag or ""
+            did = f"{format_host(hop.host, None)}~{hop.port}~{hop.transport}"
+            sig = self.signer.sign(request.call_id, ftag, did)
+            host, port = self.settings.advertise
+            transport = ";transport=tcp" if caller_transport == "tcp" else ""
+            headers.push_first(
+                "Record-Route",
+                f"<sip:{format_host(host, port)}{transport};lr;ftag={ftag};did={did};sig={sig}>",
+            )
+
+    # ------------------------------------------------------------------ responses
+
+    def _on_response(self, response: Response, now: float) -> None:
+        try:
+            validation.validate_response(response)
+        except RemoteProtocolError as exc:
+            self._note_rejected(None, exc, None)
+            return
+        top = values.parse_via(response.headers.first_value("via") or "")
+        branch_id = top.branch or ""
+        if not branch_id.startswith(_BRANCH_PREFIX):
+            return  # not a Via of ours (RFC 4475 bcast): dropped
+        cseq_method = (response.headers.get("cseq") or "").split()[-1]
+        branch = self._branches.get(branch_id)
+        if branch is not None and cseq_method != "CANCEL":
+            self._on_branch_response(branch, response, now)
+        elif branch is None and (
+            branch_id[len(_BRANCH_PREFIX)] == "S"
+            or (cseq_method == "INVITE" and 200 <= response.status < 300)
+        ):
+            # Stateless relay: responses to in-dialog requests, and 2xx retransmissions that
+            # outlive the INVITE transaction (RFC 3261 16.7 step 10).
+            self._relay_stateless(response, branch_id)
+
+    def _relay_stateless(self, response: Response, branch_id: str) -> None:
+        headers = response.headers
+        headers.pop_first("via")
+        previous = headers.first_value("via")
+        if previous is None:
+            return
+        if branch_id[len(_BRANCH_PREFIX)] == "S" and not self.signer.verify(
+            branch_id[len(_BRANCH_PREFIX) + 1 :], "via", previous
+        ):
+            return  # a Via we did not write: never reflect it anywhere
+        via = values.parse_via(previous)
+        host = via.params.get("received") or via.host.strip("[]")
+        rport = via.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+        self._out.append(Send(via.transport.lower(), (host, port), response.to_bytes()))
+
+    def _on_branch_response(self, branch: Branch, response: Response, now: float) -> None:
+        client = branch.client
+        if client is None:
+            return
+        txn = branch.owner
+        was_final = client.final
+        actions = client.receive_response(response.status, now)
+        branch.answer_by = None
+        if Action.SEND_ACK in actions:
+            ack = wire.build_ack(txn.request_for_downstream(), branch.via, response)
+            self._send(branch.hop, ack.to_bytes())
+        status = response.status
+        if status < 200:
+            if not branch.provisional:
+                branch.provisional = True
+                branch.ringing_until = now + self.settings.ringing_timeout
+            if branch.cancel_pending:
+                branch.cancel_pending = False
+                self._cancel_branch(branch, now)
+            elif status > 100 and not txn.answered:
+                response.headers.pop_first("via")
+                self._answer(txn, response, now)
+            self._schedule(branch)
+            return
+        branch.ringing_until = None
+        self._schedule(branch)
+        if was_final and status >= 300:
+            return  # retransmitted final: the ACK was resent above
+        if status < 300:
+            if not was_final:
+                latency = now - branch.started
+                self.events.append(BranchAnswered(branch.hop.key, branch.hop.set_id, latency))
+            response.headers.pop_first("via")
+            if txn.answered and txn.server.state is not ServerState.ACCEPTED:
+                return
+            self._answer(txn, response, now)
+            self._cancel_others(txn, branch, now)
+            return
+        self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, status))
+        response.headers.pop_first("via")
+        if txn.best is None or _better(response.status, txn.best.status):
+            txn.best = response
+        if txn.answered:
+            return
+        if status in self.settings.failover_codes and not txn.cancelled:
+            self._next_attempt(txn, now)
+        elif not self._pending(txn):
+            self._answer(txn, txn.best or response, now)
+
+    def _pending(self, txn: ProxyTransaction) -> bool:
+        return any(b.client is not None and not b.client.final for b in txn.branches)
+
+    def _cancel_others(self, txn: ProxyTransaction, winner: Branch, now: float) -> None:
+        for branch in txn.branches:
+            if branch is not winner:
+                self._cancel_branch(branch, now)
+
+    # ------------------------------------------------------------------ timers
+
+    def _branch_timer(self, branch: Branch, now: float) -> None:
+        txn = branch.owner
+        client = branch.client
+        if client is None:
+            return
+        timed_out = False
+        if branch.answer_by is not None and now >= branch.answer_by:
+            branch.answer_by = None
+            timed_out = not client.final
+            client.terminate()
+        elif branch.ringing_until is not None and now >= branch.ringing_until:
+            branch.ringing_until = None  # Timer C: give up on a branch that rings forever
+            self._cancel_branch(branch, now)
+            timed_out = True
+        else:
+            for action in client.on_timer(now):
+                if action is Action.RETRANSMIT:
+                    self._send(branch.hop, branch.request)
+                elif action is Action.TIMEOUT:
+                    timed_out = True
+        if timed_out:
+            self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, 408))
+            if txn.best is None:
+                txn.best = wire.build_response(txn.request, 408)
+            if not txn.answered and not self._pending(txn):
+                self._next_attempt(txn, now)
+        if client.final and client.deadline is None:
+            self._branches.pop(branch.id, None)
+            self._maybe_forget(txn)
+        else:
+            self._schedule(branch)
+
+    def _server_timer(self, txn: ProxyTransaction, now: float) -> None:
+        for action in txn.server.on_timer(now):
+            if action is Action.RETRANSMIT and txn.last_response:
+                self._send_upstream(txn, txn.last_response)
+        self._schedule(txn)
+        self._maybe_forget(txn)
+
+    def _maybe_forget(self, txn: ProxyTransaction) -> None:
+        """Drop a transaction once the server side is done and no branch is alive."""
+        if txn.server.state is ServerState.TERMINATED and not any(
+            b.id in self._branches for b in txn.branches
+        ):
+            self._transactions.pop(txn.key, None)
+
+    def _schedule(self, target: ProxyTransaction | Branch) -> None:
+        deadline = target.deadline
+        if deadline is not None and deadline != target.scheduled:
+            target.scheduled = deadline
+            heapq.heappush(self._timers, (deadline, next(self._sequence), target))
+        elif deadline is None:
+            target.scheduled = None
+
+    # ------------------------------------------------------------------ sending
+
+    def _answer(self, txn: ProxyTransaction, response: Response, now: float) -> None:
+        """Send a response upstream through the server transaction."""
+        try:
+            txn.server.send_response(response.status, now)
+        except LocalProtocolError:  # a second final after a 2xx: RFC 3261 16.7 step 5 drops it
+            return
+        data = response.to_bytes()
+        txn.last_response = data
+        self._send_upstream(txn, data)
+        self._schedule(txn)
+        if response.status >= 200 and not self._pending(txn):
+            self._maybe_forget(txn)
+
+    def _send_upstream(self, txn: ProxyTransaction, data: bytes) -> None:
+        transport, address = txn.upstream
+        self._out.append(Send(transport, address, data))
+
+    def _send(self, hop: Hop, data: bytes) -> None:
+        self._out.append(Send(hop.transport, (hop.host, hop.port), data))
+
+    def _respond(
+        self,
+        request: Request,
+        status: int,
+        source: Address,
+        transport: str,
+        *,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """A stateless response of our own, sent back where the request came from."""
+        response = wire.build_response(request, status, reason, extra)
+        self._out.append(Send(transport, source, response.to_bytes()))
+
+    def _reject(
+        self,
+        partial: Request | Response | None,
+        exc: RemoteProtocolError,
+        source: Address,
+        transport: str,
+    ) -> None:
+        """Answer a malformed request if it can be answered at all, and log it once.
+
+        The answer goes back to the source address, not by Via: the Via may be what is broken.
+        A request without any Via, and an ACK, cannot be answered.
+        """
+        self._note_rejected(partial, exc, source)
+        if not isinstance(partial, Request) or partial.method == "ACK":
+            return
+        if partial.headers.get("via") is None:
+            return
+        self._respond(partial, exc.status, source, transport, reason=exc.reason)
+
+    def _note_rejected(
+        self, message: Request | Response | None, exc: RemoteProtocolError, source: Address | None
+    ) -> None:
+        kind = "request" if isinstance(message, Request) else "message"
+        log.warning("rejected %s from %s: %s (%d)", kind, source, exc, exc.status)
+        self.events.append(MessageRejected(exc.status, str(exc)))
+
+
+def _to_tag(request: Request) -> str | None:
+    to = request.headers.get("to") or ""
+    if ";tag=" not in to.replace(" ", "").lower():
+        return None
+    return values.parse_name_addr(to).tag
+
+
+def _via_value(transport: str, local: Address, branch: str) -> str:
+    return f"SIP/2.0/{transport.upper()} {format_host(local[0], local[1])};branch={branch};rport"
+
+
+def _parse_did(did: str) -> Hop:
+    host, _, rest = did.partition("~")
+    port, _, transport = rest.partition("~")
+    if not port.isdigit() or transport not in ("udp", "tcp", "tls"):
+        raise RemoteProtocolError("Route carries a malformed destination", 403, "Forbidden")
+    return Hop(host.strip("[]"), int(port), transport, key=did)
+
+
+def _better(status: int, than: int) -> bool:
+    """RFC 3261 16.7 step 6: prefer 6xx, then the lowest class, avoiding 408 and 503."""
+
+    def rank(code: int) -> tuple[int, int]:
+        if code >= 600:
+            return (0, code)
+        return (1 + (code in (408, 503)), code)
+
+    return rank(status) < rank(than)

@@ -1,0 +1,43 @@
+"""Facts the proxy core reports to its owner (metrics, passive health marking, logs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BranchAnswered", "BranchFailed", "CoreEvent", "MessageRejected", "NoDestination"]
+
+
+@dataclass(frozen=True, slots=True)
+class BranchAnswered:
+    """A destination answered a forwarded request with 2xx after ``latency`` seconds."""
+
+    destination: str
+    set_id: int
+    latency: float
+
+
+@dataclass(frozen=True, slots=True)
+class BranchFailed:
+    """A destination answered with a failure, or timed out (``status`` 408)."""
+
+    destination: str
+    set_id: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A malformed or unroutable message was answered with ``status`` or dropped."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoDestination:
+    """A request found no eligible destination and got a 503."""
+
+    method: str
+
+
+CoreEvent = BranchAnswered | BranchFailed | MessageRejected | NoDestination
