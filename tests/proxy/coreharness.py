@@ -81,7 +81,9 @@ def response_of(send: Send) -> Response:
     return message
 
 
-def reply(request: Request, status: int, *, to_tag: str = "gw1", contact: str | None = None) -> bytes:
+def reply(
+    request: Request, status: int, *, to_tag: str = "gw1", contact: str | None = None
+) -> bytes:
     """What a gateway answers: copies Via, From, To (+tag), Call-ID, CSeq, Record-Route."""
     lines = [f"SIP/2.0 {status} Whatever"]
     for key, name, value in request.headers:

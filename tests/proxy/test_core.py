@@ -90,7 +90,7 @@ def test_via_records_a_natted_source_and_responses_go_back_there() -> None:
 
 def test_call_flow_through_the_proxy_reaches_the_answering_gateway() -> None:
     proxy, _ = make_proxy()
-    forwarded, bye, _ = _establish(proxy)
+    _, bye, _ = _establish(proxy)
     sends = proxy.receive(bye.to_bytes(), CALLER, "udp", 1.0)
     assert [s.address for s in sends] == [_gw(GW1)]
     routed = request_of(sends[0])
