@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import re
 import shutil
@@ -432,6 +433,37 @@ def calls_from_messages(messages: Iterable[ShortMessage], gateway: str) -> dict[
     return calls
 
 
+def response_delays(
+    messages: Iterable[ShortMessage], method: str = "INVITE", statuses: range = range(200, 300)
+) -> dict[str, float]:
+    """Per Call-ID, seconds from the first ``method`` request sent to the first response in
+    ``statuses`` received for it (a caller's log; microsecond timestamps, unlike sipp's
+    millisecond response-time statistics)."""
+    sent: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for m in messages:
+        if m.direction == "S" and m.method == method:
+            sent.setdefault(m.call_id, m.time)
+        elif (
+            m.direction == "R"
+            and m.cseq_method == method
+            and m.status in statuses
+            and m.call_id in sent
+            and m.call_id not in out
+        ):
+            out[m.call_id] = m.time - sent[m.call_id]
+    return out
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (0..100, nearest rank) of ``values``; NaN if empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
 # --------------------------------------------------------------------------------------------
 # sipp processes
 
@@ -456,7 +488,9 @@ class SippGateway:
 
     ``scenario``: ``"uas"`` (answers), ``"uas_503"``, ``"uas_486"``, or a path.  All of them
     answer OPTIONS with 200, also while calls are in progress.  The gateway exits by itself
-    after ``timeout_s`` at the latest.
+    after ``timeout_s`` at the latest.  ``trace_messages=False`` drops the per-message log
+    (one write per SIP message) for benchmarks at thousands of calls/s; :meth:`calls` is
+    then empty.
     """
 
     def __init__(
@@ -469,6 +503,7 @@ class SippGateway:
         transport: Transport = "udp",
         scenario: str | Path = "uas",
         timeout_s: float = 300.0,
+        trace_messages: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.name = name
@@ -484,14 +519,13 @@ class SippGateway:
             "-sf",
             str(self.scenario),
             *_sipp_common_args(ip, self.port, transport, timeout_s),
-            "-trace_shortmsg",
-            "-shortmessage_file",
-            str(self.shortmsg_path),
             "-trace_err",
             "-error_file",
             str(self.error_path),
-            *extra_args,
         ]
+        if trace_messages:
+            argv += ["-trace_shortmsg", "-shortmessage_file", str(self.shortmsg_path)]
+        argv += list(extra_args)
         self.process = ManagedProcess(name, argv, workdir)
 
     @property
@@ -767,6 +801,14 @@ class SippCaller:
     def call_ids(self) -> set[str]:
         """Call-IDs of the INVITEs this caller sent (needs trace_messages)."""
         return {m.call_id for m in self.messages() if m.direction == "S" and m.method == "INVITE"}
+
+    def answer_delays(self) -> dict[str, float]:
+        """Per Call-ID, seconds from INVITE sent to 2xx received (needs trace_messages)."""
+        return response_delays(self.messages(), "INVITE", range(200, 300))
+
+    def trying_delays(self) -> dict[str, float]:
+        """Per Call-ID, seconds from INVITE sent to 100 received (needs trace_messages)."""
+        return response_delays(self.messages(), "INVITE", range(100, 101))
 
     def completed_call_ids(self) -> set[str]:
         """Call-IDs whose BYE got a 2xx (needs trace_messages)."""

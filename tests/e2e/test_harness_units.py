@@ -18,7 +18,9 @@ from sipphelpers import (
     dispatch_problems,
     parse_shortmsg_log,
     parse_sipp_stat_csv,
+    percentile,
     render_template,
+    response_delays,
     routing_report,
     scenario_path,
     split_problems,
@@ -78,6 +80,28 @@ def test_parse_shortmsg_log(tmp_path: Path) -> None:
     assert call.rejected_with is None
     assert not call.options_only
     assert calls["p1@127.0.0.1"].options_only
+
+
+def test_response_delays_and_percentile(tmp_path: Path) -> None:
+    path = tmp_path / "caller.shortmsg.log"
+    line = "2026-11-28\t18:50:54\t{t}\t{d}\t{cid}\tCSeq:{cseq}\t{first}\n"
+    path.write_text(
+        line.format(t="10.000000", d="S", cid="a", cseq="1 INVITE", first="INVITE sip:x SIP/2.0")
+        + line.format(t="10.000500", d="S", cid="a", cseq="1 INVITE", first="INVITE sip:x SIP/2.0")
+        + line.format(t="10.001000", d="R", cid="a", cseq="1 INVITE", first="SIP/2.0 100 Trying")
+        + line.format(t="10.004000", d="R", cid="a", cseq="1 INVITE", first="SIP/2.0 200 OK")
+        + line.format(t="10.005000", d="R", cid="a", cseq="1 INVITE", first="SIP/2.0 200 OK")
+        + line.format(t="11.000000", d="R", cid="a", cseq="2 BYE", first="SIP/2.0 200 OK")
+        + line.format(t="20.000000", d="S", cid="b", cseq="1 INVITE", first="INVITE sip:x SIP/2.0")
+    )
+    msgs = parse_shortmsg_log(path)
+    assert response_delays(msgs) == {"a": pytest.approx(0.004)}
+    assert response_delays(msgs, statuses=range(100, 101)) == {"a": pytest.approx(0.001)}
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0], 99) == 3.0
 
 
 def _call(cid: str, gw: str, requests: list[str], responses: list[tuple[int, str]]) -> GatewayCall:
