@@ -1,0 +1,111 @@
+"""Glue between the sans-I/O core, the sockets, the clock and the destination table.
+
+The only place (with the transports) that reads ``loop.time()``: every message and every timer
+goes through ``message_received`` / ``_fire``, which call the core with ``now`` and hand what it
+returns to the transports. One ``loop.call_at`` handle is re-armed from ``next_deadline()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from sipdispatch.proxy.core import Address, CoreSettings, Hop, Proxy, Send
+from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target, UnknownSetError
+from sipdispatch.proxy.events import CoreEvent
+from sipdispatch.proxy.selection import RequestSelection
+from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.transport.tcp import TcpTransport
+from sipdispatch.proxy.transport.udp import UdpEndpoint
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Runs one proxy core inside an asyncio loop."""
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        table: DestinationTable,
+        signer: Signer,
+        on_events: Callable[[Sequence[CoreEvent]], None] | None = None,
+    ) -> None:
+        self.core = Proxy(settings, self._select, signer)
+        self.table = table
+        self.on_events = on_events
+        self.udp: UdpEndpoint | None = None
+        self.tcp: TcpTransport | None = None
+        self._hops: dict[str, Hop] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ table
+
+    def swap_table(self, table: DestinationTable) -> None:
+        """Serve a new table from the next request on (in-flight calls keep their hops)."""
+        self.table = table
+        self._hops = {}
+
+    def _select(self, ctx: RequestSelection) -> list[Hop]:
+        table = self.table
+        set_id = table.default_set if table.default_set is not None else min(table.sets, default=0)
+        try:
+            targets = table.select(set_id, ctx)
+        except UnknownSetError:
+            return []
+        return [self._hop(target, set_id) for target in targets]
+
+    def _hop(self, target: Target, set_id: int) -> Hop:
+        hop = self._hops.get(target.key)
+        if hop is None:
+            dest = target.destination
+            hop = Hop(dest.host, dest.port, dest.transport, dest.uri, set_id)
+            self._hops[target.key] = hop
+        return hop
+
+    # ------------------------------------------------------------------ traffic
+
+    def message_received(self, data: bytes, source: Address, transport: str) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self._emit(self.core.receive(data, source, transport, loop.time()))
+
+    def _emit(self, sends: list[Send]) -> None:
+        for send in sends:
+            if send.transport == "udp":
+                if self.udp is not None:
+                    self.udp.send(send.address, send.data)
+            elif self.tcp is not None:
+                self.tcp.send(send.address, send.data)
+        if self.core.events:
+            events, self.core.events = self.core.events, []
+            if self.on_events is not None:
+                self.on_events(events)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return  # an earlier (or equal) wake-up is already armed; it re-arms after firing
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        loop = self._loop or asyncio.get_running_loop()
+        self._emit(self.core.on_timer(loop.time()))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,176 @@
+"""The composition root: build the table, the core and the listeners, then serve until told
+to stop (SIGINT/SIGTERM), reloading the table file when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.dispatch.health import HealthPolicy
+from sipdispatch.proxy.dispatch.uris import SocketAddress, parse_socket
+from sipdispatch.proxy.engine import Engine
+from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
+from sipdispatch.proxy.transport.tcp import TcpTransport
+from sipdispatch.proxy.transport.udp import open_udp
+
+__all__ = ["ProxyOptions", "ProxyServer", "run"]
+
+log = logging.getLogger(__name__)
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    source: TableSource
+    #: ``udp:IP:PORT`` / ``tcp:IP:PORT``; empty means "what the config file says"
+    listen: list[str] = field(default_factory=list)
+    #: ``host[:port]`` written in Record-Route; default: the first listener's address
+    advertise: str | None = None
+    secret: bytes | None = None
+    reload_interval: float = 1.0
+    answer_timeout: float = 5.0
+
+
+def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
+    first = listeners[0]
+    if text:
+        host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+        if not host:
+            host, port = text, ""
+        return (host.strip("[]"), int(port) if port else 5060)
+    host = first.host
+    if host in _WILDCARDS:
+        host = socket.gethostbyname(socket.gethostname())
+    return (host, first.port)
+
+
+class ProxyServer:
+    """One running proxy: listeners, engine, table reloads."""
+
+    def __init__(self, options: ProxyOptions) -> None:
+        self.options = options
+        self.engine: Engine | None = None
+        self.listeners: list[SocketAddress] = []
+        self.bound: dict[str, Address] = {}
+        self._stop = asyncio.Event()
+        self._reloader: asyncio.Task[None] | None = None
+        self._tcp: TcpTransport | None = None
+
+    async def start(self) -> None:
+        loaded = self.options.source.load()
+        listen = self.options.listen or (
+            [str(s) for s in loaded.config.listeners()] if loaded.config else []
+        )
+        if not listen:
+            listen = ["udp:127.0.0.1:5060"]
+        self.listeners = [parse_socket(text) for text in listen]
+        loop = asyncio.get_running_loop()
+        table = DestinationTable.build(loaded.table, None, loop.time(), policy=_policy(loaded))
+        advertise = _advertised(self.options.advertise, self.listeners)
+        local: dict[str, Address] = {}
+        for listener in self.listeners:
+            host = advertise[0] if listener.host in _WILDCARDS else listener.host
+            local.setdefault(listener.transport, (host, listener.port))
+        settings = _core_settings(loaded, local, advertise, self.options)
+        if self.options.secret is None:
+            log.warning(
+                "no shared secret configured: Record-Routes are valid for this process only"
+            )
+        engine = Engine(settings, table, Signer(self.options.secret))
+        self.engine = engine
+        for listener in self.listeners:
+            if listener.transport == "udp":
+                if engine.udp is not None:
+                    raise TableError("only one UDP listener is supported")
+                engine.udp = await open_udp(listener.host, listener.port, engine)
+                self.bound["udp"] = engine.udp.local_address
+            elif listener.transport == "tcp":
+                if self._tcp is None:
+                    self._tcp = TcpTransport(engine)
+                    engine.tcp = self._tcp
+                self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)
+            else:
+                raise TableError(f"listen: transport {listener.transport} is not supported yet")
+        count = sum(len(s.targets) for s in table.sets.values())
+        log.info(
+            "sipdispatch proxy listening on %s, advertising %s:%d, %d sets, %d destinations",
+            ", ".join(str(listener) for listener in self.listeners),
+            *advertise,
+            len(table.sets),
+            count,
+        )
+        self._reloader = loop.create_task(self._watch())
+
+    def reload(self) -> None:
+        """Re-read the table file; on error keep serving the previous table."""
+        assert self.engine is not None
+        try:
+            loaded = self.options.source.load()
+        except TableError as exc:
+            log.error("reload failed, still serving the previous table: %s", exc)
+            raise
+        now = asyncio.get_running_loop().time()
+        table = DestinationTable.build(loaded.table, self.engine.table, now, policy=_policy(loaded))
+        self.engine.swap_table(table)
+        log.info("table reloaded from %s", self.options.source.path)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reload_interval)
+            if self.options.source.changed():
+                with contextlib.suppress(TableError):  # logged; the file is watched again
+                    self.reload()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+        if self.engine is not None:
+            self.engine.close()
+            if self.engine.udp is not None and self.engine.udp.transport is not None:
+                self.engine.udp.transport.close()
+        if self._tcp is not None:
+            await self._tcp.close()
+
+
+def _policy(loaded: LoadedTable) -> HealthPolicy | None:
+    return loaded.config.health_policy() if loaded.config else None
+
+
+def _core_settings(
+    loaded: LoadedTable, local: dict[str, Address], advertise: Address, options: ProxyOptions
+) -> CoreSettings:
+    settings = CoreSettings(local=local, advertise=advertise, answer_timeout=options.answer_timeout)
+    if loaded.config is None:
+        return settings
+    spec = loaded.config.failover
+    return dataclasses.replace(
+        settings,
+        failover_codes=frozenset(code for code in range(300, 700) if spec.triggers(code)),
+        max_attempts=spec.max_attempts,
+    )
+
+
+async def run(options: ProxyOptions) -> None:
+    server = ProxyServer(options)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop)
+    try:
+        await server.wait()
+    finally:
+        await server.close()

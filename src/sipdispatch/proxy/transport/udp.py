@@ -1,0 +1,55 @@
+"""UDP: one datagram in, one call into the engine; sends go straight to ``sendto``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol, cast
+
+from sipdispatch.proxy.core import Address
+
+__all__ = ["DatagramSink", "UdpEndpoint", "open_udp"]
+
+log = logging.getLogger(__name__)
+
+
+class DatagramSink(Protocol):
+    def message_received(self, data: bytes, source: Address, transport: str) -> None: ...
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """A bound UDP socket feeding the engine."""
+
+    def __init__(self, sink: DatagramSink) -> None:
+        self.sink = sink
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so no isinstance check here.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.sink.message_received(data, (str(addr[0]), int(addr[1])), "udp")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the transaction timers handle the consequence.
+        log.debug("udp error: %s", exc)
+
+    def send(self, address: Address, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, address)
+
+    @property
+    def local_address(self) -> Address:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return (str(host), int(port))
+
+
+async def open_udp(host: str, port: int, sink: DatagramSink) -> UdpEndpoint:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpEndpoint(sink), local_addr=(host, port)
+    )
+    protocol.transport = transport  # uvloop calls connection_made only on the next loop turn
+    return protocol
