@@ -1,0 +1,337 @@
+"""Destination health: thresholds, overrides, probing flag, codes, events."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipdispatch.proxy.dispatch import health
+from sipdispatch.proxy.dispatch.health import HealthRecord, HealthState, Outcome, Result
+
+OK = Result.success(0.01)
+FAIL = Result.failure("500 Server Error")
+TIMEOUT = Result.timeout(2.0)
+ELIGIBLE_CODES = {"AP", "AX", "TP", "TX"}
+
+
+def policy(fail: int = 3, succeed: int = 2, mode: str = "all") -> health.HealthPolicy:
+    return health.HealthPolicy(fail, succeed, health.ProbingMode.parse(mode))
+
+
+def feed(record: HealthRecord, results: list[Result], pol: health.HealthPolicy) -> list[object]:
+    return [health.apply(record, r, pol, float(t)) for t, r in enumerate(results, start=1)]
+
+
+# --- codes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"learned": HealthState.ACTIVE, "probing": True}, "AP"),
+        ({"learned": HealthState.ACTIVE, "probing": False}, "AX"),
+        ({"learned": HealthState.TRYING, "probing": True}, "TP"),
+        ({"learned": HealthState.TRYING, "probing": False}, "TX"),
+        ({"learned": HealthState.INACTIVE, "probing": True}, "IP"),
+        ({"learned": HealthState.INACTIVE, "probing": False}, "IX"),
+        ({"learned": HealthState.ACTIVE, "probing": True, "disabled": True}, "DX"),
+        ({"learned": HealthState.INACTIVE, "draining": True}, "DR"),
+        ({"learned": HealthState.ACTIVE, "drain_until": 9.0}, "DR"),
+        ({"disabled": True, "draining": True}, "DX"),
+    ],
+)
+def test_two_letter_codes_follow_state_and_probing(fields: dict[str, object], code: str) -> None:
+    record = HealthRecord(**fields)  # type: ignore[arg-type]
+    assert record.code == code
+    assert record.eligible == (code in ELIGIBLE_CODES)
+
+
+def test_learned_state_cannot_be_an_override() -> None:
+    with pytest.raises(ValueError, match="learned"):
+        HealthRecord(learned=HealthState.DISABLED)
+
+
+# --- thresholds ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 3, 5])
+def test_inactive_only_after_failure_threshold_consecutive_failures(threshold: int) -> None:
+    record = HealthRecord(probing=True)
+    pol = policy(fail=threshold)
+    events = feed(record, [FAIL] * (threshold - 1), pol)
+    assert record.code == ("TP" if threshold > 1 else "AP")
+    assert events == [None] * (threshold - 1)
+    event = health.apply(record, TIMEOUT, pol, 99.0)
+    assert record.code == "IP"
+    assert isinstance(event, health.DestinationDown)
+    assert (event.previous, event.code, event.at) == ("TP" if threshold > 1 else "AP", "IP", 99.0)
+    assert record.changed_at == 99.0
+
+
+def test_one_success_breaks_a_failure_streak() -> None:
+    record = HealthRecord(probing=True)
+    pol = policy(fail=3)
+    feed(record, [FAIL, FAIL, OK, FAIL, FAIL], pol)
+    assert record.code == "TP"
+    assert record.failures == 2
+    assert record.successes == 0
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 4])
+def test_active_again_only_after_success_threshold_consecutive_successes(threshold: int) -> None:
+    record = HealthRecord(learned=HealthState.INACTIVE, probing=True)
+    pol = policy(succeed=threshold)
+    assert feed(record, [OK] * (threshold - 1), pol) == [None] * (threshold - 1)
+    assert record.code == "IP"
+    assert record.successes == threshold - 1  # visible as "coming up"
+    event = health.apply(record, OK, pol, 50.0)
+    assert record.code == "AP"
+    assert isinstance(event, health.DestinationUp)
+    assert event.previous == "IP"
+
+
+def test_a_failure_resets_the_successes_of_a_destination_coming_up() -> None:
+    record = HealthRecord(learned=HealthState.INACTIVE, probing=True)
+    pol = policy(succeed=3)
+    feed(record, [OK, OK, FAIL, OK, OK], pol)
+    assert record.code == "IP"
+    health.apply(record, OK, pol, 9.0)
+    assert record.code == "AP"
+
+
+# --- overrides -------------------------------------------------------------------
+
+
+def test_disabled_is_never_lifted_by_results() -> None:
+    record = HealthRecord(learned=HealthState.INACTIVE, disabled=True)
+    assert (
+        feed(record, [OK] * 10 + [Result.overloaded(1.0)] + [OK] * 5, policy(succeed=1))
+        == [None] * 16
+    )
+    assert record.code == "DX"
+    assert record.learned is HealthState.INACTIVE
+
+
+def test_a_configured_drain_is_kept_while_learned_health_is_tracked() -> None:
+    record = HealthRecord(draining=True)
+    feed(record, [FAIL] * 3, policy(fail=3))
+    assert record.code == "DR"
+    assert record.learned is HealthState.INACTIVE
+    feed(record, [OK] * 5, policy(succeed=2))
+    assert (record.code, record.learned) == ("DR", HealthState.ACTIVE)
+
+
+def test_503_retry_after_drains_until_the_deadline() -> None:
+    record = HealthRecord(probing=True)
+    pol = policy()
+    down = health.apply(record, Result.overloaded(30.0), pol, 100.0)
+    assert isinstance(down, health.DestinationDown)
+    assert record.code == "DR"
+    assert "Retry-After" in down.reason
+    assert health.apply(record, OK, pol, 120.0) is None  # before the deadline
+    assert record.code == "DR"
+    up = health.apply(record, OK, pol, 130.0)
+    assert isinstance(up, health.DestinationUp)
+    assert record.code == "AP"
+
+
+def test_expire_drain_ends_a_due_drain_without_a_probe() -> None:
+    record = HealthRecord(probing=False)
+    health.apply(record, Result.overloaded(5.0), policy(mode="off"), 10.0)
+    assert health.expire_drain(record, 14.9) is None
+    event = health.expire_drain(record, 15.0)
+    assert isinstance(event, health.DestinationUp)
+    assert record.code == "AX"
+    assert health.expire_drain(record, 99.0) is None
+
+
+# --- probing flag by mode --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "after_failure", "after_recovery"),
+    [
+        ("all", "TP", "AP"),
+        ("failed", "TP", "AX"),
+        ("inactive", "TX", "AX"),
+        ("off", "TX", "AX"),
+        ("flagged", "TX", "AX"),  # flag never set by results
+    ],
+)
+def test_probing_flag_follows_the_mode(mode: str, after_failure: str, after_recovery: str) -> None:
+    record = HealthRecord(probing=False)
+    pol = policy(fail=2, succeed=1, mode=mode)
+    health.apply(record, FAIL, pol, 1.0)  # passive marking: a failed call
+    assert record.code == after_failure
+    health.apply(record, FAIL, pol, 2.0)
+    if mode in ("all", "failed", "inactive"):
+        assert record.code == "IP"
+        assert health.wants_probe(record, pol)
+    health.apply(record, OK, pol, 3.0)
+    assert record.code == after_recovery
+
+
+def test_flagged_mode_keeps_the_tables_flag() -> None:
+    record = HealthRecord(probing=True)
+    pol = policy(fail=1, mode="flagged")
+    feed(record, [FAIL, OK, OK, OK], pol)
+    assert record.code == "AP"
+    assert health.wants_probe(record, pol)
+
+
+def test_wants_probe() -> None:
+    assert health.wants_probe(HealthRecord(probing=False), policy(mode="all"))
+    assert not health.wants_probe(HealthRecord(probing=True), policy(mode="off"))
+    assert not health.wants_probe(HealthRecord(disabled=True), policy(mode="all"))
+    assert not health.wants_probe(HealthRecord(probing=False), policy(mode="failed"))
+    assert health.wants_probe(HealthRecord(probing=True), policy(mode="failed"))
+    assert health.wants_probe(HealthRecord(draining=True), policy(mode="all"))
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [(0, "failed"), (1, "all"), ("2", "inactive"), (3, "flagged"), ("OFF", "off")],
+)
+def test_probing_modes_accept_kamailio_numbers(value: str | int, mode: str) -> None:
+    assert health.ProbingMode.parse(value).value == mode
+
+
+@pytest.mark.parametrize("value", [4, "sometimes", True])
+def test_unknown_probing_modes_are_rejected(value: object) -> None:
+    with pytest.raises(ValueError, match="probing mode"):
+        health.ProbingMode.parse(value)  # type: ignore[arg-type]
+
+
+def test_thresholds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        health.HealthPolicy(failure_threshold=0)
+
+
+# --- admin set-state -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "code", "expected"),
+    [
+        ({"learned": HealthState.INACTIVE, "probing": True}, "ap", "AP"),
+        ({"learned": HealthState.INACTIVE, "probing": True}, "ax", "AX"),
+        ({"learned": HealthState.INACTIVE, "probing": True}, "a", "AP"),  # flag kept
+        ({"learned": HealthState.ACTIVE, "probing": False}, "ip", "IP"),
+        ({"learned": HealthState.ACTIVE}, "tx", "TX"),
+        ({"learned": HealthState.ACTIVE, "probing": True}, "DX", "DX"),
+        ({"learned": HealthState.ACTIVE}, "d", "DX"),
+        ({"learned": HealthState.ACTIVE}, "dr", "DR"),
+        ({"disabled": True}, "ap", "AP"),
+        ({"draining": True, "drain_until": 50.0}, "ax", "AX"),
+    ],
+)
+def test_set_admin_state(start: dict[str, object], code: str, expected: str) -> None:
+    record = HealthRecord(failures=2, successes=1, **start)  # type: ignore[arg-type]
+    was_eligible = record.eligible
+    event = health.set_admin_state(record, code, 7.0)
+    assert record.code == expected
+    if record.eligible != was_eligible:
+        assert isinstance(
+            event, health.DestinationUp if record.eligible else health.DestinationDown
+        )
+        assert event.reason == f"set-state {code.lower()}"
+    else:
+        assert event is None
+    if expected[0] in "AIT":
+        assert (record.failures, record.successes) == (0, 0)
+
+
+def test_disable_keeps_the_learned_state_underneath() -> None:
+    record = HealthRecord(learned=HealthState.TRYING, probing=True)
+    health.set_admin_state(record, "dx", 1.0)
+    assert record.learned is HealthState.TRYING
+
+
+@pytest.mark.parametrize("code", ["", "dp", "up", "apx", "x"])
+def test_unknown_admin_states_are_rejected(code: str) -> None:
+    with pytest.raises(health.InvalidStateError, match="unknown state"):
+        health.set_admin_state(HealthRecord(), code, 0.0)
+
+
+# --- every state x every result sequence -------------------------------------------
+
+results = st.one_of(
+    st.sampled_from([OK, FAIL, TIMEOUT]),
+    st.floats(min_value=0, max_value=5).map(Result.overloaded),
+)
+records = st.builds(
+    HealthRecord,
+    learned=st.sampled_from([HealthState.ACTIVE, HealthState.TRYING, HealthState.INACTIVE]),
+    probing=st.booleans(),
+    disabled=st.booleans(),
+    draining=st.booleans(),
+)
+policies = st.builds(
+    health.HealthPolicy,
+    failure_threshold=st.integers(1, 4),
+    success_threshold=st.integers(1, 4),
+    mode=st.sampled_from(list(health.ProbingMode)),
+)
+
+
+@given(records, policies, st.lists(results, max_size=40))
+def test_invariants_over_any_result_sequence(
+    record: HealthRecord, pol: health.HealthPolicy, sequence: list[Result]
+) -> None:
+    disabled, draining = record.disabled, record.draining
+    flag = record.probing
+    fail_run = succ_run = 0
+    for t, result in enumerate(sequence, start=1):
+        before_state, before_eligible = record.learned, record.eligible
+        event = health.apply(record, result, pol, float(t))
+
+        # Overrides are never lifted by results.
+        assert record.disabled == disabled
+        assert record.draining == draining
+        if disabled:
+            assert record.code == "DX"
+            assert event is None
+            continue
+
+        if result.outcome is Outcome.SUCCESS:
+            succ_run, fail_run = succ_run + 1, 0
+        elif result.outcome in (Outcome.FAILURE, Outcome.TIMEOUT):
+            fail_run, succ_run = fail_run + 1, 0
+        assert (record.failures, record.successes) == (fail_run, succ_run)
+
+        # Thresholds: inactive exactly when enough failures, or still recovering.
+        if fail_run >= pol.failure_threshold:
+            assert record.learned is HealthState.INACTIVE
+        if record.learned is HealthState.INACTIVE and before_state is not HealthState.INACTIVE:
+            assert fail_run >= pol.failure_threshold
+        if before_state is HealthState.INACTIVE and record.learned is not HealthState.INACTIVE:
+            assert succ_run >= pol.success_threshold
+        if result.outcome is Outcome.SUCCESS and before_state is not HealthState.INACTIVE:
+            assert record.learned is HealthState.ACTIVE
+
+        # A timed drain makes the destination DR until a later result.
+        if result.outcome is Outcome.OVERLOADED:
+            assert record.code == "DR"
+
+        # The code is a function of the state; events mark eligibility changes.
+        assert record.eligible == (record.code in ELIGIBLE_CODES)
+        if record.eligible and not before_eligible:
+            assert isinstance(event, health.DestinationUp)
+        elif before_eligible and not record.eligible:
+            assert isinstance(event, health.DestinationDown)
+        else:
+            assert event is None
+
+        # The probing flag per mode.
+        timed_drain = record.drain_until is not None
+        if pol.mode is health.ProbingMode.ALL:
+            assert record.probing
+        elif pol.mode is health.ProbingMode.OFF:
+            assert not record.probing
+        elif pol.mode is health.ProbingMode.FLAGGED:
+            assert record.probing == flag
+        elif pol.mode is health.ProbingMode.FAILED:
+            assert record.probing == (record.learned is not HealthState.ACTIVE or timed_drain)
+        else:
+            assert record.probing == (record.learned is HealthState.INACTIVE or timed_drain)
