@@ -89,6 +89,7 @@ def test_a_full_configuration_in_camel_case() -> None:
     assert loaded.probing.accepts(302)
     assert not loaded.probing.accepts(500)
     assert loaded.failover.triggers(408)
+    assert loaded.failover.statuses() == frozenset({408, *range(500, 600)})
     assert not loaded.failover.on_timeout
     table = loaded.to_table_config()
     [dest_set] = table.sets

@@ -154,8 +154,11 @@ class HashRequestUri(_HashSelector):
 
 
 class HashAuthUser(_HashSelector):
-    """Falls back to Call-ID (Kamailio falls back to round-robin, which
-    sends a retried request elsewhere)."""
+    """The Authorization/Proxy-Authorization user name, else the Call-ID.
+
+    Kamailio falls back to round-robin, which can send a retried request
+    elsewhere; the Call-ID keeps one call on one destination.
+    """
 
     name: ClassVar[str] = "hash-auth-user"
     number: ClassVar[int] = 5

@@ -49,6 +49,7 @@ __all__ = [
     "ProxyConfig",
     "SetSpec",
     "code_matches",
+    "expand_codes",
 ]
 
 _INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
@@ -90,6 +91,11 @@ def _reply_code(value: object) -> str:
 def code_matches(codes: tuple[str, ...] | list[str], status: int) -> bool:
     """Whether `status` is in a list of codes and classes (`["2xx", "404"]`)."""
     return str(status) in codes or f"{status // 100}xx" in codes
+
+
+def expand_codes(codes: tuple[str, ...] | list[str]) -> frozenset[int]:
+    """Every status code a list of codes and classes covers."""
+    return frozenset(status for status in range(100, 700) if code_matches(codes, status))
 
 
 AlgorithmName = Annotated[
@@ -282,6 +288,10 @@ class FailoverSpec(_Model):
 
     def triggers(self, status: int) -> bool:
         return code_matches(self.codes, status)
+
+    def statuses(self) -> frozenset[int]:
+        """The failover codes as a set of ints (classes expanded)."""
+        return expand_codes(self.codes)
 
 
 class ProxyConfig(_Model):
