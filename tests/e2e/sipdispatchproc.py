@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sipphelpers import HarnessError, ManagedProcess, SippGateway, free_port, sip_options_ping
 
@@ -31,6 +34,7 @@ class SipdispatchProxy:
         self.workdir = workdir
         self.ip = "127.0.0.1"
         self.port = free_port(self.ip)
+        self.control_port = free_port(self.ip)
         self.table = workdir / "dispatcher.list"
         workdir.mkdir(parents=True, exist_ok=True)
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -47,11 +51,22 @@ class SipdispatchProxy:
             f"udp:{self.ip}:{self.port}",
             "--listen",
             f"tcp:{self.ip}:{self.port}",
+            "--control",
+            f"{self.ip}:{self.control_port}",
             "--log-level",
-            "debug",
+            "info",
             *extra_args,
         ]
         self.process = ManagedProcess("sipdispatch", argv, workdir)
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.ip}:{self.control_port}"
+
+    def api(self, path: str) -> Any:
+        """GET a control API path, decoded from JSON."""
+        with urllib.request.urlopen(self.control_url + path, timeout=5) as response:
+            return json.loads(response.read())
 
     @property
     def hostport(self) -> str:

@@ -60,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fail over when a destination sends no response at all within this time",
     )
+    parser.add_argument(
+        "--control",
+        default="127.0.0.1:8080",
+        metavar="IP:PORT",
+        help="HTTP control API and /metrics address ('off' to disable)",
+    )
+    parser.add_argument(
+        "--control-token-file",
+        type=Path,
+        help="bearer token that write calls of the control API must carry "
+        "(or set SIPDISPATCH_CONTROL_TOKEN)",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     return parser
 
@@ -70,6 +82,13 @@ def _secret(args: argparse.Namespace) -> bytes | None:
         return path.read_bytes().strip()
     from_env = os.environ.get("SIPDISPATCH_SECRET")
     return from_env.encode() if from_env else None
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.control_token_file is not None:
+        path: Path = args.control_token_file
+        return path.read_text().strip()
+    return os.environ.get("SIPDISPATCH_CONTROL_TOKEN", "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise=args.advertise,
         secret=_secret(args),
         answer_timeout=args.answer_timeout,
+        control=None if args.control == "off" else args.control,
+        control_token=_token(args),
     )
     try:
         _run(options)

@@ -9,13 +9,21 @@ import dataclasses
 import logging
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from sipdispatch.proxy.control.app import make_app, start_control
 from sipdispatch.proxy.core import Address, CoreSettings
 from sipdispatch.proxy.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.dispatch.health import HealthPolicy
 from sipdispatch.proxy.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.engine import Engine
+from sipdispatch.proxy.events import CoreEvent
+from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 from sipdispatch.proxy.transport.tcp import TcpTransport
@@ -37,6 +45,10 @@ class ProxyOptions:
     secret: bytes | None = None
     reload_interval: float = 1.0
     answer_timeout: float = 5.0
+    #: ``IP:PORT`` of the HTTP control API; None disables it
+    control: str | None = "127.0.0.1:8080"
+    #: bearer token required by write calls of the control API ("" = none)
+    control_token: str = ""
 
 
 def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
@@ -63,6 +75,41 @@ class ProxyServer:
         self._stop = asyncio.Event()
         self._reloader: asyncio.Task[None] | None = None
         self._tcp: TcpTransport | None = None
+        self._control: web.AppRunner | None = None
+        self.registry = CollectorRegistry()
+        self.metrics = ProxyMetrics(self.registry, lambda: self.table, self._in_flight)
+
+    # ------------------------------------------------------------------ ControlledProxy
+
+    @property
+    def table(self) -> DestinationTable | None:
+        return self.engine.table if self.engine is not None else None
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _in_flight(self) -> int:
+        return self.engine.core.transaction_count if self.engine is not None else 0
+
+    def status(self) -> dict[str, Any]:
+        core = self.engine.core if self.engine is not None else None
+        return {
+            "transactions": core.transaction_count if core else 0,
+            "branches": core.branch_count if core else 0,
+            "source": str(self.options.source.path),
+        }
+
+    def set_state(self, set_id: int, uri: str, code: str) -> None:
+        table = self.table
+        if table is None:
+            raise LookupError("no destination table loaded yet")
+        table.set_state(set_id, uri, code, self.now())
+        log.info("set %d destination %s set to %s by the control API", set_id, uri, code.upper())
+
+    def _on_events(self, events: Sequence[CoreEvent]) -> None:
+        self.metrics.observe(events)
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         loaded = self.options.source.load()
@@ -84,7 +131,7 @@ class ProxyServer:
             log.warning(
                 "no shared secret configured: Record-Routes are valid for this process only"
             )
-        engine = Engine(settings, table, Signer(self.options.secret))
+        engine = Engine(settings, table, Signer(self.options.secret), self._on_events)
         self.engine = engine
         for listener in self.listeners:
             if listener.transport == "udp":
@@ -107,6 +154,11 @@ class ProxyServer:
             len(table.sets),
             count,
         )
+        if self.options.control:
+            host, _, port = self.options.control.rpartition(":")
+            app = make_app(self, self.registry, self.options.control_token)
+            self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
+            log.info("control API on http://%s", self.options.control)
         self._reloader = loop.create_task(self._watch())
 
     def reload(self) -> None:
@@ -138,6 +190,8 @@ class ProxyServer:
     async def close(self) -> None:
         if self._reloader is not None:
             self._reloader.cancel()
+        if self._control is not None:
+            await self._control.cleanup()
         if self.engine is not None:
             self.engine.close()
             if self.engine.udp is not None and self.engine.udp.transport is not None:

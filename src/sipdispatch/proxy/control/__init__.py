@@ -1,0 +1,1 @@
+"""The HTTP control API (aiohttp): health, metrics, destinations, reload and set-state."""

@@ -1,0 +1,145 @@
+"""``sipdispatch-ctl``: the ``kamcmd dispatcher.*`` of sipdispatch, over the control API.
+
+    sipdispatch-ctl list [--json]        dispatcher.list
+    sipdispatch-ctl reload               dispatcher.reload
+    sipdispatch-ctl set-state dx 1 URI   dispatcher.set_state
+    sipdispatch-ctl ping                 is the proxy there?
+
+Standard library only (urllib), so it starts fast and works from any shell in the pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ControlError(Exception):
+    """The proxy could not be reached, or refused the call; the message says which."""
+
+
+def _call(url: str, method: str, path: str, token: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("message", exc.reason)
+        except (ValueError, AttributeError):
+            message = exc.reason
+        raise ControlError(f"{method} {path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ControlError(
+            f"cannot reach the sipdispatch control API at {url}: {reason} "
+            "(is the proxy running? see --url or SIPDISPATCH_CONTROL_URL)"
+        ) from None
+
+
+def format_table(view: dict[str, Any]) -> str:
+    """The table of ``list``: one line per destination, like ``kamcmd dispatcher.list``."""
+    header = (
+        "SET",
+        "URI",
+        "STATE",
+        "PRIO",
+        "WEIGHT",
+        "CALLS",
+        "AVG ms",
+        "EST ms",
+        "MAX ms",
+        "TIMEOUTS",
+        "REASON",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for dest_set in view.get("sets", []):
+        for dest in dest_set["destinations"]:
+            lat = dest["latency"]
+            rows.append(
+                (
+                    str(dest_set["id"]),
+                    dest["uri"],
+                    dest["state"],
+                    str(dest["priority"]),
+                    str(dest["weight"]),
+                    str(dest["activeCalls"]),
+                    f"{lat['avg']:.2f}",
+                    f"{lat['est']:.2f}",
+                    f"{lat['max']:.2f}",
+                    str(lat["timeouts"]),
+                    dest["reason"],
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sipdispatch-ctl", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SIPDISPATCH_CONTROL_URL", DEFAULT_URL),
+        help=f"control API of the proxy (default {DEFAULT_URL})",
+    )
+    parser.add_argument("--token-file", type=Path, help="bearer token for write calls")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="destinations and their states")
+    listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    commands.add_parser("reload", help="re-read the table file")
+    state = commands.add_parser("set-state", help="set a destination's state (ap, ip, dx, dr...)")
+    state.add_argument("state")
+    state.add_argument("set_id", type=int, metavar="SETID")
+    state.add_argument("uri", metavar="URI")
+    commands.add_parser("ping", help="check that the proxy answers")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    token = os.environ.get("SIPDISPATCH_CONTROL_TOKEN", "")
+    if args.token_file is not None:
+        token = Path(args.token_file).read_text().strip()
+    try:
+        if args.command == "list":
+            view = _call(args.url, "GET", "/v1/destinations", token)
+            print(json.dumps(view, indent=2) if args.json else format_table(view))
+        elif args.command == "reload":
+            _call(args.url, "POST", "/v1/reload", token)
+            print("reloaded")
+        elif args.command == "set-state":
+            body = {"set": args.set_id, "uri": args.uri, "state": args.state}
+            result = _call(args.url, "PUT", "/v1/destinations/state", token, body)
+            print(f"set {result['set']} {result['uri']}: {result['state']}")
+        else:
+            _call(args.url, "GET", "/healthz", token)
+            ready = _call(args.url, "GET", "/readyz", token)
+            print(f"pong ({ready['status']})")
+    except ControlError as exc:
+        print(f"sipdispatch-ctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Prometheus metrics, on a registry the caller injects (never the global one, so that tests
+and several proxies in one process do not collide on names).
+
+Counters are fed from the core's events; destination states are read from the live table at
+scrape time by a collector, so a scrape always shows the table being served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    CoreEvent,
+    MessageRejected,
+    NoDestination,
+)
+
+__all__ = ["ProxyMetrics"]
+
+STATES = ("AP", "AX", "TP", "TX", "IP", "IX", "DX", "DR")
+
+
+class _TableCollector(Collector):
+    def __init__(
+        self, table: Callable[[], DestinationTable | None], in_flight: Callable[[], int]
+    ) -> None:
+        self._table = table
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "sipdispatch_destination_state",
+            "1 for the destination's current two-letter state",
+            labels=["set", "uri", "state"],
+        )
+        calls = GaugeMetricFamily(
+            "sipdispatch_destination_active_calls", "Dialogs in progress", labels=["set", "uri"]
+        )
+        latency = GaugeMetricFamily(
+            "sipdispatch_destination_latency_seconds",
+            "Probe latency: moving estimate",
+            labels=["set", "uri"],
+        )
+        timeouts = GaugeMetricFamily(
+            "sipdispatch_destination_probe_timeouts", "Probes unanswered", labels=["set", "uri"]
+        )
+        active = GaugeMetricFamily(
+            "sipdispatch_set_destinations_active", "Destinations taking new calls", labels=["set"]
+        )
+        total = GaugeMetricFamily(
+            "sipdispatch_set_destinations", "Destinations in the set", labels=["set"]
+        )
+        table = self._table()
+        if table is not None:
+            for set_id, dest_set in table.sets.items():
+                label = str(set_id)
+                for target in dest_set.targets:
+                    uri = target.destination.uri
+                    code = target.runtime.health.code
+                    for name in STATES:
+                        state.add_metric([label, uri, name], 1.0 if name == code else 0.0)
+                    calls.add_metric([label, uri], target.runtime.active_calls)
+                    stats = target.runtime.health.latency
+                    latency.add_metric([label, uri], stats.estimate or 0.0)
+                    timeouts.add_metric([label, uri], stats.timeouts)
+                active.add_metric([label], len(dest_set.eligible()))
+                total.add_metric([label], len(dest_set.targets))
+        in_flight = GaugeMetricFamily(
+            "sipdispatch_transactions_in_flight", "Stateful proxy transactions alive"
+        )
+        in_flight.add_metric([], self._in_flight())
+        yield from (state, calls, latency, timeouts, active, total, in_flight)
+
+
+class ProxyMetrics:
+    """Every metric of one proxy, registered on ``registry``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        table: Callable[[], DestinationTable | None],
+        in_flight: Callable[[], int],
+    ) -> None:
+        self.registry = registry
+        self.answered = Counter(
+            "sipdispatch_calls_answered",
+            "Requests a destination answered with 2xx",
+            ["set", "uri"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "sipdispatch_destination_failures",
+            "Failure responses or timeouts (408) from destinations",
+            ["set", "uri", "status"],
+            registry=registry,
+        )
+        self.replies = Counter(
+            "sipdispatch_destination_replies",
+            "Final replies from destinations by class",
+            ["class"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "sipdispatch_messages_rejected",
+            "Malformed or refused messages, by the status answered (or would have been)",
+            ["status"],
+            registry=registry,
+        )
+        self.no_destination = Counter(
+            "sipdispatch_no_destination",
+            "Requests that found no eligible destination (503)",
+            registry=registry,
+        )
+        registry.register(_TableCollector(table, in_flight))
+
+    def observe(self, events: Sequence[CoreEvent]) -> None:
+        for event in events:
+            if isinstance(event, BranchAnswered):
+                self.answered.labels(str(event.set_id), event.destination).inc()
+                self.replies.labels("2xx").inc()
+            elif isinstance(event, BranchFailed):
+                status = str(event.status)
+                self.failed.labels(str(event.set_id), event.destination, status).inc()
+                self.replies.labels(f"{status[0]}xx").inc()
+            elif isinstance(event, MessageRejected):
+                self.rejected.labels(str(event.status)).inc()
+            elif isinstance(event, NoDestination):
+                self.no_destination.inc()
