@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail over when a destination sends no response at all within this time",
     )
     parser.add_argument(
+        "--timer-t1",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="RFC 3261 T1; retransmission and transaction timers scale with it",
+    )
+    parser.add_argument(
         "--control",
         default="127.0.0.1:8080",
         metavar="IP:PORT",
@@ -108,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise=args.advertise,
         secret=_secret(args),
         answer_timeout=args.answer_timeout,
+        timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,
         control_token=_token(args),
     )

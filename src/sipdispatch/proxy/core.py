@@ -278,18 +278,19 @@ class Proxy:
             self._start_transaction(request, source, transport, now)
 
     def _refuse(self, request: Request, source: Address, transport: str) -> bool:
-        """Checks of RFC 3261 16.3 that end in a response of our own."""
+        """Checks of RFC 3261 16.3 that end in a response of our own (logged like errors)."""
         max_forwards = request.headers.get("max-forwards")
         if max_forwards is not None and int(max_forwards) == 0:
-            self._respond(request, 483, source, transport)
-            return True
-        required = request.headers.values("proxy-require")
-        if required:
-            self._respond(
-                request, 420, source, transport, extra=[("Unsupported", ", ".join(required))]
-            )
-            return True
-        return False
+            refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
+            extra: list[tuple[str, str]] = []
+        elif required := request.headers.values("proxy-require"):
+            refusal = RemoteProtocolError(f"Proxy-Require {', '.join(required)}", 420)
+            extra = [("Unsupported", ", ".join(required))]
+        else:
+            return False
+        self._note_rejected(request, refusal, source)
+        self._respond(request, refusal.status, source, transport, extra=extra)
+        return True
 
     def _is_for_us(self, request: Request) -> bool:
         """OPTIONS to the balancer itself (a health check) is answered, not dispatched."""
@@ -727,7 +728,10 @@ class Proxy:
         self, message: Request | Response | None, exc: RemoteProtocolError, source: Address | None
     ) -> None:
         kind = "request" if isinstance(message, Request) else "message"
-        log.warning("rejected %s from %s: %s (%d)", kind, source, exc, exc.status)
+        call_id = message.call_id if message is not None else "?"
+        log.warning(
+            "rejected %s (Call-ID %s) from %s: %s (%d)", kind, call_id, source, exc, exc.status
+        )
         self.events.append(MessageRejected(exc.status, str(exc)))
 
 

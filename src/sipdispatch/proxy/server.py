@@ -25,6 +25,7 @@ from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.sip.transaction import Timers
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import open_udp
@@ -45,6 +46,8 @@ class ProxyOptions:
     secret: bytes | None = None
     reload_interval: float = 1.0
     answer_timeout: float = 5.0
+    #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it
+    timer_t1: float = 0.5
     #: ``IP:PORT`` of the HTTP control API; None disables it
     control: str | None = "127.0.0.1:8080"
     #: bearer token required by write calls of the control API ("" = none)
@@ -207,7 +210,12 @@ def _policy(loaded: LoadedTable) -> HealthPolicy | None:
 def _core_settings(
     loaded: LoadedTable, local: dict[str, Address], advertise: Address, options: ProxyOptions
 ) -> CoreSettings:
-    settings = CoreSettings(local=local, advertise=advertise, answer_timeout=options.answer_timeout)
+    settings = CoreSettings(
+        local=local,
+        advertise=advertise,
+        answer_timeout=options.answer_timeout,
+        timers=Timers(t1=options.timer_t1, t2=max(4.0, 8 * options.timer_t1), t4=5.0),
+    )
     if loaded.config is None:
         return settings
     spec = loaded.config.failover
