@@ -151,8 +151,8 @@ class ClientTransaction:
                 self.deadline = None
                 return [Action.TIMEOUT, Action.TERMINATED]
             # Timer A doubles without cap; Timer E doubles up to T2.
-            self._interval = self._interval * 2 if self.invite else min(
-                self._interval * 2, self.timers.t2
+            self._interval = (
+                self._interval * 2 if self.invite else min(self._interval * 2, self.timers.t2)
             )
             self.deadline = min(self._timeout_at, now + self._interval)
             return [Action.RETRANSMIT]

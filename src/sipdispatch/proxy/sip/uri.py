@@ -132,7 +132,7 @@ def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
     scheme, colon, rest = text.partition(":")
     if not colon or not grammar.SCHEME.fullmatch(scheme) or not rest:
         raise RemoteProtocolError(f"not a URI: {text!r}")
-    if any(c in text for c in " \t\r\n<>\""):
+    if any(c in text for c in ' \t\r\n<>"'):
         raise RemoteProtocolError(f"URI contains whitespace or delimiters: {text!r}")
     lowered = scheme.lower()
     if lowered not in ("sip", "sips"):
