@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sipdispatch.proxy.server import ProxyOptions, run
-from sipdispatch.proxy.tables import TableError, TableSource
+from sipdispatch.proxy.tables import FileTableSource, TableError
 
 __all__ = ["main"]
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     path = args.config or args.dispatcher_list
     options = ProxyOptions(
-        source=TableSource(
+        source=FileTableSource(
             path,
             kamailio_format=args.dispatcher_list is not None,
             algorithm=args.algorithm,

@@ -4,7 +4,6 @@ to stop (SIGINT/SIGTERM), reloading the table file when it changes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -44,7 +43,6 @@ class ProxyOptions:
     #: ``host[:port]`` written in Record-Route; default: the first listener's address
     advertise: str | None = None
     secret: bytes | None = None
-    reload_interval: float = 1.0
     answer_timeout: float = 5.0
     #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it
     timer_t1: float = 0.5
@@ -99,7 +97,7 @@ class ProxyServer:
         return {
             "transactions": core.transaction_count if core else 0,
             "branches": core.branch_count if core else 0,
-            "source": str(self.options.source.path),
+            "source": self.options.source.description,
         }
 
     def set_state(self, set_id: int, uri: str, code: str) -> None:
@@ -115,7 +113,7 @@ class ProxyServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        loaded = self.options.source.load()
+        loaded = await self.options.source.first()
         listen = self.options.listen or (
             [str(s) for s in loaded.config.listeners()] if loaded.config else []
         )
@@ -164,25 +162,35 @@ class ProxyServer:
             log.info("control API on http://%s", self.options.control)
         self._reloader = loop.create_task(self._watch())
 
-    def reload(self) -> None:
-        """Re-read the table file; on error keep serving the previous table."""
-        assert self.engine is not None
+    async def reload(self) -> None:
+        """Read the table again; on error keep serving the previous table and raise."""
         try:
-            loaded = self.options.source.load()
+            loaded = await self.options.source.reload()
         except TableError as exc:
             log.error("reload failed, still serving the previous table: %s", exc)
             raise
+        self._apply(loaded)
+
+    def _apply(self, loaded: LoadedTable) -> None:
+        """Swap in a new table built from ``loaded``, carrying learned health across."""
+        assert self.engine is not None
         now = asyncio.get_running_loop().time()
         table = DestinationTable.build(loaded.table, self.engine.table, now, policy=_policy(loaded))
         self.engine.swap_table(table)
-        log.info("table reloaded from %s", self.options.source.path)
+        count = sum(len(s.targets) for s in table.sets.values())
+        log.info(
+            "table from %s applied: %d sets, %d destinations",
+            self.options.source.description,
+            len(table.sets),
+            count,
+        )
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.reload_interval)
-            if self.options.source.changed():
-                with contextlib.suppress(TableError):  # logged; the file is watched again
-                    self.reload()
+        async for change in self.options.source.changes():
+            if isinstance(change, TableError):
+                log.error("table change not applied, still serving the previous table: %s", change)
+            else:
+                self._apply(change)
 
     def stop(self) -> None:
         self._stop.set()

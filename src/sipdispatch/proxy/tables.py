@@ -1,23 +1,27 @@
-"""Where the destination table comes from: a YAML config or a Kamailio ``dispatcher.list``.
+"""Where the destination table comes from.
 
-``TableSource.load()`` reads the file and returns the table configuration, or raises one clear
-error naming the file, line and field. ``changed()`` tells when the file was modified, so the
-server can reload without a restart and keep serving the last good table when the new one is
-broken.
+A ``TableSource`` gives the first table, then every change as it happens; the server builds
+each into a live table that keeps learned health, and keeps serving the last good table when a
+change is broken. ``FileTableSource`` reads a YAML config or a Kamailio ``dispatcher.list`` and
+notices edits by polling the file's size and mtime (a mounted ConfigMap is replaced, not
+modified in place, so inotify on the file itself would miss it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sipdispatch.proxy.dispatch import configfile, tablefile
 from sipdispatch.proxy.dispatch.config import ProxyConfig
 from sipdispatch.proxy.dispatch.tableconfig import TableConfig
 
-__all__ = ["LoadedTable", "TableError", "TableSource"]
+__all__ = ["FileTableSource", "LoadedTable", "TableError", "TableSource"]
 
 
 class TableError(ValueError):
@@ -31,7 +35,28 @@ class LoadedTable:
     config: ProxyConfig | None
 
 
-class TableSource:
+class TableSource(Protocol):
+    """Gives tables: the first one, explicit reloads, and changes as they happen."""
+
+    @property
+    def description(self) -> str:
+        """Where tables come from, for logs and the control API."""
+        ...
+
+    async def first(self) -> LoadedTable:
+        """The first table; raises ``TableError`` when there is none to serve."""
+        ...
+
+    async def reload(self) -> LoadedTable:
+        """Read the table again now (``sipdispatch-ctl reload``); raises ``TableError``."""
+        ...
+
+    def changes(self) -> AsyncIterator[LoadedTable | TableError]:
+        """Every later table, or the error that kept a change from being used."""
+        ...
+
+
+class FileTableSource:
     """A table file on disk, in either format."""
 
     def __init__(
@@ -46,7 +71,27 @@ class TableSource:
         self.kamailio_format = kamailio_format
         self.algorithm = algorithm
         self.default_set = default_set
+        self.poll_interval = 1.0
         self._stamp: tuple[int, int] | None = None
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    async def first(self) -> LoadedTable:
+        return self.load()
+
+    async def reload(self) -> LoadedTable:
+        return self.load()
+
+    async def changes(self) -> AsyncIterator[LoadedTable | TableError]:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if self.changed():
+                try:
+                    yield self.load()
+                except TableError as exc:
+                    yield exc
 
     def _current_stamp(self) -> tuple[int, int] | None:
         try:

@@ -31,7 +31,7 @@ class ControlledProxy(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def reload(self) -> None: ...
+    async def reload(self) -> None: ...
 
     def set_state(self, set_id: int, uri: str, code: str) -> None: ...
 
@@ -83,7 +83,7 @@ async def reload(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _error(401, "a valid bearer token is required")
     try:
-        request.app[PROXY].reload()
+        await request.app[PROXY].reload()
     except ValueError as exc:
         return _error(422, f"reload failed, the previous table is still served: {exc}")
     return web.json_response({"status": "reloaded"})
