@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,9 @@ class ProxyOptions:
     control: str | None = "127.0.0.1:8080"
     #: bearer token required by write calls of the control API ("" = none)
     control_token: str = ""
+    #: tasks that live as long as the proxy (e.g. reporting destination states to Kubernetes),
+    #: started once the proxy serves and cancelled when it stops
+    companions: Sequence[Callable[[ProxyServer], Awaitable[None]]] = ()
 
 
 def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
@@ -74,7 +77,7 @@ class ProxyServer:
         self.listeners: list[SocketAddress] = []
         self.bound: dict[str, Address] = {}
         self._stop = asyncio.Event()
-        self._reloader: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._tcp: TcpTransport | None = None
         self._control: web.AppRunner | None = None
         self.registry = CollectorRegistry()
@@ -160,7 +163,9 @@ class ProxyServer:
             app = make_app(self, self.registry, self.options.control_token)
             self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
             log.info("control API on http://%s", self.options.control)
-        self._reloader = loop.create_task(self._watch())
+        self._tasks.append(loop.create_task(self._watch()))
+        for companion in self.options.companions:
+            self._tasks.append(loop.create_task(companion(self)))
 
     async def reload(self) -> None:
         """Read the table again; on error keep serving the previous table and raise."""
@@ -199,8 +204,8 @@ class ProxyServer:
         await self._stop.wait()
 
     async def close(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._control is not None:
             await self._control.cleanup()
         if self.engine is not None:
