@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ class ProxyOptions:
     control_token: str = ""
     #: tasks that live as long as the proxy (e.g. reporting destination states to Kubernetes),
     #: started once the proxy serves and cancelled when it stops
-    companions: Sequence[Callable[[ProxyServer], Awaitable[None]]] = ()
+    companions: Sequence[Callable[[ProxyServer], Coroutine[Any, Any, None]]] = ()
 
 
 def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
