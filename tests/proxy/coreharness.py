@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Send
+from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Selection, Send
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.sip import codec
@@ -24,14 +24,15 @@ class RoundRobin:
 
     def __init__(self, hops: Sequence[Hop]) -> None:
         self.hops = list(hops)
+        self.parallel = False
         self.next = 0
         self.seen: list[RequestSelection] = []
 
-    def __call__(self, ctx: RequestSelection) -> list[Hop]:
+    def __call__(self, ctx: RequestSelection) -> Selection:
         self.seen.append(ctx)
         start = self.next % len(self.hops) if self.hops else 0
         self.next += 1
-        return self.hops[start:] + self.hops[:start]
+        return Selection(self.hops[start:] + self.hops[:start], parallel=self.parallel)
 
 
 def make_proxy(

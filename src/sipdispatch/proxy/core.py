@@ -16,17 +16,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from sipdispatch.proxy import wire
+from sipdispatch.proxy import probes, wire
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
     CoreEvent,
+    DialogEnded,
     MessageRejected,
     NoDestination,
+    ProbeCompleted,
 )
+from sipdispatch.proxy.probes import Probe
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.sip import codec, validation, values
@@ -37,144 +38,25 @@ from sipdispatch.proxy.sip.transaction import (
     ClientTransaction,
     ServerState,
     ServerTransaction,
-    Timers,
 )
 from sipdispatch.proxy.sip.uri import SipUri, format_host, parse_uri
+from sipdispatch.proxy.state import (
+    Address,
+    Branch,
+    CoreSettings,
+    Hop,
+    ProxyTransaction,
+    Selection,
+    Selector,
+    Send,
+)
 
-__all__ = ["Address", "CoreSettings", "Hop", "Proxy", "Send"]
+__all__ = ["Address", "CoreSettings", "Hop", "Proxy", "Selection", "Send"]
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 _BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """One message to put on the wire."""
-
-    transport: str  # "udp" or "tcp"
-    address: Address
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """A destination to try, as the dispatcher chose it."""
-
-    host: str  # without IPv6 brackets
-    port: int
-    transport: str
-    key: str  # the destination's identity (its URI), for health and metrics
-    set_id: int = 0
-
-
-#: picks the ordered candidate list (first = chosen, then the failover order)
-Selector = Callable[[RequestSelection], Sequence[Hop]]
-
-
-@dataclass(frozen=True, slots=True)
-class CoreSettings:
-    """What the core needs to know about itself."""
-
-    #: this replica's own address per transport, written in Via (responses come back here)
-    local: dict[str, Address]
-    #: the address callers reach the service at, written in Record-Route (any replica answers)
-    advertise: Address
-    timers: Timers = field(default_factory=Timers)
-    #: final responses that make an INVITE move on to the next destination
-    failover_codes: frozenset[int] = frozenset({408, *range(500, 600)})
-    #: no response at all from a destination within this time counts as a 408 (fr_timer)
-    answer_timeout: float = 5.0
-    #: ringing without a final for this long cancels the branch (Timer C, fr_inv_timer)
-    ringing_timeout: float = 180.0
-    max_attempts: int = 3
-
-
-class Branch:
-    """One attempt of a ``ProxyTransaction`` towards one destination."""
-
-    __slots__ = (
-        "answer_by",
-        "cancel_pending",
-        "client",
-        "hop",
-        "id",
-        "owner",
-        "provisional",
-        "request",
-        "ringing_until",
-        "scheduled",
-        "started",
-        "via",
-    )
-
-    def __init__(self, owner: ProxyTransaction, hop: Hop, branch_id: str, via: str) -> None:
-        self.owner = owner
-        self.hop = hop
-        self.id = branch_id
-        self.via = via
-        self.request: bytes = b""
-        self.client: ClientTransaction | None = None
-        self.started = 0.0
-        self.answer_by: float | None = None
-        self.ringing_until: float | None = None
-        self.provisional = False
-        self.cancel_pending = False
-        self.scheduled: float | None = None
-
-    @property
-    def deadline(self) -> float | None:
-        times = [t for t in (self.answer_by, self.ringing_until) if t is not None]
-        if self.client is not None and self.client.deadline is not None:
-            times.append(self.client.deadline)
-        return min(times) if times else None
-
-
-class ProxyTransaction:
-    """A stateful proxy transaction: the upstream server side and its downstream branches."""
-
-    __slots__ = (
-        "best",
-        "branches",
-        "cancelled",
-        "candidates",
-        "key",
-        "last_response",
-        "request",
-        "scheduled",
-        "server",
-        "tried",
-        "upstream",
-    )
-
-    def __init__(
-        self, key: str, request: Request, upstream: tuple[str, Address], server: ServerTransaction
-    ) -> None:
-        self.key = key
-        self.request = request
-        self.upstream = upstream
-        self.server = server
-        self.last_response: bytes | None = None
-        self.candidates: list[Hop] = []
-        self.tried = 0
-        self.branches: list[Branch] = []
-        self.best: Response | None = None
-        self.cancelled = False
-        self.scheduled: float | None = None
-
-    @property
-    def deadline(self) -> float | None:
-        return self.server.deadline
-
-    @property
-    def answered(self) -> bool:
-        return self.server.state is not ServerState.PROCEEDING
-
-    def request_for_downstream(self) -> Request:
-        """A fresh copy of the received request, to be changed for one branch."""
-        return self.request.copy()
 
 
 class Proxy:
@@ -187,7 +69,8 @@ class Proxy:
         self.events: list[CoreEvent] = []
         self._transactions: dict[str, ProxyTransaction] = {}
         self._branches: dict[str, Branch] = {}
-        self._timers: list[tuple[float, int, ProxyTransaction | Branch]] = []
+        self._probes: dict[str, Probe] = {}
+        self._timers: list[tuple[float, int, ProxyTransaction | Branch | Probe]] = []
         self._sequence = itertools.count()
         self._branch_ids = itertools.count(1)
         self._out: list[Send] = []
@@ -231,6 +114,8 @@ class Proxy:
             target.scheduled = None
             if isinstance(target, Branch):
                 self._branch_timer(target, now)
+            elif isinstance(target, Probe):
+                self._probe_timer(target, now)
             else:
                 self._server_timer(target, now)
         return self._out
@@ -242,6 +127,52 @@ class Proxy:
     @property
     def branch_count(self) -> int:
         return len(self._branches)
+
+    @property
+    def probe_count(self) -> int:
+        return len(self._probes)
+
+    def probe(self, hop: Hop, from_uri: str, timeout: float, now: float) -> tuple[str, list[Send]]:
+        """Send an OPTIONS to ``hop``; its outcome comes later as a ``ProbeCompleted`` event.
+
+        Returns the probe id and what to send. A hop whose transport has no listener
+        completes at once with a 503, so the prober sees it as down.
+        """
+        self._out = []
+        probe_id = f"{_BRANCH_PREFIX}P{next(self._branch_ids):x}"
+        local = self.settings.local.get(hop.transport)
+        if local is None:
+            self.events.append(ProbeCompleted(probe_id, hop.key, hop.set_id, 503, None))
+            return probe_id, []
+        request = probes.build_options(hop, local, probe_id, from_uri).to_bytes()
+        client = ClientTransaction(
+            invite=False, reliable=hop.transport != "udp", now=now, timers=self.settings.timers
+        )
+        probe = Probe(probe_id, hop, request, client, now)
+        probe.give_up_at = now + timeout
+        self._probes[probe_id] = probe
+        self._send(hop, request)
+        self._schedule(probe)
+        return probe_id, self._out
+
+    def transport_failed(self, address: Address, transport: str, now: float) -> list[Send]:
+        """A connection to ``address`` could not be made: its branches fail over at once."""
+        self._out = []
+        for branch in list(self._branches.values()):
+            hop = branch.hop
+            client = branch.client
+            if (hop.host, hop.port) != address or hop.transport != transport:
+                continue
+            if client is None or client.final:
+                continue
+            client.terminate()
+            branch.answer_by = None
+            self._fail_branch(branch, 503, now)
+            self._retire(branch)
+        for probe in list(self._probes.values()):
+            if (probe.hop.host, probe.hop.port) == address and probe.hop.transport == transport:
+                self._finish_probe(probe, 503, None, now)
+        return self._out
 
     # ------------------------------------------------------------------ requests
 
@@ -402,6 +333,8 @@ class Proxy:
             return
         forwarded.headers.push_first("Via", _via_value(target.transport, local, branch))
         self._send(target, forwarded.to_bytes())
+        if request.method == "BYE":
+            self.events.append(DialogEnded(request.call_id))
 
     def _route_target(self, request: Request, route: str, source: Address) -> Hop:
         entry = values.parse_name_addr(route)
@@ -442,16 +375,25 @@ class Proxy:
         self._transactions[txn.key] = txn
         if invite:
             self._answer(txn, wire.build_response(request, 100), now)
-        txn.candidates = list(self.select(RequestSelection(request)))
+        selection = self.select(RequestSelection(request))
+        txn.candidates = list(selection.hops)
+        txn.parallel = selection.parallel
         if not txn.candidates:
             self.events.append(NoDestination(request.method))
             self._answer(txn, wire.build_response(request, 503, "No Destination Available"), now)
             return
-        self._next_attempt(txn, now)
+        if txn.parallel:
+            # Parallel forking: every candidate at once; the first 2xx cancels the others.
+            for _ in txn.candidates:
+                self._next_attempt(txn, now)
+        else:
+            self._next_attempt(txn, now)
 
     def _next_attempt(self, txn: ProxyTransaction, now: float) -> None:
         """Send to the next candidate (ds_next_dst), or answer upstream with the best final."""
-        limit = min(len(txn.candidates), self.settings.max_attempts)
+        limit = len(txn.candidates)
+        if not txn.parallel:
+            limit = min(limit, self.settings.max_attempts)
         while txn.tried < limit and not txn.cancelled:
             hop = txn.candidates[txn.tried]
             txn.tried += 1
@@ -460,6 +402,8 @@ class Proxy:
                 continue  # no listener for that transport: cannot send there
             self._start_branch(txn, hop, local, now)
             return
+        if self._pending(txn):
+            return  # other forks are still running
         best = txn.best or wire.build_response(
             txn.request,
             487 if txn.cancelled else 503,
@@ -529,6 +473,12 @@ class Proxy:
         if not branch_id.startswith(_BRANCH_PREFIX):
             return  # not a Via of ours (RFC 4475 bcast): dropped
         cseq_method = (response.headers.get("cseq") or "").split()[-1]
+        probe = self._probes.get(branch_id)
+        if probe is not None:
+            if response.status >= 200:
+                rtt = now - probe.started
+                self._finish_probe(probe, response.status, rtt, now, probes.retry_after(response))
+            return
         branch = self._branches.get(branch_id)
         if branch is not None and cseq_method != "CANCEL":
             self._on_branch_response(branch, response, now)
@@ -587,7 +537,15 @@ class Proxy:
         if status < 300:
             if not was_final:
                 latency = now - branch.started
-                self.events.append(BranchAnswered(branch.hop.key, branch.hop.set_id, latency))
+                self.events.append(
+                    BranchAnswered(
+                        branch.hop.key,
+                        branch.hop.set_id,
+                        latency,
+                        txn.request.method,
+                        txn.request.call_id,
+                    )
+                )
             response.headers.pop_first("via")
             if txn.answered and txn.server.state is not ServerState.ACCEPTED:
                 return
@@ -600,7 +558,7 @@ class Proxy:
             txn.best = response
         if txn.answered:
             return
-        if status in self.settings.failover_codes and not txn.cancelled:
+        if status in self.settings.failover_codes and not txn.cancelled and not txn.parallel:
             self._next_attempt(txn, now)
         elif not self._pending(txn):
             self._answer(txn, txn.best or response, now)
@@ -616,7 +574,6 @@ class Proxy:
     # ------------------------------------------------------------------ timers
 
     def _branch_timer(self, branch: Branch, now: float) -> None:
-        txn = branch.owner
         client = branch.client
         if client is None:
             return
@@ -636,16 +593,45 @@ class Proxy:
                 elif action is Action.TIMEOUT:
                     timed_out = True
         if timed_out:
-            self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, 408))
-            if txn.best is None:
-                txn.best = wire.build_response(txn.request, 408)
-            if not txn.answered and not self._pending(txn):
-                self._next_attempt(txn, now)
-        if client.final and client.deadline is None:
+            self._fail_branch(branch, 408, now)
+        self._retire(branch)
+
+    def _fail_branch(self, branch: Branch, status: int, now: float) -> None:
+        """A branch ended without a response (timeout 408, transport error 503): go on."""
+        txn = branch.owner
+        self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, status))
+        if txn.best is None:
+            txn.best = wire.build_response(txn.request, 408)
+        if not txn.answered and not self._pending(txn):
+            self._next_attempt(txn, now)
+
+    def _retire(self, branch: Branch) -> None:
+        client = branch.client
+        if client is not None and client.final and client.deadline is None:
             self._branches.pop(branch.id, None)
-            self._maybe_forget(txn)
+            self._maybe_forget(branch.owner)
         else:
             self._schedule(branch)
+
+    def _probe_timer(self, probe: Probe, now: float) -> None:
+        if now >= probe.give_up_at:
+            self._finish_probe(probe, 408, None, now)
+            return
+        for action in probe.client.on_timer(now):
+            if action is Action.RETRANSMIT:
+                self._send(probe.hop, probe.request)
+            elif action is Action.TIMEOUT:
+                self._finish_probe(probe, 408, None, now)
+                return
+        self._schedule(probe)
+
+    def _finish_probe(
+        self, probe: Probe, status: int, rtt: float | None, now: float, retry: float | None = None
+    ) -> None:
+        probe.client.terminate()
+        self._probes.pop(probe.id, None)
+        hop = probe.hop
+        self.events.append(ProbeCompleted(probe.id, hop.key, hop.set_id, status, rtt, retry))
 
     def _server_timer(self, txn: ProxyTransaction, now: float) -> None:
         for action in txn.server.on_timer(now):
@@ -661,7 +647,7 @@ class Proxy:
         ):
             self._transactions.pop(txn.key, None)
 
-    def _schedule(self, target: ProxyTransaction | Branch) -> None:
+    def _schedule(self, target: ProxyTransaction | Branch | Probe) -> None:
         deadline = target.deadline
         if deadline is not None and deadline != target.scheduled:
             target.scheduled = deadline

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from sipdispatch.proxy.core import Address, CoreSettings, Hop, Proxy, Send
+from sipdispatch.proxy.core import Address, CoreSettings, Hop, Proxy, Selection, Send
 from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target, UnknownSetError
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.selection import RequestSelection
@@ -51,14 +51,19 @@ class Engine:
         self.table = table
         self._hops = {}
 
-    def _select(self, ctx: RequestSelection) -> list[Hop]:
+    def _select(self, ctx: RequestSelection) -> Selection:
         table = self.table
         set_id = table.default_set if table.default_set is not None else min(table.sets, default=0)
         try:
-            targets = table.select(set_id, ctx)
+            dest_set = table.get_set(set_id)
         except UnknownSetError:
-            return []
-        return [self._hop(target, set_id) for target in targets]
+            return Selection(())
+        hops = [self._hop(target, set_id) for target in dest_set.select(ctx)]
+        return Selection(hops, parallel=dest_set.algorithm == "parallel")
+
+    def hop_for(self, target: Target, set_id: int) -> Hop:
+        """The hop the core sends to for a table target (probes use it too)."""
+        return self._hop(target, set_id)
 
     def _hop(self, target: Target, set_id: int) -> Hop:
         hop = self._hops.get(target.key)
@@ -71,9 +76,23 @@ class Engine:
     # ------------------------------------------------------------------ traffic
 
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        self._emit(self.core.receive(data, source, transport, loop.time()))
+        self._emit(self.core.receive(data, source, transport, self._now()))
+
+    def probe(self, hop: Hop, from_uri: str, timeout: float) -> str:
+        """Send one OPTIONS probe; its result arrives as a ``ProbeCompleted`` event."""
+        probe_id, sends = self.core.probe(hop, from_uri, timeout, self._now())
+        self._emit(sends)
+        return probe_id
+
+    def connection_failed(self, address: Address) -> None:
+        """A TCP connection could not be opened: fail over the branches waiting on it."""
+        self._emit(self.core.transport_failed(address, "tcp", self._now()))
+
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     def _emit(self, sends: list[Send]) -> None:
         for send in sends:

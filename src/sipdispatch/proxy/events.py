@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BranchAnswered", "BranchFailed", "CoreEvent", "MessageRejected", "NoDestination"]
+__all__ = [
+    "BranchAnswered",
+    "BranchFailed",
+    "CoreEvent",
+    "DialogEnded",
+    "MessageRejected",
+    "NoDestination",
+    "ProbeCompleted",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +22,8 @@ class BranchAnswered:
     destination: str
     set_id: int
     latency: float
+    method: str = "INVITE"
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,4 +50,25 @@ class NoDestination:
     method: str
 
 
-CoreEvent = BranchAnswered | BranchFailed | MessageRejected | NoDestination
+@dataclass(frozen=True, slots=True)
+class ProbeCompleted:
+    """An OPTIONS probe ended: ``status`` is the final reply, 408 when none came in time."""
+
+    probe_id: str
+    destination: str
+    set_id: int
+    status: int
+    rtt: float | None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialogEnded:
+    """A BYE for ``call_id`` passed through: the dialog no longer loads its destination."""
+
+    call_id: str
+
+
+CoreEvent = (
+    BranchAnswered | BranchFailed | MessageRejected | NoDestination | ProbeCompleted | DialogEnded
+)

@@ -145,7 +145,7 @@ class ProxyServer:
                 self.bound["udp"] = engine.udp.local_address
             elif listener.transport == "tcp":
                 if self._tcp is None:
-                    self._tcp = TcpTransport(engine)
+                    self._tcp = TcpTransport(engine, on_error=engine.connection_failed)
                     engine.tcp = self._tcp
                 self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)
             else:

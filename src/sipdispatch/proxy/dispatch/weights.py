@@ -8,8 +8,9 @@ no per-call arithmetic beyond an index.
 Kamailio fills 100 slots by percentage and shuffles them. Here the table is
 as long as the sum of the weights (divided by their common divisor, and
 scaled down to at most `MAX_SLOTS`), and each destination's slots are spread
-evenly over it instead of shuffled: shares stay even within a turn (weights
-5:1:1 give ``a a a b c a a``), and the table is the same on every replica.
+evenly over it instead of shuffled (smooth weighted round-robin): shares stay
+even within a turn (weights 5:1:1 give ``a a b a c a a``), and the table is
+the same on every replica.
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ def scale_weights(weights: Sequence[int], max_slots: int = MAX_SLOTS) -> list[in
 def slot_table(weights: Sequence[int], max_slots: int = MAX_SLOTS) -> tuple[int, ...]:
     """Indexes into `weights`, each appearing in proportion to its weight.
 
-    Empty when every weight is 0. Entry i with weight w takes the slots at
-    fractions (k + 1/2) / w of the table, k < w (stride scheduling), which
-    spreads each entry's slots evenly over it in O(T log T) for T slots.
+    Empty when every weight is 0. Built by smooth weighted round-robin (each
+    step every entry gains its weight and the richest one, ties to the lowest
+    index, pays the total and takes the slot), which keeps every entry within
+    one slot of its ideal share at every point of the table, in O(T * n).
     """
     scaled = scale_weights(weights, max_slots)
-    marks = [((k + 0.5) / w, i) for i, w in enumerate(scaled) for k in range(w)]
-    marks.sort()
-    return tuple(i for _, i in marks)
+    total = sum(scaled)
+    credit = [0] * len(scaled)
+    slots: list[int] = []
+    for _ in range(total):
+        for i, w in enumerate(scaled):
+            credit[i] += w
+        chosen = max(range(len(scaled)), key=credit.__getitem__)
+        credit[chosen] -= total
+        slots.append(chosen)
+    return tuple(slots)
