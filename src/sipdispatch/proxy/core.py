@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import re
 
 from sipdispatch.proxy import probes, wire
 from sipdispatch.proxy.events import (
@@ -56,6 +57,8 @@ __all__ = ["Address", "CoreSettings", "Hop", "Proxy", "Selection", "Send"]
 log = logging.getLogger(__name__)
 
 _BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
+_RECEIVED_RPORT = re.compile(r";[ \t]*(?:received|rport)(?:[ \t]*=[ \t]*[^;,\s]*)?", re.I)
+_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s]+)", re.I)
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
@@ -178,11 +181,11 @@ class Proxy:
 
     def _on_request(self, request: Request, source: Address, transport: str, now: float) -> None:
         try:
-            validation.validate_request(request)
+            top = validation.validate_request(request)
         except RemoteProtocolError as exc:
             self._reject(request, exc, source, transport)
             return
-        self._stamp_via(request, source)
+        self._stamp_via(request, top, source)
         method = request.method
         if method == "ACK":
             self._on_ack(request, source, transport, now)
@@ -201,7 +204,7 @@ class Proxy:
         route = request.headers.first_value("route")
         if route is not None:
             self._route_in_dialog(request, route, source, transport)
-        elif _to_tag(request) is not None:
+        elif validation.has_to_tag(request):
             self._respond(request, 404, source, transport, reason="Not Here")
         elif self._is_for_us(request):
             self._respond(request, 200, source, transport)
@@ -237,24 +240,17 @@ class Proxy:
             return True
         return any((host, port) == address for address in self.settings.local.values())
 
-    def _stamp_via(self, request: Request, source: Address) -> None:
+    def _stamp_via(self, request: Request, top: values.Via, source: Address) -> None:
         """Record where the request really came from (RFC 3261 18.2.1 received, RFC 3581 rport).
 
         rport is always filled, as Kamailio's force_rport does: responses then go back to the
         source address and port, which is what NAT and TCP connections need.
         """
-        headers = request.headers
-        top = headers.first_value("via") or ""
-        via = values.parse_via(top)
         host, port = source
-        params = dict(via.params)
-        if via.host.strip("[]") != host:
-            params["received"] = host
-        params["rport"] = str(port)
-        params_text = "".join(f";{k}={v}" if v else f";{k}" for k, v in params.items())
-        stamped = f"SIP/2.0/{via.transport} {format_host(via.host, via.port)}{params_text}"
-        headers.pop_first("via")
-        headers.push_first("Via", stamped)
+        text = _RECEIVED_RPORT.sub("", request.headers.first_value("via") or "")
+        if top.host.strip("[]") != host:
+            text += f";received={host}"
+        request.headers.replace_first("via", f"{text};rport={port}")
 
     def _server_key(self, request: Request) -> str:
         """Transaction key (RFC 3261 17.2.3); RFC 2543 requests fall back to dialog identifiers."""
@@ -266,7 +262,7 @@ class Proxy:
             if branch.startswith(values.MAGIC_COOKIE):
                 sent_by = via.split(";", 1)[0]
                 return f"{branch}|{sent_by}|{method}"
-        from_tag = values.parse_name_addr(request.headers.get("from") or "").tag
+        from_tag = _tag(request.headers.get("from"))
         cseq = (request.headers.get("cseq") or "").split()[0]
         return f"2543|{request.call_id}|{from_tag}|{cseq}|{via.split(';', 1)[0]}|{method}"
 
@@ -347,7 +343,7 @@ class Proxy:
         if not self.signer.verify(sig, request.call_id, ftag, did):
             raise RemoteProtocolError("Route signature does not match", 403, "Forbidden")
         gateway = _parse_did(did)
-        from_tag = values.parse_name_addr(request.headers.get("from") or "").tag
+        from_tag = _tag(request.headers.get("from"))
         if from_tag == ftag:
             return gateway  # caller to gateway: always the box that answered the dialog
         # Gateway to caller: only the gateway may send this way, to where the request says.
@@ -450,7 +446,7 @@ class Proxy:
         max_forwards = headers.get("max-forwards")
         headers.set("Max-Forwards", "70" if max_forwards is None else str(int(max_forwards) - 1))
         if record_route and hop is not None:
-            ftag = values.parse_name_addr(headers.get("from") or "").tag or ""
+            ftag = _tag(headers.get("from")) or ""
             did = f"{format_host(hop.host, None)}~{hop.port}~{hop.transport}"
             sig = self.signer.sign(request.call_id, ftag, did)
             host, port = self.settings.advertise
@@ -464,11 +460,10 @@ class Proxy:
 
     def _on_response(self, response: Response, now: float) -> None:
         try:
-            validation.validate_response(response)
+            top = validation.validate_response(response)
         except RemoteProtocolError as exc:
             self._note_rejected(None, exc, None)
             return
-        top = values.parse_via(response.headers.first_value("via") or "")
         branch_id = top.branch or ""
         if not branch_id.startswith(_BRANCH_PREFIX):
             return  # not a Via of ours (RFC 4475 bcast): dropped
@@ -721,11 +716,10 @@ class Proxy:
         self.events.append(MessageRejected(exc.status, str(exc)))
 
 
-def _to_tag(request: Request) -> str | None:
-    to = request.headers.get("to") or ""
-    if ";tag=" not in to.replace(" ", "").lower():
-        return None
-    return values.parse_name_addr(to).tag
+def _tag(value: str | None) -> str | None:
+    """The tag parameter of a From or To value, without parsing the whole name-addr."""
+    match = _TAG.search(value or "")
+    return match.group(1) if match else None
 
 
 def _via_value(transport: str, local: Address, branch: str) -> str:

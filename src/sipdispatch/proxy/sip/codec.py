@@ -46,6 +46,10 @@ def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     raise RemoteProtocolError("incomplete header section")
 
 
+#: header names already checked against the grammar, with their look-up keys
+_KNOWN_NAMES: dict[str, tuple[str, str]] = {}
+
+
 def _parse_headers(lines: list[str]) -> list[Header]:
     items: list[Header] = []
     for line in lines:
@@ -61,10 +65,16 @@ def _parse_headers(lines: list[str]) -> list[Header]:
         colon = line.find(":")
         if colon <= 0:
             raise RemoteProtocolError(f"header line without a name: {line[:60]!r}")
-        name = line[:colon].rstrip(" \t")
-        if not grammar.HEADER_NAME.fullmatch(name):
-            raise RemoteProtocolError(f"bad header name {name!r}")
-        items.append((header_key(name), name, line[colon + 1 :].strip(" \t")))
+        raw = line[:colon]
+        known = _KNOWN_NAMES.get(raw)
+        if known is None:
+            name = raw.rstrip(" \t")
+            if not grammar.HEADER_NAME.fullmatch(name):
+                raise RemoteProtocolError(f"bad header name {name!r}")
+            known = (header_key(name), name)
+            if len(_KNOWN_NAMES) < 4096:  # bounded: names come from the network
+                _KNOWN_NAMES[raw] = known
+        items.append((known[0], known[1], line[colon + 1 :].strip(" \t")))
     return items
 
 

@@ -34,10 +34,13 @@ def header_key(name: str) -> str:
 class Headers:
     """An ordered multimap of header fields; order matters for Via, Route and Record-Route."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: list[Header] | None = None) -> None:
         self._items: list[Header] = items if items is not None else []
+        # key -> first value, built on the first look-up: a proxy reads the same dozen
+        # headers many times per message; every change drops it.
+        self._first: dict[str, str] | None = None
 
     def __iter__(self) -> Iterator[Header]:
         return iter(self._items)
@@ -50,10 +53,18 @@ class Headers:
 
     def get(self, key: str) -> str | None:
         """Value of the first field with this key (``key`` must be canonical)."""
-        for k, _, value in self._items:
-            if k == key:
-                return value
-        return None
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for k, _, value in self._items:
+                if k not in first:
+                    first[k] = value
+        return first.get(key)
+
+    def has_repeated(self) -> bool:
+        """Whether any header name appears more than once."""
+        keys = [k for k, _, _ in self._items]
+        return len(keys) != len(set(keys))
 
     def get_all(self, key: str) -> list[str]:
         """Every field value with this key, in order (not split on commas)."""
@@ -75,10 +86,12 @@ class Headers:
         return None
 
     def append(self, name: str, value: str) -> None:
+        self._first = None
         self._items.append((header_key(name), name, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace the first field with this name's key (keeping its position), or append."""
+        self._first = None
         key = header_key(name)
         for i, (k, written, _) in enumerate(self._items):
             if k == key:
@@ -87,10 +100,12 @@ class Headers:
         self._items.append((key, name, value))
 
     def remove_all(self, key: str) -> None:
+        self._first = None
         self._items = [h for h in self._items if h[0] != key]
 
     def push_first(self, name: str, value: str) -> None:
         """Add a value on top of a list header (a new Via or Record-Route goes first)."""
+        self._first = None
         key = header_key(name)
         for i, (k, _, _) in enumerate(self._items):
             if k == key:
@@ -102,8 +117,19 @@ class Headers:
         else:
             self._items.append((key, name, value))
 
+    def replace_first(self, key: str, value: str) -> None:
+        """Replace the first element of a list header (the top Via), keeping the others."""
+        self._first = None
+        for i, (k, written, old) in enumerate(self._items):
+            if k == key:
+                rest = split_values(old)[1:] if "," in old else []
+                self._items[i] = (k, written, ", ".join([value, *rest]))
+                return
+        raise KeyError(key)
+
     def pop_first(self, key: str) -> str | None:
         """Remove and return the first element of a list header (the top Via, the top Route)."""
+        self._first = None
         for i, (k, written, value) in enumerate(self._items):
             if k == key:
                 if "," not in value:

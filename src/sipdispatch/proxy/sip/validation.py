@@ -8,21 +8,31 @@ other SIP versions. Responses that fail are dropped by the caller, never answere
 
 from __future__ import annotations
 
+import re
+
 from sipdispatch.proxy.sip import values
 from sipdispatch.proxy.sip.errors import RemoteProtocolError
 from sipdispatch.proxy.sip.message import Request, Response
 from sipdispatch.proxy.sip.uri import parse_uri
 
-__all__ = ["ROUTABLE_SCHEMES", "validate_request", "validate_response"]
+__all__ = ["ROUTABLE_SCHEMES", "has_to_tag", "validate_request", "validate_response"]
 
 #: Request-URI schemes this proxy forwards; anything else gets 416 (RFC 4475 unkscm, novelsc)
 ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _SINGLETONS = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
 _MAX_UINT32 = 2**32 - 1
+_TO_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def has_to_tag(request: Request) -> bool:
+    """Whether the request is inside a dialog (its To header carries a tag)."""
+    return _TO_TAG.search(request.headers.get("to") or "") is not None
 
 
 def _check_singletons(message: Request | Response) -> None:
+    if not message.headers.has_repeated():
+        return
     for key in _SINGLETONS:
         found = message.headers.get_all(key)
         if len(found) > 1:
@@ -36,8 +46,13 @@ def _check_uint32(text: str, what: str, upper: int = _MAX_UINT32) -> int:
     return int(stripped)
 
 
-def validate_request(request: Request) -> None:
-    """Raise ``RemoteProtocolError`` unless the request is well formed enough to proxy."""
+def validate_request(request: Request) -> values.Via:
+    """Raise ``RemoteProtocolError`` unless the request is well formed enough to proxy.
+
+    Returns the parsed top Via. Requests inside a dialog (To tag) get the checks their routing
+    needs; new requests, which the proxy answers and dispatches, get all of them. Only the top
+    Via is read: the others are the previous hops' business.
+    """
     if request.version != "SIP/2.0":
         raise RemoteProtocolError(
             f"unsupported version {request.version}", 505, "Version Not Supported"
@@ -47,18 +62,22 @@ def validate_request(request: Request) -> None:
         if headers.get(key) is None:
             raise RemoteProtocolError(f"missing {key} header")
     _check_singletons(request)
-    vias = [values.parse_via(v) for v in headers.values("via")]
-    if vias[0].branch == values.MAGIC_COOKIE:
+    top = values.parse_via(headers.first_value("via") or "")
+    if top.branch == values.MAGIC_COOKIE:
         # The bare cookie cannot identify a transaction (RFC 4475 badbranch).
         raise RemoteProtocolError("Via branch is only the magic cookie")
     cseq = values.parse_cseq(headers.get("cseq") or "")
     if cseq.method != request.method:
         raise RemoteProtocolError(f"CSeq method {cseq.method} != request method {request.method}")
-    values.parse_name_addr(headers.get("from") or "")
-    values.parse_name_addr(headers.get("to") or "")
     max_forwards = headers.get("max-forwards")
     if max_forwards is not None:
         _check_uint32(max_forwards, "Max-Forwards", 255)
+    if has_to_tag(request):
+        return top
+    for value in headers.values("via")[1:]:
+        values.parse_via(value)
+    values.parse_name_addr(headers.get("from") or "")
+    values.parse_name_addr(headers.get("to") or "")
     expires = headers.get("expires")
     if expires is not None:
         _check_uint32(expires, "Expires")
@@ -72,6 +91,7 @@ def validate_request(request: Request) -> None:
         for value in headers.values(key):
             values.parse_name_addr(value)
     _check_request_uri(request.uri)
+    return top
 
 
 def _check_request_uri(text: str) -> None:
@@ -83,8 +103,9 @@ def _check_request_uri(text: str) -> None:
         )
 
 
-def validate_response(response: Response) -> None:
-    """Raise ``RemoteProtocolError`` unless the response can be matched and relayed."""
+def validate_response(response: Response) -> values.Via:
+    """Raise ``RemoteProtocolError`` unless the response can be matched and relayed; returns
+    the parsed top Via."""
     if response.version != "SIP/2.0" or response.status > 699:
         raise RemoteProtocolError(f"bad status line {response.version} {response.status}")
     headers = response.headers
@@ -92,5 +113,6 @@ def validate_response(response: Response) -> None:
         if headers.get(key) is None:
             raise RemoteProtocolError(f"missing {key} header")
     _check_singletons(response)
-    values.parse_via(headers.first_value("via") or "")
+    top = values.parse_via(headers.first_value("via") or "")
     values.parse_cseq(headers.get("cseq") or "")
+    return top

@@ -1,0 +1,133 @@
+"""CPU cost of the sans-I/O proxy core per call, without sockets.
+
+Replays the benchmark call flow (INVITE, 100, 180, 200, ACK, BYE, 200: 13 datagrams through the
+proxy counting its own 100 Trying) through ``Proxy.receive`` and prints microseconds per call.
+Use it to compare changes to the hot path; ``--profile`` prints where the time goes.
+
+    .venv/bin/python bench/core_calls.py [--calls N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Selection
+from sipdispatch.proxy.selection import RequestSelection
+from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.sip import codec
+from sipdispatch.proxy.sip.message import Request, Response
+
+PROXY = ("127.0.0.1", 5060)
+CALLER = ("127.0.0.1", 5061)
+GATEWAYS = [
+    Hop("127.0.0.2", 5060, "udp", "sip:127.0.0.2:5060", 1),
+    Hop("127.0.0.3", 5060, "udp", "sip:127.0.0.3:5060", 1),
+]
+
+INVITE = (
+    "INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{n}-1\r\n"
+    "From: sipp <sip:sipp@127.0.0.1:5061>;tag={n}SIPpTag001\r\n"
+    "To: service <sip:service@127.0.0.1:5060>\r\n"
+    "Call-ID: {n}-1@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: sip:sipp@127.0.0.1:5061\r\n"
+    "Max-Forwards: 70\r\n"
+    "Subject: Performance Test\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 129\r\n\r\n"
+    "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def _reply(request: Request, status: int, reason: str) -> bytes:
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for key, name, value in request.headers:
+        if key in ("via", "from", "call-id", "cseq", "record-route"):
+            lines.append(f"{name}: {value}")
+        elif key == "to":
+            lines.append(f"{name}: {value};tag=gw" if status > 100 else f"{name}: {value}")
+    lines += ["Contact: <sip:gw@127.0.0.2:5060>", "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def one_call(proxy: Proxy, n: int, now: float) -> int:
+    """Drive one call; returns how many datagrams the proxy received."""
+    sends = proxy.receive(INVITE.format(n=n).encode(), CALLER, "udp", now)
+    invite = codec.parse(sends[-1].data)
+    assert isinstance(invite, Request)
+    gateway = sends[-1].address
+    proxy.receive(_reply(invite, 180, "Ringing"), gateway, "udp", now)
+    ok = proxy.receive(_reply(invite, 200, "OK"), gateway, "udp", now)
+    answer = codec.parse(ok[0].data)
+    assert isinstance(answer, Response)
+    route = answer.headers.get("record-route")
+    dialog = (
+        f"Route: {route}\r\nFrom: sipp <sip:sipp@127.0.0.1:5061>;tag={n}SIPpTag001\r\n"
+        f"To: service <sip:service@127.0.0.1:5060>;tag=gw\r\nCall-ID: {n}-1@127.0.0.1\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    ack = (
+        f"ACK sip:gw@127.0.0.2:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{n}-2\r\nCSeq: 1 ACK\r\n" + dialog
+    )
+    proxy.receive(ack.encode(), CALLER, "udp", now)
+    bye = (
+        f"BYE sip:gw@127.0.0.2:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{n}-3\r\nCSeq: 2 BYE\r\n" + dialog
+    )
+    forwarded = proxy.receive(bye.encode(), CALLER, "udp", now)
+    bye_out = codec.parse(forwarded[0].data)
+    assert isinstance(bye_out, Request)
+    proxy.receive(_reply(bye_out, 200, "OK"), gateway, "udp", now)
+    return 6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    counter = iter(range(10**9))
+
+    def select(_: RequestSelection) -> Selection:
+        i = next(counter)
+        return Selection([GATEWAYS[i % 2], GATEWAYS[(i + 1) % 2]])
+
+    proxy = Proxy(CoreSettings(local={"udp": PROXY}, advertise=PROXY), select, Signer(b"k" * 32))
+    # The replies above are built by parsing what the proxy sent: subtract that cost.
+    overhead = _parse_cost(args.calls // 10)
+    profiler = cProfile.Profile() if args.profile else None
+    start = time.process_time()
+    if profiler:
+        profiler.enable()
+    for n in range(args.calls):
+        one_call(proxy, n, n * 0.001)
+        if n % 1000 == 999:
+            proxy.on_timer(n * 0.001)
+    if profiler:
+        profiler.disable()
+    elapsed = time.process_time() - start
+    per_call = elapsed / args.calls * 1e6 - overhead
+    print(
+        f"{args.calls} calls: {per_call:.1f} us of proxy CPU per call "
+        f"({1e6 / per_call:.0f} calls/s per core, core only; harness parsing removed)"
+    )
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+
+
+def _parse_cost(calls: int) -> float:
+    sample = INVITE.format(n=1).encode()
+    start = time.process_time()
+    for _ in range(calls * 3):
+        codec.parse(sample)
+    return (time.process_time() - start) / calls * 1e6
+
+
+if __name__ == "__main__":
+    main()
