@@ -35,6 +35,8 @@ def feed(record: HealthRecord, results: list[Result], pol: health.HealthPolicy) 
         ({"learned": HealthState.TRYING, "probing": False}, "TX"),
         ({"learned": HealthState.INACTIVE, "probing": True}, "IP"),
         ({"learned": HealthState.INACTIVE, "probing": False}, "IX"),
+        ({"learned": HealthState.COMING_UP, "probing": True}, "AX"),
+        ({"learned": HealthState.COMING_UP, "probing": False}, "AX"),
         ({"learned": HealthState.ACTIVE, "probing": True, "disabled": True}, "DX"),
         ({"learned": HealthState.INACTIVE, "draining": True}, "DR"),
         ({"learned": HealthState.ACTIVE, "drain_until": 9.0}, "DR"),
@@ -44,7 +46,8 @@ def feed(record: HealthRecord, results: list[Result], pol: health.HealthPolicy) 
 def test_two_letter_codes_follow_state_and_probing(fields: dict[str, object], code: str) -> None:
     record = HealthRecord(**fields)  # type: ignore[arg-type]
     assert record.code == code
-    assert record.eligible == (code in ELIGIBLE_CODES)
+    coming_up = record.state is HealthState.COMING_UP
+    assert record.eligible == (code in ELIGIBLE_CODES and not coming_up)
 
 
 def test_learned_state_cannot_be_an_override() -> None:
@@ -83,21 +86,66 @@ def test_active_again_only_after_success_threshold_consecutive_successes(thresho
     record = HealthRecord(learned=HealthState.INACTIVE, probing=True)
     pol = policy(succeed=threshold)
     assert feed(record, [OK] * (threshold - 1), pol) == [None] * (threshold - 1)
-    assert record.code == "IP"
-    assert record.successes == threshold - 1  # visible as "coming up"
+    assert record.successes == threshold - 1
+    if threshold > 1:
+        # Coming up: shown AX, but not yet given new dialogs.
+        assert record.code == "AX"
+        assert record.state is HealthState.COMING_UP
+        assert not record.eligible
+        assert record.reason.startswith(f"coming up: 1 of {threshold} successes")
+    else:
+        assert record.code == "IP"
     event = health.apply(record, OK, pol, 50.0)
     assert record.code == "AP"
+    assert record.eligible
     assert isinstance(event, health.DestinationUp)
-    assert event.previous == "IP"
+    assert event.previous == ("AX" if threshold > 1 else "IP")
+    assert record.reason == f"{threshold} consecutive successes (success)"
 
 
-def test_a_failure_resets_the_successes_of_a_destination_coming_up() -> None:
+def test_a_restarted_destination_shows_ip_then_ax_then_ap() -> None:
+    record = HealthRecord(probing=True)
+    pol = policy(fail=2, succeed=3)
+    codes = []
+    for result in [TIMEOUT, TIMEOUT, TIMEOUT, OK, OK, OK, OK]:
+        health.apply(record, result, pol, 1.0)
+        codes.append((record.code, record.eligible))
+    assert codes == [
+        ("TP", True),
+        ("IP", False),
+        ("IP", False),
+        ("AX", False),
+        ("AX", False),
+        ("AP", True),
+        ("AP", True),
+    ]
+
+
+def test_a_failure_while_coming_up_starts_the_recovery_over() -> None:
     record = HealthRecord(learned=HealthState.INACTIVE, probing=True)
-    pol = policy(succeed=3)
-    feed(record, [OK, OK, FAIL, OK, OK], pol)
-    assert record.code == "IP"
+    pol = policy(fail=3, succeed=3)
+    feed(record, [OK, OK], pol)
+    assert record.code == "AX"
+    assert health.apply(record, FAIL, pol, 5.0) is None
+    assert record.code == "IP"  # not TP: it never became eligible
+    assert record.reason.startswith("failed while coming up")
+    feed(record, [OK, OK], pol)
+    assert record.code == "AX"
     health.apply(record, OK, pol, 9.0)
     assert record.code == "AP"
+
+
+def test_active_not_probed_keeps_kamailios_ax_and_is_eligible() -> None:
+    # Mode inactive: once recovered, the destination is no longer probed.
+    record = HealthRecord(learned=HealthState.INACTIVE, probing=True)
+    pol = policy(succeed=2, mode="inactive")
+    health.apply(record, OK, pol, 1.0)
+    assert (record.code, record.eligible, record.probing) == ("AX", False, True)
+    assert health.wants_probe(record, pol)  # coming up: still probed
+    health.apply(record, OK, pol, 2.0)
+    assert (record.code, record.eligible, record.probing) == ("AX", True, False)
+    assert record.state is HealthState.ACTIVE
+    assert not health.wants_probe(record, pol)
 
 
 # --- overrides -------------------------------------------------------------------
@@ -256,13 +304,16 @@ def test_unknown_admin_states_are_rejected(code: str) -> None:
 
 # --- every state x every result sequence -------------------------------------------
 
+LEARNED = [HealthState.ACTIVE, HealthState.TRYING, HealthState.INACTIVE, HealthState.COMING_UP]
+DOWN = (HealthState.INACTIVE, HealthState.COMING_UP)
+
 results = st.one_of(
     st.sampled_from([OK, FAIL, TIMEOUT]),
     st.floats(min_value=0, max_value=5).map(Result.overloaded),
 )
 records = st.builds(
     HealthRecord,
-    learned=st.sampled_from([HealthState.ACTIVE, HealthState.TRYING, HealthState.INACTIVE]),
+    learned=st.sampled_from(LEARNED),
     probing=st.booleans(),
     disabled=st.booleans(),
     draining=st.booleans(),
@@ -303,19 +354,37 @@ def test_invariants_over_any_result_sequence(
         # Thresholds: inactive exactly when enough failures, or still recovering.
         if fail_run >= pol.failure_threshold:
             assert record.learned is HealthState.INACTIVE
-        if record.learned is HealthState.INACTIVE and before_state is not HealthState.INACTIVE:
+        if record.learned is HealthState.INACTIVE and before_state not in DOWN:
             assert fail_run >= pol.failure_threshold
-        if before_state is HealthState.INACTIVE and record.learned is not HealthState.INACTIVE:
+        if before_state in DOWN and record.learned not in DOWN:
             assert succ_run >= pol.success_threshold
-        if result.outcome is Outcome.SUCCESS and before_state is not HealthState.INACTIVE:
             assert record.learned is HealthState.ACTIVE
+        if result.outcome is Outcome.SUCCESS and before_state not in DOWN:
+            assert record.learned is HealthState.ACTIVE
+        # Coming up (AX, not eligible) exactly while recovering below the threshold.
+        if record.learned is HealthState.COMING_UP:
+            assert 0 < succ_run < pol.success_threshold or before_state is HealthState.COMING_UP
+            assert not record.eligible
+            if not (record.disabled or record.draining or record.drain_until is not None):
+                assert record.code == "AX"
+        if before_state in DOWN and result.outcome is Outcome.SUCCESS:
+            expected = (
+                HealthState.ACTIVE if succ_run >= pol.success_threshold else HealthState.COMING_UP
+            )
+            assert record.learned is expected
+        if before_state is HealthState.COMING_UP and result.outcome in (
+            Outcome.FAILURE,
+            Outcome.TIMEOUT,
+        ):
+            assert record.learned is HealthState.INACTIVE
 
         # A timed drain makes the destination DR until a later result.
         if result.outcome is Outcome.OVERLOADED:
             assert record.code == "DR"
 
         # The code is a function of the state; events mark eligibility changes.
-        assert record.eligible == (record.code in ELIGIBLE_CODES)
+        coming_up = record.state is HealthState.COMING_UP
+        assert record.eligible == (record.code in ELIGIBLE_CODES and not coming_up)
         if record.eligible and not before_eligible:
             assert isinstance(event, health.DestinationUp)
         elif before_eligible and not record.eligible:
@@ -334,4 +403,4 @@ def test_invariants_over_any_result_sequence(
         elif pol.mode is health.ProbingMode.FAILED:
             assert record.probing == (record.learned is not HealthState.ACTIVE or timed_drain)
         else:
-            assert record.probing == (record.learned is HealthState.INACTIVE or timed_drain)
+            assert record.probing == (record.learned in DOWN or timed_drain)

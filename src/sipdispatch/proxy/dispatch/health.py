@@ -3,13 +3,19 @@
 A destination's health has two layers:
 
 * the **learned** state, moved by results (OPTIONS probes, and real traffic
-  for passive marking: a failed call counts exactly like a failed probe):
-  ``ACTIVE`` -> ``TRYING`` on a failure below the failure threshold ->
-  ``INACTIVE`` once `failure_threshold` consecutive results failed; back to
-  ``ACTIVE`` from ``TRYING`` on the first success (the failure streak is
-  broken) and from ``INACTIVE`` after `success_threshold` consecutive
-  successes. Fail and success counters are separate, and each is reset by
-  a result of the other kind;
+  for passive marking: a failed call counts exactly like a failed probe).
+  Fail and success counters are separate, and each is reset by a result of
+  the other kind. The transitions::
+
+      ACTIVE --failure--> TRYING --`failure_threshold` consecutive--> INACTIVE
+      TRYING --success--> ACTIVE          (the failure streak is broken)
+      INACTIVE --success--> COMING_UP     (below `success_threshold`)
+      COMING_UP --successes reach `success_threshold`--> ACTIVE
+      COMING_UP --failure--> INACTIVE     (the recovery starts over)
+
+  With `success_threshold` 1 an INACTIVE destination becomes ACTIVE on its
+  first success, without passing through COMING_UP. Reaching
+  `failure_threshold` from any state makes it INACTIVE;
 * **overrides** that results never lift: ``DISABLED`` (admin, or `disabled`
   / flag 4 in the table) and ``DRAINING`` (endpoint terminating, or admin
   ``dr``). A 503 with Retry-After from the destination is a *timed* drain:
@@ -23,9 +29,9 @@ it depends on the probing mode (Kamailio's ``ds_probing_mode``):
 ======== ==== ===============================================================
 mode     kam. probed destinations
 ======== ==== ===============================================================
-failed   0    those that failed (flag set on failure, cleared when ACTIVE)
+failed   0    those not ACTIVE (flag set on failure, cleared when ACTIVE)
 all      1    every destination that is not disabled (the default)
-inactive 2    INACTIVE ones only (flag set on becoming INACTIVE)
+inactive 2    INACTIVE and COMING_UP ones (flag set on becoming INACTIVE)
 flagged  3    those flagged in the table (flag 8), never changed by results
 off      --   none (passive marking only; INACTIVE stays until `set-state`)
 ======== ==== ===============================================================
@@ -33,17 +39,28 @@ off      --   none (passive marking only; INACTIVE stays until `set-state`)
 Two-letter codes, as shown by ``kamcmd dispatcher.list`` (first letter the
 state, second ``P`` probing or ``X`` not):
 
-* ``AP`` active, probed; ``AX`` active, not probed (mode failed/inactive
-  after recovery, or flagged/off). Kamailio's meaning is kept: ``AX`` is not
-  a "coming up" state. A destination coming back up is ``IP`` with
-  ``successes`` > 0 until `success_threshold` is reached.
+* ``AP`` active, probed.
+* ``AX`` has two meanings, told apart by eligibility (and the reason shown
+  by ``sipdispatch-ctl list``):
+
+  - **coming up** (``COMING_UP``): an INACTIVE destination that answered
+    probes but has fewer than `success_threshold` consecutive successes.
+    *Not* eligible for new dialogs yet. This is the "AX then AP" a user
+    sees when a gateway restarts under probing mode ``all``.
+  - **active, not probed** (Kamailio's meaning, kept): ACTIVE in a mode
+    that does not probe it (failed/inactive after recovery, flagged without
+    flag 8, off), or after an admin ``set-state ax``. Eligible.
+
 * ``TP`` / ``TX`` trying: failed, below the failure threshold; still
-  selected for new dialogs, as in Kamailio.
+  selected for new dialogs, as in Kamailio. Mode ``all`` (and Kamailio's
+  ``ds_probing_mode=1``) shows ``TP``; modes that do not probe active
+  destinations show ``TX`` after a failed call.
 * ``IP`` / ``IX`` inactive: no new dialogs.
 * ``DX`` admin disabled: no new dialogs, never probed, never lifted by results.
 * ``DR`` draining: no new dialogs; in-dialog requests still pass.
 
-Eligible for new dialogs: ``AP``, ``AX``, ``TP``, ``TX``.
+Eligible for new dialogs: ``AP``, ``AX`` (active, not probed), ``TP``,
+``TX``. Never: ``AX`` while coming up, ``IP``, ``IX``, ``DX``, ``DR``.
 """
 
 from __future__ import annotations
@@ -76,6 +93,7 @@ class HealthState(enum.Enum):
     ACTIVE = "A"
     TRYING = "T"
     INACTIVE = "I"
+    COMING_UP = "AX"  # inactive, answering again, below the success threshold
     DISABLED = "D"
     DRAINING = "DR"
 
@@ -196,6 +214,8 @@ class HealthRecord:
             return "DX"
         if state is HealthState.DRAINING:
             return "DR"
+        if state is HealthState.COMING_UP:
+            return "AX"  # whatever the probing flag: "coming up"
         return _LETTERS[state] + ("P" if self.probing else "X")
 
     @property
@@ -205,7 +225,13 @@ class HealthRecord:
 
 
 _LETTERS = {HealthState.ACTIVE: "A", HealthState.TRYING: "T", HealthState.INACTIVE: "I"}
-_LEARNED = (HealthState.ACTIVE, HealthState.TRYING, HealthState.INACTIVE)
+_LEARNED = (
+    HealthState.ACTIVE,
+    HealthState.TRYING,
+    HealthState.INACTIVE,
+    HealthState.COMING_UP,
+)
+_DOWN = frozenset({HealthState.INACTIVE, HealthState.COMING_UP})
 _ELIGIBLE = frozenset({HealthState.ACTIVE, HealthState.TRYING})
 
 
@@ -259,11 +285,18 @@ def apply(record: HealthRecord, result: Result, policy: HealthPolicy, now: float
     elif result.outcome is Outcome.SUCCESS:
         record.failures = 0
         record.successes += 1
-        if record.learned is HealthState.TRYING or (
-            record.learned is HealthState.INACTIVE and record.successes >= policy.success_threshold
-        ):
+        if record.learned is HealthState.TRYING:
             record.learned = HealthState.ACTIVE
-            reason = f"{record.successes} consecutive successes ({reason})"
+        elif record.learned in _DOWN:
+            if record.successes >= policy.success_threshold:
+                record.learned = HealthState.ACTIVE
+                reason = f"{record.successes} consecutive successes ({reason})"
+            else:
+                record.learned = HealthState.COMING_UP
+                reason = (
+                    f"coming up: {record.successes} of {policy.success_threshold} "
+                    f"successes ({reason})"
+                )
     else:
         record.successes = 0
         record.failures += 1
@@ -272,6 +305,9 @@ def apply(record: HealthRecord, result: Result, policy: HealthPolicy, now: float
             reason = f"{record.failures} consecutive failures ({reason})"
         elif record.learned is HealthState.ACTIVE:
             record.learned = HealthState.TRYING
+        elif record.learned is HealthState.COMING_UP:
+            record.learned = HealthState.INACTIVE
+            reason = f"failed while coming up ({reason})"
     _update_probing(record, policy.mode)
     return _finish(record, before, reason, now)
 
@@ -326,7 +362,7 @@ def _update_probing(record: HealthRecord, mode: ProbingMode) -> None:
     elif mode is ProbingMode.FAILED:
         record.probing = record.learned is not HealthState.ACTIVE or draining
     elif mode is ProbingMode.INACTIVE:
-        record.probing = record.learned is HealthState.INACTIVE or draining
+        record.probing = record.learned in _DOWN or draining
     # FLAGGED: the table's flag decides, results do not touch it.
 
 
