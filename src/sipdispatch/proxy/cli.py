@@ -10,6 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from sipdispatch.proxy.dispatch.config import ProbingSpec
 from sipdispatch.proxy.server import ProxyOptions, run
 from sipdispatch.proxy.tables import FileTableSource, TableError
 
@@ -80,7 +83,73 @@ def build_parser() -> argparse.ArgumentParser:
         "(or set SIPDISPATCH_CONTROL_TOKEN)",
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    _add_probing_arguments(parser)
     return parser
+
+
+# Probing flags -> ProbingSpec fields. They apply to a --dispatcher-list table; a --config
+# file's own probing section takes precedence.
+_PROBING_FLAGS = {
+    "probe_interval": "interval",
+    "probe_timeout": "timeout",
+    "probe_jitter": "jitter",
+    "probe_mode": "mode",
+    "failure_threshold": "failure_threshold",
+    "success_threshold": "success_threshold",
+    "probe_from": "from_",
+    "probe_codes": "reply_codes",
+}
+
+
+def _add_probing_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "probing", "OPTIONS health checks (a --config file's probing section takes precedence)"
+    )
+    add = group.add_argument
+    add("--probe-interval", type=float, metavar="SECONDS", help="between probes (default 10)")
+    add("--probe-timeout", type=float, metavar="SECONDS", help="wait for a reply (default 2)")
+    add("--probe-jitter", type=float, metavar="FRACTION", help="+/- of the interval (0.2)")
+    add("--probe-mode", help="all (default), failed, inactive, flagged, off, or Kamailio's 0-3")
+    add("--failure-threshold", type=int, metavar="N", help="failures to go inactive (3)")
+    add("--success-threshold", type=int, metavar="N", help="successes to come back (2)")
+    add("--probe-from", metavar="URI", help="From of probes (sip:sipdispatch@localhost)")
+    add(
+        "--probe-codes",
+        metavar="CODES",
+        help="accepted replies, comma separated codes or classes (default 2xx), e.g. 2xx,404",
+    )
+    add(
+        "--max-dialog-age",
+        type=float,
+        default=4 * 3600.0,
+        metavar="SECONDS",
+        help="stop counting a call whose BYE was not seen after this long (call-load)",
+    )
+
+
+def _probing(args: argparse.Namespace) -> ProbingSpec:
+    """The probing flags given, validated like a config file's probing section."""
+    given = {
+        name: getattr(args, flag)
+        for flag, name in _PROBING_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if "reply_codes" in given:
+        given["reply_codes"] = [c.strip() for c in given["reply_codes"].split(",") if c.strip()]
+    try:
+        return ProbingSpec.model_validate(given)
+    except ValidationError as exc:
+        flags = {name: flag for flag, name in _PROBING_FLAGS.items()}
+        flags["from"] = "probe_from"  # errors name the field by its alias
+        problems = []
+        for error in exc.errors():
+            # A check over several fields names its field in ``ctx["subpath"]``.
+            loc = error["loc"] or tuple(error.get("ctx", {}).get("subpath", ()))
+            flag = flags.get(str(loc[0]), "") if loc else ""
+            name = f"--{flag.replace('_', '-')}: " if flag else ""
+            message = error.get("ctx", {}).get("message") or error["msg"]
+            problems.append(f"{name}{message}")
+        raise ValueError("; ".join(problems)) from None
 
 
 def _secret(args: argparse.Namespace) -> bytes | None:
@@ -104,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     path = args.config or args.dispatcher_list
+    try:
+        probing = _probing(args)
+    except ValueError as exc:
+        print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
+        return 2
     options = ProxyOptions(
         source=FileTableSource(
             path,
@@ -118,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,
         control_token=_token(args),
+        probing=probing,
+        max_dialog_age=args.max_dialog_age,
     )
     try:
         _run(options)

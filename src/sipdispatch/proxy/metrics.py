@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.events import (
     BranchAnswered,
@@ -25,6 +26,8 @@ from sipdispatch.proxy.events import (
 __all__ = ["ProxyMetrics"]
 
 STATES = ("AP", "AX", "TP", "TX", "IP", "IX", "DX", "DR")
+#: probe round trips: loopback and LAN gateways in the first buckets, WAN trunks further up
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class _TableCollector(Collector):
@@ -118,7 +121,46 @@ class ProxyMetrics:
             "Requests that found no eligible destination (503)",
             registry=registry,
         )
+        self.failovers = Counter(
+            "sipdispatch_failovers",
+            "Branches ended by a failover trigger (configured code, timeout, transport error): "
+            "the request moved on to the next destination when one was left",
+            ["set", "uri"],
+            registry=registry,
+        )
+        self.probes = Counter(
+            "sipdispatch_probes",
+            "OPTIONS probes completed, by result (success, failure, timeout, overloaded)",
+            ["set", "result"],
+            registry=registry,
+        )
+        self.probe_latency = Histogram(
+            "sipdispatch_probe_latency_seconds",
+            "Round trip of answered OPTIONS probes",
+            ["set"],
+            buckets=PROBE_BUCKETS,
+            registry=registry,
+        )
+        self.health_events = Counter(
+            "sipdispatch_destination_health_events",
+            "Destinations becoming eligible for new calls (up) or not (down)",
+            ["set", "uri", "event"],
+            registry=registry,
+        )
         registry.register(_TableCollector(table, in_flight))
+
+    def failover(self, set_id: int, uri: str) -> None:
+        self.failovers.labels(str(set_id), uri).inc()
+
+    def probe(self, set_id: int, result: health.Result) -> None:
+        label = str(set_id)
+        self.probes.labels(label, result.outcome.value).inc()
+        if result.rtt is not None:
+            self.probe_latency.labels(label).observe(result.rtt)
+
+    def health_event(self, set_id: int, uri: str, event: health.Event) -> None:
+        name = "up" if isinstance(event, health.DestinationUp) else "down"
+        self.health_events.labels(str(set_id), uri, name).inc()
 
     def observe(self, events: Sequence[CoreEvent]) -> None:
         for event in events:
