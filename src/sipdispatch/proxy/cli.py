@@ -1,4 +1,5 @@
-"""``sipdispatch-proxy``: the data plane, standalone from a file."""
+"""``sipdispatch-proxy``: the data plane, standalone from a file or, in Kubernetes mode, from
+the table the operator renders (``--kubernetes-table``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sipdispatch.proxy import kube, reporting
 from sipdispatch.proxy.dispatch.config import ProbingSpec
 from sipdispatch.proxy.server import ProxyOptions, run
-from sipdispatch.proxy.tables import FileTableSource, TableError
+from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
 
 __all__ = ["main"]
 
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="destination table in Kamailio's dispatcher.list format",
     )
+    kube.add_arguments(parser, table)
+    reporting.add_arguments(parser)
     parser.add_argument(
         "--listen",
         action="append",
@@ -167,24 +171,34 @@ def _token(args: argparse.Namespace) -> str:
     return os.environ.get("SIPDISPATCH_CONTROL_TOKEN", "")
 
 
+def _source(args: argparse.Namespace) -> tuple[TableSource, Sequence[reporting.Companion]]:
+    """The table source the command line names, and what runs beside it."""
+    if args.kubernetes_table:
+        source = kube.table_source(args)
+        return source, reporting.companions(args, source)
+    path = args.config or args.dispatcher_list
+    return FileTableSource(
+        path,
+        kamailio_format=args.dispatcher_list is not None,
+        algorithm=args.algorithm,
+        default_set=args.default_set,
+    ), ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    path = args.config or args.dispatcher_list
     try:
         probing = _probing(args)
+        source, companions = _source(args)  # KubeConfigError is a ValueError
     except ValueError as exc:
         print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
         return 2
     options = ProxyOptions(
-        source=FileTableSource(
-            path,
-            kamailio_format=args.dispatcher_list is not None,
-            algorithm=args.algorithm,
-            default_set=args.default_set,
-        ),
+        source=source,
+        companions=companions,
         listen=args.listen,
         advertise=args.advertise,
         secret=_secret(args),

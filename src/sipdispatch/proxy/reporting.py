@@ -1,0 +1,301 @@
+"""Reporting this replica's view of its destinations to Kubernetes, for the operator's status.
+
+Each replica owns one ``DispatcherReport`` object, ``<proxy>-<replica>``, which it alone
+writes (server-side apply with its own field manager), so replicas never overwrite each
+other. A report is written when something a user would care about changed (a state, its
+reason, a first latency measurement, a new table) but not more often than ``min_interval``
+(changes in between are coalesced into the next report), and otherwise every ``heartbeat``
+seconds, so the operator can tell a live replica from a dead one. When the proxy stops, its
+report is deleted; a replica killed outright leaves a report that the operator ignores once
+it is three heartbeats old (and that Kubernetes removes with the pod, when ``POD_UID`` is set
+from the downward API and the report names the pod as its owner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.kube import (
+    APPLY_PATCH,
+    PROXY_LABEL,
+    KubeError,
+    KubeTableSource,
+)
+
+if TYPE_CHECKING:
+    from sipdispatch.proxy.server import ProxyServer
+
+__all__ = ["ReportSchedule", "Reporter", "add_arguments", "companions", "report_body"]
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = "sipdispatch.io/v1alpha1"
+FIELD_MANAGER = "sipdispatch-proxy"
+POLL_INTERVAL = 0.2  # how often the table is looked at for changes (cheap: no I/O)
+
+
+@dataclass
+class ReportSchedule:
+    """When to write the next report. Sans-I/O: time is a parameter."""
+
+    min_interval: float = 1.0
+    heartbeat: float = 30.0
+    last_sent: float | None = None
+    sent: Hashable = None
+    retry_at: float | None = None
+
+    def due(self, fingerprint: Hashable, now: float) -> bool:
+        if self.retry_at is not None and now < self.retry_at:
+            return False
+        if self.last_sent is None:
+            return True
+        if fingerprint != self.sent:
+            return now >= self.last_sent + self.min_interval
+        return now >= self.last_sent + self.heartbeat
+
+    def done(self, fingerprint: Hashable, now: float) -> None:
+        self.last_sent, self.sent, self.retry_at = now, fingerprint, None
+
+    def failed(self, now: float, attempt: int) -> None:
+        """Back off: 1, 2, 4 ... seconds, at most a heartbeat."""
+        self.retry_at = now + min(self.heartbeat, float(2 ** min(attempt, 10)))
+
+
+def fingerprint(table: DestinationTable, version: str) -> Hashable:
+    """What makes a report worth writing early (latency values alone do not)."""
+    return (
+        version,
+        tuple(
+            (
+                t.key,
+                t.runtime.health.code,
+                t.runtime.health.reason,
+                t.runtime.health.latency.estimate is not None,
+            )
+            for t in table.targets()
+        ),
+    )
+
+
+def _iso(when: float) -> str:
+    text = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def report_name(proxy: str, replica: str) -> str:
+    """A valid object name for the report of ``replica`` (a DNS subdomain)."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", f"{proxy}-{replica}".lower()).strip("-.")
+    return name[:253].rstrip("-.")
+
+
+def report_body(
+    table: DestinationTable,
+    *,
+    proxy: str,
+    replica: str,
+    namespace: str,
+    version: str,
+    heartbeat: float,
+    wall_now: float,
+    clock_offset: float,
+    pod_uid: str | None = None,
+) -> dict[str, Any]:
+    """The DispatcherReport object of this replica (an apply patch: the whole object).
+
+    ``clock_offset`` turns the loop's monotonic times into Unix time.
+    """
+    destinations = []
+    for set_id in sorted(table.sets):
+        for target in table.sets[set_id].targets:
+            health = target.runtime.health
+            entry: dict[str, Any] = {
+                "set": set_id,
+                "uri": target.destination.uri,
+                "state": health.code,
+                "reason": health.reason,
+            }
+            if health.changed_at:
+                entry["changedAt"] = _iso(health.changed_at + clock_offset)
+            estimate = health.latency.estimate
+            if estimate is not None:
+                entry["latencyMs"] = round(estimate * 1000, 3)
+            destinations.append(entry)
+    metadata: dict[str, Any] = {
+        "name": report_name(proxy, replica),
+        "namespace": namespace,
+        "labels": {PROXY_LABEL: proxy},
+    }
+    if pod_uid:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": replica, "uid": pod_uid}
+        ]
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "DispatcherReport",
+        "metadata": metadata,
+        "spec": {
+            "proxy": proxy,
+            "replica": replica,
+            "table": version,
+            "reportedAt": _iso(wall_now),
+            "heartbeatSeconds": heartbeat,
+            "destinations": destinations,
+        },
+    }
+
+
+@dataclass
+class Reporter:
+    """The companion task: watches the live table and writes this replica's report."""
+
+    source: KubeTableSource
+    replica: str
+    schedule: ReportSchedule = field(default_factory=ReportSchedule)
+    pod_uid: str | None = None
+
+    def _path(self, name: str | None = None) -> str:
+        base = f"/apis/{GROUP_VERSION}/namespaces/{self.source.namespace}/dispatcherreports"
+        return base if name is None else f"{base}/{name}"
+
+    @property
+    def name(self) -> str:
+        return report_name(self.source.proxy, self.replica)
+
+    async def run(self, server: ProxyServer) -> None:
+        attempt = 0
+        try:
+            while True:
+                table = server.table
+                now = server.now()
+                if table is not None:
+                    mark = fingerprint(table, self.source.version)
+                    if self.schedule.due(mark, now):
+                        try:
+                            await self._send(table, server.now())
+                            if attempt:
+                                log.info("report %s written again", self.name)
+                            attempt = 0
+                            self.schedule.done(mark, now)
+                        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                            if attempt == 0 or attempt % 10 == 0:
+                                log.warning("cannot write report %s: %s", self.name, exc)
+                            attempt += 1
+                            self.schedule.failed(now, attempt)
+                await asyncio.sleep(POLL_INTERVAL)
+        finally:
+            self._withdraw()
+
+    async def _send(self, table: DestinationTable, now: float) -> None:
+        wall = time.time()
+        body = report_body(
+            table,
+            proxy=self.source.proxy,
+            replica=self.replica,
+            namespace=self.source.namespace,
+            version=self.source.version,
+            heartbeat=self.schedule.heartbeat,
+            wall_now=wall,
+            clock_offset=wall - now,
+            pod_uid=self.pod_uid,
+        )
+        await self.source.client.request(
+            "PATCH",
+            self._path(body["metadata"]["name"]),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type=APPLY_PATCH,
+        )
+
+    def _withdraw(self) -> None:
+        """A replica that stops takes its report with it (best effort, at most 2 s).
+
+        Blocking on purpose: this runs while the loop shuts down, when every task, an HTTP
+        request's included, is cancelled again before it could finish.
+        """
+        if self.schedule.last_sent is None:
+            return
+        try:
+            self.source.client.request_blocking("DELETE", self._path(self.name), timeout=2.0)
+        except (KubeError, OSError) as exc:
+            log.info("report %s not withdrawn: %s", self.name, exc)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def default_replica() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kubernetes mode: reporting destination states")
+    group.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write this replica's DispatcherReport for the operator's status (default: on)",
+    )
+    group.add_argument(
+        "--report-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="at most one report this often; changes in between are coalesced (default: 1)",
+    )
+    group.add_argument(
+        "--report-heartbeat",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="report at least this often, changed or not (default: 30)",
+    )
+    group.add_argument(
+        "--replica",
+        default=None,
+        metavar="NAME",
+        help="name of this replica in reports (default: POD_NAME, else the host name)",
+    )
+
+
+Companion = Callable[["ProxyServer"], Coroutine[Any, Any, None]]
+
+
+def companions(args: argparse.Namespace, source: KubeTableSource) -> Sequence[Companion]:
+    """What Kubernetes mode runs beside the proxy: the reporter (unless ``--no-report``),
+    and, when the proxy stops, closing the API client once the report is withdrawn."""
+    reporter = None
+    if args.report:
+        if args.report_interval <= 0 or args.report_heartbeat < args.report_interval:
+            raise ValueError("--report-interval must be > 0 and at most --report-heartbeat")
+        reporter = Reporter(
+            source,
+            args.replica or default_replica(),
+            ReportSchedule(args.report_interval, args.report_heartbeat),
+            os.environ.get("POD_UID") or None,
+        )
+
+    async def kubernetes_mode(server: ProxyServer) -> None:
+        try:
+            if reporter is not None:
+                await reporter.run(server)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await source.client.close()
+
+    return (kubernetes_mode,)
