@@ -79,12 +79,13 @@ def _parse_headers(lines: list[str]) -> list[Header]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = headers.get_all("content-length")
-    if not values:
+    text = headers.get("content-length")
+    if text is None:
         return None
-    if len(set(values)) > 1:
-        raise RemoteProtocolError(f"conflicting Content-Length values {values}")
-    text = values[0]
+    if headers.has_repeated():
+        values = headers.get_all("content-length")
+        if len(set(values)) > 1:
+            raise RemoteProtocolError(f"conflicting Content-Length values {values}")
     if not text.isdigit() or len(text) > 10:
         raise RemoteProtocolError(f"bad Content-Length {text!r}")
     return int(text)

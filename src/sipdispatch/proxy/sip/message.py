@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sipdispatch.proxy.sip import grammar
-from sipdispatch.proxy.sip.values import split_values
+from sipdispatch.proxy.sip.values import split_first, split_values
 
 __all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
 
@@ -82,7 +82,7 @@ class Headers:
         """The first element of a list header, without splitting the rest of the list."""
         for k, _, value in self._items:
             if k == key:
-                return split_values(value)[0] if "," in value else value.strip()
+                return split_first(value)[0]
         return None
 
     def append(self, name: str, value: str) -> None:
@@ -122,8 +122,8 @@ class Headers:
         self._first = None
         for i, (k, written, old) in enumerate(self._items):
             if k == key:
-                rest = split_values(old)[1:] if "," in old else []
-                self._items[i] = (k, written, ", ".join([value, *rest]))
+                rest = split_first(old)[1]
+                self._items[i] = (k, written, value if rest is None else f"{value}, {rest}")
                 return
         raise KeyError(key)
 
@@ -132,15 +132,12 @@ class Headers:
         self._first = None
         for i, (k, written, value) in enumerate(self._items):
             if k == key:
-                if "," not in value:
-                    del self._items[i]
-                    return value.strip()
-                parts = split_values(value)
-                if len(parts) == 1:
+                first, rest = split_first(value)
+                if rest is None:
                     del self._items[i]
                 else:
-                    self._items[i] = (k, written, ", ".join(parts[1:]))
-                return parts[0]
+                    self._items[i] = (k, written, rest)
+                return first
         return None
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "parse_params",
     "parse_via",
     "parse_vias",
+    "split_first",
     "split_values",
 ]
 
@@ -72,6 +73,22 @@ def split_values(value: str) -> list[str]:
     if any(not p for p in parts):
         raise RemoteProtocolError(f"empty element in list {value!r}")
     return parts
+
+
+def split_first(value: str) -> tuple[str, str | None]:
+    """The first element of a comma-separated list and the raw rest (None when it is the only
+    one). Cheap when the first element has no quotes or ``<>``, which is every Via."""
+    comma = value.find(",")
+    if comma < 0:
+        return value.strip(), None
+    head = value[:comma]
+    if '"' not in head and "<" not in head:
+        first = head.strip()
+        if not first:
+            raise RemoteProtocolError(f"empty element in list {value!r}")
+        return first, value[comma + 1 :].strip()
+    parts = split_values(value)
+    return parts[0], ", ".join(parts[1:]) if len(parts) > 1 else None
 
 
 def _read_quoted(text: str, start: int) -> int:
@@ -138,8 +155,25 @@ class Via:
         return branch is not None and branch.startswith(MAGIC_COOKIE)
 
 
+# The form nearly every Via takes: no LWS inside, a plain host, token parameters. Anything
+# else (IPv6, folding leftovers, quoted values) goes through the general parser below.
+_SIMPLE_VIA = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)(?::([0-9]{{1,5}}))?"
+    rf"((?:;[{grammar.TOKEN_CHARS}]+(?:=[{grammar.TOKEN_CHARS}]+)?)*)"
+)
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via value (LWS around ``/`` is legal, RFC 4475 wsinv)."""
+    simple = _SIMPLE_VIA.fullmatch(value)
+    if simple is not None:
+        transport, host, port, params_text = simple.groups()
+        if port is None or int(port) <= 65535:
+            params: dict[str, str] = {}
+            for item in params_text[1:].split(";") if params_text else ():
+                name, _, param_value = item.partition("=")
+                params[name.lower()] = param_value
+            return Via(transport.upper(), host, int(port) if port else None, params)
     match = _SENT_PROTOCOL.match(value.strip(_LWS))
     if not match:
         raise RemoteProtocolError(f"bad Via {value!r}")
