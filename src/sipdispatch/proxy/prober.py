@@ -239,6 +239,7 @@ class ProbeResult:
     target: Target
     result: health.Result
     previous: str  # the two-letter code before
+    code: str  # and after
     event: health.Event | None  # eligibility changed
 
 
@@ -347,7 +348,7 @@ class Prober:
         record = target.runtime.health
         previous = record.code
         change = health.apply(record, result, settings.policy, now)
-        outcome = ProbeResult(target, result, previous, change)
+        outcome = ProbeResult(target, result, previous, record.code, change)
         if self.on_result is not None:
             self.on_result(outcome)
         return outcome

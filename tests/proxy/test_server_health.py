@@ -1,0 +1,202 @@
+"""The server's health wiring: the prober runs with the server, the core's events feed passive
+marking, call-load counts and metrics, and reloads keep what was learned. A real server on
+loopback with real SIP peers; events that need a whole call are handed to ``_on_events``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from test_prober import Peer
+
+from sipdispatch.proxy.dispatch import health
+from sipdispatch.proxy.dispatch.config import ProbingSpec
+from sipdispatch.proxy.events import BranchAnswered, BranchFailed, DialogEnded
+from sipdispatch.proxy.server import ProxyOptions, ProxyServer
+from sipdispatch.proxy.tables import FileTableSource
+
+PROBING = ProbingSpec.model_validate(
+    {"interval": 0.1, "timeout": 0.08, "failureThreshold": 2, "successThreshold": 2}
+)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def make_peer() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
+    made: list[Peer] = []
+
+    async def make(**fields: object) -> Peer:
+        loop = asyncio.get_running_loop()
+        _, peer = await loop.create_datagram_endpoint(
+            lambda: Peer(**fields),  # type: ignore[arg-type]
+            local_addr=("127.0.0.1", 0),
+        )
+        made.append(peer)
+        return peer
+
+    yield make  # type: ignore[misc]
+    for peer in made:
+        if peer.transport is not None:
+            peer.transport.close()
+
+
+class Running:
+    def __init__(self, server: ProxyServer, table_file: Path) -> None:
+        self.server = server
+        self.table_file = table_file
+
+    def record(self, uri: str) -> health.HealthRecord:
+        assert self.server.table is not None
+        return self.server.table.find(1, uri).runtime.health
+
+    def calls(self, uri: str) -> int:
+        assert self.server.table is not None
+        return self.server.table.find(1, uri).runtime.active_calls
+
+    def metric(self, line_start: str) -> float:
+        for line in generate_latest(self.server.registry).decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Running]]]:
+    servers: list[ProxyServer] = []
+
+    async def make(table: str, **options: object) -> Running:
+        path = tmp_path / "dispatcher.list"
+        path.write_text(table)
+        source = FileTableSource(path, kamailio_format=True, algorithm=4, default_set=None)
+        server = ProxyServer(
+            ProxyOptions(
+                source=source,
+                listen=[f"udp:127.0.0.1:{free_udp_port()}"],
+                control=None,
+                probing=options.pop("probing", PROBING),  # type: ignore[arg-type]
+                timer_t1=0.02,
+                **options,  # type: ignore[arg-type]
+            )
+        )
+        await server.start()
+        servers.append(server)
+        return Running(server, path)
+
+    yield make  # type: ignore[misc]
+    for server in servers:
+        await server.close()
+
+
+async def test_the_prober_runs_with_the_server_and_its_results_reach_the_metrics(
+    start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
+) -> None:
+    up = await make_peer()
+    down = await make_peer(status=None)
+    run = await start(f"1 {up.uri}\n1 {down.uri}\n")
+    await until(lambda: run.record(down.uri).code == "IP")
+    await until(lambda: run.record(up.uri).latency.count >= 3)
+    assert run.record(up.uri).code == "AP"
+    assert run.metric('sipdispatch_probes_total{result="timeout",set="1"}') >= 2
+    assert run.metric('sipdispatch_probes_total{result="success",set="1"}') >= 3
+    assert run.metric('sipdispatch_probe_latency_seconds_count{set="1"}') >= 3
+    down_events = (
+        f'sipdispatch_destination_health_events_total{{event="down",set="1",uri="{down.uri}"}}'
+    )
+    assert run.metric(down_events) == 1
+    assert run.metric(f'sipdispatch_destination_state{{set="1",state="IP",uri="{down.uri}"}}') == 1
+    assert all("From: <sip:sipdispatch@localhost>" in m for m in up.options())
+
+
+async def test_failed_calls_mark_their_destination_and_count_failovers(
+    start: Callable[..., asyncio.Future[Running]],
+) -> None:
+    # Probing off: only real traffic moves the state.
+    off = ProbingSpec.model_validate({"mode": "off", "failureThreshold": 3})
+    run = await start("1 sip:127.0.0.2:5060\n1 sip:127.0.0.3:5060\n", probing=off)
+    gw1, gw2 = "sip:127.0.0.2:5060", "sip:127.0.0.3:5060"
+    run.server._on_events([BranchFailed(gw2, 1, 486)] * 4)  # busy: says nothing
+    assert run.record(gw2).code == "AX"
+    run.server._on_events([BranchFailed(gw1, 1, 503), BranchFailed(gw1, 1, 408)])
+    assert run.record(gw1).code == "TX"  # trying, not probed in mode off
+    run.server._on_events([BranchFailed(gw1, 1, 500)])
+    assert run.record(gw1).code == "IX"
+    failovers = f'sipdispatch_failovers_total{{set="1",uri="{gw1}"}}'
+    assert run.metric(failovers) == 3
+    assert run.metric(f'sipdispatch_failovers_total{{set="1",uri="{gw2}"}}') == 0
+
+
+async def test_calls_are_counted_until_their_bye_or_their_max_age(
+    start: Callable[..., asyncio.Future[Running]],
+) -> None:
+    off = ProbingSpec.model_validate({"mode": "off"})
+    run = await start(
+        "1 sip:127.0.0.2:5060\n", probing=off, max_dialog_age=0.3, housekeeping_interval=0.05
+    )
+    gw = "sip:127.0.0.2:5060"
+    run.server._on_events([BranchAnswered(gw, 1, 0.01, "INVITE", c) for c in ("a", "b")])
+    assert run.calls(gw) == 2
+    run.server._on_events([DialogEnded("a")])
+    assert run.calls(gw) == 1
+    await until(lambda: run.calls(gw) == 0, within=2.0)  # "b" never saw its BYE here
+    assert run.server.traffic.dialogs == 0
+
+
+async def test_a_retry_after_drain_ends_on_time_without_a_probe(
+    start: Callable[..., asyncio.Future[Running]],
+) -> None:
+    off = ProbingSpec.model_validate({"mode": "off"})
+    run = await start("1 sip:127.0.0.2:5060\n", probing=off, housekeeping_interval=0.05)
+    record = run.record("sip:127.0.0.2:5060")
+    now = run.server.now()
+    health.apply(record, health.Result.overloaded(0.3), run.server.health_policy(), now)
+    assert record.code == "DR"
+    await until(lambda: record.code == "AX", within=2.0)
+    assert run.server.now() - now >= 0.3
+
+
+async def test_a_reload_keeps_learned_health_and_probes_the_new_table(
+    start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
+) -> None:
+    down = await make_peer(status=None)
+    added = await make_peer()
+    run = await start(f"1 {down.uri}\n")
+    await until(lambda: run.record(down.uri).code == "IP")
+    record = run.record(down.uri)
+    run.table_file.write_text(f"1 {down.uri}\n1 {added.uri}\n")
+    await run.server.reload()
+    assert run.record(down.uri) is record
+    assert record.code == "IP"
+    await until(lambda: run.record(added.uri).latency.count >= 2)
+    down.status = 200
+    await until(lambda: run.record(down.uri).code == "AP")
+
+
+async def test_the_command_lines_probing_is_used_for_a_dispatcher_list(
+    start: Callable[..., asyncio.Future[Running]],
+) -> None:
+    spec = ProbingSpec.model_validate(
+        {"interval": 0.2, "timeout": 0.1, "mode": "inactive", "from": "sip:lb@test"}
+    )
+    run = await start("1 sip:127.0.0.2:5060\n", probing=spec)
+    settings = run.server.probe_settings()
+    assert (settings.interval, settings.timeout, settings.from_uri) == (0.2, 0.1, "sip:lb@test")
+    assert run.server.health_policy().mode is health.ProbingMode.INACTIVE
+    assert run.record("sip:127.0.0.2:5060").code == "AX"  # not probed while active

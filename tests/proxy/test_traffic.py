@@ -1,0 +1,213 @@
+"""Passive marking and call-load accounting from the core's events (`TrafficObserver`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipdispatch.proxy.dispatch import context, health
+from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.dispatch.health import HealthPolicy, ProbingMode
+from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
+from sipdispatch.proxy.events import BranchAnswered, BranchFailed, DialogEnded
+from sipdispatch.proxy.prober import TargetIndex
+from sipdispatch.proxy.server import TrafficObserver
+
+GW1 = "sip:127.0.0.2:5060"
+GW2 = "sip:127.0.0.3:5060"
+FAILOVER = frozenset({408, *range(500, 600)})
+POLICY = HealthPolicy(3, 2, ProbingMode.ALL)
+
+
+def build(
+    uris: tuple[str, ...] = (GW1, GW2),
+    previous: DestinationTable | None = None,
+    algorithm: str = "round-robin",
+    **fields: object,
+) -> DestinationTable:
+    dests = tuple(Destination.create(1, uri, **fields) for uri in uris)  # type: ignore[arg-type]
+    config = TableConfig((SetConfig(1, dests, algorithm),))
+    return DestinationTable.build(config, previous, 0.0, policy=POLICY)
+
+
+class World:
+    def __init__(self, failover: frozenset[int] = FAILOVER, max_age: float = 100.0) -> None:
+        self.table = build()
+        self.index = TargetIndex()
+        self.index.refresh(self.table)
+        self.failover = failover
+        self.traffic = TrafficObserver(self.index, lambda: POLICY, lambda: self.failover, max_age)
+
+    def code(self, uri: str) -> str:
+        return self.table.find(1, uri).runtime.health.code
+
+    def calls(self, uri: str) -> int:
+        return self.table.find(1, uri).runtime.active_calls
+
+    def fail(self, uri: str, status: int, now: float = 1.0) -> health.Event | None:
+        note = self.traffic.observe(BranchFailed(uri, 1, status), now)
+        return None if note is None else note.event
+
+    def answer(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
+        self.traffic.observe(BranchAnswered(uri, 1, 0.01, method, call_id), now)
+
+    def reload(self, uris: tuple[str, ...]) -> None:
+        self.table = build(uris, previous=self.table)
+        self.index.refresh(self.table)
+
+
+# --- passive marking ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 503, 500, 502, 504, 599])
+def test_failover_codes_timeouts_and_transport_errors_count_like_failed_probes(
+    status: int,
+) -> None:
+    world = World()
+    assert world.fail(GW1, status) is None
+    assert world.code(GW1) == "TP"
+    world.fail(GW1, status)
+    event = world.fail(GW1, status)
+    assert isinstance(event, health.DestinationDown)
+    assert world.code(GW1) == "IP"
+    assert world.code(GW2) == "AP"
+
+
+@pytest.mark.parametrize("status", [486, 404, 403, 480, 487, 600, 603, 302])
+def test_answers_that_say_nothing_about_the_destination_do_not_mark(status: int) -> None:
+    world = World()
+    for _ in range(5):
+        assert world.fail(GW1, status) is None
+    assert world.code(GW1) == "AP"
+    assert world.table.find(1, GW1).runtime.health.failures == 0
+
+
+def test_only_the_configured_failover_codes_mark_besides_timeouts_and_503() -> None:
+    world = World(failover=frozenset({408, 502}))
+    for _ in range(3):
+        world.fail(GW1, 500)
+    assert world.code(GW1) == "AP"
+    for _ in range(3):
+        world.fail(GW1, 503)  # transport errors always count
+    assert world.code(GW1) == "IP"
+    for _ in range(3):
+        world.fail(GW2, 502)
+    assert world.code(GW2) == "IP"
+
+
+def test_the_failure_reason_says_what_happened() -> None:
+    world = World()
+    world.fail(GW1, 408)
+    assert world.table.find(1, GW1).runtime.health.reason == "call timed out"
+    world.fail(GW2, 500)
+    assert world.table.find(1, GW2).runtime.health.reason == "call answered 500"
+
+
+def test_a_call_answered_breaks_a_failure_streak() -> None:
+    world = World()
+    world.fail(GW1, 408)
+    world.fail(GW1, 408)
+    assert world.code(GW1) == "TP"
+    world.answer(GW1, "c1")
+    assert world.code(GW1) == "AP"
+    world.fail(GW1, 408)
+    world.fail(GW1, 408)
+    assert world.code(GW1) == "TP"  # the streak started over
+
+
+def test_admin_disabled_is_never_lifted_or_changed_by_traffic() -> None:
+    world = World()
+    world.table.set_state(1, GW1, "dx", 0.0)
+    for _ in range(5):
+        world.fail(GW1, 408)
+    world.answer(GW1, "c1")
+    assert world.code(GW1) == "DX"
+    assert world.table.find(1, GW1).runtime.health.learned is health.HealthState.ACTIVE
+
+
+def test_events_for_unknown_destinations_are_ignored() -> None:
+    world = World()
+    assert world.traffic.observe(BranchFailed("sip:10.9.9.9", 1, 408), 1.0) is None
+    assert world.traffic.observe(BranchFailed(GW1, 7, 408), 1.0) is None
+    world.traffic.observe(BranchAnswered("sip:10.9.9.9", 1, 0.1, "INVITE", "x"), 1.0)
+    assert world.traffic.dialogs == 0
+
+
+def test_marking_follows_the_table_being_served() -> None:
+    world = World()
+    world.fail(GW1, 408)
+    world.fail(GW1, 408)
+    world.reload((GW1,))  # GW2 removed, GW1 carried with its streak
+    world.fail(GW1, 408)
+    assert world.code(GW1) == "IP"
+    assert world.fail(GW2, 408) is None
+
+
+# --- call load ---------------------------------------------------------------------
+
+
+def test_an_answered_invite_counts_a_call_until_its_bye() -> None:
+    world = World()
+    world.answer(GW1, "a")
+    world.answer(GW1, "b")
+    world.answer(GW2, "c")
+    world.answer(GW2, "d", method="OPTIONS")  # not a dialog
+    assert (world.calls(GW1), world.calls(GW2)) == (2, 1)
+    world.traffic.observe(DialogEnded("a"), 2.0)
+    world.traffic.observe(DialogEnded("a"), 2.0)  # a retransmitted BYE ends nothing more
+    world.traffic.observe(DialogEnded("unknown"), 2.0)  # a dialog of another replica
+    assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
+    assert world.traffic.dialogs == 2
+
+
+def test_dialogs_never_ended_stop_counting_after_the_max_age() -> None:
+    world = World(max_age=100.0)
+    world.answer(GW1, "old", now=0.0)
+    world.answer(GW2, "mid", now=50.0)
+    world.answer(GW1, "new", now=90.0)
+    assert world.traffic.expire(99.0) == 0
+    assert world.traffic.expire(100.0) == 1
+    assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
+    assert world.traffic.expire(175.0) == 1
+    assert (world.calls(GW1), world.calls(GW2)) == (1, 0)
+    world.traffic.observe(DialogEnded("mid"), 176.0)  # its BYE after all: no double count
+    assert world.calls(GW2) == 0
+    assert world.traffic.expire(1000.0) == 1
+    assert world.traffic.dialogs == 0
+    assert world.calls(GW1) == 0
+
+
+def test_two_dialogs_on_one_call_id_are_counted_and_ended_separately() -> None:
+    # Parallel forking: two destinations answered the same INVITE.
+    world = World(max_age=100.0)
+    world.answer(GW1, "forked", now=0.0)
+    world.answer(GW2, "forked", now=60.0)
+    assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
+    assert world.traffic.expire(120.0) == 1  # only the older one is past the age
+    assert (world.calls(GW1), world.calls(GW2)) == (0, 1)
+    world.traffic.observe(DialogEnded("forked"), 121.0)
+    assert (world.calls(GW1), world.calls(GW2)) == (0, 0)
+
+
+def test_calls_survive_a_reload_and_end_on_the_carried_destination() -> None:
+    world = World()
+    world.answer(GW1, "a")
+    world.reload((GW2, GW1))
+    assert world.calls(GW1) == 1
+    world.traffic.observe(DialogEnded("a"), 2.0)
+    assert world.calls(GW1) == 0
+
+
+def ctx(call_id: str) -> context.RequestContext:
+    return context.RequestContext(call_id)
+
+
+def test_call_load_selection_sees_the_counted_calls() -> None:
+    world = World()
+    world.table = build(algorithm="call-load", maxload=1)
+    world.index.refresh(world.table)
+    world.answer(GW1, "a")
+    assert [t.destination.uri for t in world.table.select(1, ctx("x"))] == [GW2]
+    world.answer(GW2, "b")
+    assert world.table.select(1, ctx("y")) == []
+    world.traffic.observe(DialogEnded("a"), 2.0)
+    assert [t.destination.uri for t in world.table.select(1, ctx("z"))] == [GW1]
