@@ -18,7 +18,7 @@ import itertools
 import logging
 import re
 
-from sipdispatch.proxy import probes, wire
+from sipdispatch.proxy import probes, routing, wire
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 _BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
 _RECEIVED_RPORT = re.compile(r";[ \t]*(?:received|rport)(?:[ \t]*=[ \t]*[^;,\s]*)?", re.I)
-_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s]+)", re.I)
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
@@ -262,7 +261,7 @@ class Proxy:
             if branch.startswith(values.MAGIC_COOKIE):
                 sent_by = via.split(";", 1)[0]
                 return f"{branch}|{sent_by}|{method}"
-        from_tag = _tag(request.headers.get("from"))
+        from_tag = routing.from_tag(request.headers.get("from"))
         cseq = (request.headers.get("cseq") or "").split()[0]
         return f"2543|{request.call_id}|{from_tag}|{cseq}|{via.split(';', 1)[0]}|{method}"
 
@@ -333,30 +332,10 @@ class Proxy:
             self.events.append(DialogEnded(request.call_id))
 
     def _route_target(self, request: Request, route: str, source: Address) -> Hop:
-        entry = values.parse_name_addr(route)
-        uri = entry.uri
+        uri = values.parse_name_addr(route).uri
         if not isinstance(uri, SipUri) or not self._is_local(uri):
             raise RemoteProtocolError("Route does not point at this proxy", 403, "Forbidden")
-        ftag, did, sig = uri.param("ftag"), uri.param("did"), uri.param("sig")
-        if ftag is None or did is None or sig is None:
-            raise RemoteProtocolError("Route carries no dialog signature", 403, "Forbidden")
-        if not self.signer.verify(sig, request.call_id, ftag, did):
-            raise RemoteProtocolError("Route signature does not match", 403, "Forbidden")
-        gateway = _parse_did(did)
-        from_tag = _tag(request.headers.get("from"))
-        if from_tag == ftag:
-            return gateway  # caller to gateway: always the box that answered the dialog
-        # Gateway to caller: only the gateway may send this way, to where the request says.
-        if source[0] != gateway.host:
-            raise RemoteProtocolError("request against the dialog direction", 403, "Forbidden")
-        remaining = request.headers.values("route")[1:]
-        next_uri = parse_uri(
-            values.parse_name_addr(remaining[0]).uri_text if remaining else request.uri
-        )
-        if not isinstance(next_uri, SipUri):
-            raise RemoteProtocolError("next hop is not a SIP URI", 416, "Unsupported URI Scheme")
-        host = next_uri.param("maddr") or next_uri.host_address
-        return Hop(host, next_uri.default_port(), next_uri.transport, key=str(next_uri))
+        return routing.route_target(request, uri, source, self.signer)
 
     # ------------------------------------------------------------------ new transactions
 
@@ -446,15 +425,10 @@ class Proxy:
         max_forwards = headers.get("max-forwards")
         headers.set("Max-Forwards", "70" if max_forwards is None else str(int(max_forwards) - 1))
         if record_route and hop is not None:
-            ftag = _tag(headers.get("from")) or ""
-            did = f"{format_host(hop.host, None)}~{hop.port}~{hop.transport}"
-            sig = self.signer.sign(request.call_id, ftag, did)
-            host, port = self.settings.advertise
-            transport = ";transport=tcp" if caller_transport == "tcp" else ""
-            headers.push_first(
-                "Record-Route",
-                f"<sip:{format_host(host, port)}{transport};lr;ftag={ftag};did={did};sig={sig}>",
+            value = routing.record_route(
+                request, hop, self.settings.advertise, caller_transport, self.signer
             )
+            headers.push_first("Record-Route", value)
 
     # ------------------------------------------------------------------ responses
 
@@ -716,22 +690,8 @@ class Proxy:
         self.events.append(MessageRejected(exc.status, str(exc)))
 
 
-def _tag(value: str | None) -> str | None:
-    """The tag parameter of a From or To value, without parsing the whole name-addr."""
-    match = _TAG.search(value or "")
-    return match.group(1) if match else None
-
-
 def _via_value(transport: str, local: Address, branch: str) -> str:
     return f"SIP/2.0/{transport.upper()} {format_host(local[0], local[1])};branch={branch};rport"
-
-
-def _parse_did(did: str) -> Hop:
-    host, _, rest = did.partition("~")
-    port, _, transport = rest.partition("~")
-    if not port.isdigit() or transport not in ("udp", "tcp", "tls"):
-        raise RemoteProtocolError("Route carries a malformed destination", 403, "Forbidden")
-    return Hop(host.strip("[]"), int(port), transport, key=did)
 
 
 def _better(status: int, than: int) -> bool:
