@@ -1,0 +1,99 @@
+"""``sipdispatch-operator`` (and ``python -m sipdispatch.operator``): run the kopf operator."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import kopf
+
+from sipdispatch.operator import handlers
+from sipdispatch.operator.controller import Controller
+from sipdispatch.operator.k8s import Api
+from sipdispatch.proxy.kube import KubeClient, KubeConfigError
+
+__all__ = ["build_parser", "main"]
+
+_LOG_FORMATS = {
+    "plain": kopf.LogFormat.PLAIN,
+    "full": kopf.LogFormat.FULL,
+    "json": kopf.LogFormat.JSON,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sipdispatch-operator",
+        description="Renders DispatcherSets and their Services' endpoints into sipdispatch "
+        "proxy tables, and the proxies' reports into DispatcherSet status.",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="watch this namespace (repeatable; globs as in kopf); default: all namespaces",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering with other operator instances (run exactly one)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="credentials (default: KUBECONFIG, else in-cluster)"
+    )
+    parser.add_argument(
+        "--status-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="at most one status write per DispatcherSet this often (default: 1)",
+    )
+    parser.add_argument(
+        "--watch-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="server-side timeout of watch requests (default: the API server's)",
+    )
+    parser.add_argument("--log-format", choices=sorted(_LOG_FORMATS), default="full")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf logs in from the same file
+    kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=_LOG_FORMATS[args.log_format])
+    try:
+        client = KubeClient.from_environment(args.kubeconfig)
+    except KubeConfigError as exc:
+        print(f"sipdispatch-operator: {exc}", file=sys.stderr)
+        return 2
+    memo = handlers.Options(
+        controller=Controller(Api(client), status_interval=args.status_interval),
+        watch_timeout=args.watch_timeout,
+    )
+    kopf.run(
+        standalone=args.standalone,
+        namespaces=args.namespace,
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness,
+        memo=memo,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

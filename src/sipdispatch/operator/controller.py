@@ -1,0 +1,213 @@
+"""The reconciler: one task that renders tables and writes statuses, level-based.
+
+kopf keeps the indexes (every DispatcherSet, EndpointSlice, DispatcherReport and rendered
+table, by namespace and proxy or Service) and calls the event handlers, which only mark a
+proxy dirty (``touch``). This task takes dirty proxies after a short debounce (a rolling
+update changes many EndpointSlice endpoints at once) and, for each, renders the table from the
+indexes as they are now, writes it if it changed, and writes each set's status if it
+changed. So no event is ever "missed": every pass starts from the whole current state.
+
+The table is written at once (endpoint changes must reach the proxies in well under a
+second); a set's status at most once per ``status_interval`` (changes in between are
+coalesced). Timers bring a proxy back when a drain grace ends or a replica's report turns
+stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sipdispatch.operator import k8s, render, status
+from sipdispatch.proxy.kube import TABLE_KEY, KubeError
+
+__all__ = ["Controller", "Indexes"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, proxy) or (namespace, service)
+
+
+@dataclass
+class Indexes:
+    sets: Mapping[Key, Iterable[Mapping[str, Any]]]
+    slices: Mapping[Key, Iterable[Mapping[str, Any]]]
+    reports: Mapping[Key, Iterable[Mapping[str, Any]]]
+    tables: Mapping[Key, Iterable[Mapping[str, Any]]]
+
+
+@dataclass
+class _SetMemory:
+    sent: dict[str, Any] | None = None  # the status last written
+    sent_at: float = 0.0
+
+
+@dataclass
+class Controller:
+    api: k8s.Api
+    status_interval: float = 1.0
+    debounce: float = 0.02
+    clock: Callable[[], float] = time.time
+    indexes: Indexes | None = None
+    _dirty: set[Key] = field(default_factory=set)
+    _timers: dict[Key, float] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _memory: dict[Key, render.Memory] = field(default_factory=dict)
+    _written: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    _sets: dict[tuple[str, str], _SetMemory] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ from handlers
+
+    def bind(self, indexes: Indexes) -> None:
+        self.indexes = indexes
+
+    def touch(self, namespace: str, proxy: str | None = None) -> None:
+        """Mark ``proxy`` (or every proxy known in ``namespace``) for a pass."""
+        if proxy is not None:
+            self._dirty.add((namespace, proxy))
+        else:
+            self._dirty.update(k for k in self._known() if k[0] == namespace)
+        self._wake.set()
+
+    def _known(self) -> set[Key]:
+        known = set(self._written)
+        if self.indexes is not None:
+            known.update(self.indexes.sets)
+            known.update(self.indexes.tables)
+        return known
+
+    # ------------------------------------------------------------------ the task
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.api.close()
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock()
+            due = [k for k, at in self._timers.items() if at <= now]
+            if not self._dirty and not due:
+                wait = min(self._timers.values(), default=now + 60.0) - now
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, wait))
+                continue
+            await asyncio.sleep(self.debounce)  # let a burst of events land first
+            now = self.clock()
+            keys = self._dirty | {k for k, at in self._timers.items() if at <= now}
+            self._dirty = set()
+            for key in keys:
+                self._timers.pop(key, None)
+            for key in sorted(keys):
+                try:
+                    await self.reconcile(*key)
+                except (KubeError, OSError, TimeoutError) as exc:
+                    log.warning("proxy %s/%s: %s; trying again in 2s", *key, exc)
+                    self._later(key, self.clock() + 2.0)
+                except Exception:
+                    log.exception("proxy %s/%s: reconciling failed", *key)
+                    self._later(key, self.clock() + 5.0)
+
+    def _later(self, key: Key, when: float | None) -> None:
+        if when is not None:
+            self._timers[key] = min(when, self._timers.get(key, when))
+
+    # ------------------------------------------------------------------ one proxy
+
+    async def reconcile(self, namespace: str, proxy: str) -> None:
+        indexes = self.indexes
+        if indexes is None:
+            return
+        key = (namespace, proxy)
+        bodies = list(indexes.sets.get(key) or ())
+        slices: dict[str, list[Mapping[str, Any]]] = {}
+        for (ns, service), store in indexes.slices.items():
+            if ns == namespace:
+                slices[service] = list(store)
+        table = next(iter(indexes.tables.get(key) or ()), None)
+        if key not in self._memory:
+            # After a restart the memory comes from the table itself.
+            data = (table or {}).get("data") or {}
+            self._memory[key] = render.Memory.from_json(data.get(k8s.MEMORY_KEY))
+        now = self.clock()
+        rendering = render.render(
+            (render.SetObject.from_body(b) for b in bodies),
+            slices,
+            self._memory[key],
+            now,
+            source=f"table of proxy {namespace}/{proxy}",
+        )
+        text, memory = rendering.text, rendering.memory.to_json()
+        data = (table or {}).get("data") or {}
+        current = (data.get(TABLE_KEY), data.get(k8s.MEMORY_KEY))
+        if not bodies and table is None and key not in self._written:
+            return  # nothing to render, and nothing rendered before
+        if (text, memory) != current and (text, memory) != self._written.get(key):
+            version = await self.api.apply_table(namespace, proxy, text, memory)
+            log.info(
+                "table %s/%s written (resourceVersion %s): %d sets",
+                namespace,
+                k8s.table_name(proxy),
+                version,
+                len(rendering.data.get("sets", [])),
+            )
+        self._written[key] = (text, memory)
+        self._memory[key] = rendering.memory
+        self._later(key, rendering.next_change)
+        reports = list(indexes.reports.get(key) or ())
+        self._later(key, status.next_stale(reports, now))
+        views = status.replica_views(reports, now)
+        for body in bodies:
+            await self._status(key, body, rendering, views, now)
+        present = {
+            (ns, str((b.get("metadata") or {}).get("name")))
+            for (ns, _), stored in indexes.sets.items()
+            for b in stored
+        }
+        for forgotten in set(self._sets) - present:
+            del self._sets[forgotten]
+
+    async def _status(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        rendering: render.TableRendering,
+        views: list[status.ReplicaView],
+        now: float,
+    ) -> None:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name"))
+        namespace = key[0]
+        memory = self._sets.setdefault((namespace, name), _SetMemory())
+        set_rendering = rendering.sets.get(name)
+        if set_rendering is None:
+            return
+        previous = memory.sent if memory.sent is not None else body.get("status")
+        result = status.set_status(
+            set_rendering, int(meta.get("generation") or 0), views, previous, now
+        )
+        if result.status == previous:
+            return
+        wait = memory.sent_at + self.status_interval - now
+        if wait > 0:
+            self._later(key, now + wait)  # coalesced into a later write
+            return
+        await self.api.patch_status(namespace, name, result.status)
+        memory.sent, memory.sent_at = result.status, now
+        for event in result.events:
+            log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
+            try:
+                await self.api.post_event(body, event.type, event.reason, event.message, now)
+            except KubeError as exc:
+                log.warning("event %s about %s/%s not posted: %s", event.reason, *key, exc)

@@ -1,0 +1,127 @@
+"""kopf handlers: thin. Indexes keep the objects; events mark a proxy dirty for the reconciler.
+
+kopf calls no event handler before every index has seen its initial listing, so the first
+pass renders from the whole cluster state, never from a half-listed one (which would take
+endpoints not listed yet for endpoints gone, and start draining them).
+
+No finalizers: deleting a DispatcherSet needs no cleanup of its own, the next pass renders the
+table without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from sipdispatch.operator import k8s, models
+from sipdispatch.operator.controller import Controller, Indexes
+from sipdispatch.operator.render import SERVICE_NAME_LABEL
+from sipdispatch.proxy.kube import PROXY_LABEL
+
+__all__ = ["Options"]
+
+Key = tuple[str, str]
+
+
+class Options(kopf.Memo):
+    """The operator-wide memo: the controller and the watch settings."""
+
+    controller: Controller
+    watch_timeout: float | None
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    # kopf's bodies are live views of the latest object; the index keeps a snapshot.
+    return copy.deepcopy(dict(body))
+
+
+@kopf.index(models.GROUP, models.VERSION, "dispatchersets")
+def dispatchersets(
+    namespace: str | None, spec: Mapping[str, Any], body: Mapping[str, Any], **_: Any
+) -> dict[Key, dict[str, Any]]:
+    return {(namespace or "", str(spec.get("proxy") or models.DEFAULT_PROXY)): _plain(body)}
+
+
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT})
+def endpointslices(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> dict[Key, dict[str, Any]]:
+    slim = {
+        "metadata": {"name": body["metadata"]["name"]},
+        "addressType": body.get("addressType"),
+        "ports": copy.deepcopy(body.get("ports") or []),
+        "endpoints": copy.deepcopy(body.get("endpoints") or []),
+    }
+    return {(namespace or "", labels[SERVICE_NAME_LABEL]): slim}
+
+
+@kopf.index(models.GROUP, models.VERSION, "dispatcherreports")
+def dispatcherreports(
+    namespace: str | None, spec: Mapping[str, Any], body: Mapping[str, Any], **_: Any
+) -> dict[Key, dict[str, Any]]:
+    return {(namespace or "", str(spec.get("proxy") or models.DEFAULT_PROXY)): _plain(body)}
+
+
+@kopf.index("v1", "configmaps", labels={k8s.MANAGED_BY: k8s.OPERATOR, PROXY_LABEL: kopf.PRESENT})
+def tables(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> dict[Key, dict[str, Any]]:
+    return {(namespace or "", labels[PROXY_LABEL]): _plain(body)}
+
+
+def _bound(memo: Options, kwargs: Mapping[str, Any]) -> Controller:
+    controller = memo.controller
+    if controller.indexes is None:
+        controller.bind(
+            Indexes(
+                sets=kwargs["dispatchersets"],
+                slices=kwargs["endpointslices"],
+                reports=kwargs["dispatcherreports"],
+                tables=kwargs["tables"],
+            )
+        )
+    return controller
+
+
+@kopf.on.event(models.GROUP, models.VERSION, "dispatchersets")
+def dispatcherset_event(namespace: str | None, memo: Options, **kwargs: Any) -> None:
+    # Any proxy of the namespace: a set may just have moved from one proxy to another.
+    _bound(memo, kwargs).touch(namespace or "")
+
+
+@kopf.on.event(
+    "discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT}
+)
+def endpointslice_event(namespace: str | None, memo: Options, **kwargs: Any) -> None:
+    _bound(memo, kwargs).touch(namespace or "")
+
+
+@kopf.on.event(models.GROUP, models.VERSION, "dispatcherreports")
+def dispatcherreport_event(
+    namespace: str | None, spec: Mapping[str, Any], memo: Options, **kwargs: Any
+) -> None:
+    _bound(memo, kwargs).touch(namespace or "", str(spec.get("proxy") or models.DEFAULT_PROXY))
+
+
+@kopf.on.event("v1", "configmaps", labels={k8s.MANAGED_BY: k8s.OPERATOR, PROXY_LABEL: kopf.PRESENT})
+def table_event(
+    namespace: str | None, labels: Mapping[str, str], memo: Options, **kwargs: Any
+) -> None:
+    # A table edited or deleted by hand is rendered again.
+    _bound(memo, kwargs).touch(namespace or "", labels[PROXY_LABEL])
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Options, **_: Any) -> None:
+    if memo.watch_timeout is not None:
+        settings.watching.server_timeout = round(memo.watch_timeout)
+    settings.posting.level = 30  # logging.WARNING: only problems become kopf's own Events
+    memo.controller.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Options, **_: Any) -> None:
+    await memo.controller.stop()

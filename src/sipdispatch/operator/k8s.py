@@ -1,0 +1,115 @@
+"""The operator's writes to the API: the only module that calls it (kopf does the watching).
+
+* the table: a ConfigMap ``<proxy>-table`` written by server-side apply (field manager
+  ``sipdispatch-operator``): ``table.yaml`` for the proxies, ``operator-state.json`` for the
+  operator's memory (last good specs, departed endpoints);
+* a DispatcherSet's status, by merge patch of the status subresource (the whole status: the
+  operator is its only writer);
+* Events about a DispatcherSet (core/v1, as ``kubectl describe`` and ``kubectl get events``
+  show them).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sipdispatch.operator import models
+from sipdispatch.proxy.kube import APPLY_PATCH, MERGE_PATCH, PROXY_LABEL, TABLE_KEY, KubeClient
+
+__all__ = [
+    "FIELD_MANAGER",
+    "MANAGED_BY",
+    "MEMORY_KEY",
+    "OPERATOR",
+    "Api",
+    "table_name",
+]
+
+FIELD_MANAGER = "sipdispatch-operator"
+OPERATOR = "sipdispatch-operator"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MEMORY_KEY = "operator-state.json"
+
+
+def table_name(proxy: str) -> str:
+    return f"{proxy}-table"
+
+
+class Api:
+    """What the operator writes, over one ``KubeClient``."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.instance = socket.gethostname()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def apply_table(self, namespace: str, proxy: str, text: str, memory: str) -> str:
+        """Write the table of ``proxy``; its new resourceVersion."""
+        name = table_name(proxy)
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {PROXY_LABEL: proxy, MANAGED_BY: OPERATOR},
+            },
+            "data": {TABLE_KEY: text, MEMORY_KEY: memory},
+        }
+        answer = await self.client.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type=APPLY_PATCH,
+        )
+        return str(answer.get("metadata", {}).get("resourceVersion", ""))
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self.client.request(
+            "PATCH",
+            f"/apis/{models.API_VERSION}/namespaces/{namespace}/dispatchersets/{name}/status",
+            body={"status": dict(status)},
+            content_type=MERGE_PATCH,
+        )
+
+    async def post_event(
+        self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: float
+    ) -> None:
+        """An Event about ``involved`` (a DispatcherSet body): Normal or Warning."""
+        meta = involved.get("metadata") or {}
+        namespace = str(meta.get("namespace"))
+        stamp = _seconds(now)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": models.API_VERSION,
+                "kind": "DispatcherSet",
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": OPERATOR, "host": self.instance},
+            "reportingComponent": OPERATOR,
+            "reportingInstance": self.instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+
+
+def _seconds(now: float) -> str:
+    # Event timestamps are metav1.Time: whole seconds.
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,267 @@
+"""The custom resources' models: one source for validation, the CRD schema and the status.
+
+``DispatcherSet`` (what users write) reuses the proxy's own configuration models for what the
+proxy understands (``DestinationSpec``, ``ProbingSpec``, ``FailoverSpec``, algorithm names), so
+a spec that validates here renders into a table the proxy accepts. It adds what only exists in
+Kubernetes: ``gateways`` (Services whose EndpointSlices become destinations), the proxy the set
+belongs to, and the drain grace. ``DispatcherReport`` is what one proxy replica reports about
+the destinations it sees; the operator folds reports into ``DispatcherSetStatus``.
+
+Keys are camelCase (Python names are accepted too); unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.alias_generators import to_camel
+
+from sipdispatch.proxy.dispatch import config as _config
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_PROXY",
+    "GROUP",
+    "VERSION",
+    "Condition",
+    "ConditionStatus",
+    "DestinationCounts",
+    "DestinationStatus",
+    "DispatcherReportSpec",
+    "DispatcherSetSpec",
+    "DispatcherSetStatus",
+    "GatewaySpec",
+    "ReportedDestination",
+]
+
+GROUP = "sipdispatch.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_PROXY = "sipdispatch"
+
+# A DNS-1123 label: Service and proxy names are used as object names.
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+PortRef = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "description": "Service port name (as in the EndpointSlices) or endpoint port number",
+        }
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class GatewaySpec(_Model):
+    """A Service whose EndpointSlices become destinations of the set.
+
+    Every endpoint address of the Service's EndpointSlices is a destination: ready ones are
+    active, terminating ones that still serve are draining (no new dialogs), the others are
+    left out. Selector-less Services with hand-made EndpointSlices (external gateways) work
+    the same way.
+    """
+
+    service: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=_DNS_LABEL,
+        description="Name of the Service, in the DispatcherSet's namespace.",
+    )
+    port: PortRef | None = Field(
+        default=None,
+        description="Port of the EndpointSlices to send SIP to: its name, or the endpoint "
+        "port number. Default: the only port of the slice, else the one named 'sip'.",
+    )
+    transport: Literal["udp", "tcp"] | None = Field(
+        default=None,
+        description="Transport to the endpoints (udp or tcp). Default: the port's protocol.",
+    )
+    priority: int = Field(
+        default=0, description="Priority of every destination of this Service (higher first)."
+    )
+    weight: int = Field(
+        default=1,
+        ge=0,
+        description="Weight of every destination of this Service (algorithms weight, "
+        "relative-weight). Default: 1.",
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 0 < value < 65536:
+            raise ValueError(f"{value} is not a port number (1-65535)")
+        if isinstance(value, str) and not value:
+            raise ValueError("an empty port name")
+        return value
+
+
+class DispatcherSetSpec(_Model):
+    """One destination set of a proxy: static destinations and Services' endpoints."""
+
+    proxy: str = Field(
+        default=DEFAULT_PROXY,
+        max_length=57,
+        pattern=_DNS_LABEL,
+        description="Proxy this set belongs to: its table is the ConfigMap '<proxy>-table' in "
+        "this namespace, read by every replica of that proxy. Default: sipdispatch.",
+    )
+    set_id: int = Field(
+        ge=0,
+        le=2**31 - 1,
+        description="Set id, unique among the sets of one proxy (Kamailio's setid).",
+    )
+    algorithm: _config.AlgorithmName | None = Field(
+        default=None,
+        description="Selection algorithm: a name (round-robin, hash-callid, hash-from, "
+        "hash-to, hash-ruri, hash-auth-user, random, hash-key, priority, weight, call-load, "
+        "relative-weight, parallel, latency) or Kamailio's number 0-13. Default: round-robin.",
+    )
+    hash_key: str | None = Field(
+        default=None,
+        max_length=128,
+        description="What algorithm hash-key hashes: a header name (X-Queue) or a URI part "
+        "(ruri.user, from.user, to.user, ...). Required by, and only used by, hash-key.",
+    )
+    destinations: list[_config.DestinationSpec] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Static destinations (SIP URIs), in addition to the gateways' endpoints.",
+    )
+    gateways: list[GatewaySpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Services whose EndpointSlices become destinations.",
+    )
+    probing: _config.ProbingSpec | None = Field(
+        default=None,
+        description="OPTIONS probing and health thresholds. The proxy applies one probing "
+        "policy to all its sets: the one of the set with the lowest id that gives one.",
+    )
+    failover: _config.FailoverSpec | None = Field(
+        default=None,
+        description="Which answers make the proxy try the next destination. Proxy-wide, "
+        "like probing: taken from the set with the lowest id that gives one.",
+    )
+    drain_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="How long a destination whose endpoint is gone stays in the table as "
+        "draining (DR: in-dialog requests pass, no new dialogs) before it is removed. "
+        "Default: 30.",
+    )
+
+
+class Condition(_Model):
+    """A Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="Ready, Degraded or Invalid.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word saying why.")
+    message: str = Field(default="", description="What happened, for people.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The generation of the spec this condition is about."
+    )
+
+
+class DestinationStatus(_Model):
+    """One destination as the proxy replicas see it."""
+
+    uri: str = Field(description="SIP URI of the destination.")
+    origin: str = Field(
+        description="Where it comes from: 'static', 'pod/NAME' (an endpoint backed by a pod) "
+        "or 'service/NAME' (an endpoint of a selector-less Service)."
+    )
+    state: str = Field(
+        description="Two-letter state seen by most replicas (AP, AX, TP, TX, IP, IX, DX, DR); "
+        "Unknown before any replica reported it, NotReady for endpoints left out of the table."
+    )
+    reason: str = Field(default="", description="Why it is in that state.")
+    last_change: str | None = Field(
+        default=None, description="When its state last changed (RFC 3339)."
+    )
+    latency_ms: float | None = Field(
+        default=None, description="Estimated round trip of OPTIONS probes, in milliseconds."
+    )
+    seen_by: int = Field(default=0, description="How many replicas report this state.")
+
+
+class DestinationCounts(_Model):
+    """How many destinations are in each group of states."""
+
+    total: int = Field(default=0, description="Destinations in the table.")
+    up: int = Field(default=0, description="Eligible for new dialogs (AP, AX, TP, TX).")
+    draining: int = Field(default=0, description="Draining (DR).")
+    down: int = Field(default=0, description="Inactive (IP, IX).")
+    disabled: int = Field(default=0, description="Administratively disabled (DX).")
+    unknown: int = Field(default=0, description="Not reported by any replica yet.")
+    not_ready: int = Field(default=0, description="Endpoints left out because not ready.")
+
+
+class DispatcherSetStatus(_Model):
+    """What the operator and the proxy replicas observe about the set."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation of the spec last processed."
+    )
+    algorithm: str | None = Field(default=None, description="The algorithm in use (its name).")
+    up_total: str | None = Field(
+        default=None, description="Destinations up over destinations in the table, as 'up/total'."
+    )
+    replicas: int = Field(default=0, description="Proxy replicas whose reports are current.")
+    counts: DestinationCounts = Field(
+        default_factory=DestinationCounts, description="Destinations by state."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Degraded and Invalid."
+    )
+    destinations: list[DestinationStatus] = Field(
+        default_factory=list, description="Every destination with its state."
+    )
+
+
+class ReportedDestination(_Model):
+    """One destination as one replica sees it."""
+
+    set: int = Field(description="Set id.")
+    uri: str = Field(description="SIP URI as in the table.")
+    state: str = Field(description="Two-letter state (AP, IP, DR, ...).")
+    reason: str = Field(default="", description="Why it is in that state.")
+    changed_at: str | None = Field(default=None, description="When it last changed (RFC 3339).")
+    latency_ms: float | None = Field(
+        default=None, description="Estimated round trip in milliseconds, once measured."
+    )
+
+
+class DispatcherReportSpec(_Model):
+    """The destination states one proxy replica sees (written by that replica only)."""
+
+    proxy: str = Field(description="Name of the proxy (its table is '<proxy>-table').")
+    replica: str = Field(description="The reporting replica (its pod name).")
+    table: str = Field(default="", description="resourceVersion of the table it serves.")
+    reported_at: str = Field(description="When this report was written (RFC 3339).")
+    heartbeat_seconds: float = Field(
+        gt=0, description="Reports come at least this often; older ones are stale."
+    )
+    destinations: list[ReportedDestination] = Field(
+        default_factory=list, description="Every destination of the table with its state."
+    )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A model as the API wants it: camelCase, no unset optional fields."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -1,0 +1,326 @@
+"""Status: what the proxy replicas report, folded into each DispatcherSet's status. Pure.
+
+Each replica writes one ``DispatcherReport`` with the state of every destination it serves.
+Reports older than three heartbeats are stale (the replica is gone or cut off) and ignored. Per
+destination the status shows the state most replicas report (a tie goes to the worse state),
+how many replicas report it, their median latency, and the reason and time of the change from
+one of them. Conditions:
+
+* ``Invalid``: the spec cannot be used; the message names the field and the reason.
+* ``Ready``: at least one destination is up (True), none is (False), or no replica has
+  reported yet (Unknown).
+* ``Degraded``: some destination is down, replicas disagree, or a gateway has a problem.
+
+Events are returned, not posted: a destination going down or coming back up, starting to
+drain, or being removed, and a newly invalid spec.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from sipdispatch.operator import models
+from sipdispatch.operator.render import SetRendering
+from sipdispatch.proxy.dispatch import uris as _uris
+
+__all__ = [
+    "Event",
+    "ReplicaView",
+    "StatusResult",
+    "iso",
+    "next_stale",
+    "parse_time",
+    "replica_views",
+    "set_status",
+]
+
+STALE_HEARTBEATS = 3.0
+UP = frozenset({"AP", "AX", "TP", "TX"})
+DOWN = frozenset({"IP", "IX"})
+UNKNOWN = "Unknown"
+NOT_READY = "NotReady"
+# Ties between replicas go to the worse state.
+_SEVERITY = {"IP": 0, "IX": 0, "TP": 1, "TX": 1, "DR": 2, "DX": 3, "AX": 4, "AP": 4}
+
+
+def iso(when: float) -> str:
+    """Unix time as RFC 3339 with milliseconds, as Kubernetes writes times."""
+    text = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _key(set_id: int, uri: str) -> tuple[int, str]:
+    try:
+        return set_id, _uris.parse_sip_uri(uri).normalised()
+    except ValueError:
+        return set_id, uri
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """One replica's current report."""
+
+    replica: str
+    table: str
+    destinations: Mapping[tuple[int, str], models.ReportedDestination]
+
+
+def _expiry(spec: models.DispatcherReportSpec) -> float | None:
+    reported = parse_time(spec.reported_at)
+    return None if reported is None else reported + STALE_HEARTBEATS * spec.heartbeat_seconds
+
+
+def _specs(bodies: Iterable[Mapping[str, Any]]) -> list[models.DispatcherReportSpec]:
+    specs = []
+    for body in bodies:
+        try:
+            specs.append(models.DispatcherReportSpec.model_validate(body.get("spec") or {}))
+        except ValidationError:
+            continue  # a report this operator cannot read counts as no report
+    return specs
+
+
+def replica_views(bodies: Iterable[Mapping[str, Any]], now: float) -> list[ReplicaView]:
+    """The fresh reports (DispatcherReport objects) of one proxy, one per replica."""
+    views: dict[str, ReplicaView] = {}
+    for spec in _specs(bodies):
+        expiry = _expiry(spec)
+        if expiry is None or expiry <= now:
+            continue
+        destinations = {_key(d.set, d.uri): d for d in spec.destinations}
+        views[spec.replica] = ReplicaView(spec.replica, spec.table, destinations)
+    return [views[name] for name in sorted(views)]
+
+
+def next_stale(bodies: Iterable[Mapping[str, Any]], now: float) -> float | None:
+    """When the next fresh report becomes stale (the status must be redone then)."""
+    expiries = [e for e in (_expiry(s) for s in _specs(bodies)) if e is not None and e > now]
+    return min(expiries) if expiries else None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    status: dict[str, Any]
+    events: list[Event]
+
+
+def _aggregate(
+    set_id: int, uri: str, origin: str, replicas: Sequence[ReplicaView]
+) -> models.DestinationStatus:
+    key = _key(set_id, uri)
+    seen = [view.destinations[key] for view in replicas if key in view.destinations]
+    if not seen:
+        reason = (
+            "no proxy replica has reported yet"
+            if not replicas
+            else f"not in the reports of {len(replicas)} replicas yet"
+        )
+        return models.DestinationStatus(uri=uri, origin=origin, state=UNKNOWN, reason=reason)
+    votes = Counter(d.state for d in seen)
+    state = max(votes, key=lambda s: (votes[s], -_SEVERITY.get(s, 0)))
+    agreeing = [d for d in seen if d.state == state]
+    latest = max(agreeing, key=lambda d: parse_time(d.changed_at) or 0.0)
+    latencies = [d.latency_ms for d in seen if d.latency_ms is not None]
+    return models.DestinationStatus(
+        uri=uri,
+        origin=origin,
+        state=state,
+        reason=latest.reason,
+        last_change=latest.changed_at,
+        latency_ms=round(statistics.median(latencies), 3) if latencies else None,
+        seen_by=len(agreeing),
+    )
+
+
+def _explained(dest: models.DestinationStatus, rendering: SetRendering) -> str:
+    """The operator knows why an endpoint drains better than the replicas do."""
+    for rendered in rendering.destinations:
+        if rendered.uri != dest.uri or dest.state != "DR" or rendered.origin == "static":
+            continue
+        if rendered.gone_since is not None:
+            until = iso(rendered.gone_since + rendering.drain_grace)
+            return f"endpoint gone; removed from the table at {until}"
+        return "endpoint terminating"
+    return dest.reason
+
+
+def _counts(destinations: Sequence[models.DestinationStatus]) -> models.DestinationCounts:
+    states = [d.state for d in destinations]
+    in_table = [s for s in states if s != NOT_READY]
+    return models.DestinationCounts(
+        total=len(in_table),
+        up=sum(s in UP for s in in_table),
+        draining=states.count("DR"),
+        down=sum(s in DOWN for s in in_table),
+        disabled=states.count("DX"),
+        unknown=states.count(UNKNOWN),
+        not_ready=states.count(NOT_READY),
+    )
+
+
+@dataclass(frozen=True)
+class _Conditions:
+    """Builds conditions that keep their transition time while their status holds."""
+
+    previous: Mapping[str, Mapping[str, Any]]
+    generation: int
+    now: str
+
+    def make(
+        self, kind: str, status: models.ConditionStatus, reason: str, message: str
+    ) -> models.Condition:
+        before = self.previous.get(kind, {})
+        changed = before.get("status") != status
+        return models.Condition(
+            type=kind,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=self.now
+            if changed
+            else before.get("lastTransitionTime", self.now),
+            observed_generation=self.generation,
+        )
+
+
+def _describe(dest: models.DestinationStatus, set_id: int | None) -> str:
+    return f"set {set_id} {dest.uri} ({dest.origin})"
+
+
+def _events(
+    before: Mapping[str, str],
+    after: Sequence[models.DestinationStatus],
+    set_id: int | None,
+    replicas: int,
+) -> list[Event]:
+    events = []
+    for dest in after:
+        old = before.get(dest.uri, UNKNOWN)
+        new = dest.state
+        if old == new:
+            continue
+        where = f"{_describe(dest, set_id)}: {old} -> {new} on {dest.seen_by}/{replicas} replicas"
+        why = f" ({dest.reason})" if dest.reason else ""
+        if new in DOWN and old not in DOWN:
+            events.append(Event("Warning", "DestinationDown", where + why))
+        elif new in UP and old in DOWN | {"DX", "DR"}:
+            events.append(Event("Normal", "DestinationUp", where + why))
+        elif new == "DR":
+            events.append(Event("Normal", "DestinationDraining", where + why))
+    remaining = {d.uri for d in after}
+    for uri, old in before.items():
+        if uri not in remaining and old != NOT_READY:
+            events.append(
+                Event("Normal", "DestinationRemoved", f"set {set_id} {uri} left the table")
+            )
+    return events
+
+
+def set_status(
+    rendering: SetRendering,
+    generation: int,
+    replicas: Sequence[ReplicaView],
+    previous: Mapping[str, Any] | None,
+    now: float,
+) -> StatusResult:
+    """The status of one DispatcherSet and the events its change is worth."""
+    previous = previous or {}
+    stamp = iso(now)
+    set_id = rendering.set_id
+    destinations = (
+        [
+            _aggregate(set_id, d.uri, d.origin, replicas)
+            for d in sorted(rendering.destinations, key=lambda d: (d.origin != "static", d.uri))
+        ]
+        if set_id is not None
+        else []
+    )
+    destinations = [d.model_copy(update={"reason": _explained(d, rendering)}) for d in destinations]
+    destinations += [
+        models.DestinationStatus(
+            uri=e.uri, origin=e.origin, state=NOT_READY, reason="endpoint not ready"
+        )
+        for e in rendering.not_ready
+    ]
+    counts = _counts(destinations)
+    old_conditions = {c.get("type", ""): c for c in previous.get("conditions") or []}
+
+    condition = _Conditions(old_conditions, generation, stamp).make
+
+    issues = "; ".join(str(i) for i in rendering.issues)
+    if issues:
+        fallback = (
+            f"the table keeps serving generation {rendering.served_generation}"
+            if set_id is not None
+            else "the set is not in the table"
+        )
+        invalid = condition("Invalid", "True", "InvalidSpec", f"{issues} ({fallback})")
+    else:
+        invalid = condition("Invalid", "False", "Valid", "the spec is in the table")
+    if set_id is None:
+        ready = condition("Ready", "False", "NotInTable", "the spec is invalid: " + issues)
+    elif not replicas:
+        ready = condition("Ready", "Unknown", "NoReports", "no proxy replica has reported yet")
+    elif counts.up:
+        ready = condition(
+            "Ready",
+            "True",
+            "DestinationsUp",
+            f"{counts.up} of {counts.total} destinations up on {len(replicas)} replicas",
+        )
+    else:
+        ready = condition("Ready", "False", "NoDestinationsUp", "no destination is up")
+    problems = []
+    if counts.down:
+        problems.append(("DestinationsDown", f"{counts.down} destinations down"))
+    split = [d.uri for d in destinations if d.state != NOT_READY and 0 < d.seen_by < len(replicas)]
+    if split:
+        problems.append(("ReplicasDisagree", "replicas disagree about " + ", ".join(split)))
+    if rendering.warnings:
+        problems.append(("Warnings", "; ".join(rendering.warnings)))
+    if problems:
+        degraded = condition(
+            "Degraded", "True", problems[0][0], "; ".join(text for _, text in problems)
+        )
+    else:
+        degraded = condition("Degraded", "False", "AsExpected", "no destination is down")
+    status = models.DispatcherSetStatus(
+        observed_generation=generation,
+        algorithm=rendering.algorithm,
+        up_total=f"{counts.up}/{counts.total}",
+        replicas=len(replicas),
+        counts=counts,
+        conditions=[ready, degraded, invalid],
+        destinations=destinations,
+    )
+    before = {d.get("uri", ""): d.get("state", UNKNOWN) for d in previous.get("destinations") or []}
+    events = _events(before, destinations, set_id, len(replicas))
+    was_invalid = old_conditions.get("Invalid", {})
+    if issues and (
+        was_invalid.get("status") != "True" or was_invalid.get("observedGeneration") != generation
+    ):
+        events.append(Event("Warning", "InvalidSpec", invalid.message))
+    return StatusResult(models.dump(status), events)
