@@ -19,6 +19,7 @@ rendering, with the current endpoints, and the issues name the field.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -268,10 +269,10 @@ def _static_set(spec: models.DispatcherSetSpec) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": spec.set_id,
         "algorithm": spec.algorithm or _tableconfig.DEFAULT_ALGORITHM,
-        "destinations": [_dump(d) for d in spec.destinations],
     }
     if spec.hash_key is not None:
         data["hashKey"] = spec.hash_key
+    data["destinations"] = [_dump(d) for d in spec.destinations]
     return data
 
 
@@ -365,7 +366,17 @@ def discover(
                     # The same address in two slices (a slice being replaced): the better wins.
                     if seen is None or _PREFERENCE[condition] < _PREFERENCE[seen.condition]:
                         found[uri] = Endpoint(uri, origin, condition, index)
-    return sorted(found.values(), key=lambda e: e.uri), warnings
+    return sorted(found.values(), key=lambda e: _order(e.uri)), warnings
+
+
+def _order(uri: str) -> tuple[int, int | str, int]:
+    """Endpoints in address order (10.0.0.9 before 10.0.0.10), names after addresses."""
+    parsed = _uris.parse_sip_uri(uri)
+    try:
+        address = ipaddress.ip_address(parsed.host)
+    except ValueError:
+        return (2, parsed.host, parsed.port)
+    return (address.version - 4, int(address), parsed.port)
 
 
 def _key(uri: str) -> str:
@@ -436,7 +447,7 @@ def _render_set(
                 uri, memory.origin, memory.priority, memory.weight, True, gone_since=since
             )
         )
-    dynamic.sort(key=lambda d: d.uri)
+    dynamic.sort(key=lambda d: _order(d.uri))
     for dest in dynamic:
         entry: dict[str, Any] = {"uri": dest.uri}
         if dest.priority:
