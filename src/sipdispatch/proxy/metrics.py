@@ -147,16 +147,26 @@ class ProxyMetrics:
             ["set", "uri", "event"],
             registry=registry,
         )
+        self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         registry.register(_TableCollector(table, in_flight))
 
     def failover(self, set_id: int, uri: str) -> None:
         self.failovers.labels(str(set_id), uri).inc()
 
     def probe(self, set_id: int, result: health.Result) -> None:
-        label = str(set_id)
-        self.probes.labels(label, result.outcome.value).inc()
+        # Thousands of probes a second: the labelled children are looked up once.
+        key = (set_id, result.outcome)
+        children = self._probe_children.get(key)
+        if children is None:
+            label = str(set_id)
+            children = (
+                self.probes.labels(label, result.outcome.value),
+                self.probe_latency.labels(label),
+            )
+            self._probe_children[key] = children
+        children[0].inc()
         if result.rtt is not None:
-            self.probe_latency.labels(label).observe(result.rtt)
+            children[1].observe(result.rtt)
 
     def health_event(self, set_id: int, uri: str, event: health.Event) -> None:
         name = "up" if isinstance(event, health.DestinationUp) else "down"
