@@ -1,0 +1,322 @@
+"""The operator and the proxy in Kubernetes mode as real processes against the test control
+plane, authenticated as the chart's own ServiceAccounts (so the chart's RBAC is what runs).
+
+- ``install_crds(kubectl)``: ``kubectl apply -f crds/`` and wait until established.
+- ``install_chart(cluster, namespace)``: the chart's ServiceAccounts and RBAC, rendered by the
+  built ``helm template`` (the operator watching ``namespace`` only), applied; returns a token
+  kubeconfig for each ServiceAccount.
+- ``OperatorProcess`` / ``KubeProxy``: ``sipdispatch-operator`` and ``sipdispatch-proxy
+  --kubernetes-table``, stopped by PID.
+- ``host_address()``: gateways cannot listen on 127.0.0.x here, because the API server refuses
+  loopback addresses in EndpointSlices ("may not be in the loopback range"); they listen on
+  this host's own non-loopback address instead (traffic still never leaves the host).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubecluster import KubeCluster
+from sipphelpers import HarnessError, ManagedProcess, free_port, sip_options_ping
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "sipdispatch"
+CRDS = REPO / "crds"
+TABLE = "sipdispatch-table"
+
+
+def _command(script: str, module: str) -> list[str]:
+    found = shutil.which(script, path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", module]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; return that, or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def host_address() -> str:
+    """A non-loopback IPv4 address of this host."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # routing only: no packet is sent
+            address = str(probe.getsockname()[0])
+        except OSError:
+            address = "127.0.0.1"
+    if not address.startswith("127."):
+        return address
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            return fields[fields.index("inet") + 1].split("/")[0]
+    raise HarnessError("no non-loopback IPv4 address on this host for EndpointSlice gateways")
+
+
+def install_crds(kubectl: Callable[..., str]) -> None:
+    kubectl("apply", "-f", str(CRDS))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/dispatchersets.sipdispatch.io",
+        "crd/dispatcherreports.sipdispatch.io",
+        "--timeout=60s",
+    )
+
+
+@dataclass(frozen=True)
+class Identities:
+    operator: Path
+    proxy: Path
+
+
+def render_chart(
+    cluster: KubeCluster, namespace: str, *values: str, release: str = "sipdispatch"
+) -> str:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    for value in values:
+        args += ["--set", value]
+    return cluster.helm(*args)
+
+
+def install_chart(cluster: KubeCluster, namespace: str, workdir: Path) -> Identities:
+    rendered = render_chart(cluster, namespace, f"operator.watchNamespaces={{{namespace}}}")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Identities(
+        operator=cluster.serviceaccount_kubeconfig(
+            "sipdispatch-operator", namespace, workdir / "operator.kubeconfig", create=False
+        ),
+        proxy=cluster.serviceaccount_kubeconfig(
+            "sipdispatch-proxy", namespace, workdir / "proxy.kubeconfig", create=False
+        ),
+    )
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except OSError:
+        return 0, b""
+
+
+class OperatorProcess:
+    """``sipdispatch-operator --standalone --namespace NS`` as the operator's ServiceAccount."""
+
+    def __init__(self, workdir: Path, kubeconfig: Path, namespace: str) -> None:
+        self.health_port = free_port()
+        argv = [
+            *_command("sipdispatch-operator", "sipdispatch.operator"),
+            "--standalone",
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--watch-timeout",
+            "10",
+            "--status-interval",
+            "0.5",
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--log-format",
+            "plain",
+        ]
+        self.process = ManagedProcess("operator", argv, workdir)
+
+    def start(self, timeout: float = 30.0) -> OperatorProcess:
+        self.process.spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise HarnessError(f"operator exited: {self.process.output_tail(40)}")
+            if _get(f"http://127.0.0.1:{self.health_port}/healthz")[0] == 200:
+                return self
+            time.sleep(0.1)
+        raise HarnessError(f"operator not alive after {timeout}s: {self.process.output_tail(40)}")
+
+    def log(self) -> str:
+        return self.process.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+class KubeProxy:
+    """``sipdispatch-proxy --kubernetes-table NS/sipdispatch-table`` as the proxy's
+    ServiceAccount, on 127.0.0.1 with UDP and TCP listeners on one free port."""
+
+    def __init__(
+        self, workdir: Path, kubeconfig: Path, namespace: str, *, replica: str = "proxy-0"
+    ) -> None:
+        self.ip = "127.0.0.1"
+        self.port = free_port(self.ip)
+        self.control_port = free_port(self.ip)
+        self.replica = replica
+        argv = [
+            *_command("sipdispatch-proxy", "sipdispatch.proxy"),
+            "--kubernetes-table",
+            f"{namespace}/{TABLE}",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--replica",
+            replica,
+            "--report-interval",
+            "0.5",
+            "--report-heartbeat",
+            "10",
+            "--listen",
+            f"udp:{self.ip}:{self.port}",
+            "--listen",
+            f"tcp:{self.ip}:{self.port}",
+            "--control",
+            f"{self.ip}:{self.control_port}",
+        ]
+        self.process = ManagedProcess(replica, argv, workdir)
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def start(self, ready_timeout: float = 30.0) -> KubeProxy:
+        """Start; return once it answers OPTIONS (it listens only once it has a table)."""
+        self.process.spawn()
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if not self.process.running():
+                raise HarnessError(f"proxy exited: {self.process.output_tail(40)}")
+            if sip_options_ping(self.ip, self.port, timeout=0.3) == 200:
+                return self
+            time.sleep(0.1)
+        raise HarnessError(f"proxy did not answer OPTIONS: {self.process.output_tail(40)}")
+
+    def destinations(self) -> dict[str, str]:
+        """URI -> two-letter state of every destination the proxy serves now."""
+        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        if status != 200:
+            return {}
+        sets = json.loads(body)["sets"]
+        return {d["uri"]: d["state"] for s in sets for d in s["destinations"]}
+
+    def sets(self) -> list[int]:
+        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        return [s["id"] for s in json.loads(body)["sets"]] if status == 200 else []
+
+    def log(self) -> str:
+        return self.process.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+# ------------------------------------------------------------------------------ objects
+
+
+def endpoint_slice(
+    name: str,
+    service: str,
+    addresses: list[str],
+    port: int,
+    *,
+    ready: bool = True,
+    serving: bool | None = None,
+    terminating: bool | None = None,
+    pod: str | None = None,
+) -> dict[str, Any]:
+    """An EndpointSlice of ``service`` (no controller writes them here: tests do)."""
+    conditions: dict[str, bool] = {"ready": ready}
+    if serving is not None:
+        conditions["serving"] = serving
+    if terminating is not None:
+        conditions["terminating"] = terminating
+    endpoints = []
+    for address in addresses:
+        endpoint: dict[str, Any] = {"addresses": [address], "conditions": dict(conditions)}
+        if pod is not None:
+            endpoint["targetRef"] = {"kind": "Pod", "name": pod}
+        endpoints.append(endpoint)
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "sip", "port": port, "protocol": "UDP"}],
+        "endpoints": endpoints,
+    }
+
+
+def service(name: str) -> dict[str, Any]:
+    """A selector-less Service: its EndpointSlices are made by hand, as for external gateways."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "sip", "port": 5060, "protocol": "UDP"}]},
+    }
+
+
+def dispatcherset(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "sipdispatch.io/v1alpha1",
+        "kind": "DispatcherSet",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def apply(kubectl: Callable[..., str], namespace: str, *objects: dict[str, Any]) -> None:
+    docs = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(docs))
+
+
+def get(kubectl: Callable[..., str], namespace: str, kind: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
+    return found
+
+
+def status_of(kubectl: Callable[..., str], namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = get(kubectl, namespace, "dispatcherset", name).get("status") or {}
+    return found
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def destination_states(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {d["uri"]: d for d in status.get("destinations") or []}
+
+
+def events(kubectl: Callable[..., str], namespace: str, reason: str) -> list[dict[str, Any]]:
+    found = json.loads(
+        kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"reason={reason}", "-o", "json"
+        )
+    )
+    items: list[dict[str, Any]] = found["items"]
+    return items
