@@ -158,3 +158,39 @@ def test_a_gateway_answering_503_loses_no_call(
     assert report.per_gateway == {"bad": 0, "good": calls}
     assert refused >= FAILURES  # it was tried, and marked after the threshold
     assert failovers == refused
+
+
+def test_failed_calls_alone_mark_a_dead_gateway_tx_then_ip(
+    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+) -> None:
+    """Probing mode ``inactive`` (Kamailio's 2) probes only inactive destinations: a gateway
+    that dies is noticed by the calls that time out on it (passive marking), shown TX (trying,
+    not probed), then IP once the threshold is reached, when probing starts."""
+    gw1 = sipp_lab.gateway("gw1")
+    gw2 = sipp_lab.gateway("gw2")
+    args = [*PROBING, "--probe-mode", "inactive", "--answer-timeout", "1"]
+    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2], extra_args=args).start()
+    proxies.append(proxy)
+    assert proxy.destination(gw1.uri)["state"] == "AX"  # active, not probed in this mode
+    calls = 20 * 6
+    caller = sipp_lab.caller(
+        proxy.hostport, rate=20, calls=calls, call_ms=200, recv_timeout_ms=3000
+    )
+    caller.start()
+    time.sleep(1.5)
+    killed_at = time.time()
+    gw1.kill()
+    result = caller.wait(timeout=60)
+
+    final = proxy.destination(gw1.uri)
+    changes = [line for line in proxy.log().splitlines() if f"destination {gw1.uri}:" in line]
+    print("\n" + "\n".join(changes))
+    assert final["state"] == "IP"
+    assert f"{FAILURES} consecutive failures (call timed out)" in final["reason"]
+    assert "AX -> TX (traffic: call timed out)" in changes[0]
+    assert "TX -> IP (traffic:" in changes[1]
+    assert changes[1].endswith("DOWN")
+    sent = invite_times(caller)
+    failed_new = {cid for cid, at in sent.items() if at >= killed_at} - caller.completed_call_ids()
+    assert not failed_new
+    assert result.created == calls
