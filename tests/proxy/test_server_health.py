@@ -15,10 +15,10 @@ from prometheus_client import generate_latest
 from test_prober import Peer
 
 from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.config import ProbingSpec
+from sipdispatch.proxy.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed, DialogEnded
-from sipdispatch.proxy.server import ProxyOptions, ProxyServer
-from sipdispatch.proxy.tables import FileTableSource
+from sipdispatch.proxy.server import ProxyOptions, ProxyServer, _core_settings
+from sipdispatch.proxy.tables import FileTableSource, LoadedTable
 
 PROBING = ProbingSpec.model_validate(
     {"interval": 0.1, "timeout": 0.08, "failureThreshold": 2, "successThreshold": 2}
@@ -200,3 +200,22 @@ async def test_the_command_lines_probing_is_used_for_a_dispatcher_list(
     assert (settings.interval, settings.timeout, settings.from_uri) == (0.2, 0.1, "sip:lb@test")
     assert run.server.health_policy().mode is health.ProbingMode.INACTIVE
     assert run.record("sip:127.0.0.2:5060").code == "AX"  # not probed while active
+
+
+@pytest.mark.parametrize(
+    ("failover", "expected"),
+    [
+        ({}, {408, *range(500, 600)}),  # the default: 408 and 5xx
+        ({"codes": ["502", "504"]}, {408, 502, 504}),
+        ({"codes": ["5xx"], "onTimeout": False}, set(range(500, 600))),
+        ({"codes": ["480", "5xx"]}, {408, 480, *range(500, 600)}),
+    ],
+)
+def test_failover_codes_from_a_config(failover: dict[str, object], expected: set[int]) -> None:
+    config = ProxyConfig.model_validate({"failover": failover})
+    loaded = LoadedTable(config.to_table_config(), config)
+    options = ProxyOptions(
+        source=FileTableSource(Path("x"), kamailio_format=True, algorithm=4, default_set=None)
+    )
+    settings = _core_settings(loaded, {"udp": ("127.0.0.1", 5060)}, ("127.0.0.1", 5060), options)
+    assert settings.failover_codes == frozenset(expected)

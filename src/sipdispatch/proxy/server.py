@@ -383,6 +383,10 @@ class ProxyServer:
                 raise TableError(f"listen: transport {listener.transport} is not supported yet")
         count = sum(len(s.targets) for s in table.sets.values())
         log.info(
+            "hot path %s",
+            "compiled with mypyc" if _compiled() else "in pure Python (see hack/build-native)",
+        )
+        log.info(
             "sipdispatch proxy listening on %s, advertising %s:%d, %d sets, %d destinations",
             ", ".join(str(listener) for listener in self.listeners),
             *advertise,
@@ -464,6 +468,13 @@ class ProxyServer:
             await self._tcp.close()
 
 
+def _compiled() -> bool:
+    """Whether the sans-I/O core was built as a C extension (setup.py, SIPDISPATCH_MYPYC)."""
+    from sipdispatch.proxy import core  # noqa: PLC0415 - only to read where it was loaded from
+
+    return not (core.__file__ or "").endswith(".py")
+
+
 def _core_settings(
     loaded: LoadedTable, local: dict[str, Address], advertise: Address, options: ProxyOptions
 ) -> CoreSettings:
@@ -476,11 +487,10 @@ def _core_settings(
     if loaded.config is None:
         return settings
     spec = loaded.config.failover
-    return dataclasses.replace(
-        settings,
-        failover_codes=frozenset(code for code in range(300, 700) if spec.triggers(code)),
-        max_attempts=spec.max_attempts,
-    )
+    codes = frozenset(code for code in range(300, 700) if spec.triggers(code))
+    if spec.on_timeout:
+        codes |= {408}  # a 408 reply is a timeout further down: it fails over like one
+    return dataclasses.replace(settings, failover_codes=codes, max_attempts=spec.max_attempts)
 
 
 async def run(options: ProxyOptions) -> None:
