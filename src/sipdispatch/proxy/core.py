@@ -86,11 +86,11 @@ class Proxy:
             return []
         try:
             message = codec.parse(data, datagram=transport == "udp")
-        except codec.MessageError as exc:
-            self._reject(exc.partial, exc, source, transport)
+        except codec.MessageError as partial_error:
+            self._reject(partial_error.partial, partial_error, source, transport)
             return self._out
-        except RemoteProtocolError as exc:
-            self._note_rejected(None, exc, source)
+        except RemoteProtocolError as error:  # (distinct names: mypyc types each one)
+            self._note_rejected(None, error, source)
             return []
         if isinstance(message, Request):
             self._on_request(message, source, transport, now)

@@ -432,6 +432,7 @@ class ProxyServer:
         policy = self.health_policy()
         table = DestinationTable.build(loaded.table, self.engine.table, now, policy=policy)
         self.engine.swap_table(table)
+        self._refresh_failover(loaded)
         if self.prober is not None:
             self.prober.poke()
         count = sum(len(s.targets) for s in table.sets.values())
@@ -441,6 +442,21 @@ class ProxyServer:
             len(table.sets),
             count,
         )
+
+    def _refresh_failover(self, loaded: LoadedTable) -> None:
+        """A config's failover section applies from the next request on, like its sets."""
+        assert self.engine is not None
+        core = self.engine.core
+        current = core.settings
+        wanted = _core_settings(loaded, current.local, current.advertise, self.options)
+        if (wanted.failover_codes, wanted.max_attempts) != (
+            current.failover_codes,
+            current.max_attempts,
+        ):
+            core.settings = dataclasses.replace(
+                current, failover_codes=wanted.failover_codes, max_attempts=wanted.max_attempts
+            )
+            log.info("failover: now up to %d attempts", wanted.max_attempts)
 
     async def _watch(self) -> None:
         async for change in self.options.source.changes():
