@@ -219,3 +219,28 @@ def test_failover_codes_from_a_config(failover: dict[str, object], expected: set
     )
     settings = _core_settings(loaded, {"udp": ("127.0.0.1", 5060)}, ("127.0.0.1", 5060), options)
     assert settings.failover_codes == frozenset(expected)
+
+
+async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    text = (
+        "sets: [{{id: 1, destinations: [{{uri: 'sip:127.0.0.2:5060'}}]}}]\n"
+        "failover: {{codes: [{codes}], maxAttempts: {attempts}}}\n"
+    )
+    path.write_text(text.format(codes="'502'", attempts=2))
+    source = FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None)
+    server = ProxyServer(
+        ProxyOptions(source=source, listen=[f"udp:127.0.0.1:{free_udp_port()}"], control=None)
+    )
+    await server.start()
+    try:
+        assert server.engine is not None
+        assert server.engine.core.settings.failover_codes == {408, 502}
+        assert server.engine.core.settings.max_attempts == 2
+        path.write_text(text.format(codes="'5xx', '480'", attempts=4))
+        await server.reload()
+        assert server.engine.core.settings.failover_codes == {408, 480, *range(500, 600)}
+        assert server.engine.core.settings.max_attempts == 4
+        assert server.traffic.marks(480)  # passive marking follows the same codes
+    finally:
+        await server.close()
