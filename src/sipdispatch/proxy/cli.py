@@ -138,6 +138,10 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         for flag, name in _PROBING_FLAGS.items()
         if getattr(args, flag) is not None
     }
+    if given and getattr(args, "config", None) is not None:
+        logging.getLogger(__name__).warning(
+            "probing flags are ignored: the --config file's probing section applies"
+        )
     if "reply_codes" in given:
         given["reply_codes"] = [c.strip() for c in given["reply_codes"].split(",") if c.strip()]
     try:
