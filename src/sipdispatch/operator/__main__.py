@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf logs in from the same file
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=_LOG_FORMATS[args.log_format])
     try:
         client = KubeClient.from_environment(args.kubeconfig)
@@ -84,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     memo = handlers.Options(
         controller=Controller(Api(client), status_interval=args.status_interval),
         watch_timeout=args.watch_timeout,
+        kubeconfig=args.kubeconfig,
+        namespaced=bool(args.namespace),
     )
     kopf.run(
         standalone=args.standalone,

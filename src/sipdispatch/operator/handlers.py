@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -19,7 +20,7 @@ import kopf
 from sipdispatch.operator import k8s, models
 from sipdispatch.operator.controller import Controller, Indexes
 from sipdispatch.operator.render import SERVICE_NAME_LABEL
-from sipdispatch.proxy.kube import PROXY_LABEL
+from sipdispatch.proxy.kube import PROXY_LABEL, load_config
 
 __all__ = ["Options"]
 
@@ -31,6 +32,9 @@ class Options(kopf.Memo):
 
     controller: Controller
     watch_timeout: float | None
+    kubeconfig: Path | None
+    #: watching listed namespaces only: no cluster-wide scans (the namespaced RBAC has none)
+    namespaced: bool
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,10 +118,33 @@ def table_event(
     _bound(memo, kwargs).touch(namespace or "", labels[PROXY_LABEL])
 
 
+@kopf.on.login()
+def login(memo: Options, **_: Any) -> kopf.ConnectionInfo:
+    """kopf uses the credentials the operator's own client uses (read again on every login:
+    a ServiceAccount token file rotates)."""
+    config = load_config(memo.kubeconfig)
+    token = config.token
+    if config.token_file is not None:
+        token = config.token_file.read_text().strip()
+    return kopf.ConnectionInfo(
+        server=config.server,
+        ca_data=config.ca_data,
+        insecure=config.insecure,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_data=config.cert_pem,
+        private_key_data=config.key_pem,
+        default_namespace=config.namespace,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Options, **_: Any) -> None:
     if memo.watch_timeout is not None:
         settings.watching.server_timeout = round(memo.watch_timeout)
+    # Watching listed namespaces, kopf need not scan namespaces and CRDs cluster-wide (which
+    # a namespaced Role cannot allow): the CRDs must then be installed before it starts.
+    settings.scanning.disabled = memo.namespaced
     settings.posting.level = 30  # logging.WARNING: only problems become kopf's own Events
     memo.controller.start()
 

@@ -1,0 +1,278 @@
+"""EndpointSlices drive running proxies: the operator and a Kubernetes-mode proxy as local
+processes with the chart's ServiceAccounts, a real API server, real sipp gateways and calls.
+
+A selector-less Service ``asterisk`` gets one hand-made EndpointSlice per sipp gateway (all on
+this host's address, each on its own port: a slice has one port list). What is shown:
+
+* both gateways AP in the DispatcherSet status, with the latency the proxy's probes measure;
+* an endpoint marked terminating turns DR (proxy and status): no new call reaches it while
+  the BYE of a call it answered before still does;
+* a third endpoint added while calls flow gets calls within a second (measured and printed);
+* a stopped gateway turns IP within the probing thresholds, and a DestinationDown Event says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeproc import (
+    KubeProxy,
+    OperatorProcess,
+    apply,
+    condition,
+    destination_states,
+    dispatcherset,
+    endpoint_slice,
+    events,
+    host_address,
+    install_chart,
+    install_crds,
+    service,
+    status_of,
+    wait_for,
+)
+
+from kubecluster import KubeCluster
+from sipphelpers import RoutingReport, SippGateway, SippLab, routing_report
+
+pytestmark = [pytest.mark.k8s, pytest.mark.sipp]
+
+PROBING = {
+    "interval": 1,
+    "timeout": 0.5,
+    "jitter": 0.1,
+    "failureThreshold": 2,
+    "successThreshold": 1,
+}
+SET = {
+    "setId": 1,
+    "algorithm": "round-robin",
+    "gateways": [{"service": "asterisk", "port": "sip"}],
+    "probing": PROBING,
+    "drainGraceSeconds": 5,
+}
+
+
+@dataclass
+class Stack:
+    namespace: str
+    kubectl: Callable[..., str]
+    lab: SippLab
+    operator: OperatorProcess
+    proxy_config: Path
+    workdir: Path
+    host: str
+    proxies: list[KubeProxy]
+    api: Any  # kubernetes.client.ApiClient (admin): quicker than kubectl for timed changes
+
+    def slice_for(self, gateway: SippGateway, **conditions: Any) -> dict[str, Any]:
+        return endpoint_slice(
+            f"asterisk-{gateway.name}",
+            "asterisk",
+            [self.host],
+            gateway.port,
+            pod=gateway.name,
+            **conditions,
+        )
+
+    def start_proxy(self) -> KubeProxy:
+        proxy = KubeProxy(self.workdir, self.proxy_config, self.namespace)
+        self.proxies.append(proxy)
+        return proxy.start()
+
+    def status(self) -> dict[str, Any]:
+        return status_of(self.kubectl, self.namespace, "asterisk")
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return destination_states(self.status())
+
+    def logs(self) -> str:
+        parts = [f"--- operator\n{self.operator.log()[-4000:]}"]
+        parts += [f"--- {p.replica}\n{p.log()[-4000:]}" for p in self.proxies]
+        return "\n".join(parts)
+
+
+@pytest.fixture
+def stack(
+    *,
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    kubectl: Callable[..., str],
+    kube_api: Callable[..., Any],
+    sipp_lab: SippLab,
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    install_crds(kubectl)
+    workdir = tmp_path / "kube"
+    identities = install_chart(kube_cluster, kube_namespace, workdir)
+    operator = OperatorProcess(workdir, identities.operator, kube_namespace).start()
+    found = Stack(
+        kube_namespace,
+        kubectl,
+        sipp_lab,
+        operator,
+        identities.proxy,
+        workdir,
+        host_address(),
+        [],
+        kube_api(),
+    )
+    try:
+        yield found
+    finally:
+        for proxy in found.proxies:
+            proxy.stop()
+        operator.stop()
+    for text in (operator.log(), *(p.log() for p in found.proxies)):
+        assert "Forbidden" not in text, found.logs()
+        assert " 403" not in text, found.logs()
+
+
+def answered_where(report: RoutingReport, call_ids: set[str]) -> dict[str, int]:
+    """Which gateway answered how many of ``call_ids``."""
+    return dict(Counter(report.answered_by[c] for c in call_ids if c in report.answered_by))
+
+
+def wait_both_up_with_latency(stack: Stack, gateways: list[SippGateway]) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        states = stack.states()
+        up = [states.get(gw.uri, {}) for gw in gateways]
+        if all(d.get("state") == "AP" and d.get("latencyMs") is not None for d in up):
+            return states
+        return None
+
+    return wait_for("every gateway AP with a latency in the status", ready, 20)  # type: ignore[no-any-return]
+
+
+def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
+    gw1, gw2, gw3 = (stack.lab.gateway(name, ip=stack.host) for name in ("gw1", "gw2", "gw3"))
+    apply(
+        stack.kubectl,
+        stack.namespace,
+        service("asterisk"),
+        stack.slice_for(gw1),
+        stack.slice_for(gw2),
+        dispatcherset("asterisk", SET),
+    )
+    proxy = stack.start_proxy()
+
+    # Both active, with the latency the proxy measured, and origins naming the pods.
+    states = wait_both_up_with_latency(stack, [gw1, gw2])
+    status = stack.status()
+    print("status:", {uri: (d["state"], d["latencyMs"], d["origin"]) for uri, d in states.items()})
+    assert states[gw1.uri]["origin"] == "pod/gw1"
+    assert (status["replicas"], status["upTotal"]) == (1, "2/2")
+    assert condition(status, "Ready")["status"] == "True"
+    assert set(proxy.destinations()) == {gw1.uri, gw2.uri}
+
+    # A call in progress on one gateway; that gateway's endpoint starts terminating.
+    long = stack.lab.caller(proxy.hostport, name="long", rate=1, calls=1, call_ms=6000).start()
+
+    def answering() -> SippGateway | None:
+        return next((gw for gw in (gw1, gw2) if any(c.answered for c in gw.calls().values())), None)
+
+    draining = wait_for("the long call to be answered", answering, 10)
+    other = gw2 if draining is gw1 else gw1
+    apply(
+        stack.kubectl,
+        stack.namespace,
+        stack.slice_for(draining, ready=False, serving=True, terminating=True),
+    )
+    wait_for("the proxy to drain it", lambda: proxy.destinations().get(draining.uri) == "DR", 5)
+    wait_for(
+        "DR in the status", lambda: stack.states().get(draining.uri, {}).get("state") == "DR", 10
+    )
+    assert stack.states()[draining.uri]["reason"] == "endpoint terminating"
+
+    short = stack.lab.caller(proxy.hostport, name="short", rate=20, calls=20, call_ms=100)
+    result = short.run()
+    report = routing_report([gw1, gw2], short.call_ids())
+    assert result.successful == 20, result.summary()
+    assert answered_where(report, short.call_ids()) == {other.name: 20}, report
+    assert report.bye_missing == [long.call_ids().pop()]  # the long call is not over yet
+
+    long_result = long.wait()
+    assert long_result.successful == 1, long_result.summary()
+    long_report = routing_report([gw1, gw2], long.call_ids())
+    assert answered_where(long_report, long.call_ids()) == {draining.name: 1}
+    assert not long_report.problems(), long_report  # its BYE reached the draining gateway
+
+    # A third endpoint while calls flow: how long until calls reach it.
+    steady = stack.lab.caller(proxy.hostport, name="steady", rate=50, calls=250, call_ms=100)
+    steady.start()
+    time.sleep(1.0)
+    from kubernetes import client  # noqa: PLC0415 (only these tests pay for the import)
+
+    added_at = time.time()
+    client.DiscoveryV1Api(stack.api).create_namespaced_endpoint_slice(
+        stack.namespace, stack.slice_for(gw3)
+    )
+    wait_for("the proxy to serve gw3", lambda: gw3.uri in proxy.destinations(), 5, 0.01)
+    in_table = time.time() - added_at
+    steady_result = steady.wait()
+    invites = [m.time for m in gw3.messages() if m.direction == "R" and m.method == "INVITE"]
+    assert invites, "no call reached the third gateway"
+    first_call = min(invites) - added_at
+    print(
+        f"endpoint added -> in the proxy's table after {in_table * 1000:.0f} ms, "
+        f"first call at the new gateway after {first_call * 1000:.0f} ms"
+    )
+    assert first_call < 1.0, stack.logs()
+    assert steady_result.failed == 0, steady_result.summary()
+    steady_report = routing_report([gw1, gw2, gw3], steady.call_ids())
+    where = answered_where(steady_report, steady.call_ids())
+    assert draining.name not in where
+    assert sum(where.values()) == 250
+    assert not steady_report.problems()
+    wait_for("gw3 in the status", lambda: stack.states().get(gw3.uri, {}).get("state") == "AP", 10)
+
+
+def test_a_stopped_gateway_turns_inactive_with_an_event(stack: Stack) -> None:
+    gw1, gw2 = (stack.lab.gateway(name, ip=stack.host) for name in ("gw1", "gw2"))
+    apply(
+        stack.kubectl,
+        stack.namespace,
+        service("asterisk"),
+        stack.slice_for(gw1),
+        stack.slice_for(gw2),
+        dispatcherset("asterisk", SET),
+    )
+    stack.start_proxy()
+    wait_both_up_with_latency(stack, [gw1, gw2])
+
+    stopped_at = time.monotonic()
+    gw2.stop()
+    # Two failed probes (1 s apart, +10 % jitter, 0.5 s timeout), then a report (coalesced
+    # over 0.5 s) and a status write (at most every 0.5 s).
+    bound = (
+        PROBING["failureThreshold"] * PROBING["interval"] * (1 + PROBING["jitter"])
+        + PROBING["timeout"]
+        + 2.0
+    )
+    wait_for(
+        "IP in the status",
+        lambda: stack.states().get(gw2.uri, {}).get("state") == "IP",
+        bound,
+        0.05,
+    )
+    elapsed = time.monotonic() - stopped_at
+    print(f"gateway stopped -> IP in the status after {elapsed:.2f} s (bound {bound:.1f} s)")
+    status = stack.status()
+    assert condition(status, "Ready")["status"] == "True"  # gw1 still takes calls
+    assert condition(status, "Degraded")["reason"] == "DestinationsDown"
+    assert status["upTotal"] == "1/2"
+    down = wait_for(
+        "a DestinationDown event",
+        lambda: events(stack.kubectl, stack.namespace, "DestinationDown"),
+        5,
+    )
+    assert down[0]["type"] == "Warning"
+    assert down[0]["involvedObject"]["name"] == "asterisk"
+    assert gw2.uri in down[0]["message"]
+    assert "-> IP on 1/1 replicas" in down[0]["message"]
