@@ -84,6 +84,7 @@ def test_set_state_dx_keeps_calls_off_a_gateway_that_still_answers_options(
         assert listing.returncode == 0, listing.stderr
         row = next(line for line in listing.stdout.splitlines() if gw1.uri in line)
         assert row.split()[2] == "DX", listing.stdout
+        enabling_at = time.time()  # DX holds at least until set-state ap is run
         enabled = proxy.ctl("set-state", "ap", "1", gw1.uri)
         enabled_at = time.time()
         assert enabled.returncode == 0, enabled.stderr
@@ -91,10 +92,10 @@ def test_set_state_dx_keeps_calls_off_a_gateway_that_still_answers_options(
     assert watch.states(disabled_at + 0.05)[:2] == ["DX", "AP"], watch.states(disabled_at)
 
     margin = 0.05  # an INVITE already on its way when set-state returned
-    during = received(gw1, "INVITE", disabled_at + margin, enabled_at)
+    during = received(gw1, "INVITE", disabled_at + margin, enabling_at)
     before = received(gw1, "INVITE", 0.0, disabled_at)
     after = received(gw1, "INVITE", enabled_at + margin, time.time())
-    probes_during = received(gw1, "OPTIONS", disabled_at + 0.6, enabled_at)
+    probes_during = received(gw1, "OPTIONS", disabled_at + 0.6, enabling_at)
     report = routing_report([gw1, gw2], caller.call_ids())
     print(
         f"\nset-state dx: gw1 got {before} INVITEs before, {during} while DX, {after} after "
