@@ -320,3 +320,47 @@ def events(kubectl: Callable[..., str], namespace: str, reason: str) -> list[dic
     )
     items: list[dict[str, Any]] = found["items"]
     return items
+
+
+# ------------------------------------------------------------------------------ a stack
+
+
+@dataclass
+class KubeStack:
+    """The chart's identities, the operator running in ``namespace``, and proxies started on
+    demand; ``close()`` stops them and says whether any was refused by RBAC."""
+
+    namespace: str
+    kubectl: Callable[..., str]
+    operator: OperatorProcess
+    proxy_config: Path
+    workdir: Path
+    proxies: list[KubeProxy]
+
+    @classmethod
+    def start(cls, cluster: KubeCluster, namespace: str, workdir: Path) -> KubeStack:
+        install_crds(cluster.kubectl)
+        identities = install_chart(cluster, namespace, workdir)
+        operator = OperatorProcess(workdir, identities.operator, namespace).start()
+        return cls(namespace, cluster.kubectl, operator, identities.proxy, workdir, [])
+
+    def start_proxy(self, replica: str = "proxy-0") -> KubeProxy:
+        proxy = KubeProxy(self.workdir, self.proxy_config, self.namespace, replica=replica)
+        self.proxies.append(proxy)
+        return proxy.start()
+
+    def status(self, name: str) -> dict[str, Any]:
+        return status_of(self.kubectl, self.namespace, name)
+
+    def logs(self) -> str:
+        parts = [f"--- operator\n{self.operator.log()[-4000:]}"]
+        parts += [f"--- {p.replica}\n{p.log()[-4000:]}" for p in self.proxies]
+        return "\n".join(parts)
+
+    def close(self) -> list[str]:
+        """Stop everything; the processes whose logs show a request refused by RBAC."""
+        for proxy in self.proxies:
+            proxy.stop()
+        self.operator.stop()
+        named = [("operator", self.operator.log())] + [(p.replica, p.log()) for p in self.proxies]
+        return [name for name, text in named if "Forbidden" in text or " 403" in text]

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kubeproc import (
     KubeProxy,
-    OperatorProcess,
+    KubeStack,
     apply,
     condition,
     destination_states,
@@ -31,10 +31,7 @@ from kubeproc import (
     endpoint_slice,
     events,
     host_address,
-    install_chart,
-    install_crds,
     service,
-    status_of,
     wait_for,
 )
 
@@ -61,15 +58,18 @@ SET = {
 
 @dataclass
 class Stack:
-    namespace: str
-    kubectl: Callable[..., str]
+    kube: KubeStack
     lab: SippLab
-    operator: OperatorProcess
-    proxy_config: Path
-    workdir: Path
     host: str
-    proxies: list[KubeProxy]
     api: Any  # kubernetes.client.ApiClient (admin): quicker than kubectl for timed changes
+
+    @property
+    def namespace(self) -> str:
+        return self.kube.namespace
+
+    @property
+    def kubectl(self) -> Callable[..., str]:
+        return self.kube.kubectl
 
     def slice_for(self, gateway: SippGateway, **conditions: Any) -> dict[str, Any]:
         return endpoint_slice(
@@ -82,20 +82,16 @@ class Stack:
         )
 
     def start_proxy(self) -> KubeProxy:
-        proxy = KubeProxy(self.workdir, self.proxy_config, self.namespace)
-        self.proxies.append(proxy)
-        return proxy.start()
+        return self.kube.start_proxy()
 
     def status(self) -> dict[str, Any]:
-        return status_of(self.kubectl, self.namespace, "asterisk")
+        return self.kube.status("asterisk")
 
     def states(self) -> dict[str, dict[str, Any]]:
         return destination_states(self.status())
 
     def logs(self) -> str:
-        parts = [f"--- operator\n{self.operator.log()[-4000:]}"]
-        parts += [f"--- {p.replica}\n{p.log()[-4000:]}" for p in self.proxies]
-        return "\n".join(parts)
+        return self.kube.logs()
 
 
 @pytest.fixture
@@ -103,35 +99,16 @@ def stack(
     *,
     kube_cluster: KubeCluster,
     kube_namespace: str,
-    kubectl: Callable[..., str],
     kube_api: Callable[..., Any],
     sipp_lab: SippLab,
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    install_crds(kubectl)
-    workdir = tmp_path / "kube"
-    identities = install_chart(kube_cluster, kube_namespace, workdir)
-    operator = OperatorProcess(workdir, identities.operator, kube_namespace).start()
-    found = Stack(
-        kube_namespace,
-        kubectl,
-        sipp_lab,
-        operator,
-        identities.proxy,
-        workdir,
-        host_address(),
-        [],
-        kube_api(),
-    )
+    kube = KubeStack.start(kube_cluster, kube_namespace, tmp_path / "kube")
     try:
-        yield found
+        yield Stack(kube, sipp_lab, host_address(), kube_api())
     finally:
-        for proxy in found.proxies:
-            proxy.stop()
-        operator.stop()
-    for text in (operator.log(), *(p.log() for p in found.proxies)):
-        assert "Forbidden" not in text, found.logs()
-        assert " 403" not in text, found.logs()
+        refused = kube.close()
+    assert not refused, kube.logs()
 
 
 def answered_where(report: RoutingReport, call_ids: set[str]) -> dict[str, int]:

@@ -86,6 +86,8 @@ def test_the_algorithm_rule_knows_every_algorithm() -> None:
         "sip:a b",
         "sip:gw_1",
         "sip:10.0.0.5:",
+        "SIP:10.0.0.5:5060",
+        "Sips:gw.example.com",
     ],
 )
 def test_the_uri_rule_agrees_with_the_proxy_parser(uri: str) -> None:

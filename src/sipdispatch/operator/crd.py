@@ -67,7 +67,7 @@ FIELD_DOCS: Mapping[tuple[str, str], str] = {
 }
 
 _SIP_URI_RE = (
-    r"^sips?:([^@;?\s]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"^(?i:sips?):([^@;?\s]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
     r"(:[0-9]{1,5})?(;[^?\s]*)?(\?\S*)?$"
 )
 
