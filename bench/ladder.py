@@ -1,0 +1,339 @@
+"""Load steps and the calls-per-second ladder.
+
+A *step* is one sipp caller placing ``rate`` calls/s for ``duration`` seconds through a rig
+(INVITE, 100, 180, 200, ACK, ``call_ms`` pause, BYE, 200).  Around it we read the CPU time
+of every balancer process, of the gateways and of the caller, and the busy time of the whole
+machine (``/proc/stat``: other people's processes included), so a failed step says what ran
+out: the balancer's core, the caller, or the machine.
+
+A step *passes* when fewer than 0.1 % of the calls failed, every call was placed, and the
+caller placed them at (nearly) the asked rate.  The ladder raises the rate by a factor while
+steps pass, then bisects between the last pass and the first failure.  The rigs take turns,
+one step each (sipdispatch, Kamailio, sipdispatch, ...), so slow drifts of the machine's load
+hit both alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rigs import SIPP_BUFFER, Rig, machine_busy, udp_drops
+
+from sipphelpers import SippLab, percentile
+
+__all__ = ["LadderSpec", "StepResult", "run_ladders", "run_step"]
+
+FAILED_LIMIT = 0.001  # < 0.1 % failed calls
+RATE_KEPT = 0.95  # the caller must place calls at >= 95 % of the asked rate
+
+
+@dataclass
+class StepResult:
+    balancer: str
+    label: str
+    rate: float
+    duration_s: float
+    calls: int
+    created: int = 0
+    successful: int = 0
+    failed: int = 0
+    retransmissions: int = 0
+    returncode: int = 0
+    achieved_rate: float = 0.0
+    elapsed_s: float = 0.0
+    balancer_cpu_s: float = 0.0
+    busiest_process_cpu_s: float = 0.0  # the one process of the balancer that worked most
+    gateways_cpu_s: float = 0.0
+    caller_cpu_s: float = 0.0
+    machine_busy_cores: float = 0.0  # average over the window, every process on the machine
+    # datagrams dropped because a receive buffer was full, by whose socket
+    drops: dict[str, int] = field(default_factory=dict)
+    window_s: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)  # from the caller's message log
+    passed: bool = False
+    reason: str = ""
+    limit: str = ""
+
+    @property
+    def failed_fraction(self) -> float:
+        return self.failed / max(1, self.created) if self.created else 1.0
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        """Balancer CPU milliseconds per call = CPU seconds per 1,000 calls."""
+        return self.balancer_cpu_s / max(1, self.created) * 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["failed_fraction"] = self.failed_fraction
+        out["cpu_s_per_1000_calls"] = self.cpu_ms_per_call
+        return out
+
+
+def _creation_rate(stat_rows: list[dict[str, str]], calls: int) -> float:
+    """Calls/s the caller really placed: ``calls`` over the time from its start until the
+    last call was created, interpolated between sipp's one-second statistics rows."""
+
+    def epoch(row: dict[str, str], key: str) -> float:
+        return float(row.get(key, "0").split("\t")[-1] or 0)
+
+    if not stat_rows:
+        return 0.0
+    start = epoch(stat_rows[0], "StartTime")
+    prev_t, prev_n = start, 0
+    for row in stat_rows:
+        t = epoch(row, "CurrentTime")
+        n = int(row.get("TotalCallCreated", "0") or 0)
+        if n >= calls:
+            done = t if n == prev_n else prev_t + (calls - prev_n) / (n - prev_n) * (t - prev_t)
+            return calls / max(1e-6, done - start)
+        prev_t, prev_n = t, n
+    return 0.0
+
+
+def _stat_rows(path: Any) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", errors="replace") as f:
+            rows = list(csv.reader(f, delimiter=";"))
+    except OSError:
+        return []
+    if len(rows) < 2:
+        return []
+    header = rows[0]
+    return [dict(zip(header, r, strict=False)) for r in rows[1:] if len(r) >= len(header) - 1]
+
+
+def latency_figures(caller: Any) -> dict[str, float]:
+    """p50/p90/p99/max (ms) of INVITE->100 and INVITE->200 from a caller's message log."""
+    out: dict[str, float] = {}
+    for name, delays in (("trying", caller.trying_delays()), ("answer", caller.answer_delays())):
+        values = list(delays.values())
+        out[f"{name}_n"] = len(values)
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_ms"] = percentile(values, q) * 1000
+        out[f"{name}_max_ms"] = max(values) * 1000 if values else float("nan")
+    return out
+
+
+def run_step(
+    lab: SippLab,
+    rig: Rig,
+    rate: float,
+    duration_s: float,
+    *,
+    call_ms: int = 100,
+    trace: bool = False,
+    recv_timeout_ms: int = 5000,
+) -> StepResult:
+    """One caller run at ``rate`` through ``rig``, with the CPU of everyone around it."""
+    calls = max(1, round(rate * duration_s))
+    step = StepResult(rig.kind, rig.label, rate, duration_s, calls)
+    caller = lab.caller(
+        rig.hostport,
+        rate=rate,
+        calls=calls,
+        call_ms=call_ms,
+        trace_messages=trace,
+        recv_timeout_ms=recv_timeout_ms,
+        timeout_s=duration_s * 2 + call_ms / 1000 + recv_timeout_ms / 1000 + 20,
+        extra_args=SIPP_BUFFER,
+    )
+    drops0 = udp_drops()
+    cpu0 = rig.cpu()
+    gw0 = rig.gateways_cpu()
+    busy0, total0 = machine_busy()
+    t0 = time.monotonic()
+    result = caller.run()
+    window = time.monotonic() - t0
+    busy1, total1 = machine_busy()
+    cpu1 = rig.cpu()
+    gw1 = rig.gateways_cpu()
+    drops1 = udp_drops()
+
+    def dropped(addresses: list[tuple[str, int]]) -> int:
+        return sum(drops1.get(a, 0) - drops0.get(a, 0) for a in addresses)
+
+    host, _, port = rig.hostport.rpartition(":")
+    step.drops = {
+        "balancer": dropped([(host, int(port))]),
+        "gateways": dropped([(gw.ip, gw.port) for gw in rig.gateways]),
+        "caller": dropped([(caller.local_ip, caller.port)]),
+        "all": sum(drops1.values()) - sum(drops0.get(k, 0) for k in drops1),
+    }
+    per_pid = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1}
+    step.created = result.created
+    step.successful = result.successful
+    step.failed = result.failed + max(0, calls - result.created)  # never placed: failed too
+    step.retransmissions = result.retransmissions
+    step.returncode = result.returncode
+    step.elapsed_s = result.elapsed_s
+    step.failures = dict(result.failures)
+    step.achieved_rate = _creation_rate(_stat_rows(caller.stat_path), calls)
+    step.balancer_cpu_s = sum(per_pid.values())
+    step.busiest_process_cpu_s = max(per_pid.values(), default=0.0)
+    step.gateways_cpu_s = gw1 - gw0
+    step.caller_cpu_s = result.cpu_s or 0.0
+    step.window_s = window
+    step.machine_busy_cores = (busy1 - busy0) / max(1.0, total1 - total0) * (os.cpu_count() or 1)
+    if trace:
+        step.latency = latency_figures(caller)
+    _judge(step, result.stats)
+    return step
+
+
+def _judge(step: StepResult, stats: dict[str, str]) -> None:
+    reasons = []
+    if step.created < step.calls:
+        reasons.append(f"only {step.created} of {step.calls} calls placed")
+    if step.failed_fraction >= FAILED_LIMIT:
+        reasons.append(f"{step.failed} failed calls ({step.failed_fraction:.2%})")
+    if step.achieved_rate < RATE_KEPT * step.rate:
+        reasons.append(f"caller placed {step.achieved_rate:.0f} calls/s of {step.rate:.0f}")
+    if step.returncode not in (0, 1):
+        reasons.append(f"sipp exited with {step.returncode}")
+    step.passed = not reasons
+    step.reason = "; ".join(reasons)
+    # what ran out (for failed steps; for passing ones it says what is closest to its end)
+    span = max(1e-6, step.window_s)
+    busiest = step.busiest_process_cpu_s / span
+    caller = step.caller_cpu_s / span
+    machine = step.machine_busy_cores
+    if step.drops.get("balancer", 0) > 0:
+        step.limit = (
+            f"the balancer's socket dropped {step.drops['balancer']} datagrams "
+            f"(receive buffer full; busiest process at {busiest:.0%} of a core)"
+        )
+    elif busiest >= 0.85:
+        step.limit = f"balancer: its busiest process used {busiest:.0%} of a core"
+    elif caller >= 0.85:
+        step.limit = f"sipp caller used {caller:.0%} of a core"
+    elif machine >= 0.92 * (os.cpu_count() or 1):
+        step.limit = (
+            f"machine: {machine:.2f} of {os.cpu_count()} cores busy (sipp + balancer + other load)"
+        )
+    elif step.drops.get("gateways", 0) or step.drops.get("caller", 0):
+        step.limit = (
+            f"sipp's sockets dropped datagrams (gateways {step.drops['gateways']}, caller "
+            f"{step.drops['caller']}): the load generator, not the balancer"
+        )
+    else:
+        step.limit = (
+            f"no single resource saturated on average (balancer {busiest:.0%}, "
+            f"caller {caller:.0%}, machine {machine:.2f} cores): bursts, queues or drops"
+        )
+
+
+@dataclass
+class LadderSpec:
+    start_rate: float = 200.0
+    growth: float = 1.5
+    bisections: int = 2
+    step_s: float = 10.0
+    call_ms: int = 100
+    max_rate: float = 20000.0
+    granularity: float = 50.0  # rates are rounded to this
+    min_gap: float = 0.05  # stop bisecting when fail/pass are within 5 %
+
+
+@dataclass
+class _Climb:
+    rig: Rig
+    spec: LadderSpec
+    rate: float
+    steps: list[StepResult] = field(default_factory=list)
+    best: float = 0.0  # highest passing rate
+    first_fail: float | None = None
+    bisections_done: int = 0
+    done: bool = False
+
+    def _round(self, rate: float) -> float:
+        g = self.spec.granularity
+        return max(g, round(rate / g) * g)
+
+    def record(self, step: StepResult) -> None:
+        self.steps.append(step)
+        if step.passed:
+            self.best = max(self.best, step.rate)
+        else:
+            self.first_fail = (
+                step.rate if self.first_fail is None else min(self.first_fail, step.rate)
+            )
+        if self.first_fail is None:
+            nxt = self._round(step.rate * self.spec.growth)
+            if nxt > self.spec.max_rate:
+                self.done = True
+            self.rate = nxt
+            return
+        if self.best == 0.0:
+            # failed at the lowest rate tried: go down until something passes
+            nxt = self._round(step.rate / 2)
+            if nxt >= step.rate or step.rate <= self.spec.granularity:
+                self.done = True
+            self.rate = nxt
+            return
+        gap = (self.first_fail - self.best) / self.best
+        if self.bisections_done >= self.spec.bisections or gap <= self.spec.min_gap:
+            self.done = True
+            return
+        nxt = self._round((self.best + self.first_fail) / 2)
+        if nxt in (self.best, self.first_fail):
+            self.done = True
+            return
+        self.bisections_done += 1
+        self.rate = nxt
+
+
+def run_ladders(
+    lab: SippLab,
+    rigs: Sequence[Rig],
+    spec: LadderSpec,
+    *,
+    start_rates: Sequence[float] | None = None,
+    log: Any = print,
+    deadline: float | None = None,
+) -> dict[str, list[StepResult]]:
+    """Climb every rig's ladder, one step per rig in turn.  A rig is restarted (balancer and
+    gateways) after each failed step, so an overload never leaks into the next step.  Stops
+    early at ``deadline`` (time.monotonic()), keeping what was measured."""
+    climbs = [
+        _Climb(rig, spec, (start_rates[i] if start_rates else spec.start_rate))
+        for i, rig in enumerate(rigs)
+    ]
+    while any(not c.done for c in climbs):
+        for climb in climbs:
+            if climb.done:
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                log(f"  {climb.rig.label}: time budget spent, ladder stopped")
+                climb.done = True
+                continue
+            step = run_step(lab, climb.rig, climb.rate, spec.step_s, call_ms=spec.call_ms)
+            verdict = "pass" if step.passed else f"FAIL ({step.reason})"
+            log(
+                f"  {climb.rig.label:28s} {step.rate:7.0f} cps: {verdict}; "
+                f"cpu {step.cpu_ms_per_call:.3f} s/1000 calls, busiest proc "
+                f"{step.busiest_process_cpu_s / max(1e-6, step.window_s):.0%}, machine "
+                f"{step.machine_busy_cores:.2f} cores, retrans {step.retransmissions}, "
+                f"drops {step.drops}"
+            )
+            climb.record(step)
+            if not step.passed:
+                climb.rig.restart()
+            else:
+                time.sleep(0.5)
+    return {c.rig.label: c.steps for c in climbs}
+
+
+def best_rate(steps: Sequence[StepResult]) -> float:
+    return max((s.rate for s in steps if s.passed), default=0.0)
+
+
+def first_failure(steps: Sequence[StepResult]) -> StepResult | None:
+    failed = [s for s in steps if not s.passed]
+    return min(failed, key=lambda s: s.rate) if failed else None

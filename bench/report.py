@@ -1,0 +1,907 @@
+"""The ratio table, ``docs/benchmarks.md`` and its plots, from a run's ``results.json``.
+
+``bench/run`` calls it at the end; to write the document again from saved results:
+
+    .venv/bin/python bench/report.py bench/results/<run>/results.json [--docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DOCS = REPO_ROOT / "docs"
+
+SD = "sipdispatch"
+KAM = "kamailio"
+LOADED = 0.5  # load average above which the machine was not quiet when the run started
+
+
+# --------------------------------------------------------------------------------------------
+# figures out of the results
+
+
+def _steps(results: dict[str, Any], section: str, kind: str) -> list[dict[str, Any]]:
+    for steps in results.get(section, {}).values():
+        if steps and steps[0]["balancer"] == kind:
+            return list(steps)
+    return []
+
+
+def _label(results: dict[str, Any], section: str, kind: str) -> str:
+    steps = _steps(results, section, kind)
+    return steps[0]["label"] if steps else kind
+
+
+def common_rate_steps(results: dict[str, Any]) -> tuple[float, dict[str, dict[str, Any]]]:
+    """The highest rate both balancers passed in the per-core ladder, and those steps."""
+    sd = {s["rate"]: s for s in _steps(results, "ladder_per_core", SD) if s["passed"]}
+    kam = {s["rate"]: s for s in _steps(results, "ladder_per_core", KAM) if s["passed"]}
+    common = sorted(set(sd) & set(kam))
+    if not common:
+        return 0.0, {}
+    rate = common[-1]
+    return rate, {SD: sd[rate], KAM: kam[rate]}
+
+
+def half_latency(results: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for entry in results.get("latency", {}).get(kind, []):
+        if entry.get("fraction") == 0.5:
+            return entry
+    return None
+
+
+def first_fail(results: dict[str, Any], section: str, kind: str) -> dict[str, Any] | None:
+    failed = [s for s in _steps(results, section, kind) if not s["passed"]]
+    return min(failed, key=lambda s: s["rate"]) if failed else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or (isinstance(a, float) and math.isnan(a)):
+        return None
+    if isinstance(b, float) and math.isnan(b):
+        return None
+    return a / b
+
+
+def _fmt(value: Any, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:,.{digits}f}"
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text}{unit}"
+
+
+def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
+    """[figure, sipdispatch, Kamailio, ratio, target, verdict] rows."""
+    rows: list[list[str]] = []
+    maxima = results.get("max_per_core", {})
+    sd_max, kam_max = maxima.get(SD), maxima.get(KAM)
+
+    def verdict_ge(ratio: float | None, bar: float, goal: float | None = None) -> str:
+        if ratio is None:
+            return "not measured"
+        if ratio >= (goal or bar):
+            return "met" + (" (goal)" if goal else "")
+        if ratio >= bar:
+            return f"first bar met; goal missed by {(goal or bar) / ratio - 1:.0%}"
+        return f"missed: {ratio:.2f}x of the {bar}x bar ({bar / ratio - 1:.0%} short)"
+
+    def verdict_le(ratio: float | None, bar: float) -> str:
+        if ratio is None:
+            return "not measured"
+        return "met" if ratio <= bar else f"missed by {ratio / bar - 1:.0%}"
+
+    r = _ratio(sd_max, kam_max)
+    rows.append(
+        [
+            "calls/s per core, < 0.1 % failed",
+            _fmt(sd_max, 0),
+            _fmt(kam_max, 0),
+            _fmt(r, 2, "x"),
+            ">= 0.5x (goal 1x)",
+            verdict_ge(r, 0.5, 1.0),
+        ]
+    )
+    py_steps = results.get("ladder_python_build", [])
+    if py_steps:
+        py_max = results.get("max_python_build")
+        r = _ratio(py_max, kam_max)
+        rows.append(
+            [
+                "  the same, pure Python build",
+                _fmt(py_max, 0),
+                _fmt(kam_max, 0),
+                _fmt(r, 2, "x"),
+                ">= 0.5x (goal 1x)",
+                verdict_ge(r, 0.5, 1.0),
+            ]
+        )
+    all_max = results.get("max_all_cores", {})
+    labels = results.get("all_cores_labels", {})
+    if all_max:
+        r = _ratio(all_max.get(SD), all_max.get(KAM))
+        rows.append(
+            [
+                f"calls/s all cores ({labels.get(SD, SD)} vs {labels.get(KAM, KAM)})",
+                _fmt(all_max.get(SD), 0),
+                _fmt(all_max.get(KAM), 0),
+                _fmt(r, 2, "x"),
+                "(scale by workers)",
+                "multi-worker not implemented" if r is not None else "not measured",
+            ]
+        )
+    rate, steps = common_rate_steps(results)
+    if steps:
+        a = steps[SD]["cpu_s_per_1000_calls"]
+        b = steps[KAM]["cpu_s_per_1000_calls"]
+        r = _ratio(a, b)
+        rows.append(
+            [
+                f"CPU s per 1,000 calls at {rate:,.0f} calls/s",
+                _fmt(a, 3),
+                _fmt(b, 3),
+                _fmt(r, 2, "x"),
+                "(lower is better)",
+                "" if r is None else ("cheaper" if r <= 1 else f"{r:.1f}x Kamailio's CPU"),
+            ]
+        )
+        py_at = next((st for st in py_steps if st["rate"] == rate and st["passed"]), None)
+        if py_at:
+            a = py_at["cpu_s_per_1000_calls"]
+            r = _ratio(a, b)
+            rows.append(
+                [
+                    "  the same, pure Python build",
+                    _fmt(a, 3),
+                    _fmt(b, 3),
+                    _fmt(r, 2, "x"),
+                    "(lower is better)",
+                    "" if r is None else ("cheaper" if r <= 1 else f"{r:.1f}x Kamailio's CPU"),
+                ]
+            )
+    sd_lat, kam_lat = half_latency(results, SD), half_latency(results, KAM)
+    for name, key in (("INVITE->100", "trying"), ("INVITE->200", "answer")):
+        for q in ("p50", "p99"):
+            a = sd_lat["latency"].get(f"{key}_{q}_ms") if sd_lat else None
+            b = kam_lat["latency"].get(f"{key}_{q}_ms") if kam_lat else None
+            r = _ratio(a, b)
+            rows.append(
+                [
+                    f"{name} {q} at half capacity (ms)",
+                    _fmt(a, 2),
+                    _fmt(b, 2),
+                    _fmt(r, 2, "x"),
+                    "<= 2x" if q == "p99" else "",
+                    verdict_le(r, 2.0) if q == "p99" else "",
+                ]
+            )
+    same = results.get("latency_same_rate", {})
+    if same.get(SD) and same.get(KAM):
+        rate = same[SD]["rate"]
+        for name, key in (("INVITE->100", "trying"), ("INVITE->200", "answer")):
+            a = same[SD]["latency"].get(f"{key}_p99_ms")
+            b = same[KAM]["latency"].get(f"{key}_p99_ms")
+            r = _ratio(a, b)
+            rows.append(
+                [
+                    f"{name} p99 at the same {rate:,.0f} calls/s (ms)",
+                    _fmt(a, 2),
+                    _fmt(b, 2),
+                    _fmt(r, 2, "x"),
+                    "<= 2x",
+                    verdict_le(r, 2.0),
+                ]
+            )
+    fo = results.get("failover", {})
+    if fo:
+        s, k = fo.get(SD, {}), fo.get(KAM, {})
+        rows.append(
+            [
+                "gateway killed at 50 calls/s: failed calls",
+                _fmt(s.get("failed")),
+                _fmt(k.get("failed")),
+                _fmt(_ratio(s.get("failed"), k.get("failed")), 2, "x"),
+                "<= Kamailio",
+                ""
+                if not k
+                else ("met" if s.get("failed", 1e9) <= k.get("failed", -1) else "missed"),
+            ]
+        )
+        rows.append(
+            [
+                "  of them new INVITEs (not cut off)",
+                _fmt(s.get("failed_new")),
+                _fmt(k.get("failed_new")),
+                "",
+                "0",
+                "met" if s.get("failed_new") == 0 else f"missed ({s.get('failed_new')})",
+            ]
+        )
+        rows.append(
+            [
+                "  time to detect (s)",
+                _fmt(s.get("detect_s"), 2),
+                _fmt(k.get("detect_s"), 2),
+                _fmt(_ratio(s.get("detect_s"), k.get("detect_s")), 2, "x"),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "  time to recover (s)",
+                _fmt(s.get("recover_s"), 2) if s.get("recover_s") is not None else "never",
+                _fmt(k.get("recover_s"), 2) if k.get("recover_s") is not None else "never",
+                _fmt(_ratio(s.get("recover_s"), k.get("recover_s")), 2, "x"),
+                "",
+                "",
+            ]
+        )
+    mem = results.get("memory_after_ladder", {})
+    if mem:
+        a, b = mem.get(SD, {}).get("pss_mib"), mem.get(KAM, {}).get("pss_mib")
+        rows.append(
+            [
+                "memory after the ladder, PSS (MiB)",
+                _fmt(a, 1),
+                _fmt(b, 1),
+                _fmt(_ratio(a, b), 2, "x"),
+                "",
+                "",
+            ]
+        )
+    dlg = results.get("memory_dialogs", {})
+    if dlg:
+        a = dlg.get(SD, {}).get("pss_per_10k_mib")
+        b = dlg.get(KAM, {}).get("pss_per_10k_mib")
+        rows.append(
+            [
+                "PSS added by 10,000 calls in progress (MiB)",
+                _fmt(a, 1),
+                _fmt(b, 1),
+                _fmt(_ratio(a, b), 2, "x"),
+                "flat",
+                "",
+            ]
+        )
+    return rows
+
+
+def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    prop = results.get("propagation", {})
+    rows.append(
+        ["endpoint change -> every replica (p99)", prop.get("status", "not measured yet"), "< 1 s"]
+    )
+    for p in results.get("probing", []):
+        rows.append(  # noqa: PERF401
+            [
+                f"probing {p['destinations']:,} destinations every {p['interval_s']:g} s",
+                f"{p['core_share']:.1%} of a core ({p['us_per_probe']:.0f} µs per probe), "
+                f"{p['up']} up",
+                "10,000 every 5 s on one core" if p["destinations"] == 10000 else "",
+            ]
+        )
+    for row in results.get("remap", []):
+        if row["n"] in (4, 16):
+            rows.append(  # noqa: PERF401
+                [
+                    f"keys remapped adding 1 destination to {row['n']}",
+                    f"{row['rendezvous']:.3f} (hash % n: {row['modulo']:.3f}, ideal "
+                    f"{row['ideal']:.3f})",
+                    f"<= 1.2/N = {row['bound']:.3f}: "
+                    + ("met" if row["rendezvous"] <= row["bound"] else "missed"),
+                ]
+            )
+    return rows
+
+
+def ratio_table_text(results: dict[str, Any]) -> str:
+    head = ["figure", "sipdispatch", "Kamailio", "sd/kam", "target", "verdict"]
+    rows = [head, *ratio_rows(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    extra = sd_only_rows(results)
+    if extra:
+        lines.append("")
+        lines.append("sipdispatch only:")
+        lines.extend(f"  {r[0]}: {r[1]}" + (f"  [target {r[2]}]" if r[2] else "") for r in extra)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def plots(results: dict[str, Any], img_dir: Path, prefix: str = "bench-") -> list[Path]:  # noqa: PLR0915
+    try:
+        import matplotlib  # noqa: PLC0415 - optional: no plots without it
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        print("report: matplotlib not installed, no plots", file=sys.stderr)
+        return []
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    colors = {SD: "tab:blue", KAM: "tab:red"}
+
+    # calls/s vs failed calls
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for section, style in (("ladder_per_core", "-o"), ("ladder_all_cores", "--s")):
+        for kind in (SD, KAM):
+            steps = sorted(_steps(results, section, kind), key=lambda s: s["rate"])
+            if not steps:
+                continue
+            xs = [s["rate"] for s in steps]
+            ys = [max(s["failed_fraction"] * 100, 1e-3) for s in steps]
+            suffix = ", all cores" if section == "ladder_all_cores" else ", per core"
+            ax.plot(xs, ys, style, color=colors[kind], label=steps[0]["label"] + suffix, ms=4)
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+    ax.text(ax.get_xlim()[0], 0.12, " 0.1 % limit", color="grey", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered calls/s")
+    ax.set_ylabel("failed calls, % (0 shown as 0.001)")
+    ax.set_title("Calls per second vs failed calls")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = img_dir / f"{prefix}cps-failures.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # latency vs rate
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0), sharey=False)
+    for ax, key, title in (
+        (axes[0], "trying", "INVITE -> 100"),
+        (axes[1], "answer", "INVITE -> 200"),
+    ):
+        for kind in (SD, KAM):
+            entries = list(results.get("latency", {}).get(kind, []))
+            extra = results.get("latency_same_rate", {}).get(kind)
+            if extra and all(e["rate"] != extra["rate"] for e in entries):
+                entries.append(extra)
+            entries.sort(key=lambda e: e["rate"])
+            if not entries:
+                continue
+            xs = [e["rate"] for e in entries]
+            for q, style in (("p50", "-o"), ("p99", "--^")):
+                ys = [e["latency"].get(f"{key}_{q}_ms", float("nan")) for e in entries]
+                ax.plot(xs, ys, style, color=colors[kind], ms=4, label=f"{kind} {q}")
+        direct = results.get("latency_direct")
+        if direct and key == "answer":
+            ax.plot(
+                [direct["rate"]],
+                [direct["latency"]["answer_p99_ms"]],
+                "kx",
+                label="no balancer p99",
+            )
+        ax.set_xlabel("calls/s")
+        ax.set_ylabel("ms")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = img_dir / f"{prefix}latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    # CPU per 1000 calls vs rate
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    for kind in (SD, KAM):
+        steps = sorted(
+            (s for s in _steps(results, "ladder_per_core", kind) if s["passed"]),
+            key=lambda s: s["rate"],
+        )
+        if steps:
+            ax.plot(
+                [s["rate"] for s in steps],
+                [s["cpu_s_per_1000_calls"] for s in steps],
+                "-o",
+                color=colors[kind],
+                ms=4,
+                label=steps[0]["label"],
+            )
+    py = sorted(
+        (st for st in results.get("ladder_python_build", []) if st["passed"]),
+        key=lambda st: st["rate"],
+    )
+    if py:
+        ax.plot(
+            [st["rate"] for st in py],
+            [st["cpu_s_per_1000_calls"] for st in py],
+            "--o",
+            color="tab:cyan",
+            ms=4,
+            label=py[0]["label"],
+        )
+    ax.set_xlabel("calls/s (passing steps)")
+    ax.set_ylabel("balancer CPU seconds per 1,000 calls")
+    ax.set_title("CPU cost per call")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = img_dir / f"{prefix}cpu.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# the document
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    out.extend("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
+    return "\n".join(out)
+
+
+def _limit_text(results: dict[str, Any], section: str, kind: str) -> str:
+    fail = first_fail(results, section, kind)
+    steps = _steps(results, section, kind)
+    if not steps:
+        return "not measured"
+    if fail is None:
+        return "no step failed within the time budget: the maximum is higher than measured"
+    return f"first failure at {fail['rate']:,.0f} calls/s: {fail['reason']}; {fail['limit']}"
+
+
+def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> str:  # noqa: PLR0915
+    m = results.get("machine", {})
+    load = m.get("load_at_start", [0, 0, 0])
+    mode = results.get("mode", "full")
+    parts: list[str] = []
+    parts.append("# Benchmarks: sipdispatch vs Kamailio's dispatcher\n")
+    parts.append(
+        "Written by `bench/run` (`bench/report.py`) from the run of "
+        f"{m.get('date', '?')}; every figure below comes from that run. The targets in the "
+        "ratio table are the design's (section 5 of the design document).\n"
+    )
+    if mode != "full":
+        parts.append(
+            "> **This is a `--quick` run**: short steps, a coarse ladder. Use a full run for "
+            "figures to quote.\n"
+        )
+    if load and load[0] > LOADED:
+        parts.append(
+            f"> **Measured with other load on the machine.** The 1-minute load average was "
+            f"{load[0]:.2f} when the run started (other test suites were running on the same "
+            f"{m.get('nproc', '?')} cores), {results.get('load_at_end', ['?'])[0]} at the end. "
+            "Both balancers took turns step by step, so the load hit both, but absolute "
+            "figures are lower and noisier than on a quiet machine; ratios are the figures "
+            "to read.\n"
+        )
+    parts.append("## Machine and versions\n")
+    parts.append(
+        _table(
+            ["", ""],
+            [
+                ["CPU", f"{m.get('nproc')} x {m.get('cpu_model')}"],
+                ["RAM", f"{m.get('ram_gib')} GiB"],
+                ["OS, kernel", f"{m.get('os')}, {m.get('kernel')}"],
+                ["Python", f"{m.get('python')} with uvloop {m.get('uvloop')}"],
+                ["Kamailio", m.get("kamailio")],
+                ["sipp", m.get("sipp")],
+                [
+                    "sipdispatch",
+                    f"commit {m.get('sipdispatch_commit')}"
+                    + (" (with uncommitted changes in src/)" if m.get("sipdispatch_dirty") else ""),
+                ],
+                [
+                    "sipdispatch build measured",
+                    {
+                        "mypyc": "hot path compiled with mypyc (`hack/build-native`), the "
+                        "production build; the pure Python development install beside it",
+                        "pure Python": "pure Python (the development install)",
+                    }.get(results.get("sipdispatch_build", ""), results.get("sipdispatch_build")),
+                ],
+                ["load average at start", " / ".join(str(x) for x in load)],
+                ["run time", f"{results.get('total_seconds', '?')} s ({mode})"],
+            ],
+        )
+    )
+    parts.append("")
+    parts.append("## Command\n")
+    parts.append(
+        "```sh\n" + results.get("command", "bench/run") + "\n```\n\n"
+        "On a fresh Debian machine it installs what is missing (Kamailio and sipp from "
+        "Debian's packages, the project and matplotlib in `.venv`), then runs everything over "
+        "loopback: two sipp gateways on 127.0.0.2 and 127.0.0.3 per balancer, a sipp caller on "
+        "127.0.0.1, each balancer on 127.0.0.1. `bench/run --quick` is a 2-3 minute smoke run. "
+        "Raw results and every process's logs land in `bench/results/<timestamp>/`.\n"
+    )
+    s = results.get("settings", {})
+    parts.append("## What is compared\n")
+    parts.append(
+        "Both balancers: round robin over two gateways, record-routing, stateful for the "
+        "INVITE (Kamailio `t_relay`; sipdispatch's client transaction), failover to the next "
+        f"gateway on 5xx or when a gateway sends nothing for {s.get('answer_timeout_s')} s "
+        "(Kamailio `fr_timer`, `t_on_failure` + `ds_next_dst`; sipdispatch `--answer-timeout`), "
+        f"OPTIONS probes to every gateway every {s.get('probe_interval_s')} s, one failure marks "
+        "a gateway down and one success brings it back "
+        "(`ds_probing_threshold`/`ds_inactive_threshold` 1; `failureThreshold`/"
+        "`successThreshold` 1). Kamailio's config is `bench/kamailio/kamailio.cfg.tmpl`; "
+        "sipdispatch's YAML is written by `bench/rigs.py`.\n\n"
+        "The call: INVITE -> 100 -> 180 -> 200 -> ACK -> 100 ms -> BYE -> 200 "
+        "(`tests/sipp/scenarios/uac.xml`), over UDP. A ladder step places calls at a fixed "
+        f"rate for {results.get('ladder_spec', {}).get('step_s', '?')} s; it passes when fewer "
+        "than 0.1 % of the calls fail and the caller kept the rate (>= 95 %). The balancers "
+        "take turns, one step each. CPU is the balancer's whole process group (Kamailio: all "
+        "its processes) from /proc, before and after each step.\n\n"
+        '"Per core" is sipdispatch\'s single process against Kamailio with `children=1` (one '
+        'UDP worker; its timer, probing and TCP processes still run besides). "All cores": '
+        "Kamailio with `children=2`; sipdispatch has no multi-worker mode yet (SO_REUSEPORT "
+        "workers are planned), so it runs with its one worker again.\n"
+    )
+    parts.append("## Ratios\n")
+    parts.append(
+        _table(
+            ["figure", "sipdispatch", "Kamailio", "sipdispatch / Kamailio", "target", "verdict"],
+            ratio_rows(results),
+        )
+    )
+    parts.append("")
+    cc = results.get("core_calls", {}).get("us_per_call")
+    parts.append("## What limits each figure\n")
+    lines = []
+    for kind in (SD, KAM):
+        lines.append(  # noqa: PERF401
+            f"- **{_label(results, 'ladder_per_core', kind)}, per core**: "
+            + _limit_text(results, "ladder_per_core", kind)
+            + "."
+        )
+    for kind in (SD, KAM):
+        if _steps(results, "ladder_all_cores", kind):
+            lines.append(  # noqa: PERF401
+                f"- **{_label(results, 'ladder_all_cores', kind)}, all cores**: "
+                + _limit_text(results, "ladder_all_cores", kind)
+                + "."
+            )
+    py_steps = results.get("ladder_python_build", [])
+    if py_steps:
+        fail = min(
+            (st for st in py_steps if not st["passed"]), key=lambda st: st["rate"], default=None
+        )
+        lines.append(
+            f"- **{py_steps[0]['label']}, per core**: "
+            + (
+                f"first failure at {fail['rate']:,.0f} calls/s: {fail['reason']}; {fail['limit']}"
+                if fail
+                else "no step failed within the time budget"
+            )
+            + "."
+        )
+    buffers = results.get("receive_buffer", {})
+    if buffers.get(SD) and buffers.get(KAM):
+        lines.append(
+            f"- **Socket receive buffers**: sipdispatch's UDP socket has the kernel's default "
+            f"({buffers[SD]:,} bytes as the kernel reports it, `net.core.rmem_default`), "
+            f"Kamailio raises its own ({buffers[KAM]:,} bytes). A balancer that stops reading "
+            "for a few milliseconds (a garbage collection, a burst of timers, another process "
+            "on its core) loses datagrams once the buffer is full; the ladder tables show the "
+            "drops per socket. The sipp processes run with `-buff_size 4 MiB` so that drops "
+            "in the load generator are not blamed on a balancer."
+        )
+    rate, steps = common_rate_steps(results)
+    if steps:
+        sd_step = steps[SD]
+        sipp = sd_step["caller_cpu_s"] + sd_step["gateways_cpu_s"]
+        lines.append(
+            f"- **The machine**: at {rate:,.0f} calls/s the sipp caller and gateways used "
+            f"{sipp / max(1e-6, sd_step['window_s']):.2f} cores of {m.get('nproc')} "
+            f"({sipp / max(1, sd_step['created']) * 1000:.2f} CPU s per 1,000 calls), the "
+            "balancer what is left. Every figure here shares the cores with sipp."
+        )
+    ccn = results.get("core_calls_native", {}).get("us_per_call")
+    if cc:
+        native = (
+            f"; compiled with mypyc {ccn:.0f} µs ({1e6 / ccn:,.0f} calls/s per core)" if ccn else ""
+        )
+        lines.append(
+            f"- **sipdispatch's core alone** (`bench/core_calls.py`, no sockets, no event loop): "
+            f"pure Python {cc:.0f} µs of CPU per call ({1e6 / cc:,.0f} calls/s per core before "
+            f"any I/O){native}. The rest of the cost per call measured above is the event loop, "
+            "the datagram I/O (13 datagrams per call), the timers and the probing."
+        )
+    parts.append("\n".join(lines) + "\n")
+
+    parts.append("## Plots\n")
+    parts.append(f"![calls/s vs failed calls]({img_rel}/{prefix}cps-failures.png)\n")
+    parts.append(f"![latency vs calls/s]({img_rel}/{prefix}latency.png)\n")
+    parts.append(f"![CPU per 1,000 calls]({img_rel}/{prefix}cpu.png)\n")
+
+    parts.append("## Raw figures\n")
+    tables = [
+        (title, _steps(results, section, kind))
+        for section, title in (
+            ("ladder_per_core", "Ladder, per core"),
+            ("ladder_all_cores", "Ladder, all cores"),
+        )
+        for kind in (SD, KAM)
+    ]
+    tables.insert(2, ("Ladder, per core", results.get("ladder_python_build", [])))
+    for title, steps_ in tables:
+        if not steps_:
+            continue
+        parts.append(f"### {title}: {steps_[0]['label']}\n")
+        rows = []
+        for st in steps_:
+            win = max(1e-6, st["window_s"])
+            rows.append(
+                [
+                    f"{st['rate']:,.0f}",
+                    f"{st['achieved_rate']:,.0f}",
+                    "pass" if st["passed"] else "FAIL",
+                    f"{st['failed']} ({st['failed_fraction']:.2%})",
+                    st["retransmissions"],
+                    f"{st['cpu_s_per_1000_calls']:.3f}",
+                    f"{st['busiest_process_cpu_s'] / win:.0%}",
+                    f"{st['caller_cpu_s'] / win:.0%}",
+                    f"{st['gateways_cpu_s'] / win:.0%}",
+                    f"{st['machine_busy_cores']:.2f}",
+                    "{balancer} / {gateways} / {caller}".format(
+                        **{"balancer": 0, "gateways": 0, "caller": 0, **st.get("drops", {})}
+                    ),
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "offered cps",
+                    "placed cps",
+                    "",
+                    "failed",
+                    "retrans.",
+                    "CPU s / 1000 calls",
+                    "busiest balancer process",
+                    "sipp caller",
+                    "sipp gateways",
+                    "machine busy (cores)",
+                    "drops: balancer / gateways / caller",
+                ],
+                rows,
+            )
+        )
+        parts.append("")
+    lat = results.get("latency", {})
+    if lat:
+        parts.append("### Response times (from the caller's message log, µs timestamps)\n")
+        rows = []
+        for kind in (SD, KAM):
+            for e in lat.get(kind, []):
+                la = e["latency"]
+                rows.append(
+                    [
+                        e["label"],
+                        f"{e['rate']:,.0f} ({e['fraction']:.0%})",
+                        f"{la.get('trying_p50_ms', float('nan')):.2f} / "
+                        f"{la.get('trying_p90_ms', float('nan')):.2f} / "
+                        f"{la.get('trying_p99_ms', float('nan')):.2f}",
+                        f"{la.get('answer_p50_ms', float('nan')):.2f} / "
+                        f"{la.get('answer_p90_ms', float('nan')):.2f} / "
+                        f"{la.get('answer_p99_ms', float('nan')):.2f}",
+                        f"{e['failed']}",
+                    ]
+                )
+        direct = results.get("latency_direct")
+        if direct:
+            la = direct["latency"]
+            rows.append(
+                [
+                    "no balancer (caller -> gateway)",
+                    f"{direct['rate']:,.0f}",
+                    "-",
+                    f"{la['answer_p50_ms']:.2f} / {la['answer_p90_ms']:.2f} / "
+                    f"{la['answer_p99_ms']:.2f}",
+                    direct["failed"],
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "balancer",
+                    "calls/s (of its max)",
+                    "INVITE->100 p50 / p90 / p99 ms",
+                    "INVITE->200 p50 / p90 / p99 ms",
+                    "failed",
+                ],
+                rows,
+            )
+        )
+        parts.append("")
+    fo = results.get("failover", {})
+    if fo:
+        parts.append("### Gateway killed under load\n")
+        any_fo = next(iter(fo.values()))
+        parts.append(
+            f"{any_fo['rate']:.0f} calls/s of {any_fo['call_ms']} ms calls; gateway 2 gets "
+            f"SIGKILL {any_fo['kill_at_s']:.0f} s in and a new gateway process starts on the same "
+            f"address {any_fo['down_s']:.0f} s later. *Cut off*: calls the dead gateway had "
+            "accepted (their BYE has nowhere to go; no balancer saves them). *New calls "
+            "failed*: every other failed call. *Detect*: kill -> last new INVITE the balancer "
+            "still sent to the dead gateway. *Recover*: start of the new gateway process -> first "
+            "INVITE it gets.\n"
+        )
+        rows = []
+        for kind in (SD, KAM):
+            f = fo.get(kind)
+            if not f:
+                continue
+            rows.append(
+                [
+                    f["label"],
+                    f["created"],
+                    f["failed"],
+                    f["cut_off"],
+                    f["failed_new"],
+                    f["sent_to_dead"],
+                    f["late_answers"],
+                    _fmt(f["detect_s"], 2),
+                    "never" if f["recover_s"] is None else _fmt(f["recover_s"], 2),
+                    "; ".join(f.get("notes", [])),
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "balancer",
+                    "calls",
+                    "failed",
+                    "cut off",
+                    "new calls failed",
+                    "new INVITEs to the dead gateway",
+                    "answered after failover",
+                    "detect (s)",
+                    "recover (s)",
+                    "notes",
+                ],
+                rows,
+            )
+        )
+        parts.append("")
+    mem = results.get("memory_after_ladder", {})
+    dlg = results.get("memory_dialogs", {})
+    if mem or dlg:
+        parts.append("### Memory\n")
+        rows = []
+        for kind in (SD, KAM):
+            a = mem.get(kind)
+            d = dlg.get(kind)
+            if not a and not d:
+                continue
+            rows.append(
+                [
+                    kind,
+                    f"{a['rss_mib']:.1f} / {a['pss_mib']:.1f} ({a['processes']} processes)"
+                    if a
+                    else "-",
+                    f"{d['idle']['pss_mib']:.1f} -> {d['with_dialogs']['pss_mib']:.1f} "
+                    f"(RSS {d['idle']['rss_mib']:.1f} -> {d['with_dialogs']['rss_mib']:.1f}), "
+                    f"failed {d['failed']}"
+                    if d
+                    else "-",
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "balancer",
+                    "after the ladder: RSS / PSS MiB",
+                    "PSS MiB idle -> 10,000 calls in progress",
+                ],
+                rows,
+            )
+        )
+        parts.append(
+            "\nRSS sums every process of the group, so Kamailio's shared memory counts once per "
+            "process; PSS shares it out and is the figure to compare. Neither balancer keeps "
+            "dialog state (no `dialog` module in the Kamailio config), so calls in progress "
+            "cost only what their open transactions cost.\n"
+        )
+    parts.append("## sipdispatch only\n")
+    parts.append(_table(["figure", "measured", "target"], sd_only_rows(results)))
+    probing = results.get("probing", [])
+    base = results.get("probing_baseline")
+    if probing:
+        parts.append(
+            "\nProbing: a real `sipdispatch-proxy` with N extra destinations "
+            "(`sip:127.1.x.y:PORT`, all answered by one UDP responder, see `bench/extras.py`), "
+            "probes every 5 s spread over the interval; CPU of the proxy process over the "
+            "window, as a share of one core (the proxy's idle cost included)."
+        )
+        with_calls = [p for p in probing if p.get("calls")]
+        if with_calls and base:
+            bits = [
+                f"{p['destinations']:,} destinations: INVITE->200 p99 "
+                f"{p['calls']['answer_p99_ms']:.2f} ms, failed {p['calls']['failed']}"
+                for p in with_calls
+            ]
+            parts.append(
+                f" Calls at {with_calls[0]['calls']['rate']} calls/s during the window — "
+                + "; ".join(bits)
+                + f" — against {base['latency'].get('answer_p99_ms', float('nan')):.2f} ms "
+                "with two destinations probed."
+            )
+        parts.append("\n")
+    remap = results.get("remap", [])
+    if remap:
+        parts.append(
+            "\nConsistent hashing: share of keys whose first choice changes when one destination "
+            "is added to N (rendezvous hashing, every sipdispatch hash algorithm) against "
+            "`hash % n` (Kamailio's hash algorithms).\n"
+        )
+        parts.append(
+            _table(
+                ["N", "rendezvous", "ideal 1/(N+1)", "bound 1.2/N", "hash % n"],
+                [
+                    [
+                        r["n"],
+                        f"{r['rendezvous']:.3f}",
+                        f"{r['ideal']:.3f}",
+                        f"{r['bound']:.3f}",
+                        f"{r['modulo']:.3f}",
+                    ]
+                    for r in remap
+                ],
+            )
+        )
+        parts.append("")
+    phases = results.get("phase_seconds", {})
+    if phases:
+        parts.append("\n## Run time per phase\n")
+        parts.append(_table(["phase", "seconds"], [[k, v] for k, v in phases.items()]))
+        parts.append("")
+    errors = results.get("errors")
+    if errors:
+        parts.append("\n## Errors\n")
+        parts.append("\n".join(f"- {e}" for e in errors) + "\n")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write(results: dict[str, Any], out: Path, *, docs: bool) -> list[Path]:
+    """The report into ``out`` (always) and into docs/ (``docs``)."""
+    written = []
+    written += plots(results, out / "img")
+    page = out / "benchmarks.md"
+    page.write_text(markdown(results, "img"))
+    written.append(page)
+    if docs:
+        written += plots(results, DOCS / "img")
+        doc = DOCS / "benchmarks.md"
+        doc.write_text(markdown(results, "img"))
+        written.append(doc)
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md too")
+    args = parser.parse_args()
+    results = json.loads(args.results.read_text())
+    print(ratio_table_text(results))
+    for path in write(results, args.results.parent, docs=args.docs):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

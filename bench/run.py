@@ -1,0 +1,547 @@
+"""sipdispatch against Kamailio's dispatcher, on this machine, over loopback.
+
+Run it through ``bench/run`` (which installs what is missing); ``bench/run --help`` for the
+options.  Phases, each bounded in time:
+
+1. the calls-per-second ladder, per core: sipdispatch (one worker) and Kamailio
+   (``children=1``) take turns, one step each, up to the highest rate with < 0.1 % failed
+   calls; CPU seconds per 1,000 calls from the balancer's process group;
+2. response times (INVITE -> 100 and INVITE -> 200, p50/p90/p99) at 25/50/75 % of each
+   balancer's own maximum, and straight to a gateway (no balancer) as the floor;
+3. the ladder with all cores: Kamailio ``children=2``; sipdispatch has no multi-worker mode
+   yet, so it runs with one worker again;
+4. a gateway killed at 50 calls/s and started again: failed calls, time to detect and to
+   recover;
+5. memory: RSS and PSS after the runs, and per 10,000 concurrent calls (full run only);
+6. sipdispatch only: probing cost for 1,000 and 10,000 destinations, consistent-hash remap
+   fraction, endpoint-change propagation (``--with-cluster``, when it can be measured).
+
+Results go to ``OUT/results.json`` (``--out``, default ``bench/results/<timestamp>/``) with
+every process's logs; the ratio table is printed at the end, and a full run writes
+``docs/benchmarks.md`` and ``docs/img/bench-*.png`` (``bench/report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import extras  # noqa: E402
+import failover  # noqa: E402
+import report  # noqa: E402
+from ladder import LadderSpec, best_rate, latency_figures, run_ladders, run_step  # noqa: E402
+from rigs import (  # noqa: E402
+    REPO_ROOT,
+    SIPP_BUFFER,
+    KamailioRig,
+    Rig,
+    Settings,
+    SipdispatchBuild,
+    SipdispatchRig,
+    sipdispatch_builds,
+)
+
+from sipphelpers import SippLab, kamailio_binary, sipp_binary  # noqa: E402
+
+T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - T0:6.0f}s] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the machine
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    kam = kamailio_binary()
+    kam_version = _cmd([kam, "-v"]).splitlines()[0] if kam else "not installed"
+    sipp_version = _cmd([sipp_binary(), "-v"]) if shutil.which("sipp") else ""
+    sipp_match = re.search(r"SIPp v[\w.\-]+", sipp_version)
+    import uvloop  # noqa: PLC0415
+
+    load = os.getloadavg()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "uvloop": uvloop.__version__,
+        "kamailio": kam_version.replace("version: ", ""),
+        "sipp": sipp_match.group(0) if sipp_match else sipp_version[:60],
+        "sipdispatch_commit": _cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]),
+        "sipdispatch_dirty": bool(
+            _cmd(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "src"])
+        ),
+        "load_at_start": [round(x, 2) for x in load],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def core_calls_figure(calls: int, python: str = sys.executable) -> dict[str, Any]:
+    out = _cmd([python, str(BENCH_DIR / "core_calls.py"), "--calls", str(calls)])
+    m = re.search(r"([\d.]+) us of proxy CPU per call", out)
+    return {"us_per_call": float(m.group(1)) if m else None, "output": out}
+
+
+# --------------------------------------------------------------------------------------------
+# phases
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.quick = args.quick
+        self.out = out
+        self.settings = Settings()
+        self.lab = SippLab(out / "logs")
+        self.rigs: list[Rig] = []
+        self.results: dict[str, Any] = {
+            "mode": "quick" if self.quick else "full",
+            "command": "bench/run"
+            + (" --quick" if self.quick else "")
+            + (" --no-kamailio" if args.no_kamailio else "")
+            + (" --pure-python" if args.pure_python else ""),
+            "settings": self.settings.__dict__,
+        }
+        self.builds = sipdispatch_builds(
+            None if args.pure_python else os.environ.get("SIPDISPATCH_NATIVE_PROXY")
+        )
+        self.build: SipdispatchBuild = self.builds.get("native") or self.builds["python"]
+        self.results["sipdispatch_build"] = self.build.name
+        self.results["builds"] = {k: b.name for k, b in self.builds.items()}
+
+    def save(self) -> None:
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1, default=str))
+
+    def rig(self, rig: Rig) -> Rig:
+        self.rigs.append(rig)
+        return rig.start()
+
+    def close(self) -> None:
+        for rig in self.rigs:
+            try:
+                rig.stop()
+            except Exception as exc:  # keep stopping the others
+                log(f"stopping {rig.label}: {exc}")
+        leftovers = self.lab.close()
+        if leftovers:
+            log(f"stopped processes that were still running: {leftovers}")
+
+    # ---------------------------------------------------------------- 1. ladder per core
+
+    def ladder_per_core(self) -> None:
+        spec = (
+            LadderSpec(start_rate=300, growth=2.0, bisections=1, step_s=4)
+            if self.quick
+            else LadderSpec(start_rate=250, growth=1.5, bisections=2, step_s=10)
+        )
+        self.results["ladder_spec"] = spec.__dict__
+        sd = self.rig(
+            SipdispatchRig(self.lab, self.out / "logs", self.settings, "sd", build=self.build)
+        )
+        rigs: list[Rig] = [sd]
+        if not self.args.no_kamailio:
+            rigs.append(self.rig(KamailioRig(self.lab, self.out / "logs", self.settings, "kam")))
+        self.per_core_rigs = rigs
+        log("ladder, one core each: " + " vs ".join(r.label for r in rigs))
+        budget = T0 + (3.0 if self.quick else 5.5) * 60
+        ladders = run_ladders(self.lab, rigs, spec, log=log, deadline=budget)
+        self.results["ladder_per_core"] = {
+            label: [s.as_dict() for s in steps] for label, steps in ladders.items()
+        }
+        self.results["max_per_core"] = {rig.kind: best_rate(ladders[rig.label]) for rig in rigs}
+        self.results["memory_after_ladder"] = {rig.kind: rig.memory() for rig in rigs}
+        self.results["receive_buffer"] = {rig.kind: rig.receive_buffer() for rig in rigs}
+        self.save()
+
+    # ---------------------------------------------------------------- 2. latency
+
+    def latency(self) -> None:
+        fractions = (0.5,) if self.quick else (0.25, 0.5, 0.75)
+        seconds = 4 if self.quick else 8
+        out: dict[str, list[dict[str, Any]]] = {}
+        maxima = self.results["max_per_core"]
+        for fraction in fractions:
+            for rig in self.per_core_rigs:
+                top = maxima.get(rig.kind) or 0
+                if not top:
+                    continue
+                rate = max(50, round(top * fraction / 10) * 10)
+                step = run_step(self.lab, rig, rate, seconds, call_ms=100, trace=True)
+                if not step.passed:
+                    rig.restart()
+                entry = step.as_dict() | {"fraction": fraction}
+                out.setdefault(rig.kind, []).append(entry)
+                lat = step.latency
+                log(
+                    f"  latency {rig.label:28s} {rate:6.0f} cps ({fraction:.0%} of max): "
+                    f"100 p50/p99 {lat.get('trying_p50_ms', float('nan')):.2f}/"
+                    f"{lat.get('trying_p99_ms', float('nan')):.2f} ms, 200 p50/p99 "
+                    f"{lat.get('answer_p50_ms', float('nan')):.2f}/"
+                    f"{lat.get('answer_p99_ms', float('nan')):.2f} ms"
+                    + ("" if step.passed else f" ({step.reason})")
+                )
+        self.results["latency"] = out
+        # both at one rate too: the lower of the two half-capacity rates
+        halves_by_kind = {
+            kind: e for kind, entries in out.items() for e in entries if e["fraction"] == 0.5
+        }
+        if len(halves_by_kind) == 2:
+            rate = min(e["rate"] for e in halves_by_kind.values())
+            same: dict[str, Any] = {}
+            for rig in self.per_core_rigs:
+                entry = halves_by_kind[rig.kind]
+                if entry["rate"] != rate:
+                    step = run_step(self.lab, rig, rate, seconds, call_ms=100, trace=True)
+                    if not step.passed:
+                        rig.restart()
+                    entry = step.as_dict() | {"fraction": rate / maxima[rig.kind]}
+                    lat = step.latency
+                    log(
+                        f"  latency {rig.label:28s} {rate:6.0f} cps (same rate): 200 p50/p99 "
+                        f"{lat.get('answer_p50_ms', float('nan')):.2f}/"
+                        f"{lat.get('answer_p99_ms', float('nan')):.2f} ms"
+                    )
+                same[rig.kind] = entry
+            self.results["latency_same_rate"] = same
+        # the floor: straight to one gateway, at the lower of the two half rates
+        halves = [e["rate"] for entries in out.values() for e in entries if e["fraction"] == 0.5]
+        if halves:
+            self.results["latency_direct"] = self._direct(min(halves), seconds)
+        self.save()
+
+    def _direct(self, rate: float, seconds: float) -> dict[str, Any]:
+        gw = self.lab.gateway(
+            "direct-gw", ip="127.0.0.4", trace_messages=False, extra_args=SIPP_BUFFER
+        )
+        try:
+            caller = self.lab.caller(
+                gw.hostport,
+                rate=rate,
+                calls=round(rate * seconds),
+                call_ms=100,
+                trace_messages=True,
+                recv_timeout_ms=5000,
+                extra_args=SIPP_BUFFER,
+            )
+            result = caller.run()
+            lat = latency_figures(caller)
+        finally:
+            gw.stop()
+        log(
+            f"  latency straight to a gateway       {rate:6.0f} cps: 200 p50/p99 "
+            f"{lat['answer_p50_ms']:.2f}/{lat['answer_p99_ms']:.2f} ms"
+        )
+        return {"rate": rate, "failed": result.failed, "latency": lat}
+
+    # ---------------------------------------------------------------- 3. all cores
+
+    def ladder_all_cores(self) -> None:
+        maxima = self.results["max_per_core"]
+        rigs: list[Rig] = []
+        starts = []
+        sd = self.per_core_rigs[0]
+        rigs.append(sd)
+        starts.append(max(100.0, maxima.get("sipdispatch", 0) * 0.9))
+        if not self.args.no_kamailio:
+            kam2 = self.rig(
+                KamailioRig(self.lab, self.out / "logs", self.settings, "kam2", children=2)
+            )
+            rigs.append(kam2)
+            starts.append(max(100.0, maxima.get("kamailio", 0) * 0.9))
+        spec = (
+            LadderSpec(growth=1.4, bisections=0, step_s=4)
+            if self.quick
+            else LadderSpec(growth=1.2, bisections=1, step_s=10)
+        )
+        log("ladder, all cores: " + " vs ".join(r.label for r in rigs))
+        budget = T0 + (4.5 if self.quick else 8.0) * 60
+        ladders = run_ladders(self.lab, rigs, spec, start_rates=starts, log=log, deadline=budget)
+        self.results["ladder_all_cores"] = {
+            label: [s.as_dict() for s in steps] for label, steps in ladders.items()
+        }
+        self.results["max_all_cores"] = {rig.kind: best_rate(ladders[rig.label]) for rig in rigs}
+        self.results["all_cores_labels"] = {rig.kind: rig.label for rig in rigs}
+        for rig in rigs[1:]:
+            rig.stop()
+        self.save()
+
+    # ---------------------------------------------------------------- 3b. pure Python build
+
+    def ladder_python_build(self) -> None:
+        """The development install (pure Python hot path): from the rate where CPU per call
+        is compared upwards, to show what the mypyc build buys."""
+        common, _ = report.common_rate_steps(self.results)
+        start = common or max(100.0, self.results["max_per_core"].get("sipdispatch", 0) / 2)
+        rig = self.rig(
+            SipdispatchRig(
+                self.lab, self.out / "logs", self.settings, "sdpy", build=self.builds["python"]
+            )
+        )
+        spec = LadderSpec(growth=1.25, bisections=0, step_s=10)
+        log(f"ladder from {start:,.0f} calls/s: {rig.label}")
+        budget = T0 + 9.0 * 60
+        ladders = run_ladders(self.lab, [rig], spec, start_rates=[start], log=log, deadline=budget)
+        steps = ladders[rig.label]
+        self.results["ladder_python_build"] = [s.as_dict() for s in steps]
+        self.results["max_python_build"] = best_rate(steps)
+        rig.stop()
+        self.save()
+
+    # ---------------------------------------------------------------- 4. failover
+
+    def failover(self) -> None:
+        timing = (
+            {"duration_s": 14.0, "kill_at_s": 4.0, "down_s": 5.0}
+            if self.quick
+            else {"duration_s": 24.0, "kill_at_s": 6.0, "down_s": 6.0}
+        )
+        out = {}
+        for rig in self.per_core_rigs:
+            res = failover.run_failover(self.lab, rig, rate=50, **timing)
+            out[rig.kind] = res.as_dict()
+            recover = "never" if res.recover_s is None else f"{res.recover_s:.2f} s"
+            log(
+                f"  gateway killed, {rig.label:28s}: failed {res.failed} "
+                f"(cut off {res.cut_off}, new calls {res.failed_new}), "
+                f"sent to the dead gateway {res.sent_to_dead}, detect {res.detect_s:.2f} s, "
+                f"recover {recover}" + (f"; {'; '.join(res.notes)}" if res.notes else "")
+            )
+        self.results["failover"] = out
+        self.save()
+
+    # ---------------------------------------------------------------- 5. memory
+
+    def memory_dialogs(self) -> None:
+        """RSS and PSS with 10,000 calls in progress (long calls at a moderate rate)."""
+        maxima = self.results["max_per_core"]
+        top = min(v for v in maxima.values() if v) if any(maxima.values()) else 0
+        rate = max(100.0, min(500.0, round(top * 0.4 / 50) * 50))
+        dialogs = 10000
+        hold_ms = round(dialogs / rate * 1000)
+        out = {}
+        for rig in self.per_core_rigs:
+            rig.restart()
+            time.sleep(1.0)
+            idle = rig.memory()
+            caller = self.lab.caller(
+                rig.hostport,
+                rate=rate,
+                calls=dialogs,
+                call_ms=hold_ms,
+                trace_messages=False,
+                recv_timeout_ms=10000,
+                extra_args=SIPP_BUFFER,
+            ).start()
+            # all calls placed and none ended yet: 10,000 in progress
+            time.sleep(dialogs / rate + 0.5)
+            peak = rig.memory()
+            result = caller.wait()
+            out[rig.kind] = {
+                "rate": rate,
+                "dialogs": dialogs,
+                "hold_s": hold_ms / 1000,
+                "idle": idle,
+                "with_dialogs": peak,
+                "failed": result.failed,
+                "pss_per_10k_mib": peak["pss_mib"] - idle["pss_mib"],
+                "rss_per_10k_mib": peak["rss_mib"] - idle["rss_mib"],
+            }
+            log(
+                f"  memory {rig.label:28s}: idle PSS {idle['pss_mib']:.1f} MiB, with "
+                f"{dialogs} calls in progress {peak['pss_mib']:.1f} MiB "
+                f"(RSS {idle['rss_mib']:.1f} -> {peak['rss_mib']:.1f}), failed {result.failed}"
+            )
+        self.results["memory_dialogs"] = out
+        self.save()
+
+    # ---------------------------------------------------------------- 6. sipdispatch only
+
+    def sipdispatch_only(self) -> None:
+        remap = extras.remap_fractions(keys=5000 if self.quick else 20000)
+        self.results["remap"] = remap
+        for row in remap:
+            log(
+                f"  remap adding 1 to {row['n']:2d}: rendezvous {row['rendezvous']:.3f} "
+                f"(ideal {row['ideal']:.3f}, bound 1.2/N {row['bound']:.3f}), "
+                f"hash % n {row['modulo']:.3f}"
+            )
+        self.save()
+        maxima = self.results["max_per_core"]
+        calls = None
+        if not self.quick and maxima.get("sipdispatch"):
+            calls = {"rate": max(50, round(maxima["sipdispatch"] * 0.25 / 10) * 10), "seconds": 8}
+        self.results["probing"] = extras.probing_cost(
+            self.lab,
+            self.out / "logs" / "probing",
+            (1000, 10000),
+            interval_s=5.0,
+            window_s=5.0 if self.quick else 10.0,
+            with_calls=calls,
+            log=log,
+        )
+        if calls:
+            # the same calls through the bench rig, which probes only its two gateways
+            base = run_step(
+                self.lab, self.per_core_rigs[0], calls["rate"], calls["seconds"], trace=True
+            )
+            self.results["probing_baseline"] = base.as_dict()
+            log(
+                f"  baseline, 2 destinations, {calls['rate']} cps: answer p99 "
+                f"{base.latency.get('answer_p99_ms', float('nan')):.2f} ms, failed {base.failed}"
+            )
+        why = extras.propagation_status()
+        if why is None and not self.args.with_cluster:
+            why = "not measured: run with --with-cluster (needs the test cluster)"
+        elif why is None:
+            why = "not measured yet: the propagation run is not written yet"
+        self.results["propagation"] = {"status": why}
+        log(f"  endpoint-change propagation: {why}")
+        self.save()
+
+    # ---------------------------------------------------------------- all
+
+    def run(self) -> None:
+        self.results["machine"] = machine_info()
+        m = self.results["machine"]
+        log(
+            f"machine: {m['nproc']} x {m['cpu_model']}, {m['ram_gib']} GiB, kernel {m['kernel']}, "
+            f"load {m['load_at_start']}; {m['kamailio']}; {m['sipp']}; Python {m['python']}"
+        )
+        n = 2000 if self.quick else 10000
+        self.results["core_calls"] = core_calls_figure(n, self.builds["python"].python)
+        log(
+            f"core alone, pure Python (bench/core_calls.py): {self.results['core_calls']['output']}"
+        )
+        if "native" in self.builds:
+            self.results["core_calls_native"] = core_calls_figure(n, self.builds["native"].python)
+            log(f"core alone, mypyc: {self.results['core_calls_native']['output']}")
+        log(f"sipdispatch under test: {self.build.name} ({' '.join(self.build.command)})")
+        self.save()
+        # (name, phase, latest start in minutes from the beginning: later, it is skipped)
+        phases: list[tuple[str, Any, float]] = [
+            ("ladder per core", self.ladder_per_core, 99),
+            ("latency", self.latency, 99),
+            ("ladder all cores", self.ladder_all_cores, 8.0),
+        ]
+        if not self.quick and self.build is not self.builds["python"]:
+            phases.append(("pure Python build", self.ladder_python_build, 8.5))
+        phases += [("gateway killed", self.failover, 99)]
+        if not self.quick:
+            phases.append(("memory with 10,000 calls", self.memory_dialogs, 10.5))
+        phases.append(("sipdispatch only", self.sipdispatch_only, 99))
+        self.results["phase_seconds"] = {}
+        for name, phase, latest in phases:
+            if time.monotonic() - T0 > latest * 60:
+                log(f"== {name}: skipped, the run is past {latest:g} minutes")
+                self.results.setdefault("skipped", []).append(name)
+                continue
+            log(f"== {name}")
+            started = time.monotonic()
+            try:
+                phase()
+            except Exception as exc:
+                log(f"phase {name} failed: {exc.__class__.__name__}: {exc}")
+                self.results.setdefault("errors", []).append(f"{name}: {exc}")
+                raise
+            finally:
+                self.results["phase_seconds"][name] = round(time.monotonic() - started, 1)
+                self.save()
+        self.results["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        self.results["total_seconds"] = round(time.monotonic() - T0, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a 2-3 minute smoke run")
+    parser.add_argument("--out", type=Path, help="results directory")
+    parser.add_argument("--no-kamailio", action="store_true", help="sipdispatch alone")
+    parser.add_argument(
+        "--with-cluster",
+        action="store_true",
+        help="also measure endpoint-change propagation on the test cluster",
+    )
+    parser.add_argument(
+        "--docs",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="write docs/benchmarks.md and docs/img (auto: full runs only)",
+    )
+    parser.add_argument(
+        "--pure-python",
+        action="store_true",
+        help="measure the development install only (default: the mypyc build of "
+        "hack/build-native, which bench/run builds, and the pure Python one beside it)",
+    )
+    args = parser.parse_args()
+    if not args.no_kamailio and kamailio_binary() is None:
+        parser.error("kamailio is not installed (bench/run installs it; or use --no-kamailio)")
+    out = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"results in {out}")
+    bench = Bench(args, out)
+    try:
+        bench.run()
+    finally:
+        bench.close()
+        bench.save()
+    results = bench.results
+    print()
+    print(report.ratio_table_text(results))
+    print()
+    docs = args.docs == "yes" or (args.docs == "auto" and not args.quick)
+    written = report.write(results, out, docs=docs)
+    for path in written:
+        log(f"wrote {path}")
+    log(f"done in {time.monotonic() - T0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
