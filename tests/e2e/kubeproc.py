@@ -223,6 +223,15 @@ class KubeProxy:
         sets = json.loads(body)["sets"]
         return {d["uri"]: d["state"] for s in sets for d in s["destinations"]}
 
+    def destination(self, uri: str) -> dict[str, Any]:
+        """The control API's view of one destination (state, changedAt, latency, ...)."""
+        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        if status != 200:
+            return {}
+        sets = json.loads(body)["sets"]
+        found = [d for s in sets for d in s["destinations"] if d["uri"] == uri]
+        return found[0] if found else {}
+
     def sets(self) -> list[int]:
         status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
         return [s["id"] for s in json.loads(body)["sets"]] if status == 200 else []

@@ -13,6 +13,7 @@ this host's address, each on its own port: a slice has one port list). What is s
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -186,12 +187,17 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
     time.sleep(1.0)
     from kubernetes import client  # noqa: PLC0415 (only these tests pay for the import)
 
+    kept = proxy.destination(other.uri)
     added_at = time.time()
     client.DiscoveryV1Api(stack.api).create_namespaced_endpoint_slice(
         stack.namespace, stack.slice_for(gw3)
     )
     wait_for("the proxy to serve gw3", lambda: gw3.uri in proxy.destinations(), 5, 0.01)
     in_table = time.time() - added_at
+    # A table change is a delta: what the proxy learned about the others stays.
+    after = proxy.destination(other.uri)
+    assert abs(after["changedAt"] - kept["changedAt"]) < 0.05  # (wall clock, per request)
+    assert after["latency"]["samples"] >= kept["latency"]["samples"] > 0
     steady_result = steady.wait()
     invites = [m.time for m in gw3.messages() if m.direction == "R" and m.method == "INVITE"]
     assert invites, "no call reached the third gateway"
@@ -221,7 +227,13 @@ def test_a_stopped_gateway_turns_inactive_with_an_event(stack: Stack) -> None:
         dispatcherset("asterisk", SET),
     )
     stack.start_proxy()
+    stack.kube.start_proxy("proxy-1")  # a second replica, reporting on its own
     wait_both_up_with_latency(stack, [gw1, gw2])
+    wait_for("both replicas in the status", lambda: stack.status().get("replicas") == 2, 10)
+    reports = json.loads(
+        stack.kubectl("get", "dispatcherreports", "-n", stack.namespace, "-o", "json")
+    )["items"]
+    assert sorted(r["spec"]["replica"] for r in reports) == ["proxy-0", "proxy-1"]
 
     stopped_at = time.monotonic()
     gw2.stop()
@@ -233,8 +245,11 @@ def test_a_stopped_gateway_turns_inactive_with_an_event(stack: Stack) -> None:
         + 2.0
     )
     wait_for(
-        "IP in the status",
-        lambda: stack.states().get(gw2.uri, {}).get("state") == "IP",
+        "IP in the status, seen by both replicas",
+        lambda: (
+            stack.states().get(gw2.uri, {}).get("state") == "IP"
+            and stack.states()[gw2.uri]["seenBy"] == 2
+        ),
         bound,
         0.05,
     )
@@ -252,4 +267,8 @@ def test_a_stopped_gateway_turns_inactive_with_an_event(stack: Stack) -> None:
     assert down[0]["type"] == "Warning"
     assert down[0]["involvedObject"]["name"] == "asterisk"
     assert gw2.uri in down[0]["message"]
-    assert "-> IP on 1/1 replicas" in down[0]["message"]
+    assert "-> IP on" in down[0]["message"]
+
+    # A replica that stops takes its report along: the status counts one replica again.
+    stack.kube.proxies[1].stop()
+    wait_for("one replica left in the status", lambda: stack.status().get("replicas") == 1, 5)
