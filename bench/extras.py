@@ -267,14 +267,13 @@ def _walk_destinations(data: Any) -> list[dict[str, Any]]:
 
 def propagation_status() -> str | None:
     """None when the pieces exist to measure propagation; otherwise why not."""
-    missing = [
-        str(p.relative_to(REPO_ROOT))
-        for p in (
-            REPO_ROOT / "src" / "sipdispatch" / "proxy" / "kube.py",
-            REPO_ROOT / "src" / "sipdispatch" / "operator" / "__main__.py",
-        )
-        if not p.exists()
-    ]
+    needed = (
+        REPO_ROOT / "src" / "sipdispatch" / "proxy" / "kube.py",
+        REPO_ROOT / "src" / "sipdispatch" / "operator" / "__main__.py",
+        REPO_ROOT / "tests" / "e2e" / "kubeproc.py",
+        REPO_ROOT / "hack" / "test-cluster",
+    )
+    missing = [str(p.relative_to(REPO_ROOT)) for p in needed if not p.exists()]
     if missing:
         return "not measured yet: " + ", ".join(missing) + " not written yet"
     return None
