@@ -97,7 +97,10 @@ def test_a_killed_gateway_loses_no_new_call_and_comes_back_ax_then_ap(
         after_kill = after_kill[1:]
     assert after_kill[:2] == ["TP", "IP"], watch.states(killed_at)
     assert trying.time <= inactive.time
-    assert watch.states(restarted_at)[:3] == ["IP", "AX", "AP"], watch.states(restarted_at)
+    after_restart = watch.states(restarted_at)
+    if after_restart[0] == "IP":  # a look before the first probe was answered
+        after_restart = after_restart[1:]
+    assert after_restart[:2] == ["AX", "AP"], watch.states(restarted_at)
     assert coming_up.time <= active.time
     assert f"{FAILURES} consecutive failures" in inactive.reason
     assert coming_up.reason.startswith("coming up")
