@@ -15,15 +15,21 @@ KEY = ("voice", "sipdispatch")
 
 
 class RecordingApi:
-    """Stands in for k8s.Api (the boundary): records every write."""
+    """Stands in for k8s.Api (the boundary): records every write; a table written shows up
+    in ``reflect`` (the tables index), as the watch would bring it."""
 
-    def __init__(self) -> None:
+    def __init__(self, reflect: dict[Any, Any] | None = None) -> None:
+        self.reflect = reflect
         self.tables: list[tuple[str, str]] = []
         self.statuses: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str]] = []
 
     async def apply_table(self, namespace: str, proxy: str, text: str, memory: str) -> str:
         self.tables.append((text, memory))
+        if self.reflect is not None:
+            self.reflect[(namespace, proxy)] = [
+                {"data": {"table.yaml": text, k8s.MEMORY_KEY: memory}}
+            ]
         return str(len(self.tables))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -60,14 +66,15 @@ def body(name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]
 
 
 def setup() -> tuple[Controller, RecordingApi, Clock, Indexes]:
-    api = RecordingApi()
+    tables: dict[Any, Any] = {}
+    api = RecordingApi(tables)
     clock = Clock()
     controller = Controller(api, status_interval=1.0, clock=clock)
     indexes = Indexes(
         sets={KEY: [body("asterisk", {"setId": 1, "gateways": [{"service": "gw"}]})]},
         slices={("voice", "gw"): [endpoint_slice("gw-1", [endpoint("10.1.0.5")])]},
         reports={},
-        tables={},
+        tables=tables,
     )
     controller.bind(indexes)
     return controller, api, clock, indexes
@@ -112,10 +119,8 @@ async def test_status_writes_are_coalesced_and_events_follow_them() -> None:
 
 
 async def test_a_restarted_operator_reads_its_memory_from_the_table() -> None:
-    controller, api, clock, indexes = setup()
+    controller, _api, clock, indexes = setup()
     await controller.reconcile(*KEY)
-    text, memory = api.tables[0]
-    indexes.tables[KEY] = [{"data": {"table.yaml": text, k8s.MEMORY_KEY: memory}}]
     indexes.slices[("voice", "gw")] = []  # the endpoint went while no operator ran
     restarted = Controller(RecordingApi(), clock=clock)
     restarted.bind(indexes)
@@ -129,3 +134,15 @@ async def test_nothing_is_written_for_a_proxy_that_never_had_sets() -> None:
     controller, api, _clock, _indexes = setup()
     await controller.reconcile("voice", "other")
     assert api.tables == []
+
+
+async def test_a_table_deleted_by_hand_is_written_again() -> None:
+    controller, api, _clock, indexes = setup()
+    await controller.reconcile(*KEY)
+    text, memory = api.tables[0]
+    await controller.reconcile(*KEY)
+    assert len(api.tables) == 1
+    indexes.tables[KEY] = []
+    await controller.reconcile(*KEY)
+    assert api.tables[-1] == (text, memory)
+    assert len(api.tables) == 2

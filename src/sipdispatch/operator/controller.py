@@ -153,7 +153,10 @@ class Controller:
         current = (data.get(TABLE_KEY), data.get(k8s.MEMORY_KEY))
         if not bodies and table is None and key not in self._written:
             return  # nothing to render, and nothing rendered before
-        if (text, memory) != current and (text, memory) != self._written.get(key):
+        # Compared with what the index holds, not with what was last written: a table edited
+        # or deleted by hand is written again. (Right after a write the index may still hold
+        # the previous version; the repeated apply is then a no-op for the API server.)
+        if (text, memory) != current:
             version = await self.api.apply_table(namespace, proxy, text, memory)
             log.info(
                 "table %s/%s written (resourceVersion %s): %d sets",
