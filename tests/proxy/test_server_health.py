@@ -5,6 +5,7 @@ loopback with real SIP peers; events that need a whole call are handed to ``_on_
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -244,3 +245,23 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
         assert server.traffic.marks(480)  # passive marking follows the same codes
     finally:
         await server.close()
+
+
+async def test_admin_set_state_is_logged_and_counted_like_other_changes(
+    start: Callable[..., asyncio.Future[Running]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipdispatch.proxy.server")
+    off = ProbingSpec.model_validate({"mode": "off"})
+    run = await start("1 sip:127.0.0.2:5060\n", probing=off)
+    gw = "sip:127.0.0.2:5060"
+    run.server.set_state(1, gw, "dx")
+    run.server.set_state(1, gw, "dx")  # no change: nothing more
+    run.server.set_state(1, gw, "ap")
+    events = 'sipdispatch_destination_health_events_total{{event="{}",set="1",uri="' + gw + '"}}'
+    assert run.metric(events.format("down")) == 1
+    assert run.metric(events.format("up")) == 1
+    changes = [r.getMessage() for r in caplog.records if f"destination {gw}:" in r.getMessage()]
+    assert changes == [
+        f"set 1 destination {gw}: AX -> DX (set-state: set-state dx) DOWN",
+        f"set 1 destination {gw}: DX -> AP (set-state: set-state ap) UP",
+    ]

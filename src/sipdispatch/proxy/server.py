@@ -85,10 +85,10 @@ class HealthNote:
     """A result folded into a destination's health, for logs and metrics."""
 
     target: Target
-    result: health.Result
+    result: health.Result | None  # None: not a result (a drain's end, an admin's set-state)
     previous: str  # the two-letter code before
     event: health.Event | None
-    source: str  # "probe", "traffic", "drain"
+    source: str  # "probe", "traffic", "drain", "set-state"
 
 
 class TrafficObserver:
@@ -248,8 +248,11 @@ class ProxyServer:
         table = self.table
         if table is None:
             raise LookupError("no destination table loaded yet")
-        table.set_state(set_id, uri, code, self.now())
+        target = table.find(set_id, uri)
+        previous = target.runtime.health.code
+        event = table.set_state(set_id, uri, code, self.now())
         log.info("set %d destination %s set to %s by the control API", set_id, uri, code.upper())
+        self._health_changed(HealthNote(target, None, previous, event, "set-state"))
 
     # ------------------------------------------------------------------ health
 
@@ -332,9 +335,7 @@ class ProxyServer:
                 continue
             now = self.now()
             for target, event in table.expire(now):
-                previous = "DR"
-                note = HealthNote(target, health.Result.success(), previous, event, "drain")
-                self._health_changed(note)
+                self._health_changed(HealthNote(target, None, "DR", event, "drain"))
             expired = self.traffic.expire(now)
             if expired:
                 log.info(
