@@ -21,6 +21,10 @@ from sipdispatch.proxy.sip.message import Request
 from sipdispatch.proxy.sip.values import parse_name_addr, parse_via
 
 
+def _failures(proxy: Proxy) -> list[tuple[str, int]]:
+    return [(e.destination, e.status) for e in proxy.events if isinstance(e, BranchFailed)]
+
+
 def _to(sends: list[Send], address: tuple[str, int]) -> list[Send]:
     return [s for s in sends if s.address == address]
 
@@ -123,7 +127,7 @@ def test_failover_on_503_acks_and_tries_the_next_destination() -> None:
     assert not _to(sends, CALLER)  # the caller never sees the 503
     done = proxy.receive(reply(to_gw2, 200, to_tag="gw2"), _gw(GW2), "udp", 0.2)
     assert response_of(_to(done, CALLER)[0]).status == 200
-    assert BranchFailed(GW1.key, 1, 503) in proxy.events
+    assert (GW1.key, 503) in _failures(proxy)
     assert any(isinstance(e, BranchAnswered) and e.destination == GW2.key for e in proxy.events)
 
 
@@ -139,7 +143,7 @@ def test_no_answer_within_the_answer_timeout_fails_over() -> None:
         deadline = proxy.next_deadline()
     to_gw2 = [request_of(s) for s in _to(sends, _gw(GW2))]
     assert [r.method for r in to_gw2] == ["INVITE"]
-    assert BranchFailed(GW1.key, 1, 408) in proxy.events
+    assert (GW1.key, 408) in _failures(proxy)
 
 
 def test_when_every_destination_fails_the_caller_gets_the_best_response() -> None:

@@ -17,7 +17,7 @@ from test_prober import Peer
 
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec, ProxyConfig
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed, DialogEnded
+from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
 from sipdispatch.proxy.server import ProxyOptions, ProxyServer, _core_settings
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable
 
@@ -152,7 +152,13 @@ async def test_calls_are_counted_until_their_bye_or_their_max_age(
         "1 sip:127.0.0.2:5060\n", probing=off, max_dialog_age=0.3, housekeeping_interval=0.05
     )
     gw = "sip:127.0.0.2:5060"
-    run.server._on_events([BranchAnswered(gw, 1, 0.01, "INVITE", c) for c in ("a", "b")])
+    for call_id in ("a", "b"):
+        run.server._on_events(
+            [
+                BranchStarted(gw, 1, "INVITE", call_id),
+                BranchAnswered(gw, 1, 0.01, "INVITE", call_id),
+            ]
+        )
     assert run.calls(gw) == 2
     run.server._on_events([DialogEnded("a")])
     assert run.calls(gw) == 1

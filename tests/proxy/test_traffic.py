@@ -8,9 +8,9 @@ from sipdispatch.proxy.dispatch import context, health
 from sipdispatch.proxy.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.dispatch.health import HealthPolicy, ProbingMode
 from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed, DialogEnded
+from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
 from sipdispatch.proxy.prober import TargetIndex
-from sipdispatch.proxy.server import TrafficObserver
+from sipdispatch.proxy.traffic import TrafficObserver
 
 GW1 = "sip:127.0.0.2:5060"
 GW2 = "sip:127.0.0.3:5060"
@@ -47,7 +47,12 @@ class World:
         note = self.traffic.observe(BranchFailed(uri, 1, status), now)
         return None if note is None else note.event
 
+    def send(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
+        self.traffic.observe(BranchStarted(uri, 1, method, call_id), now)
+
     def answer(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
+        """A request sent to ``uri`` and answered 2xx."""
+        self.send(uri, call_id, now, method)
         self.traffic.observe(BranchAnswered(uri, 1, 0.01, method, call_id), now)
 
     def reload(self, uris: tuple[str, ...]) -> None:
@@ -157,6 +162,18 @@ def test_an_answered_invite_counts_a_call_until_its_bye() -> None:
     world.traffic.observe(DialogEnded("unknown"), 2.0)  # a dialog of another replica
     assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
     assert world.traffic.dialogs == 2
+
+
+def test_a_call_counts_from_the_moment_it_is_sent_until_its_branch_fails() -> None:
+    world = World()
+    world.send(GW1, "ringing")
+    world.send(GW1, "refused")
+    assert world.calls(GW1) == 2  # counted before any answer, as Kamailio counts at selection
+    world.traffic.observe(BranchFailed(GW1, 1, 486, "refused"), 1.5)
+    assert world.calls(GW1) == 1
+    world.traffic.observe(BranchFailed(GW1, 1, 503, "ringing"), 1.6)  # then failed over
+    world.send(GW2, "ringing")
+    assert (world.calls(GW1), world.calls(GW2)) == (0, 1)
 
 
 def test_dialogs_never_ended_stop_counting_after_the_max_age() -> None:

@@ -22,6 +22,7 @@ from sipdispatch.proxy import probes, routing, wire
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
+    BranchStarted,
     CoreEvent,
     DialogEnded,
     MessageRejected,
@@ -409,6 +410,8 @@ class Proxy:
         branch.answer_by = now + self.settings.answer_timeout
         txn.branches.append(branch)
         self._branches[branch_id] = branch
+        request = txn.request
+        self.events.append(BranchStarted(hop.key, hop.set_id, request.method, request.call_id))
         self._send(hop, branch.request)
         self._schedule(branch)
 
@@ -521,7 +524,9 @@ class Proxy:
             self._answer(txn, response, now)
             self._cancel_others(txn, branch, now)
             return
-        self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, status))
+        self.events.append(
+            BranchFailed(branch.hop.key, branch.hop.set_id, status, txn.request.call_id)
+        )
         response.headers.pop_first("via")
         if txn.best is None or _better(response.status, txn.best.status):
             txn.best = response
@@ -568,9 +573,12 @@ class Proxy:
     def _fail_branch(self, branch: Branch, status: int, now: float) -> None:
         """A branch ended without a response (timeout 408, transport error 503): go on."""
         txn = branch.owner
-        self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, status))
+        call_id = txn.request.call_id
+        self.events.append(BranchFailed(branch.hop.key, branch.hop.set_id, status, call_id))
         if txn.best is None:
             txn.best = wire.build_response(txn.request, 408)
+        if status == 408 and not self.settings.failover_on_timeout:
+            del txn.candidates[txn.tried :]  # no further attempt: answer with the best so far
         if not txn.answered and not self._pending(txn):
             self._next_attempt(txn, now)
 

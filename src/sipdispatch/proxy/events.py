@@ -7,6 +7,7 @@ from dataclasses import dataclass
 __all__ = [
     "BranchAnswered",
     "BranchFailed",
+    "BranchStarted",
     "CoreEvent",
     "DialogEnded",
     "MessageRejected",
@@ -27,12 +28,23 @@ class BranchAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchStarted:
+    """A request was sent to a destination (first attempt, failover or fork)."""
+
+    destination: str
+    set_id: int
+    method: str
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class BranchFailed:
     """A destination answered with a failure, or timed out (``status`` 408)."""
 
     destination: str
     set_id: int
     status: int
+    call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,5 +82,11 @@ class DialogEnded:
 
 
 CoreEvent = (
-    BranchAnswered | BranchFailed | MessageRejected | NoDestination | ProbeCompleted | DialogEnded
+    BranchStarted
+    | BranchAnswered
+    | BranchFailed
+    | MessageRejected
+    | NoDestination
+    | ProbeCompleted
+    | DialogEnded
 )

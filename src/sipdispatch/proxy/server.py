@@ -2,12 +2,8 @@
 to stop (SIGINT/SIGTERM), reloading the table file when it changes.
 
 Health is fed from two sides, both through ``health.apply`` on the table being served: the
-`Prober` (OPTIONS on a schedule) and `TrafficObserver` (passive marking from real calls:
-a branch that failed with a failover code, a timeout or a transport error counts like a failed
-probe; a 486 or a 404 says nothing about the destination). `TrafficObserver` also keeps the
-call-load counts (algorithm 10): a 2xx to an INVITE starts a dialog on its destination, the BYE
-passing through ends it, and a dialog whose BYE this replica never saw (it went through another
-replica, or never came) is ended after ``max_dialog_age``.
+`Prober` (OPTIONS on a schedule) and the `TrafficObserver` (passive marking from real calls,
+and the call-load counts; see ``traffic.py``).
 """
 
 from __future__ import annotations
@@ -28,15 +24,13 @@ from sipdispatch.proxy.control.app import make_app, start_control
 from sipdispatch.proxy.core import Address, CoreSettings
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, Runtime, Target
+from sipdispatch.proxy.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.dispatch.health import HealthPolicy
 from sipdispatch.proxy.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import (
-    BranchAnswered,
     BranchFailed,
     CoreEvent,
-    DialogEnded,
     ProbeCompleted,
 )
 from sipdispatch.proxy.metrics import ProxyMetrics
@@ -44,10 +38,11 @@ from sipdispatch.proxy.prober import Prober, ProbeResult, ProbeSettings, TargetI
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.sip.transaction import Timers
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
+from sipdispatch.proxy.traffic import HealthNote, TrafficObserver
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import open_udp
 
-__all__ = ["HealthNote", "ProxyOptions", "ProxyServer", "TrafficObserver", "run"]
+__all__ = ["ProxyOptions", "ProxyServer", "run"]
 
 log = logging.getLogger(__name__)
 _WILDCARDS = ("0.0.0.0", "::", "")
@@ -78,115 +73,6 @@ class ProxyOptions:
     max_dialog_age: float = 4 * 3600.0
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class HealthNote:
-    """A result folded into a destination's health, for logs and metrics."""
-
-    target: Target
-    result: health.Result | None  # None: not a result (a drain's end, an admin's set-state)
-    previous: str  # the two-letter code before
-    event: health.Event | None
-    source: str  # "probe", "traffic", "drain", "set-state"
-
-
-class TrafficObserver:
-    """Passive marking and call-load accounting from the core's events; pure (``now`` given).
-
-    ``index`` follows the table being served; ``policy`` and ``failover_codes`` are read at
-    every event, so a reload's new thresholds apply at once.
-    """
-
-    def __init__(
-        self,
-        index: TargetIndex,
-        policy: Callable[[], HealthPolicy],
-        failover_codes: Callable[[], frozenset[int]],
-        max_dialog_age: float,
-    ) -> None:
-        self.index = index
-        self.policy = policy
-        self.failover_codes = failover_codes
-        self.max_dialog_age = max_dialog_age
-        #: Call-ID -> dialogs answered (destination runtime, when); oldest first
-        self._dialogs: dict[str, list[tuple[Runtime, float]]] = {}
-
-    @property
-    def dialogs(self) -> int:
-        return sum(len(entries) for entries in self._dialogs.values())
-
-    def marks(self, status: int) -> bool:
-        """Whether a branch that ended with ``status`` says the destination is unwell."""
-        return status in (408, 503) or status in self.failover_codes()
-
-    def observe(self, event: CoreEvent, now: float) -> HealthNote | None:
-        if isinstance(event, BranchFailed):
-            return self._failed(event, now)
-        if isinstance(event, BranchAnswered):
-            return self._answered(event, now)
-        if isinstance(event, DialogEnded):
-            self._ended(event.call_id)
-        return None
-
-    def _failed(self, event: BranchFailed, now: float) -> HealthNote | None:
-        if not self.marks(event.status):
-            return None
-        target = self.index.by_uri(event.set_id, event.destination)
-        if target is None:
-            return None
-        if event.status == 408:
-            reason = "call timed out"
-        elif event.status == 503:
-            reason = "call failed: 503 or transport error"
-        else:
-            reason = f"call answered {event.status}"
-        return self._apply(target, health.Result.failure(reason), now)
-
-    def _answered(self, event: BranchAnswered, now: float) -> HealthNote | None:
-        target = self.index.by_uri(event.set_id, event.destination)
-        if target is None:
-            return None
-        if event.method == "INVITE" and event.call_id:
-            runtime = target.runtime
-            runtime.call_started()
-            self._dialogs.setdefault(event.call_id, []).append((runtime, now))
-        if target.runtime.health.learned is health.HealthState.TRYING:
-            # A destination answering calls is not failing: the failure streak is broken.
-            return self._apply(target, health.Result.success(reason="answered a call"), now)
-        return None
-
-    def _apply(self, target: Target, result: health.Result, now: float) -> HealthNote:
-        record = target.runtime.health
-        previous = record.code
-        event = health.apply(record, result, self.policy(), now)
-        return HealthNote(target, result, previous, event, "traffic")
-
-    def _ended(self, call_id: str) -> None:
-        entries = self._dialogs.get(call_id)
-        if not entries:
-            return
-        runtime, _ = entries.pop()
-        runtime.call_ended()
-        if not entries:
-            del self._dialogs[call_id]
-
-    def expire(self, now: float) -> int:
-        """End dialogs older than ``max_dialog_age``; how many were ended."""
-        ended = 0
-        limit = now - self.max_dialog_age
-        while self._dialogs:
-            call_id, entries = next(iter(self._dialogs.items()))
-            if entries[0][1] > limit:
-                break
-            del self._dialogs[call_id]
-            for runtime, started in entries:
-                if started <= limit:
-                    runtime.call_ended()
-                    ended += 1
-                else:  # a younger dialog on the same Call-ID: keep it, at the back
-                    self._dialogs.setdefault(call_id, []).append((runtime, started))
-        return ended
 
 
 def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
@@ -450,14 +336,17 @@ class ProxyServer:
         core = self.engine.core
         current = core.settings
         wanted = _core_settings(loaded, current.local, current.advertise, self.options)
-        if (wanted.failover_codes, wanted.max_attempts) != (
-            current.failover_codes,
-            current.max_attempts,
-        ):
-            core.settings = dataclasses.replace(
-                current, failover_codes=wanted.failover_codes, max_attempts=wanted.max_attempts
+        fields = ("failover_codes", "max_attempts", "failover_on_timeout")
+        changes = {
+            f: getattr(wanted, f) for f in fields if getattr(wanted, f) != getattr(current, f)
+        }
+        if changes:
+            core.settings = dataclasses.replace(current, **changes)
+            log.info(
+                "failover: now up to %d attempts, %s on timeouts",
+                wanted.max_attempts,
+                "failing over" if wanted.failover_on_timeout else "not failing over",
             )
-            log.info("failover: now up to %d attempts", wanted.max_attempts)
 
     async def _watch(self) -> None:
         async for change in self.options.source.changes():
@@ -507,7 +396,12 @@ def _core_settings(
     codes = frozenset(code for code in range(300, 700) if spec.triggers(code))
     if spec.on_timeout:
         codes |= {408}  # a 408 reply is a timeout further down: it fails over like one
-    return dataclasses.replace(settings, failover_codes=codes, max_attempts=spec.max_attempts)
+    return dataclasses.replace(
+        settings,
+        failover_codes=codes,
+        max_attempts=spec.max_attempts,
+        failover_on_timeout=spec.on_timeout,
+    )
 
 
 async def run(options: ProxyOptions) -> None:

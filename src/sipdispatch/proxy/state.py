@@ -77,6 +77,8 @@ class CoreSettings:
     failover_codes: frozenset[int] = frozenset({408, *range(500, 600)})
     #: no response at all from a destination within this time counts as a 408 (fr_timer)
     answer_timeout: float = 5.0
+    #: whether such a timeout moves on to the next destination (failover.onTimeout)
+    failover_on_timeout: bool = True
     #: ringing without a final for this long cancels the branch (Timer C, fr_inv_timer)
     ringing_timeout: float = 180.0
     max_attempts: int = 3

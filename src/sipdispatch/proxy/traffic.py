@@ -1,0 +1,165 @@
+"""What real calls say about destinations: passive health marking and call-load counts.
+
+Pure (``now`` is given), fed with the core's events by the server:
+
+* passive marking: a branch that failed with a failover code, a timeout (408) or a transport
+  error (503) counts like a failed probe on its destination; a 486 or a 404 says nothing about
+  the destination. A 2xx from a destination that is trying breaks its failure streak.
+* call load (algorithm 10, Kamailio's ``duid``/``maxload``): an INVITE counts on its destination
+  from the moment it is sent there (``BranchStarted``), as Kamailio counts at selection, so a
+  burst of calls cannot all land on the least loaded box before any answers. A failed branch
+  gives its count back; a 2xx keeps it until the BYE passes (``DialogEnded``), and a dialog whose
+  BYE this replica never saw (it went through another replica, or never came) is ended after
+  ``max_dialog_age``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sipdispatch.proxy.dispatch import health
+from sipdispatch.proxy.dispatch.destinations import Runtime, Target
+from sipdispatch.proxy.dispatch.health import HealthPolicy
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    BranchStarted,
+    CoreEvent,
+    DialogEnded,
+)
+from sipdispatch.proxy.prober import TargetIndex
+
+__all__ = ["HealthNote", "TrafficObserver"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthNote:
+    """A result folded into a destination's health, for logs and metrics."""
+
+    target: Target
+    result: health.Result | None  # None: not a result (a drain's end, an admin's set-state)
+    previous: str  # the two-letter code before
+    event: health.Event | None
+    source: str  # "probe", "traffic", "drain", "set-state"
+
+
+class TrafficObserver:
+    """Passive marking and call-load accounting from the core's events.
+
+    ``index`` follows the table being served; ``policy`` and ``failover_codes`` are read at
+    every event, so a reload's new thresholds apply at once.
+    """
+
+    def __init__(
+        self,
+        index: TargetIndex,
+        policy: Callable[[], HealthPolicy],
+        failover_codes: Callable[[], frozenset[int]],
+        max_dialog_age: float,
+    ) -> None:
+        self.index = index
+        self.policy = policy
+        self.failover_codes = failover_codes
+        self.max_dialog_age = max_dialog_age
+        #: Call-ID -> calls counted on a destination (runtime, set id, uri, since); oldest first
+        self._calls: dict[str, list[tuple[Runtime, int, str, float]]] = {}
+
+    @property
+    def dialogs(self) -> int:
+        """Calls currently counted on some destination."""
+        return sum(len(entries) for entries in self._calls.values())
+
+    def marks(self, status: int) -> bool:
+        """Whether a branch that ended with ``status`` says the destination is unwell."""
+        return status in (408, 503) or status in self.failover_codes()
+
+    def observe(self, event: CoreEvent, now: float) -> HealthNote | None:
+        if isinstance(event, BranchStarted):
+            self._started(event, now)
+        elif isinstance(event, BranchFailed):
+            self._release(event.call_id, event.set_id, event.destination)
+            return self._failed(event, now)
+        elif isinstance(event, BranchAnswered):
+            return self._answered(event, now)
+        elif isinstance(event, DialogEnded):
+            self._ended(event.call_id)
+        return None
+
+    def _started(self, event: BranchStarted, now: float) -> None:
+        if event.method != "INVITE" or not event.call_id:
+            return
+        target = self.index.by_uri(event.set_id, event.destination)
+        if target is None:
+            return
+        target.runtime.call_started()
+        entry = (target.runtime, event.set_id, event.destination, now)
+        self._calls.setdefault(event.call_id, []).append(entry)
+
+    def _release(self, call_id: str, set_id: int, destination: str) -> None:
+        """A branch failed: the call no longer loads that destination."""
+        entries = self._calls.get(call_id)
+        if not entries:
+            return
+        for i, (runtime, entry_set, uri, _) in enumerate(entries):
+            if entry_set == set_id and uri == destination:
+                runtime.call_ended()
+                del entries[i]
+                break
+        if not entries:
+            del self._calls[call_id]
+
+    def _failed(self, event: BranchFailed, now: float) -> HealthNote | None:
+        if not self.marks(event.status):
+            return None
+        target = self.index.by_uri(event.set_id, event.destination)
+        if target is None:
+            return None
+        if event.status == 408:
+            reason = "call timed out"
+        elif event.status == 503:
+            reason = "call failed: 503 or transport error"
+        else:
+            reason = f"call answered {event.status}"
+        return self._apply(target, health.Result.failure(reason), now)
+
+    def _answered(self, event: BranchAnswered, now: float) -> HealthNote | None:
+        target = self.index.by_uri(event.set_id, event.destination)
+        if target is None:
+            return None
+        if target.runtime.health.learned is health.HealthState.TRYING:
+            # A destination answering calls is not failing: the failure streak is broken.
+            return self._apply(target, health.Result.success(reason="answered a call"), now)
+        return None
+
+    def _apply(self, target: Target, result: health.Result, now: float) -> HealthNote:
+        record = target.runtime.health
+        previous = record.code
+        event = health.apply(record, result, self.policy(), now)
+        return HealthNote(target, result, previous, event, "traffic")
+
+    def _ended(self, call_id: str) -> None:
+        """One BYE ends one dialog (a forked call can hold two under one Call-ID)."""
+        entries = self._calls.get(call_id)
+        if not entries:
+            return
+        entries.pop()[0].call_ended()
+        if not entries:
+            del self._calls[call_id]
+
+    def expire(self, now: float) -> int:
+        """End calls counted for longer than ``max_dialog_age``; how many were ended."""
+        ended = 0
+        limit = now - self.max_dialog_age
+        while self._calls:
+            call_id, entries = next(iter(self._calls.items()))
+            if entries[0][3] > limit:
+                break
+            del self._calls[call_id]
+            for entry in entries:
+                if entry[3] <= limit:
+                    entry[0].call_ended()
+                    ended += 1
+                else:  # a younger call on the same Call-ID: keep it, at the back
+                    self._calls.setdefault(call_id, []).append(entry)
+        return ended
