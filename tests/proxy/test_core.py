@@ -287,4 +287,24 @@ def test_every_transaction_is_forgotten_once_its_timers_run_out() -> None:
         now = deadline
         proxy.on_timer(now)
     assert proxy.next_deadline() is None
-    assert (proxy.transaction_count, proxy.branch_count) == (0, 0)
+    assert (proxy.transaction_count, proxy.branch_count, proxy.remembered_count) == (0, 0, 0)
+
+
+def test_after_a_2xx_only_a_flat_record_answers_a_retransmitted_invite() -> None:
+    proxy, _ = make_proxy()
+    raw = invite()
+    sends = proxy.receive(raw, CALLER, "udp", 0.0)
+    forwarded = request_of(_to(sends, _gw(GW1))[0])
+    ok = reply(forwarded, 200)
+    proxy.receive(ok, _gw(GW1), "udp", 0.1)
+    assert (proxy.transaction_count, proxy.branch_count, proxy.remembered_count) == (0, 0, 1)
+    again = proxy.receive(raw, CALLER, "udp", 0.2)
+    assert [(s.address, response_of(s).status) for s in again] == [(CALLER, 200)]
+    # A 2xx retransmitted by the gateway still reaches the caller, statelessly.
+    late = proxy.receive(ok, _gw(GW1), "udp", 0.6)
+    assert [(s.address, response_of(s).status) for s in late] == [(CALLER, 200)]
+    # Once the record expires nothing is left, and a forged late 2xx is not reflected.
+    assert proxy.on_timer(100.0) == []
+    assert proxy.remembered_count == 0
+    forged = ok.replace(CALLER[0].encode(), b"198.51.100.99")
+    assert proxy.receive(forged, _gw(GW1), "udp", 100.1) == []

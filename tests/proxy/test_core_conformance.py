@@ -50,7 +50,7 @@ def test_request_outcome(case: TortureMessage) -> None:
     else:
         assert sends == []
     _drain(proxy)
-    assert (proxy.transaction_count, proxy.branch_count) == (0, 0)
+    assert (proxy.transaction_count, proxy.branch_count, proxy.remembered_count) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("case", [m for m in MESSAGES if m.kind == "response"], ids=str)
@@ -66,4 +66,4 @@ def test_garbage_and_truncations_never_crash_the_core() -> None:
         for cut in range(0, len(case.data), max(1, len(case.data) // 25)):
             proxy.receive(case.data[:cut], CALLER, "udp", 0.0)
     _drain(proxy)
-    assert (proxy.transaction_count, proxy.branch_count) == (0, 0)
+    assert (proxy.transaction_count, proxy.branch_count, proxy.remembered_count) == (0, 0, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -226,7 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _tune_gc() -> None:
+    """Fewer, cheaper collections: a proxy allocates per message and keeps little.
+
+    Everything imported so far lives for the whole run: freezing it keeps the cycle collector
+    from walking it again. A larger young generation runs the collector ten times less often;
+    the hot path keeps no reference cycles, so young collections find little to do anyway.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(7000, middle, old)
+
+
 def _run(options: ProxyOptions) -> None:
+    _tune_gc()
     try:
         import uvloop  # noqa: PLC0415 - optional: the standard loop works, only slower
     except ImportError:

@@ -73,6 +73,10 @@ class Proxy:
         self._transactions: dict[str, ProxyTransaction] = {}
         self._branches: dict[str, Branch] = {}
         self._probes: dict[str, Probe] = {}
+        # Finished transactions, kept only to answer retransmitted requests: key -> (until,
+        # final response, transport, address). Flat tuples of immutable values are not tracked
+        # by Python's cycle collector, so tens of thousands of them cost no GC pause.
+        self._recent: dict[str, tuple[float, bytes, str, Address]] = {}
         self._timers: list[tuple[float, int, ProxyTransaction | Branch | Probe]] = []
         self._sequence = itertools.count()
         self._branch_ids = itertools.count(1)
@@ -101,15 +105,21 @@ class Proxy:
 
     def next_deadline(self) -> float | None:
         """When ``on_timer`` should be called next, or None when nothing is pending."""
+        deadline: float | None = None
         while self._timers:
             at, _, target = self._timers[0]
             if target.scheduled == at:
-                return at
+                deadline = at
+                break
             heapq.heappop(self._timers)  # stale entry: the target was rescheduled or finished
-        return None
+        if self._recent:
+            until = self._recent[next(iter(self._recent))][0]
+            deadline = until if deadline is None else min(deadline, until)
+        return deadline
 
     def on_timer(self, now: float) -> list[Send]:
         self._out = []
+        self._prune_recent(now)
         while self._timers and self._timers[0][0] <= now:
             at, _, target = heapq.heappop(self._timers)
             if target.scheduled != at:
@@ -130,6 +140,11 @@ class Proxy:
     @property
     def branch_count(self) -> int:
         return len(self._branches)
+
+    @property
+    def remembered_count(self) -> int:
+        """Finished transactions still answering retransmissions (flat records)."""
+        return len(self._recent)
 
     @property
     def probe_count(self) -> int:
@@ -193,7 +208,12 @@ class Proxy:
         if method == "CANCEL":
             self._on_cancel(request, source, transport, now)
             return
-        existing = self._transactions.get(self._server_key(request))
+        key = self._server_key(request)
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._out.append(Send(recent[2], recent[3], recent[1]))  # answered already
+            return
+        existing = self._transactions.get(key)
         if existing is not None:
             # A retransmission: the server transaction answers it, nothing goes downstream.
             if existing.server.receive_request() and existing.last_response:
@@ -388,7 +408,10 @@ class Proxy:
         self._answer(txn, best, now)
 
     def _start_branch(self, txn: ProxyTransaction, hop: Hop, local: Address, now: float) -> None:
-        branch_id = f"{_BRANCH_PREFIX}T{next(self._branch_ids):x}"
+        # Signed over the Via below ours, like stateless branches: a late 2xx is then relayed
+        # only to the hop that really sent the INVITE.
+        below = txn.request.headers.first_value("via") or ""
+        branch_id = f"{_BRANCH_PREFIX}T{next(self._branch_ids):x}.{self.signer.sign('via', below)}"
         via = _via_value(hop.transport, local, branch_id)
         branch = Branch(txn, hop, branch_id, via)
         outgoing = txn.request_for_downstream()
@@ -468,9 +491,8 @@ class Proxy:
         previous = headers.first_value("via")
         if previous is None:
             return
-        if branch_id[len(_BRANCH_PREFIX)] == "S" and not self.signer.verify(
-            branch_id[len(_BRANCH_PREFIX) + 1 :], "via", previous
-        ):
+        signature = branch_id[len(_BRANCH_PREFIX) + 1 :].rpartition(".")[2]
+        if not self.signer.verify(signature, "via", previous):
             return  # a Via we did not write: never reflect it anywhere
         via = values.parse_via(previous)
         host = via.params.get("received") or via.host.strip("[]")
@@ -519,7 +541,13 @@ class Proxy:
                     )
                 )
             response.headers.pop_first("via")
-            if txn.answered and txn.server.state is not ServerState.ACCEPTED:
+            # The branch is done: 2xx retransmissions are relayed statelessly (16.7 step 10).
+            client.terminate()
+            branch.answer_by = branch.ringing_until = None
+            self._branches.pop(branch.id, None)
+            if txn.server.state is ServerState.TERMINATED and txn.last_response is not None:
+                self._send_upstream(txn, response.to_bytes())  # another fork's 2xx: relay it
+                self._maybe_forget(txn)
                 return
             self._answer(txn, response, now)
             self._cancel_others(txn, branch, now)
@@ -623,6 +651,7 @@ class Proxy:
             b.id in self._branches for b in txn.branches
         ):
             self._transactions.pop(txn.key, None)
+            txn.branches.clear()  # break the branch <-> transaction cycle: freed at once
 
     def _schedule(self, target: ProxyTransaction | Branch | Probe) -> None:
         deadline = target.deadline
@@ -643,9 +672,32 @@ class Proxy:
         data = response.to_bytes()
         txn.last_response = data
         self._send_upstream(txn, data)
+        server = txn.server
+        if server.state is ServerState.ACCEPTED or (
+            not server.invite and server.state is ServerState.COMPLETED
+        ):
+            # Only a retransmitted request can still need this transaction (a 2xx needs no
+            # ACK from us, a non-INVITE final none at all): a flat record answers it.
+            self._remember(txn, data, now)
+            server.terminate()
         self._schedule(txn)
         if response.status >= 200 and not self._pending(txn):
             self._maybe_forget(txn)
+
+    def _remember(self, txn: ProxyTransaction, data: bytes, now: float) -> None:
+        timers = self.settings.timers
+        # INVITEs stop being retransmitted at the first provisional: a few T2 is plenty.
+        keep = 2 * timers.t2 if txn.server.invite else timers.transaction_timeout
+        self._recent[txn.key] = (now + keep, data, txn.upstream[0], txn.upstream[1])
+        self._prune_recent(now)
+
+    def _prune_recent(self, now: float) -> None:
+        recent = self._recent  # insertion order: expiry order, give or take the longer keep
+        while recent:
+            oldest = next(iter(recent))
+            if recent[oldest][0] > now:
+                break
+            del recent[oldest]
 
     def _send_upstream(self, txn: ProxyTransaction, data: bytes) -> None:
         transport, address = txn.upstream

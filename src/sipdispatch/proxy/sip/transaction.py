@@ -222,6 +222,11 @@ class ServerTransaction:
             self.state = ServerState.CONFIRMED
             self.deadline = now + (0.0 if self.reliable else self.timers.t4)
 
+    def terminate(self) -> None:
+        """Forget the transaction: its owner answers retransmissions from a record of its own."""
+        self.state = ServerState.TERMINATED
+        self.deadline = None
+
     def on_timer(self, now: float) -> list[Action]:
         if self.deadline is None or now < self.deadline:
             return []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import Protocol, cast
 
 from sipdispatch.proxy.core import Address
@@ -46,10 +48,35 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         return (str(host), int(port))
 
 
+#: receive buffer asked for: absorbs bursts (and collector pauses) of several thousand messages
+RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; returns what the kernel granted.
+
+    SO_RCVBUFFORCE passes the net.core.rmem_max cap when the process may (CAP_NET_ADMIN, as
+    in many SIP pods); otherwise SO_RCVBUF gets what the cap allows.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
 async def open_udp(host: str, port: int, sink: DatagramSink) -> UdpEndpoint:
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: UdpEndpoint(sink), local_addr=(host, port)
     )
     protocol.transport = transport  # uvloop calls connection_made only on the next loop turn
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        granted = _grow_receive_buffer(sock, RECEIVE_BUFFER)
+        log.debug("udp %s:%d receive buffer %d bytes", host, port, granted)
     return protocol
