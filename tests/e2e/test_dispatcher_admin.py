@@ -8,7 +8,6 @@ OPTIONS, and probing never puts it back (a disabled destination is not even prob
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ PROBING = [
     "2",
 ]
 
-
-@pytest.fixture
-def proxies() -> Iterator[list[SipdispatchProxy]]:
-    started: list[SipdispatchProxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 def received(gw: SippGateway, method: str, since: float, until: float) -> int:

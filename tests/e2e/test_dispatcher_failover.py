@@ -12,7 +12,6 @@ the same address shows AX (coming up, not yet given calls) and then AP, and gets
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,6 @@ PROBING = [
     "2",
 ]
 
-
-@pytest.fixture
-def proxies() -> Iterator[list[SipdispatchProxy]]:
-    started: list[SipdispatchProxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 def invite_times(caller: SippCaller) -> dict[str, float]:

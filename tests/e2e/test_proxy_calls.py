@@ -7,7 +7,6 @@ the ACK and BYE of every call must reach the gateway that answered its INVITE.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ RATE = 100  # calls/s
 SECONDS = 20
 CALLS = RATE * SECONDS
 
-
-@pytest.fixture
-def proxies(tmp_path: Path) -> Iterator[list[SipdispatchProxy]]:
-    started: list[SipdispatchProxy] = []
-    yield started
-    for proxy in started:
-        proxy.stop()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

@@ -82,9 +82,7 @@ def test_torture_datagrams_get_their_answers_and_leave_no_state(
         proxy.stop()
 
 
-def test_malformed_traffic_disturbs_no_call_in_progress(
-    sipp_lab: SippLab, tmp_path: Path
-) -> None:
+def test_malformed_traffic_disturbs_no_call_in_progress(sipp_lab: SippLab, tmp_path: Path) -> None:
     gw1 = sipp_lab.gateway("gw1")
     gw2 = sipp_lab.gateway("gw2")
     proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2]).start()

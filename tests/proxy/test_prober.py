@@ -1,18 +1,18 @@
 """The prober: its pure schedule (time moved by hand), what a reply means, and the asyncio shell
-probing real loopback SIP peers through the proxy core's client transactions."""
+probing real loopback SIP make_peer through the proxy core's client transactions."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
+from loopback import Peer, free_udp_port, until
 
 from sipdispatch.proxy.core import CoreSettings
 from sipdispatch.proxy.dispatch import health
@@ -221,49 +221,7 @@ def test_settings_from_a_probing_section() -> None:
     assert settings.policy == HealthPolicy(4, 1, ProbingMode.INACTIVE)
 
 
-# --- the asyncio shell against real loopback peers --------------------------------
-
-
-@dataclass
-class Peer(asyncio.DatagramProtocol):
-    """A SIP peer on loopback answering OPTIONS with ``status`` (None: silence)."""
-
-    status: int | None = 200
-    extra: str = ""
-    received: list[str] = field(default_factory=list)
-    transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        text = data.decode()
-        self.received.append(text)
-        if self.status is None or self.transport is None:
-            return
-        copied = [
-            line
-            for line in text.split("\r\n")[1:]
-            if line.split(":", 1)[0].strip().lower() in ("via", "from", "to", "call-id", "cseq")
-        ]
-        reply = f"SIP/2.0 {self.status} Reply\r\n" + "".join(f"{h}\r\n" for h in copied)
-        reply += self.extra + "Content-Length: 0\r\n\r\n"
-        self.transport.sendto(reply.encode(), addr)
-
-    @property
-    def uri(self) -> str:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return f"sip:{host}:{port}"
-
-    def options(self) -> list[str]:
-        return [m for m in self.received if m.startswith("OPTIONS ")]
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# --- the asyncio shell against real loopback make_peer --------------------------------
 
 
 @dataclass
@@ -296,33 +254,6 @@ class Lab:
         self.prober.poke()
 
 
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
-    made: list[Peer] = []
-
-    async def make(**fields: object) -> Peer:
-        loop = asyncio.get_running_loop()
-        _, peer = await loop.create_datagram_endpoint(
-            lambda: Peer(**fields),  # type: ignore[arg-type]
-            local_addr=("127.0.0.1", 0),
-        )
-        made.append(peer)
-        return peer
-
-    yield make  # type: ignore[misc]
-    for peer in made:
-        if peer.transport is not None:
-            peer.transport.close()
-
-
 @pytest.fixture
 async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
     started: list[tuple[Engine, asyncio.Task[None]]] = []
@@ -341,7 +272,7 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
         loop = asyncio.get_running_loop()
         policy = HealthPolicy(failures, successes, mode)
         settings = ProbeSettings(interval, probe_timeout, 0.2, from_uri, accepted, policy)
-        port = _free_udp_port()
+        port = free_udp_port()
         config = TableConfig((SetConfig(1, tuple(dests)),))
         table = DestinationTable.build(config, None, loop.time(), policy=policy)
         core = CoreSettings(
@@ -378,9 +309,9 @@ def dest(uri: str, **fields: object) -> Destination:
 
 
 async def test_an_answering_destination_stays_ap_and_feeds_latency(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    peer = await peers()
+    peer = await make_peer()
     lab = await lab_factory([dest(peer.uri)])
     await asyncio.sleep(0.65)
     record = lab.record(peer.uri)
@@ -395,10 +326,10 @@ async def test_an_answering_destination_stays_ap_and_feeds_latency(
 
 
 async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    peer = await peers(status=None)
-    other = await peers()
+    peer = await make_peer(status=None)
+    other = await make_peer()
     lab = await lab_factory([dest(peer.uri), dest(other.uri)], failures=3, successes=3)
     await until(lambda: lab.record(peer.uri).code == "IP")
     assert lab.record(peer.uri).latency.timeouts == 3
@@ -412,9 +343,9 @@ async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
 
 
 async def test_a_503_with_retry_after_drains_until_it_elapses(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    peer = await peers(status=503, extra="Retry-After: 1\r\n")
+    peer = await make_peer(status=503, extra="Retry-After: 1\r\n")
     lab = await lab_factory([dest(peer.uri)])
     await until(lambda: lab.record(peer.uri).code == "DR")
     drained_at = time.monotonic()
@@ -426,10 +357,10 @@ async def test_a_503_with_retry_after_drains_until_it_elapses(
 
 
 async def test_a_disabled_destination_is_never_probed(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    disabled = await peers()
-    active = await peers()
+    disabled = await make_peer()
+    active = await make_peer()
     lab = await lab_factory([dest(disabled.uri, disabled=True), dest(active.uri)])
     await asyncio.sleep(0.5)
     assert disabled.options() == []
@@ -438,10 +369,10 @@ async def test_a_disabled_destination_is_never_probed(
 
 
 async def test_ping_from_and_accepted_reply_codes(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    accepted = await peers(status=404)
-    refused = await peers(status=403)
+    accepted = await make_peer(status=404)
+    refused = await make_peer(status=403)
     lab = await lab_factory(
         [dest(accepted.uri, attrs={"ping_from": "sip:health@lb.example"}), dest(refused.uri)],
         accepted=frozenset({*range(200, 300), 404}),
@@ -454,11 +385,11 @@ async def test_ping_from_and_accepted_reply_codes(
 
 
 async def test_results_land_in_the_table_being_served_after_a_reload(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    kept = await peers(status=None)
-    dropped = await peers()
-    added = await peers()
+    kept = await make_peer(status=None)
+    dropped = await make_peer()
+    added = await make_peer()
     lab = await lab_factory([dest(kept.uri), dest(dropped.uri)], failures=5)
     await until(lambda: lab.record(kept.uri).failures >= 2)
     record = lab.record(kept.uri)
@@ -473,9 +404,9 @@ async def test_results_land_in_the_table_being_served_after_a_reload(
 
 
 async def test_the_interval_follows_the_settings(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    peer = await peers()
+    peer = await make_peer()
     lab = await lab_factory([dest(peer.uri)], interval=5.0, probe_timeout=0.08)
     await asyncio.sleep(0.2)
     assert len(peer.options()) <= 1
@@ -497,9 +428,9 @@ async def test_a_destination_without_a_listener_for_its_transport_fails_at_once(
 
 
 async def test_mode_inactive_probes_only_inactive_destinations(
-    peers: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
-    healthy = await peers()
+    healthy = await make_peer()
     lab = await lab_factory([dest(healthy.uri)], mode=ProbingMode.INACTIVE)
     await asyncio.sleep(0.35)
     assert healthy.options() == []

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from loopback import Peer, free_udp_port, until
 from prometheus_client import generate_latest
-from test_prober import Peer
 
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec, ProxyConfig
@@ -24,39 +22,6 @@ from sipdispatch.proxy.tables import FileTableSource, LoadedTable
 PROBING = ProbingSpec.model_validate(
     {"interval": 0.1, "timeout": 0.08, "failureThreshold": 2, "successThreshold": 2}
 )
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def make_peer() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
-    made: list[Peer] = []
-
-    async def make(**fields: object) -> Peer:
-        loop = asyncio.get_running_loop()
-        _, peer = await loop.create_datagram_endpoint(
-            lambda: Peer(**fields),  # type: ignore[arg-type]
-            local_addr=("127.0.0.1", 0),
-        )
-        made.append(peer)
-        return peer
-
-    yield make  # type: ignore[misc]
-    for peer in made:
-        if peer.transport is not None:
-            peer.transport.close()
 
 
 class Running:
