@@ -32,9 +32,27 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+Selector labels: what a Service or a Deployment selects on. They never change during the life of
+a release (a Deployment's selector is immutable), so nothing version-like goes here.
+*/}}
 {{- define "sipdispatch.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "sipdispatch.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of each workload: the operator's and the proxy's pods share name and instance,
+so the component tells them apart.
+*/}}
+{{- define "sipdispatch.operatorSelectorLabels" -}}
+{{ include "sipdispatch.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "sipdispatch.proxySelectorLabels" -}}
+{{ include "sipdispatch.selectorLabels" . }}
+app.kubernetes.io/component: proxy
 {{- end }}
 
 {{- define "sipdispatch.operatorServiceAccount" -}}
@@ -73,4 +91,60 @@ cluster-wide or in each watched namespace.
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end }}
+
+{{/*
+Object names. The full name is at most 54 characters, so every suffix below (at most 9
+characters: "-operator") keeps Service and Deployment names within 63.
+*/}}
+{{- define "sipdispatch.operatorName" -}}
+{{- printf "%s-operator" (include "sipdispatch.fullname" .) }}
+{{- end }}
+
+{{- define "sipdispatch.proxyName" -}}
+{{- printf "%s-proxy" (include "sipdispatch.fullname" .) }}
+{{- end }}
+
+{{/*
+The SIP Service keeps the bare full name: it is the address users dial
+("<release>.<namespace>.svc"), and the default Record-Route address.
+*/}}
+{{- define "sipdispatch.sipServiceName" -}}
+{{- include "sipdispatch.fullname" . }}
+{{- end }}
+
+{{- define "sipdispatch.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "sipdispatch.fullname" .) }}
+{{- end }}
+
+{{/*
+The Secret holding the Record-Route signing secret (and the control API token): the user's own,
+or the one the chart generates.
+*/}}
+{{- define "sipdispatch.secretName" -}}
+{{- default (printf "%s-secret" (include "sipdispatch.fullname" .)) .Values.proxy.secret.existingSecret }}
+{{- end }}
+
+{{/*
+Image reference: a digest wins over the tag; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "sipdispatch.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the proxy writes in Record-Route: the address users dial. By default the SIP Service's
+cluster DNS name and port, which is right for callers and gateways inside the cluster; set
+proxy.service.advertise for callers outside it.
+*/}}
+{{- define "sipdispatch.advertise" -}}
+{{- if .Values.proxy.service.advertise }}
+{{- .Values.proxy.service.advertise }}
+{{- else }}
+{{- printf "%s.%s.svc.%s:%d" (include "sipdispatch.sipServiceName" .) .Release.Namespace .Values.clusterDomain (int .Values.proxy.service.port) }}
+{{- end }}
 {{- end }}

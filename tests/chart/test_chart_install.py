@@ -1,0 +1,316 @@
+"""The chart installed with ``helm install`` into the real test control plane (kube-apiserver +
+etcd; no kubelet, so pods never run and nothing here waits for them).
+
+- every ci/*-values.yaml variant installs and creates the objects it renders, accepted by the
+  API server's own validation (e.g. one node port for UDP and TCP);
+- an upgrade keeps the generated Record-Route secret and control token;
+- the CRDs the chart renders are accepted by the API server (server-side dry run);
+- the containers' command lines, taken from the installed release, run as local processes
+  with the release's ServiceAccounts: the operator renders the table, the proxy follows it,
+  answers SIP on "its pod IP", reports, and its control API wants the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from charthelpers import CHART, CI_VALUES, REPO, container, expand, find
+
+from kubecluster import KubeCluster
+from sipphelpers import ManagedProcess, free_port, sip_options_ping
+
+pytestmark = pytest.mark.k8s
+
+Kubectl = Callable[..., str]
+
+# The Prometheus Operator's CRD, reduced to what lets a ServiceMonitor be stored here.
+SERVICEMONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "ServiceMonitor", "plural": "servicemonitors"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def _install_crds(kubectl: Kubectl, *extra: dict[str, Any]) -> None:
+    kubectl("apply", "-f", str(REPO / "crds"))
+    names = ["crd/dispatchersets.sipdispatch.io", "crd/dispatcherreports.sipdispatch.io"]
+    for crd in extra:
+        kubectl("apply", "-f", "-", input=json.dumps(crd))
+        names.append(f"crd/{crd['metadata']['name']}")
+    kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
+
+
+def _objects(manifest: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
+def _secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, str]:
+    found = json.loads(kubectl("get", "secret", name, "-n", namespace, "-o", "json"))
+    data: dict[str, str] = found["data"]
+    return data
+
+
+@pytest.fixture
+def release(helm: Callable[..., str], kube_namespace: str) -> Iterator[Callable[[str], str]]:
+    """Names a release to uninstall after the test (its ClusterRole and binding are
+    cluster-wide, and deleted namespaces keep their objects here)."""
+    names: list[str] = []
+
+    def track(name: str) -> str:
+        names.append(name)
+        return name
+
+    yield track
+    for name in names:
+        helm("uninstall", name, "-n", kube_namespace, "--ignore-not-found")
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
+def test_every_ci_variant_installs_its_objects(
+    helm: Callable[..., str],
+    kubectl: Kubectl,
+    kube_namespace: str,
+    release: Callable[[str], str],
+    values: Path,
+) -> None:
+    ns = kube_namespace
+    monitored = "serviceMonitor:\n      enabled: true" in values.read_text()
+    _install_crds(kubectl, *([SERVICEMONITOR_CRD] if monitored else []))
+    name = release("ci-" + values.name.removesuffix("-values.yaml"))
+    # The CRDs are applied above with kubectl, as the other tests do; Helm would refuse to
+    # adopt them, so the chart's own copies are checked by a server-side dry run instead.
+    out = helm(
+        "install", name, str(CHART), "-n", ns, "-f", str(values), "--set", "crds.enabled=false"
+    )
+    assert "STATUS: deployed" in out
+    rendered = _objects(helm("get", "manifest", name, "-n", ns))
+    assert {"Deployment", "Service", "Role"} <= {doc["kind"] for doc in rendered}
+    for doc in rendered:
+        where = ["-n", ns] if doc["metadata"].get("namespace") else []
+        kind = f"{doc['kind'].lower()}.{doc['apiVersion'].split('/')[0]}"
+        if "/" not in doc["apiVersion"]:
+            kind = doc["kind"].lower()
+        live = json.loads(kubectl("get", kind, doc["metadata"]["name"], *where, "-o", "json"))
+        assert live["metadata"]["labels"]["app.kubernetes.io/instance"] == name
+    sip = json.loads(kubectl("get", "service", f"{name}-sipdispatch", "-n", ns, "-o", "json"))
+    wanted = yaml.safe_load(values.read_text()) or {}
+    node_port = ((wanted.get("proxy") or {}).get("service") or {}).get("nodePort")
+    if node_port:
+        assert {(p["protocol"], p["nodePort"]) for p in sip["spec"]["ports"]} == {
+            ("UDP", node_port),
+            ("TCP", node_port),
+        }
+
+
+def test_an_upgrade_keeps_the_generated_secret(
+    helm: Callable[..., str],
+    kubectl: Kubectl,
+    kube_namespace: str,
+    release: Callable[[str], str],
+) -> None:
+    ns = kube_namespace
+    _install_crds(kubectl)
+    name = release("keep")
+    helm("install", name, str(CHART), "-n", ns)
+    first = _secret_data(kubectl, ns, "keep-sipdispatch-secret")
+    assert set(first) == {"record-route-secret", "control-token"}
+    out = helm(
+        "upgrade", name, str(CHART), "-n", ns,
+        "--set", "proxy.replicas=3",
+        "--set", "proxy.service.type=LoadBalancer",
+    )  # fmt: skip
+    assert _secret_data(kubectl, ns, "keep-sipdispatch-secret") == first
+    deployment = json.loads(
+        kubectl("get", "deployment", "keep-sipdispatch-proxy", "-n", ns, "-o", "json")
+    )
+    assert deployment["spec"]["replicas"] == 3
+    # NOTES: warnings first (a load balancer, but Record-Route on the cluster DNS name).
+    notes = out.split("NOTES:\n", 1)[1]
+    assert notes.startswith("WARNING: The SIP Service is a LoadBalancer"), notes
+    helm("upgrade", name, str(CHART), "-n", ns, "--reset-values")
+    assert _secret_data(kubectl, ns, "keep-sipdispatch-secret") == first
+    other = release("other")
+    helm("install", other, str(CHART), "-n", ns)
+    assert _secret_data(kubectl, ns, "other-sipdispatch-secret") != first, "random per release"
+
+
+def test_the_charts_crds_are_accepted_by_the_api_server(
+    helm: Callable[..., str], kubectl: Kubectl, kube_namespace: str
+) -> None:
+    rendered = helm(
+        "template", "sipdispatch", str(CHART), "-n", kube_namespace,
+        "--set", "crds.enabled=true", "--show-only", "templates/crds.yaml",
+    )  # fmt: skip
+    crds = _objects(rendered)
+    assert len(crds) == 2
+    out = kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+    assert out.count("customresourcedefinition.apiextensions.k8s.io/") == 2
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def _get(url: str, token: str = "", method: str = "GET", body: Any = None) -> int:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, *logs: ManagedProcess) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        for process in logs:
+            assert process.running(), f"{process.name} exited:\n{process.output_tail(40)}"
+        time.sleep(0.1)
+    tails = "\n".join(p.output_tail(20) for p in logs)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
+
+
+def _command(deployment: dict[str, Any], name: str, env: dict[str, str]) -> list[str]:
+    """The container's command line as the kubelet would run it, from this venv."""
+    each = container(deployment, name)
+    program = shutil.which(each["command"][0], path=str(Path(sys.executable).parent))
+    assert program, each["command"]
+    return [program, *expand(each["args"], env)]
+
+
+def test_the_deployments_command_lines_run_with_the_release_identities(
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    release: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    ns, helm, kubectl = kube_namespace, kube_cluster.helm, kube_cluster.kubectl
+    _install_crds(kubectl)
+    sip_port, control_port, health_port = free_port(), free_port(), free_port()
+    name = release("run")
+    helm(
+        "install", name, str(CHART), "-n", ns,
+        "--set", f"operator.watchNamespaces={{{ns}}}",
+        "--set", f"operator.healthPort={health_port}",
+        "--set", f"proxy.sipPort={sip_port}",
+        "--set", f"proxy.controlPort={control_port}",
+    )  # fmt: skip
+    docs = _objects(helm("get", "manifest", name, "-n", ns))
+    operator = find(docs, "Deployment", "run-sipdispatch-operator")
+    proxy = find(docs, "Deployment", "run-sipdispatch-proxy")
+
+    # The Secret volume, as the kubelet would mount it.
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    secret = _secret_data(kubectl, ns, "run-sipdispatch-secret")
+    for key, value in secret.items():
+        (secret_dir / key).write_bytes(base64.b64decode(value))
+    mount = container(proxy, "proxy")["volumeMounts"][0]["mountPath"]
+    env = {"POD_NAME": "run-sipdispatch-proxy-7d9f-x2", "POD_NAMESPACE": ns, "POD_IP": "127.0.0.1"}
+
+    operator_argv = _command(operator, "operator", {})
+    proxy_argv = [arg.replace(mount, str(secret_dir)) for arg in _command(proxy, "proxy", env)]
+    accounts = {
+        part: kube_cluster.serviceaccount_kubeconfig(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            ns,
+            tmp_path / f"{part}.kubeconfig",
+            create=False,
+        )
+        for part, deployment in (("operator", operator), ("proxy", proxy))
+    }
+    processes = [
+        ManagedProcess(
+            "operator", [*operator_argv, f"--kubeconfig={accounts['operator']}"], tmp_path
+        ),
+        ManagedProcess("proxy", [*proxy_argv, f"--kubeconfig={accounts['proxy']}"], tmp_path),
+    ]
+    try:
+        for process in processes:
+            process.spawn()
+        _wait(
+            "the operator's liveness endpoint",
+            lambda: _get(f"http://127.0.0.1:{health_port}/healthz") == 200,
+            30,
+            *processes,
+        )
+        dispatcherset = {
+            "apiVersion": "sipdispatch.io/v1alpha1",
+            "kind": "DispatcherSet",
+            "metadata": {"name": "trunks"},
+            "spec": {"setId": 1, "destinations": [{"uri": "sip:127.0.0.1:9"}]},
+        }
+        kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dispatcherset))
+        control = f"http://127.0.0.1:{control_port}"
+        _wait("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
+        assert _get(f"{control}/healthz") == 200
+        # SIP on "the pod IP" it was given through the downward API.
+        assert sip_options_ping("127.0.0.1", sip_port) == 200
+        # Its report, named after the pod, for the operator's status.
+        _wait(
+            "the replica's DispatcherReport",
+            lambda: kubectl("get", "dispatcherreports", "-n", ns, "-o", "name").strip(),
+            15,
+            *processes,
+        )
+        report = json.loads(
+            kubectl(
+                "get",
+                "dispatcherreport",
+                "sipdispatch-run-sipdispatch-proxy-7d9f-x2",
+                "-n",
+                ns,
+                "-o",
+                "json",
+            )
+        )
+        assert report["spec"]["replica"] == env["POD_NAME"]
+        # Write calls of the control API need the token from the Secret.
+        body = {"set": 1, "uri": "sip:127.0.0.1:9", "state": "dx"}
+        put = f"{control}/v1/destinations/state"
+        assert _get(put, method="PUT", body=body) in {401, 403}
+        token = (secret_dir / "control-token").read_text().strip()
+        assert _get(put, token=token, method="PUT", body=body) == 200
+        for process in processes:
+            log = process.stderr_path.read_text(errors="replace")
+            assert "Forbidden" not in log, f"{process.name} was refused by RBAC:\n{log[-3000:]}"
+    finally:
+        for process in processes:
+            if process.proc is not None:
+                process.stop()
