@@ -37,6 +37,7 @@ from charthelpers import (
 from sipdispatch.operator import k8s as operator_k8s
 from sipdispatch.operator.__main__ import build_parser as operator_parser
 from sipdispatch.proxy.cli import build_parser as proxy_parser
+from sipdispatch.proxy.dispatch.uris import parse_socket
 from sipdispatch.proxy.reporting import report_name
 
 VARIANTS = [pytest.param([], id="defaults")] + [
@@ -371,6 +372,18 @@ def test_the_proxy_follows_the_table_the_operator_renders(render: Render) -> Non
 def pod_labels(deployment: Manifest) -> dict[str, str]:
     labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
     return labels
+
+
+def test_ipv6_pod_ips_are_written_in_brackets(render: Render) -> None:
+    deployment, _ = _proxy_args(render("--set", "proxy.ipFamily=IPv6"))
+    listen = option(container(deployment, "proxy")["args"], "--listen")
+    assert listen == ["udp:[$(POD_IP)]:5060", "tcp:[$(POD_IP)]:5060"]
+    parsed = proxy_parser().parse_args(expand(container(deployment, "proxy")["args"], {}))
+    assert parsed.listen == listen
+    assert [str(parse_socket(text.replace("$(POD_IP)", "fd00::5"))) for text in listen] == [
+        "udp:[fd00::5]:5060",
+        "tcp:[fd00::5]:5060",
+    ]
 
 
 def test_the_advertised_address_follows_the_values(render: Render) -> None:
