@@ -10,6 +10,13 @@ control API every few milliseconds until the new destination is served.  The tim
 API call to "served" is the propagation delay: API write, operator watch, render, ConfigMap
 write, proxy watch, table swap.
 
+The endpoints' addresses are in a network namespace made for the run (``tests/netns.py``: a
+veth pair on 10.213.k.0/24), since the API server refuses loopback addresses in EndpointSlices
+("may not be in the loopback range") and test traffic may target nothing but loopback and the
+run's own namespaces; nothing listens there (the proxies' probes just fail), and the proxies
+listen on the pair's root-namespace end so that their probes can be sent at all.  Making the
+namespace needs root (as the bench runs).
+
 Reuses the test harness (``tests/kubecluster.py``, ``tests/e2e/kubeproc.py``); every process
 is stopped by PID, the control plane by ``hack/test-cluster down``.
 """
@@ -24,10 +31,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubeproc import KubeProxy, KubeStack, apply, dispatcherset, endpoint_slice, host_address
+from kubeproc import KubeProxy, KubeStack, apply, dispatcherset, endpoint_slice
 from kubeproc import service as service_object
 
 import kubecluster
+from netns import GatewayNet
 from sipphelpers import free_port, percentile
 
 __all__ = ["measure_propagation"]
@@ -42,7 +50,7 @@ SET = {
 
 
 def _served_ports(proxy: KubeProxy) -> set[int]:
-    url = f"http://{proxy.ip}:{proxy.control_port}/v1/destinations"
+    url = f"{proxy.control_url}/v1/destinations"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             sets = json.loads(response.read())["sets"]
@@ -75,53 +83,54 @@ def measure_propagation(
     if not kubecluster.is_built():
         log("  building the test control plane (hack/test-cluster build, cached afterwards)")
         kubecluster.build()
-    cluster = kubecluster.start(owner_pid=os.getpid())
-    stack: KubeStack | None = None
-    api = None
-    try:
-        namespace = cluster.create_namespace("bench-propagation")
-        stack = KubeStack.start(cluster, namespace, workdir)
-        host = host_address()
-        base_port = free_port()
-        apply(
-            cluster.kubectl,
-            namespace,
-            service_object(SERVICE),
-            endpoint_slice(f"{SERVICE}-base", SERVICE, [host], base_port),
-            dispatcherset(SERVICE, SET),
-        )
-        proxies = [stack.start_proxy(f"proxy-{i}") for i in range(replicas)]
-        for proxy in proxies:
-            deadline = time.monotonic() + 30
-            while base_port not in _served_ports(proxy):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{proxy.replica} never served the first table")
-                time.sleep(0.05)
-        api = cluster.api_client()
-        discovery = client.DiscoveryV1Api(api)
-        samples: list[dict[str, float]] = []
-        for i in range(changes):
-            port = free_port()
-            body = endpoint_slice(f"{SERVICE}-{i}", SERVICE, [host], port)
-            seen: dict[str, float] = {}
-            start = time.monotonic()
-            threads = [
-                threading.Thread(target=_wait_served, args=(p, port, start, seen), daemon=True)
-                for p in proxies
-            ]
-            for t in threads:
-                t.start()
-            discovery.create_namespaced_endpoint_slice(namespace, body)
-            for t in threads:
-                t.join(timeout=20)
-            samples.append(dict(seen))
-            time.sleep(0.2)
-    finally:
-        if api is not None:
-            api.close()
-        if stack is not None:
-            stack.close()
-        kubecluster.stop(cluster)
+    with GatewayNet.create(addresses=1) as net:  # removed again however this ends
+        cluster = kubecluster.start(owner_pid=os.getpid())
+        stack: KubeStack | None = None
+        api = None
+        try:
+            namespace = cluster.create_namespace("bench-propagation")
+            stack = KubeStack.start(cluster, namespace, workdir, proxy_ip=net.host)
+            host = net.next_address()
+            base_port = free_port()
+            apply(
+                cluster.kubectl,
+                namespace,
+                service_object(SERVICE),
+                endpoint_slice(f"{SERVICE}-base", SERVICE, [host], base_port),
+                dispatcherset(SERVICE, SET),
+            )
+            proxies = [stack.start_proxy(f"proxy-{i}") for i in range(replicas)]
+            for proxy in proxies:
+                deadline = time.monotonic() + 30
+                while base_port not in _served_ports(proxy):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{proxy.replica} never served the first table")
+                    time.sleep(0.05)
+            api = cluster.api_client()
+            discovery = client.DiscoveryV1Api(api)
+            samples: list[dict[str, float]] = []
+            for i in range(changes):
+                port = free_port()
+                body = endpoint_slice(f"{SERVICE}-{i}", SERVICE, [host], port)
+                seen: dict[str, float] = {}
+                start = time.monotonic()
+                threads = [
+                    threading.Thread(target=_wait_served, args=(p, port, start, seen), daemon=True)
+                    for p in proxies
+                ]
+                for t in threads:
+                    t.start()
+                discovery.create_namespaced_endpoint_slice(namespace, body)
+                for t in threads:
+                    t.join(timeout=20)
+                samples.append(dict(seen))
+                time.sleep(0.2)
+        finally:
+            if api is not None:
+                api.close()
+            if stack is not None:
+                stack.close()
+            kubecluster.stop(cluster)
     every = [max(s.values()) if len(s) == replicas else float("inf") for s in samples]
     each = [v for s in samples for v in s.values()]
     missed = sum(len(s) < replicas for s in samples)

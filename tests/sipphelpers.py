@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -88,8 +89,13 @@ def scenario_path(scenario: str | Path) -> Path:
     return path
 
 
-def free_port(ip: str = "127.0.0.1") -> int:
-    """A port that is free on ``ip`` for both UDP and TCP right now (ephemeral range)."""
+def free_port(ip: str = "127.0.0.1", *, netns: str | None = None) -> int:
+    """A port that is free on ``ip`` for both UDP and TCP right now (ephemeral range).
+
+    ``netns``: ``ip`` is an address inside that network namespace; the port is found there
+    (by the same code, run with ``ip netns exec``)."""
+    if netns is not None:
+        return _free_port_in_netns(ip, netns)
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind((ip, 0))
@@ -103,26 +109,71 @@ def free_port(ip: str = "127.0.0.1") -> int:
     raise HarnessError(f"no port free for both UDP and TCP on {ip}")
 
 
+def _free_port_in_netns(ip: str, netns: str) -> int:
+    code = (
+        "import socket, sys\n"
+        "for _ in range(50):\n"
+        "    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:\n"
+        "        u.bind((sys.argv[1], 0))\n"
+        "        port = u.getsockname()[1]\n"
+        "        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:\n"
+        "            try:\n"
+        "                t.bind((sys.argv[1], port))\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            print(port)\n"
+        "            break\n"
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code, ip],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise HarnessError(f"no free port on {ip} in network namespace {netns}: {done.stderr}")
+    return int(done.stdout)
+
+
+def source_address(ip: str) -> str:
+    """The local address this host sends from to reach ``ip`` (a routing lookup: no packet
+    is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))
+        return str(probe.getsockname()[0])
+
+
 def sip_options_ping(
-    ip: str, port: int, transport: Transport = "udp", timeout: float = 1.0
+    ip: str,
+    port: int,
+    transport: Transport = "udp",
+    timeout: float = 1.0,
+    *,
+    local_ip: str | None = "127.0.0.1",
 ) -> int | None:
-    """Send one OPTIONS to ``ip:port``; the status code of the reply, or None if none came."""
+    """Send one OPTIONS to ``ip:port``; the status code of the reply, or None if none came.
+
+    Sent from ``local_ip`` (default 127.0.0.1); None: from the address the route to ``ip``
+    leaves by (e.g. the root namespace's end of a test network's veth, for a gateway inside
+    that namespace, which 127.0.0.1 cannot reach)."""
     family = socket.AF_INET
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     with socket.socket(family, kind) as sock:
         sock.settimeout(timeout)
         try:
-            sock.bind(("127.0.0.1", 0))
+            local = source_address(ip) if local_ip is None else local_ip
+            sock.bind((local, 0))
             if transport == "tcp":
                 sock.connect((ip, port))
             local_port = sock.getsockname()[1]
-            call_id = f"{HARNESS_PING_PREFIX}{uuid.uuid4().hex}@127.0.0.1"
+            call_id = f"{HARNESS_PING_PREFIX}{uuid.uuid4().hex}@{local}"
             msg = (
                 f"OPTIONS sip:{ip}:{port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{local_port};rport;"
+                f"Via: SIP/2.0/{transport.upper()} {local}:{local_port};rport;"
                 f"branch=z9hG4bK{uuid.uuid4().hex[:16]}\r\n"
                 "Max-Forwards: 70\r\n"
-                f"From: <sip:harness@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+                f"From: <sip:harness@{local}>;tag={uuid.uuid4().hex[:8]}\r\n"
                 f"To: <sip:{ip}:{port}>\r\n"
                 f"Call-ID: {call_id}\r\n"
                 "CSeq: 1 OPTIONS\r\n"
@@ -491,6 +542,11 @@ class SippGateway:
     after ``timeout_s`` at the latest.  ``trace_messages=False`` drops the per-message log
     (one write per SIP message) for benchmarks at thousands of calls/s; :meth:`calls` is
     then empty.
+
+    ``netns``: run sipp inside that network namespace (``ip netns exec NETNS sipp ...``, which
+    execs, so the PID stopped or killed is sipp's own); ``ip`` is then an address inside it
+    (a test network of ``tests/netns.py``), the port is found free there, and the readiness
+    OPTIONS goes from the root namespace's end of the route to it.
     """
 
     def __init__(
@@ -505,10 +561,12 @@ class SippGateway:
         timeout_s: float = 300.0,
         trace_messages: bool = True,
         extra_args: Sequence[str] = (),
+        netns: str | None = None,
     ) -> None:
         self.name = name
         self.ip = ip
-        self.port = port if port is not None else free_port(ip)
+        self.netns = netns
+        self.port = port if port is not None else free_port(ip, netns=netns)
         self.transport: Transport = transport
         self.scenario = scenario_path(scenario)
         self.workdir = workdir
@@ -526,11 +584,19 @@ class SippGateway:
         if trace_messages:
             argv += ["-trace_shortmsg", "-shortmessage_file", str(self.shortmsg_path)]
         argv += list(extra_args)
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
         self.process = ManagedProcess(name, argv, workdir)
 
     @property
     def hostport(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    def options_ping(self, timeout: float = 0.5) -> int | None:
+        """One OPTIONS from the harness; the status of the answer, or None.  (From 127.0.0.1,
+        or for a gateway in a network namespace from the address that reaches it.)"""
+        local_ip = None if self.netns is not None else "127.0.0.1"
+        return sip_options_ping(self.ip, self.port, self.transport, timeout, local_ip=local_ip)
 
     @property
     def uri(self) -> str:
@@ -548,7 +614,7 @@ class SippGateway:
                     f"gateway {self.name} exited with {self.process.returncode} at start\n"
                     + self.process.output_tail()
                 )
-            if sip_options_ping(self.ip, self.port, self.transport, timeout=0.5) == 200:
+            if self.options_ping(timeout=0.5) == 200:
                 return self
             time.sleep(0.05)
         self.process.stop()
@@ -1110,7 +1176,8 @@ class SippLab:
     """Creates gateways, callers and proxies for one test and stops them all at the end.
 
     Gateways get their own loopback addresses (127.0.0.2, 127.0.0.3, ... in creation order)
-    and, unless given, a free port; logs and process output go to ``workdir``.
+    and, unless given, a free port; logs and process output go to ``workdir``.  A gateway
+    given ``netns`` (and an ``ip`` inside that network namespace) runs inside it.
     """
 
     def __init__(self, workdir: Path, first_gateway_host: int = 2) -> None:
@@ -1133,9 +1200,12 @@ class SippLab:
         transport: Transport = "udp",
         scenario: str | Path = "uas",
         start: bool = True,
+        netns: str | None = None,
         **kwargs: Any,
     ) -> SippGateway:
         name = name or f"gw{len(self.gateways) + 1}"
+        if netns is not None and ip is None:
+            raise HarnessError(f"gateway {name}: give the address inside network namespace {netns}")
         gw = SippGateway(
             self.workdir,
             name,
@@ -1143,6 +1213,7 @@ class SippLab:
             port=port,
             transport=transport,
             scenario=scenario,
+            netns=netns,
             **kwargs,
         )
         self._owned.append(gw)

@@ -7,17 +7,22 @@ plane, authenticated as the chart's own ServiceAccounts (so the chart's RBAC is 
   kubeconfig for each ServiceAccount.
 - ``OperatorProcess`` / ``KubeProxy``: ``sipdispatch-operator`` and ``sipdispatch-proxy
   --kubernetes-table``, stopped by PID.
-- ``host_address()``: gateways cannot listen on 127.0.0.x here, because the API server refuses
-  loopback addresses in EndpointSlices ("may not be in the loopback range"); they listen on
-  this host's own non-loopback address instead (traffic still never leaves the host).
+
+Where gateways listen: not on 127.0.0.x, because the API server refuses loopback addresses in
+EndpointSlices ("may not be in the loopback range"); and not on this host's own address or any
+other outside loopback, because test traffic may only target loopback or the project's own
+test hosts in network namespaces the tests make themselves.  So the tests make one
+(``tests/netns.py``: ``GatewayNet``, a namespace and a veth pair on 10.213.k.0/24), run the
+sipp gateways inside it on 10.213.k.2, .3, ... (the addresses the EndpointSlices list), and run
+the proxy on the root namespace's end, 10.213.k.1 (``KubeProxy(ip=net.host)``, or
+``KubeStack.start(..., proxy_ip=net.host)``), listening and advertising (Via, Record-Route)
+there so the gateways' answers come back over the veth; callers send to that address too.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -51,29 +56,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-
-
-def host_address() -> str:
-    """A non-loopback IPv4 address of this host."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # routing only: no packet is sent
-            address = str(probe.getsockname()[0])
-        except OSError:
-            address = "127.0.0.1"
-    if not address.startswith("127."):
-        return address
-    out = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if "inet" in fields:
-            return fields[fields.index("inet") + 1].split("/")[0]
-    raise HarnessError("no non-loopback IPv4 address on this host for EndpointSlice gateways")
 
 
 def install_crds(kubectl: Callable[..., str]) -> None:
@@ -169,14 +151,23 @@ class OperatorProcess:
 
 class KubeProxy:
     """``sipdispatch-proxy --kubernetes-table NS/sipdispatch-table`` as the proxy's
-    ServiceAccount, on 127.0.0.1 with UDP and TCP listeners on one free port."""
+    ServiceAccount, with UDP and TCP listeners on one free port of ``ip`` (default 127.0.0.1;
+    for gateways in a test network: its root-namespace end, ``GatewayNet.host``), advertised
+    as such (Via, Record-Route); the control API on 127.0.0.1."""
 
     def __init__(
-        self, workdir: Path, kubeconfig: Path, namespace: str, *, replica: str = "proxy-0"
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        namespace: str,
+        *,
+        replica: str = "proxy-0",
+        ip: str = "127.0.0.1",
     ) -> None:
-        self.ip = "127.0.0.1"
+        self.ip = ip
         self.port = free_port(self.ip)
-        self.control_port = free_port(self.ip)
+        self.control_ip = "127.0.0.1"
+        self.control_port = free_port(self.control_ip)
         self.replica = replica
         argv = [
             *_command("sipdispatch-proxy", "sipdispatch.proxy"),
@@ -194,14 +185,20 @@ class KubeProxy:
             f"udp:{self.ip}:{self.port}",
             "--listen",
             f"tcp:{self.ip}:{self.port}",
+            "--advertise",
+            self.hostport,
             "--control",
-            f"{self.ip}:{self.control_port}",
+            f"{self.control_ip}:{self.control_port}",
         ]
         self.process = ManagedProcess(replica, argv, workdir)
 
     @property
     def hostport(self) -> str:
         return f"{self.ip}:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.control_ip}:{self.control_port}"
 
     def start(self, ready_timeout: float = 30.0) -> KubeProxy:
         """Start; return once it answers OPTIONS (it listens only once it has a table)."""
@@ -210,14 +207,14 @@ class KubeProxy:
         while time.monotonic() < deadline:
             if not self.process.running():
                 raise HarnessError(f"proxy exited: {self.process.output_tail(40)}")
-            if sip_options_ping(self.ip, self.port, timeout=0.3) == 200:
+            if sip_options_ping(self.ip, self.port, timeout=0.3, local_ip=self.ip) == 200:
                 return self
             time.sleep(0.1)
         raise HarnessError(f"proxy did not answer OPTIONS: {self.process.output_tail(40)}")
 
     def destinations(self) -> dict[str, str]:
         """URI -> two-letter state of every destination the proxy serves now."""
-        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        status, body = _get(f"{self.control_url}/v1/destinations")
         if status != 200:
             return {}
         sets = json.loads(body)["sets"]
@@ -225,7 +222,7 @@ class KubeProxy:
 
     def destination(self, uri: str) -> dict[str, Any]:
         """The control API's view of one destination (state, changedAt, latency, ...)."""
-        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        status, body = _get(f"{self.control_url}/v1/destinations")
         if status != 200:
             return {}
         sets = json.loads(body)["sets"]
@@ -233,7 +230,7 @@ class KubeProxy:
         return found[0] if found else {}
 
     def sets(self) -> list[int]:
-        status, body = _get(f"http://{self.ip}:{self.control_port}/v1/destinations")
+        status, body = _get(f"{self.control_url}/v1/destinations")
         return [s["id"] for s in json.loads(body)["sets"]] if status == 200 else []
 
     def log(self) -> str:
@@ -337,7 +334,8 @@ def events(kubectl: Callable[..., str], namespace: str, reason: str) -> list[dic
 @dataclass
 class KubeStack:
     """The chart's identities, the operator running in ``namespace``, and proxies started on
-    demand; ``close()`` stops them and says whether any was refused by RBAC."""
+    demand (listening on ``proxy_ip``: a test network's ``host`` when they reach gateways in
+    it); ``close()`` stops them and says whether any was refused by RBAC."""
 
     namespace: str
     kubectl: Callable[..., str]
@@ -345,16 +343,21 @@ class KubeStack:
     proxy_config: Path
     workdir: Path
     proxies: list[KubeProxy]
+    proxy_ip: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, cluster: KubeCluster, namespace: str, workdir: Path) -> KubeStack:
+    def start(
+        cls, cluster: KubeCluster, namespace: str, workdir: Path, *, proxy_ip: str = "127.0.0.1"
+    ) -> KubeStack:
         install_crds(cluster.kubectl)
         identities = install_chart(cluster, namespace, workdir)
         operator = OperatorProcess(workdir, identities.operator, namespace).start()
-        return cls(namespace, cluster.kubectl, operator, identities.proxy, workdir, [])
+        return cls(namespace, cluster.kubectl, operator, identities.proxy, workdir, [], proxy_ip)
 
     def start_proxy(self, replica: str = "proxy-0") -> KubeProxy:
-        proxy = KubeProxy(self.workdir, self.proxy_config, self.namespace, replica=replica)
+        proxy = KubeProxy(
+            self.workdir, self.proxy_config, self.namespace, replica=replica, ip=self.proxy_ip
+        )
         self.proxies.append(proxy)
         return proxy.start()
 

@@ -1,8 +1,12 @@
 """EndpointSlices drive running proxies: the operator and a Kubernetes-mode proxy as local
 processes with the chart's ServiceAccounts, a real API server, real sipp gateways and calls.
 
-A selector-less Service ``asterisk`` gets one hand-made EndpointSlice per sipp gateway (all on
-this host's address, each on its own port: a slice has one port list). What is shown:
+A selector-less Service ``asterisk`` gets one hand-made EndpointSlice per sipp gateway (each on
+its own port: a slice has one port list). The gateways run in a network namespace the test
+makes (``tests/netns.py``), each on its own address there (10.213.k.2, .3, ...): the API server
+refuses loopback addresses in EndpointSlices, and test traffic may target nothing but loopback
+and the test's own namespace. The proxies listen on the root namespace's end of the veth
+(10.213.k.1), where the callers send. What is shown:
 
 * both gateways AP in the DispatcherSet status, with the latency the proxy's probes measure;
 * an endpoint marked terminating turns DR (proxy and status): no new call reaches it while
@@ -31,13 +35,13 @@ from kubeproc import (
     dispatcherset,
     endpoint_slice,
     events,
-    host_address,
     service,
     wait_for,
 )
 
 from kubecluster import KubeCluster
-from sipphelpers import RoutingReport, SippGateway, SippLab, routing_report
+from netns import GatewayNet, gateway_net
+from sipphelpers import RoutingReport, SippCaller, SippGateway, SippLab, routing_report
 
 pytestmark = [pytest.mark.k8s, pytest.mark.sipp]
 
@@ -57,11 +61,14 @@ SET = {
 }
 
 
+__all__ = ["gateway_net"]  # the fixture, imported for these tests
+
+
 @dataclass
 class Stack:
     kube: KubeStack
     lab: SippLab
-    host: str
+    net: GatewayNet  # gateways inside, proxies and callers on its host end
     api: Any  # kubernetes.client.ApiClient (admin): quicker than kubectl for timed changes
 
     @property
@@ -72,11 +79,19 @@ class Stack:
     def kubectl(self) -> Callable[..., str]:
         return self.kube.kubectl
 
+    def gateway(self, name: str) -> SippGateway:
+        """A sipp gateway inside the test network, on its next address."""
+        return self.lab.gateway(name, ip=self.net.next_address(), netns=self.net.name)
+
+    def caller(self, proxy: KubeProxy, name: str, **kwargs: Any) -> SippCaller:
+        """A sipp caller on the test network's host end, calling ``proxy``."""
+        return self.lab.caller(proxy.hostport, name=name, local_ip=self.net.host, **kwargs)
+
     def slice_for(self, gateway: SippGateway, **conditions: Any) -> dict[str, Any]:
         return endpoint_slice(
             f"asterisk-{gateway.name}",
             "asterisk",
-            [self.host],
+            [gateway.ip],
             gateway.port,
             pod=gateway.name,
             **conditions,
@@ -101,12 +116,15 @@ def stack(
     kube_cluster: KubeCluster,
     kube_namespace: str,
     kube_api: Callable[..., Any],
+    gateway_net: GatewayNet,
     sipp_lab: SippLab,
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    kube = KubeStack.start(kube_cluster, kube_namespace, tmp_path / "kube")
+    kube = KubeStack.start(
+        kube_cluster, kube_namespace, tmp_path / "kube", proxy_ip=gateway_net.host
+    )
     try:
-        yield Stack(kube, sipp_lab, host_address(), kube_api())
+        yield Stack(kube, sipp_lab, gateway_net, kube_api())
     finally:
         refused = kube.close()
     assert not refused, kube.logs()
@@ -129,7 +147,7 @@ def wait_both_up_with_latency(stack: Stack, gateways: list[SippGateway]) -> dict
 
 
 def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
-    gw1, gw2, gw3 = (stack.lab.gateway(name, ip=stack.host) for name in ("gw1", "gw2", "gw3"))
+    gw1, gw2, gw3 = (stack.gateway(name) for name in ("gw1", "gw2", "gw3"))
     apply(
         stack.kubectl,
         stack.namespace,
@@ -150,7 +168,7 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
     assert set(proxy.destinations()) == {gw1.uri, gw2.uri}
 
     # A call in progress on one gateway; that gateway's endpoint starts terminating.
-    long = stack.lab.caller(proxy.hostport, name="long", rate=1, calls=1, call_ms=6000).start()
+    long = stack.caller(proxy, "long", rate=1, calls=1, call_ms=6000).start()
 
     def answering() -> SippGateway | None:
         return next((gw for gw in (gw1, gw2) if any(c.answered for c in gw.calls().values())), None)
@@ -168,7 +186,7 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
     )
     assert stack.states()[draining.uri]["reason"] == "endpoint terminating"
 
-    short = stack.lab.caller(proxy.hostport, name="short", rate=20, calls=20, call_ms=100)
+    short = stack.caller(proxy, "short", rate=20, calls=20, call_ms=100)
     result = short.run()
     report = routing_report([gw1, gw2], short.call_ids())
     assert result.successful == 20, result.summary()
@@ -182,7 +200,7 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
     assert not long_report.problems(), long_report  # its BYE reached the draining gateway
 
     # A third endpoint while calls flow: how long until calls reach it.
-    steady = stack.lab.caller(proxy.hostport, name="steady", rate=50, calls=250, call_ms=100)
+    steady = stack.caller(proxy, "steady", rate=50, calls=250, call_ms=100)
     steady.start()
     time.sleep(1.0)
     from kubernetes import client  # noqa: PLC0415 (only these tests pay for the import)
@@ -217,7 +235,7 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
 
 
 def test_a_stopped_gateway_turns_inactive_with_an_event(stack: Stack) -> None:
-    gw1, gw2 = (stack.lab.gateway(name, ip=stack.host) for name in ("gw1", "gw2"))
+    gw1, gw2 = (stack.gateway(name) for name in ("gw1", "gw2"))
     apply(
         stack.kubectl,
         stack.namespace,

@@ -1,6 +1,12 @@
 """What the operator does with specs the schema let through, deletions, and endpoints that go
 away, seen from a running Kubernetes-mode proxy (no SIP traffic needed: the proxy's control API
-says what it serves)."""
+says what it serves).
+
+The proxy still probes what it serves, so every destination is an address test traffic may
+target: static destinations are on loopback; endpoints, which the API server refuses on
+loopback ("may not be in the loopback range"), are addresses inside a network namespace the
+test makes (``tests/netns.py``; nothing listens there, the probes just fail), and the proxy
+listens on that network's root-namespace end, 10.213.k.1."""
 
 from __future__ import annotations
 
@@ -20,27 +26,46 @@ from kubeproc import (
     endpoint_slice,
     events,
     get,
-    host_address,
     service,
     wait_for,
 )
 
 from kubecluster import KubeCluster
+from netns import GatewayNet, gateway_net
+
+__all__ = ["gateway_net"]  # the fixture, imported for these tests
 
 pytestmark = pytest.mark.k8s
 
-TRUNK = "sip:192.0.2.10:5060"
-PSTN = "sip:192.0.2.20:5060"
+# static destinations: probed by the proxy, so on loopback (nothing listens there)
+TRUNK = "sip:127.0.0.10:5060"
+PSTN = "sip:127.0.0.20:5060"
+FIXED = "sip:127.0.0.11"
 
 
-@pytest.fixture
-def kube(kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path) -> Iterator[KubeStack]:
-    stack = KubeStack.start(kube_cluster, kube_namespace, tmp_path / "kube")
+def _stack(
+    cluster: KubeCluster, namespace: str, workdir: Path, proxy_ip: str = "127.0.0.1"
+) -> Iterator[KubeStack]:
+    stack = KubeStack.start(cluster, namespace, workdir, proxy_ip=proxy_ip)
     try:
         yield stack
     finally:
         refused = stack.close()
     assert not refused, stack.logs()
+
+
+@pytest.fixture
+def kube(kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path) -> Iterator[KubeStack]:
+    """Proxies on loopback: for static destinations only."""
+    yield from _stack(kube_cluster, kube_namespace, tmp_path / "kube")
+
+
+@pytest.fixture
+def kube_on_net(
+    kube_cluster: KubeCluster, kube_namespace: str, gateway_net: GatewayNet, tmp_path: Path
+) -> Iterator[KubeStack]:
+    """Proxies on the test network's host end: for endpoints inside it."""
+    yield from _stack(kube_cluster, kube_namespace, tmp_path / "kube", gateway_net.host)
 
 
 def table_text(kube: KubeStack) -> str:
@@ -78,7 +103,7 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     patch_spec(
         kube,
         "trunks",
-        {"destinations": [{"uri": "sip:192.0.2.11"}, {"uri": "SIP:192.0.2.11:5060"}]},
+        {"destinations": [{"uri": FIXED}, {"uri": "SIP:127.0.0.11:5060"}]},
     )
     invalid = wait_for(
         "the Invalid condition",
@@ -102,8 +127,8 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     assert table_text(kube) == good
     assert set(proxy.destinations()) == {TRUNK, PSTN}  # the last good table keeps serving
 
-    patch_spec(kube, "trunks", {"destinations": [{"uri": "sip:192.0.2.11"}]})
-    wait_for("the fixed spec served", lambda: "sip:192.0.2.11" in proxy.destinations(), 10)
+    patch_spec(kube, "trunks", {"destinations": [{"uri": FIXED}]})
+    wait_for("the fixed spec served", lambda: FIXED in proxy.destinations(), 10)
     assert TRUNK not in proxy.destinations()
     wait_for(
         "Invalid cleared",
@@ -130,7 +155,7 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     trunks_before = kube.status("trunks")
     kube.kubectl("delete", "dset", "pstn", "-n", kube.namespace)
     wait_for("set 2 gone from the proxy", lambda: proxy.sets() == [1], 10)
-    assert set(proxy.destinations()) == {"sip:192.0.2.11"}
+    assert set(proxy.destinations()) == {FIXED}
     assert "id: 2" not in table_text(kube)
     trunks_after = kube.status("trunks")
     assert trunks_after["destinations"] == trunks_before["destinations"]
@@ -139,15 +164,18 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     assert "finalizers" not in get(kube.kubectl, kube.namespace, "dset", "trunks")["metadata"]
 
 
-def test_a_gone_endpoint_drains_for_the_grace_then_leaves(kube: KubeStack) -> None:
-    host = host_address()
-    a, b = f"sip:{host}:5091", f"sip:{host}:5092"
+def test_a_gone_endpoint_drains_for_the_grace_then_leaves(
+    kube_on_net: KubeStack, gateway_net: GatewayNet
+) -> None:
+    kube = kube_on_net
+    host_a, host_b = gateway_net.next_address(), gateway_net.next_address()
+    a, b = f"sip:{host_a}:5091", f"sip:{host_b}:5092"
     apply(
         kube.kubectl,
         kube.namespace,
         service("gw"),
-        endpoint_slice("gw-a", "gw", [host], 5091, pod="gw-a"),
-        endpoint_slice("gw-b", "gw", [host], 5092, pod="gw-b"),
+        endpoint_slice("gw-a", "gw", [host_a], 5091, pod="gw-a"),
+        endpoint_slice("gw-b", "gw", [host_b], 5092, pod="gw-b"),
         dispatcherset("gw", {"setId": 1, "gateways": [{"service": "gw"}], "drainGraceSeconds": 2}),
     )
     proxy = kube.start_proxy()
