@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="RFC 3261 T1; retransmission and transaction timers scale with it",
     )
     parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, stop being ready and let calls being set up finish for this long",
+    )
+    parser.add_argument(
         "--control",
         default="127.0.0.1:8080",
         metavar="IP:PORT",
@@ -211,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,
         control_token=_token(args),
+        drain_timeout=args.drain_timeout,
         probing=probing,
         max_dialog_age=args.max_dialog_age,
     )

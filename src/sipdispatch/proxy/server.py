@@ -63,6 +63,8 @@ class ProxyOptions:
     control: str | None = "127.0.0.1:8080"
     #: bearer token required by write calls of the control API ("" = none)
     control_token: str = ""
+    #: on SIGTERM, how long transactions in flight may take to finish before the proxy exits
+    drain_timeout: float = 10.0
     #: tasks that live as long as the proxy (e.g. reporting destination states to Kubernetes),
     #: started once the proxy serves and cancelled when it stops
     companions: Sequence[Callable[[ProxyServer], Coroutine[Any, Any, None]]] = ()
@@ -97,6 +99,7 @@ class ProxyServer:
         self.listeners: list[SocketAddress] = []
         self.bound: dict[str, Address] = {}
         self._stop = asyncio.Event()
+        self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._tcp: TcpTransport | None = None
         self._control: web.AppRunner | None = None
@@ -233,6 +236,13 @@ class ProxyServer:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # The control API comes first: liveness answers (and readiness says why not) while the
+        # first table is awaited, which in Kubernetes mode can take until a DispatcherSet exists.
+        if self.options.control:
+            host, _, port = self.options.control.rpartition(":")
+            app = make_app(self, self.registry, self.options.control_token)
+            self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
+            log.info("control API on http://%s", self.options.control)
         loaded = await self.options.source.first()
         self.loaded = loaded
         listen = self.options.listen or (
@@ -280,11 +290,6 @@ class ProxyServer:
             len(table.sets),
             count,
         )
-        if self.options.control:
-            host, _, port = self.options.control.rpartition(":")
-            app = make_app(self, self.registry, self.options.control_token)
-            self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
-            log.info("control API on http://%s", self.options.control)
         self._tasks.append(loop.create_task(self._watch()))
         self.prober = Prober(engine, self.probe_settings, self._probe_result)
         self._tasks.append(loop.create_task(self.prober.run()))
@@ -358,6 +363,28 @@ class ProxyServer:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, grace: float) -> None:
+        """Stop being ready and let transactions in flight finish (at most ``grace`` s).
+
+        Kubernetes takes a terminating pod out of its Service's endpoints, so new calls stop
+        arriving; calls being set up here get their answers, and dialogs already up go on
+        through the other replicas (any replica routes them).
+        """
+        self._draining = True
+        engine = self.engine
+        if engine is None:
+            return
+        log.info("draining: %d transactions in flight", engine.core.transaction_count)
+        deadline = asyncio.get_running_loop().time() + grace
+        # Polled: the core is sans-I/O and signals nothing; 50 ms is nothing next to a call.
+        while engine.core.transaction_count and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        log.info("drained: %d transactions left", engine.core.transaction_count)
+
     async def wait(self) -> None:
         await self._stop.wait()
 
@@ -405,12 +432,23 @@ def _core_settings(
 
 
 async def run(options: ProxyOptions) -> None:
+    """Serve until SIGINT (stop now) or SIGTERM (drain first, as Kubernetes stops pods)."""
     server = ProxyServer(options)
-    await server.start()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop)
+    terminated = asyncio.Event()
+
+    def on_sigterm() -> None:
+        if terminated.is_set():
+            server.stop()  # a second SIGTERM: stop now
+        terminated.set()
+        server.stop()
+
+    loop.add_signal_handler(signal.SIGINT, server.stop)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
+        await server.start()
         await server.wait()
+        if terminated.is_set():
+            await server.drain(options.drain_timeout)
     finally:
         await server.close()

@@ -27,6 +27,9 @@ class ControlledProxy(Protocol):
     @property
     def table(self) -> DestinationTable | None: ...
 
+    @property
+    def draining(self) -> bool: ...
+
     def now(self) -> float: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -58,8 +61,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[PROXY].table is None:
+    proxy = request.app[PROXY]
+    if proxy.table is None:
         return _error(503, "no destination table loaded yet")
+    if proxy.draining:
+        return _error(503, "draining: stopping after the transactions in flight")
     return web.json_response({"status": "ready"})
 
 
