@@ -17,7 +17,7 @@ from loopback import Peer, free_udp_port, until
 from sipdispatch.proxy.core import CoreSettings
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
 from sipdispatch.proxy.dispatch.health import HealthPolicy, Outcome, ProbingMode
 from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.engine import Engine
@@ -27,7 +27,6 @@ from sipdispatch.proxy.prober import (
     ProbeResult,
     ProbeScheduler,
     ProbeSettings,
-    TargetIndex,
     classify,
 )
 from sipdispatch.proxy.signing import Signer

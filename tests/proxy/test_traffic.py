@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sipdispatch.proxy.dispatch import context, health
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
 from sipdispatch.proxy.dispatch.health import HealthPolicy, ProbingMode
 from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
-from sipdispatch.proxy.prober import TargetIndex
 from sipdispatch.proxy.traffic import TrafficObserver
 
 GW1 = "sip:127.0.0.2:5060"

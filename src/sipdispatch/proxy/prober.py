@@ -30,13 +30,13 @@ import asyncio
 import heapq
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec, expand_codes
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target
+from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target, TargetIndex
 from sipdispatch.proxy.events import ProbeCompleted
 from sipdispatch.proxy.state import Hop
 
@@ -46,7 +46,6 @@ __all__ = [
     "ProbeSender",
     "ProbeSettings",
     "Prober",
-    "TargetIndex",
     "classify",
 ]
 
@@ -191,37 +190,6 @@ class ProbeScheduler:
             base = at if now - at < self.interval else now
             self._put(key, base + step)
         return out
-
-
-class TargetIndex:
-    """Look-ups into one table snapshot by destination key and by (set, URI as hops carry it).
-
-    Rebuilt only when the table object changes (a reload): ``DestinationTable.find`` parses a
-    URI and scans a set, too slow for every probe answer and every failed call.
-    """
-
-    def __init__(self) -> None:
-        self.table: DestinationTable | None = None
-        self._by_key: dict[str, Target] = {}
-        self._by_uri: dict[tuple[int, str], Target] = {}
-
-    def refresh(self, table: DestinationTable) -> bool:
-        """Follow ``table``; True when it is another table than before."""
-        if table is self.table:
-            return False
-        self.table = table
-        self._by_key = {t.key: t for t in table.targets()}
-        self._by_uri = {(t.destination.set_id, t.destination.uri): t for t in table.targets()}
-        return True
-
-    def by_key(self, key: str) -> Target | None:
-        return self._by_key.get(key)
-
-    def by_uri(self, set_id: int, uri: str) -> Target | None:
-        return self._by_uri.get((set_id, uri))
-
-    def __iter__(self) -> Iterator[Target]:
-        return iter(self._by_key.values())
 
 
 class ProbeSender(Protocol):

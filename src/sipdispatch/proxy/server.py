@@ -24,7 +24,7 @@ from sipdispatch.proxy.control.app import make_app, start_control
 from sipdispatch.proxy.core import Address, CoreSettings
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
 from sipdispatch.proxy.dispatch.health import HealthPolicy
 from sipdispatch.proxy.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.engine import Engine
@@ -34,7 +34,7 @@ from sipdispatch.proxy.events import (
     ProbeCompleted,
 )
 from sipdispatch.proxy.metrics import ProxyMetrics
-from sipdispatch.proxy.prober import Prober, ProbeResult, ProbeSettings, TargetIndex
+from sipdispatch.proxy.prober import Prober, ProbeResult, ProbeSettings
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.sip.transaction import Timers
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.destinations import Runtime, Target
+from sipdispatch.proxy.dispatch.destinations import Runtime, Target, TargetIndex
 from sipdispatch.proxy.dispatch.health import HealthPolicy
 from sipdispatch.proxy.events import (
     BranchAnswered,
@@ -28,7 +28,6 @@ from sipdispatch.proxy.events import (
     CoreEvent,
     DialogEnded,
 )
-from sipdispatch.proxy.prober import TargetIndex
 
 __all__ = ["HealthNote", "TrafficObserver"]
 
