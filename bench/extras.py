@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from ladder import latency_figures
-from rigs import GATEWAY_IPS, REPO_ROOT, SIPP_BUFFER, Settings, SipdispatchBalancer, cpu_by_pid
+from rigs import (
+    CALLER_SCENARIO,
+    GATEWAY_IPS,
+    REPO_ROOT,
+    SIPP_BUFFER,
+    Settings,
+    SipdispatchBalancer,
+    cpu_by_pid,
+)
 
 from sipdispatch.proxy.dispatch.algorithms import _hash64, rendezvous_order
 from sipphelpers import ManagedProcess, SippGateway, SippLab, free_port
@@ -170,6 +178,7 @@ def probing_cost(
                     trace_messages=True,
                     recv_timeout_ms=5000,
                     extra_args=SIPP_BUFFER,
+                    scenario=CALLER_SCENARIO,
                 )
                 result = caller.run()
                 figures = latency_figures(caller)

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rigs import SIPP_BUFFER, Rig
+from rigs import CALLER_SCENARIO, SIPP_BUFFER, Rig
 
 from sipphelpers import SippLab, routing_report
 
@@ -75,6 +75,7 @@ def run_failover(
         trace_messages=True,
         recv_timeout_ms=recv_timeout_ms,
         extra_args=SIPP_BUFFER,
+        scenario=CALLER_SCENARIO,
     ).start()
     started = time.monotonic()
     time.sleep(kill_at_s)

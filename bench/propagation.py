@@ -17,8 +17,11 @@ run's own namespaces; nothing listens there (the proxies' probes just fail), and
 listen on the pair's root-namespace end so that their probes can be sent at all.  Making the
 namespace needs root (as the bench runs).
 
-Reuses the test harness (``tests/kubecluster.py``, ``tests/e2e/kubeproc.py``); every process
-is stopped by PID, the control plane by ``hack/test-cluster down``.
+The endpoints are addresses inside a network namespace made for the run (``tests/netns.py``:
+the API server refuses loopback addresses in EndpointSlices); nothing listens there, and
+nothing sent there leaves the machine.  Reuses the test harness (``tests/kubecluster.py``,
+``tests/e2e/kubeproc.py``); every process is stopped by PID, the control plane by
+``hack/test-cluster down``, the namespace removed.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def measure_propagation(
             namespace = cluster.create_namespace("bench-propagation")
             stack = KubeStack.start(cluster, namespace, workdir, proxy_ip=net.host)
             host = net.next_address()
-            base_port = free_port()
+            base_port = free_port(net.host)
             apply(
                 cluster.kubectl,
                 namespace,

@@ -61,6 +61,8 @@ GATEWAY_IPS = ("127.0.0.2", "127.0.0.3")
 # sipp's own default socket buffer is 64 KiB: at a few thousand calls/s its bursts overflow
 # it and the drops would be blamed on the balancer.  The kernel caps it at net.core.rmem_max.
 SIPP_BUFFER = ["-buff_size", str(4 << 20)]
+# the caller's scenario: tests/sipp/scenarios/uac.xml, tolerating a 180 relayed after the 200
+CALLER_SCENARIO = BENCH_DIR / "scenarios" / "uac.xml"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -29,9 +29,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ import failover  # noqa: E402
 import report  # noqa: E402
 from ladder import LadderSpec, best_rate, latency_figures, run_ladders, run_step  # noqa: E402
 from rigs import (  # noqa: E402
+    CALLER_SCENARIO,
     REPO_ROOT,
     SIPP_BUFFER,
     KamailioRig,
@@ -267,6 +270,7 @@ class Bench:
                 trace_messages=True,
                 recv_timeout_ms=5000,
                 extra_args=SIPP_BUFFER,
+                scenario=CALLER_SCENARIO,
             )
             result = caller.run()
             lat = latency_figures(caller)
@@ -357,12 +361,14 @@ class Bench:
     # ---------------------------------------------------------------- 5. memory
 
     def memory_dialogs(self) -> None:
-        """RSS and PSS with 10,000 calls in progress (long calls at a moderate rate)."""
+        """RSS and PSS with calls in progress: long calls placed at half the lower of the two
+        maxima for ``window`` seconds, memory read once all are up, then the caller stopped.
+        Reported per 10,000 calls (linear: every call in progress holds the same state)."""
         maxima = self.results["max_per_core"]
-        top = min(v for v in maxima.values() if v) if any(maxima.values()) else 0
-        rate = max(100.0, min(500.0, round(top * 0.4 / 50) * 50))
-        dialogs = 10000
-        hold_ms = round(dialogs / rate * 1000)
+        top = min((v for v in maxima.values() if v), default=200.0)
+        rate = max(50.0, min(500.0, round(top * 0.5 / 10) * 10))
+        window = 20.0
+        dialogs = round(rate * window)
         out = {}
         for rig in self.per_core_rigs:
             rig.restart()
@@ -372,30 +378,31 @@ class Bench:
                 rig.hostport,
                 rate=rate,
                 calls=dialogs,
-                call_ms=hold_ms,
+                call_ms=round(window * 1000 + 30_000),  # no BYE before the reading
                 trace_messages=False,
                 recv_timeout_ms=10000,
                 extra_args=SIPP_BUFFER,
+                scenario=CALLER_SCENARIO,
             ).start()
-            # all calls placed and none ended yet: 10,000 in progress
-            time.sleep(dialogs / rate + 0.5)
+            time.sleep(window + 1.5)
             peak = rig.memory()
-            result = caller.wait()
+            caller.process.stop()  # by PID; the rig is started afresh below
+            scale = 10000 / dialogs
             out[rig.kind] = {
                 "rate": rate,
                 "dialogs": dialogs,
-                "hold_s": hold_ms / 1000,
                 "idle": idle,
                 "with_dialogs": peak,
-                "failed": result.failed,
-                "pss_per_10k_mib": peak["pss_mib"] - idle["pss_mib"],
-                "rss_per_10k_mib": peak["rss_mib"] - idle["rss_mib"],
+                "pss_per_10k_mib": (peak["pss_mib"] - idle["pss_mib"]) * scale,
+                "rss_per_10k_mib": (peak["rss_mib"] - idle["rss_mib"]) * scale,
             }
             log(
                 f"  memory {rig.label:28s}: idle PSS {idle['pss_mib']:.1f} MiB, with "
-                f"{dialogs} calls in progress {peak['pss_mib']:.1f} MiB "
-                f"(RSS {idle['rss_mib']:.1f} -> {peak['rss_mib']:.1f}), failed {result.failed}"
+                f"{dialogs:,} calls in progress {peak['pss_mib']:.1f} MiB (RSS "
+                f"{idle['rss_mib']:.1f} -> {peak['rss_mib']:.1f}): "
+                f"{out[rig.kind]['pss_per_10k_mib']:.1f} MiB PSS per 10,000"
             )
+            rig.restart()
         self.results["memory_dialogs"] = out
         self.save()
 
@@ -438,9 +445,9 @@ class Bench:
         if why is None and not self.args.with_cluster:
             why = "not measured in this run: bench/run --with-cluster measures it"
         if why is None:
-            import propagation  # noqa: PLC0415 - needs the test extras and the test cluster
-
             try:
+                import propagation  # noqa: PLC0415 - needs the test extras, the test cluster
+
                 measured = propagation.measure_propagation(
                     self.out / "logs" / "propagation", changes=8 if self.quick else 30, log=log
                 )
@@ -502,10 +509,12 @@ class Bench:
             started = time.monotonic()
             try:
                 phase()
-            except Exception as exc:
+            except Exception as exc:  # the next phases may still measure something
                 log(f"phase {name} failed: {exc.__class__.__name__}: {exc}")
-                self.results.setdefault("errors", []).append(f"{name}: {exc}")
-                raise
+                traceback.print_exc()
+                self.results.setdefault("errors", []).append(
+                    f"{name}: {exc.__class__.__name__}: {exc}"
+                )
             finally:
                 self.results["phase_seconds"][name] = round(time.monotonic() - started, 1)
                 self.save()
@@ -513,7 +522,19 @@ class Bench:
         self.results["total_seconds"] = round(time.monotonic() - T0, 1)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (and SIGHUP) end the run like Ctrl-C: every process started is stopped by PID
+    in the ``finally`` blocks, and what was measured so far is saved."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
 def main() -> int:
+    _stop_on_sigterm()
     parser = argparse.ArgumentParser(
         prog="bench/run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -558,6 +579,9 @@ def main() -> int:
     for path in written:
         log(f"wrote {path}")
     log(f"done in {time.monotonic() - T0:.0f} s")
+    if results.get("errors"):
+        log("errors: " + "; ".join(results["errors"]))
+        return 1
     return 0
 
 
