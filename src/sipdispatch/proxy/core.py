@@ -77,8 +77,12 @@ class Proxy:
         # final response, transport, address). Flat tuples of immutable values are not tracked
         # by Python's cycle collector, so tens of thousands of them cost no GC pause.
         self._recent: dict[str, tuple[float, bytes, str, Address]] = {}
-        self._timers: list[tuple[float, int, ProxyTransaction | Branch | Probe]] = []
-        self._sequence = itertools.count()
+        # Timer entries are (deadline, timer id): flat tuples the cycle collector ignores, that
+        # keep nothing alive. Only targets with a timer running are in ``_timed``; a finished
+        # transaction leaves it and is freed at once, its stale entries skipped when they pop.
+        self._timers: list[tuple[float, int]] = []
+        self._timed: dict[int, ProxyTransaction | Branch | Probe] = {}
+        self._sequence = itertools.count(1)  # timer ids; 0 means "none yet"
         self._branch_ids = itertools.count(1)
         self._out: list[Send] = []
 
@@ -107,8 +111,9 @@ class Proxy:
         """When ``on_timer`` should be called next, or None when nothing is pending."""
         deadline: float | None = None
         while self._timers:
-            at, _, target = self._timers[0]
-            if target.scheduled == at:
+            at, timer_id = self._timers[0]
+            target = self._timed.get(timer_id)
+            if target is not None and target.scheduled == at:
                 deadline = at
                 break
             heapq.heappop(self._timers)  # stale entry: the target was rescheduled or finished
@@ -121,8 +126,9 @@ class Proxy:
         self._out = []
         self._prune_recent(now)
         while self._timers and self._timers[0][0] <= now:
-            at, _, target = heapq.heappop(self._timers)
-            if target.scheduled != at:
+            at, timer_id = heapq.heappop(self._timers)
+            target = self._timed.get(timer_id)
+            if target is None or target.scheduled != at:
                 continue
             target.scheduled = None
             if isinstance(target, Branch):
@@ -545,6 +551,7 @@ class Proxy:
             client.terminate()
             branch.answer_by = branch.ringing_until = None
             self._branches.pop(branch.id, None)
+            self._unschedule(branch)
             if txn.server.state is ServerState.TERMINATED and txn.last_response is not None:
                 self._send_upstream(txn, response.to_bytes())  # another fork's 2xx: relay it
                 self._maybe_forget(txn)
@@ -614,6 +621,7 @@ class Proxy:
         client = branch.client
         if client is not None and client.final and client.deadline is None:
             self._branches.pop(branch.id, None)
+            self._unschedule(branch)
             self._maybe_forget(branch.owner)
         else:
             self._schedule(branch)
@@ -635,6 +643,7 @@ class Proxy:
     ) -> None:
         probe.client.terminate()
         self._probes.pop(probe.id, None)
+        self._unschedule(probe)
         hop = probe.hop
         self.events.append(ProbeCompleted(probe.id, hop.key, hop.set_id, status, rtt, retry))
 
@@ -651,15 +660,24 @@ class Proxy:
             b.id in self._branches for b in txn.branches
         ):
             self._transactions.pop(txn.key, None)
+            self._unschedule(txn)
             txn.branches.clear()  # break the branch <-> transaction cycle: freed at once
 
     def _schedule(self, target: ProxyTransaction | Branch | Probe) -> None:
         deadline = target.deadline
-        if deadline is not None and deadline != target.scheduled:
+        if deadline is None:
+            self._unschedule(target)
+        elif deadline != target.scheduled:
+            if not target.timer_id:
+                target.timer_id = next(self._sequence)
+            self._timed[target.timer_id] = target
             target.scheduled = deadline
-            heapq.heappush(self._timers, (deadline, next(self._sequence), target))
-        elif deadline is None:
-            target.scheduled = None
+            heapq.heappush(self._timers, (deadline, target.timer_id))
+
+    def _unschedule(self, target: ProxyTransaction | Branch | Probe) -> None:
+        """Forget a target's timers: its heap entries become stale and hold nothing."""
+        target.scheduled = None
+        self._timed.pop(target.timer_id, None)
 
     # ------------------------------------------------------------------ sending
 

@@ -20,7 +20,16 @@ __all__ = ["Probe", "build_options", "retry_after"]
 class Probe:
     """One OPTIONS in flight to one destination."""
 
-    __slots__ = ("client", "give_up_at", "hop", "id", "request", "scheduled", "started")
+    __slots__ = (
+        "client",
+        "give_up_at",
+        "hop",
+        "id",
+        "request",
+        "scheduled",
+        "started",
+        "timer_id",
+    )
 
     def __init__(
         self, probe_id: str, hop: Hop, request: bytes, client: ClientTransaction, now: float
@@ -32,6 +41,7 @@ class Probe:
         self.started = now
         self.give_up_at = now
         self.scheduled: float | None = None
+        self.timer_id = 0
 
     @property
     def deadline(self) -> float | None:

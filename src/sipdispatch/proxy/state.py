@@ -99,6 +99,7 @@ class Branch:
         "ringing_until",
         "scheduled",
         "started",
+        "timer_id",
         "via",
     )
 
@@ -115,6 +116,7 @@ class Branch:
         self.provisional = False
         self.cancel_pending = False
         self.scheduled: float | None = None
+        self.timer_id = 0  # the core's handle for its timer entries (0: none yet)
 
     @property
     def deadline(self) -> float | None:
@@ -138,6 +140,7 @@ class ProxyTransaction:
         "request",
         "scheduled",
         "server",
+        "timer_id",
         "tried",
         "upstream",
     )
@@ -157,6 +160,7 @@ class ProxyTransaction:
         self.cancelled = False
         self.parallel = False
         self.scheduled: float | None = None
+        self.timer_id = 0  # the core's handle for its timer entries (0: none yet)
 
     @property
     def deadline(self) -> float | None:
