@@ -308,3 +308,15 @@ def test_after_a_2xx_only_a_flat_record_answers_a_retransmitted_invite() -> None
     assert proxy.remembered_count == 0
     forged = ok.replace(CALLER[0].encode(), b"198.51.100.99")
     assert proxy.receive(forged, _gw(GW1), "udp", 100.1) == []
+
+
+def test_timer_entries_of_finished_calls_do_not_pile_up() -> None:
+    proxy, _ = make_proxy()
+    for n in range(3000):
+        sends = proxy.receive(invite(), CALLER, "udp", n * 0.001)
+        forwarded = request_of(next(s for s in sends if s.address != CALLER))
+        gateway = next(s.address for s in sends if s.address != CALLER)
+        proxy.receive(reply(forwarded, 180), gateway, "udp", n * 0.001)  # Timer C: 180 s ahead
+        proxy.receive(reply(forwarded, 200), gateway, "udp", n * 0.001)
+    assert proxy.transaction_count == 0
+    assert len(proxy._timers) <= 4 * len(proxy._timed) + 1024

@@ -673,6 +673,18 @@ class Proxy:
             self._timed[target.timer_id] = target
             target.scheduled = deadline
             heapq.heappush(self._timers, (deadline, target.timer_id))
+            if len(self._timers) > 4 * len(self._timed) + 1024:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap from live entries: stale ones (a Timer C set 180 s ahead, then
+        answered) would otherwise pile up until their time comes. Amortised O(1) per push."""
+        self._timers = [
+            (target.scheduled, timer_id)
+            for timer_id, target in self._timed.items()
+            if target.scheduled is not None
+        ]
+        heapq.heapify(self._timers)
 
     def _unschedule(self, target: ProxyTransaction | Branch | Probe) -> None:
         """Forget a target's timers: its heap entries become stale and hold nothing."""
