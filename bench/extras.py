@@ -122,12 +122,14 @@ def probing_cost(
     interval_s: float = 5.0,
     window_s: float = 10.0,
     with_calls: dict[str, Any] | None = None,
+    command: list[str] | None = None,
     log: Any = print,
 ) -> list[dict[str, Any]]:
-    """CPU of a sipdispatch proxy probing ``count`` destinations every ``interval_s``.
+    """CPU of a sipdispatch proxy probing ``count`` destinations every ``interval_s``, over
+    ``window_s`` with no calls (the proxy's idle cost included).
 
-    ``with_calls``: ``{"rate": r, "seconds": s}`` places calls through set 1 (two sipp
-    gateways) during the window and reports their latency (INVITE->200 p50/p99).
+    ``with_calls``: ``{"rate": r, "seconds": s}`` then places calls through set 1 (two sipp
+    gateways) while it keeps probing, and reports their response times.
     """
     results = []
     workdir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +159,9 @@ def probing_cost(
                 )
                 for i in range(2)
             ]
-            balancer = SipdispatchBalancer(workdir, gateways, settings, f"probe-{count}-proxy")
+            balancer = SipdispatchBalancer(
+                workdir, gateways, settings, f"probe-{count}-proxy", command=command
+            )
             _write_probe_config(
                 balancer, gateways, _probe_destinations(count, responder_port), interval_s
             )
@@ -166,8 +170,15 @@ def probing_cost(
             startup_s = time.monotonic() - t_start
             # one interval to spread the first round of probes over, then measure
             time.sleep(interval_s + 1)
+            # the probing alone: the proxy's CPU over the window, no calls
             cpu0 = sum(cpu_by_pid(balancer.process).values())
             t0 = time.monotonic()
+            time.sleep(window_s)
+            window = time.monotonic() - t0
+            cpu = sum(cpu_by_pid(balancer.process).values()) - cpu0
+            probes_sent = count * window / interval_s
+            status = _destinations_up(balancer, count)
+            # then calls while it probes: are they delayed?
             figures: dict[str, Any] = {}
             if with_calls:
                 caller = lab.caller(
@@ -184,13 +195,6 @@ def probing_cost(
                 figures = latency_figures(caller)
                 figures["failed"] = result.failed
                 figures["rate"] = with_calls["rate"]
-            remaining = window_s - (time.monotonic() - t0)
-            if remaining > 0:
-                time.sleep(remaining)
-            window = time.monotonic() - t0
-            cpu = sum(cpu_by_pid(balancer.process).values()) - cpu0
-            probes_sent = count * window / interval_s
-            status = _destinations_up(balancer, count)
             entry = {
                 "destinations": count,
                 "interval_s": interval_s,
@@ -204,8 +208,8 @@ def probing_cost(
             }
             log(
                 f"  probing {count} destinations every {interval_s:g}s: "
-                f"{entry['core_share']:.1%} of a core ({entry['us_per_probe']:.0f} us/probe "
-                f"incl. calls if any), {status} up"
+                f"{entry['core_share']:.1%} of a core ({entry['us_per_probe']:.0f} us/probe, "
+                f"idle cost included), {status} up"
                 + (
                     f"; calls at {figures['rate']} cps: answer p99 "
                     f"{figures['answer_p99_ms']:.2f} ms, failed {figures['failed']}"

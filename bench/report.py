@@ -136,7 +136,8 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
         r = _ratio(all_max.get(SD), all_max.get(KAM))
         rows.append(
             [
-                f"calls/s all cores ({labels.get(SD, SD)} vs {labels.get(KAM, KAM)})",
+                f"calls/s all {results.get('machine', {}).get('nproc', '?')} cores "
+                f"({labels.get(SD, SD)}; {labels.get(KAM, KAM)})",
                 _fmt(all_max.get(SD), 0),
                 _fmt(all_max.get(KAM), 0),
                 _fmt(r, 2, "x"),
@@ -611,6 +612,31 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             )
             + "."
         )
+    gcd = results.get("gc", {})
+    watched = gcd.get("watched", {})
+    off = gcd.get("off", {})
+    if watched.get("gc"):
+        g = watched["gc"]
+        lw = watched["step"]["latency"]
+        lo = off.get("step", {}).get("latency", {})
+        lines.append(
+            f"- **sipdispatch's response-time tail is its garbage collector.** At "
+            f"{gcd['rate']:,.0f} calls/s with every collection timed (`bench/gcprobe.py`): "
+            f"{g['collections']:,} collections in {watched['step']['window_s']:.0f} s, "
+            f"{g['pause_total_ms']:,.0f} ms of pauses in all, the longest "
+            f"{g['pause_max_ms']:.0f} ms ({g['pauses_over_ms']['20']} over 20 ms); the "
+            f"collector freed {g['collected_per_call']:.1f} objects per call, i.e. every call "
+            "leaves reference cycles behind that only the cyclic collector frees, and a "
+            "full collection has to walk every object the proxy holds. INVITE->200 p99 "
+            f"{lw.get('answer_p99_ms', float('nan')):.1f} ms with the collector, "
+            + (
+                f"{lo.get('answer_p99_ms', float('nan')):.1f} ms with it switched off (same "
+                "rate, same build)"
+                if lo
+                else "(not measured without it)"
+            )
+            + ". The same pauses, under load, fill the socket buffer: the drops in the ladder."
+        )
     buffers = results.get("receive_buffer", {})
     if buffers.get(SD) and buffers.get(KAM):
         lines.append(
@@ -754,6 +780,56 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             )
         )
         parts.append("")
+    if watched.get("gc"):
+        parts.append("### sipdispatch and its garbage collector\n")
+        rows = []
+        for name, entry in (
+            ("collector on, every collection timed", watched),
+            ("collector off", off),
+        ):
+            if not entry:
+                continue
+            la = entry["step"]["latency"]
+            g = entry.get("gc")
+            rows.append(
+                [
+                    name,
+                    f"{la.get('trying_p50_ms', float('nan')):.2f} / "
+                    f"{la.get('trying_p99_ms', float('nan')):.2f}",
+                    f"{la.get('answer_p50_ms', float('nan')):.2f} / "
+                    f"{la.get('answer_p99_ms', float('nan')):.2f} / "
+                    f"{la.get('answer_max_ms', float('nan')):.2f}",
+                    "-"
+                    if not g
+                    else (
+                        f"{g['collections']:,} collections; gen 0/1/2: "
+                        + " / ".join(
+                            f"{int(g['generations'][k]['collections'])}" for k in ("0", "1", "2")
+                        )
+                        + f"; pauses {g['pause_total_ms']:,.0f} ms in all, longest "
+                        f"{g['pause_max_ms']:.1f} ms, over 5/20/100 ms: "
+                        f"{g['pauses_over_ms']['5']}/{g['pauses_over_ms']['20']}/"
+                        f"{g['pauses_over_ms']['100']}; "
+                        f"{g['collected_per_call']:.1f} objects freed per call"
+                    ),
+                ]
+            )
+        parts.append(
+            f"At {gcd['rate']:,.0f} calls/s (half of sipdispatch's maximum), "
+            f"{watched['step']['duration_s']:.0f} s each, fresh processes of the same build.\n"
+        )
+        parts.append(
+            _table(
+                [
+                    "run",
+                    "INVITE->100 p50 / p99 ms",
+                    "INVITE->200 p50 / p99 / max ms",
+                    "garbage collector",
+                ],
+                rows,
+            )
+        )
+        parts.append("")
     fo = results.get("failover", {})
     if fo:
         parts.append("### Gateway killed under load\n")
@@ -839,6 +915,10 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             )
         )
         parts.append(
+            "\n*After the ladder* is read at the end of the per-core ladder, after its last "
+            "step at the highest rate: a Python process keeps the memory it once needed (its "
+            "allocator's high-water mark, and garbage waiting for the cyclic collector), "
+            "Kamailio's transactions go back to its shared memory pool.\n"
             "\nRSS sums every process of the group, so Kamailio's shared memory counts once per "
             "process; PSS shares it out and is the figure to compare. Neither balancer keeps "
             "dialog state (no `dialog` module in the Kamailio config), so calls in progress "
@@ -865,8 +945,8 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         parts.append(
             "\nProbing: a real `sipdispatch-proxy` with N extra destinations "
             "(`sip:127.1.x.y:PORT`, all answered by one UDP responder, see `bench/extras.py`), "
-            "probes every 5 s spread over the interval; CPU of the proxy process over the "
-            "window, as a share of one core (the proxy's idle cost included)."
+            "probes every 5 s spread over the interval; CPU of the proxy process over a "
+            "window with no calls, as a share of one core (the proxy's idle cost included)."
         )
         with_calls = [p for p in probing if p.get("calls")]
         if with_calls and base:

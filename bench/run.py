@@ -124,6 +124,35 @@ def _os_name() -> str:
     return platform.system()
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _gc_delta(
+    before: dict[str, Any], after: dict[str, Any], start: float, end: float, calls: int
+) -> dict[str, Any]:
+    """What the collector did between two gcprobe summaries; pauses within [start, end]."""
+    gens = {
+        g: {k: a[k] - before["generations"][g][k] for k in a}
+        for g, a in after["generations"].items()
+    }
+    pauses = [p for p in after["pauses"] if start <= p[0] <= end]
+    return {
+        "generations": gens,
+        "collections": sum(v["collections"] for v in gens.values()),
+        "pause_total_ms": sum(v["pause_total_ms"] for v in gens.values()),
+        "pause_max_ms": max((p[2] for p in pauses), default=0.0),
+        "pauses_over_ms": {str(b): sum(p[2] > b for p in pauses) for b in (1, 5, 20, 100)},
+        "longest": sorted(([p[1], p[2], p[3]] for p in pauses), key=lambda p: -p[1])[:5],
+        "collected_per_call": sum(v["collected"] for v in gens.values()) / max(1, calls),
+        "seconds": after["time"] - before["time"],
+    }
+
+
 def core_calls_figure(calls: int, python: str = sys.executable) -> dict[str, Any]:
     out = _cmd([python, str(BENCH_DIR / "core_calls.py"), "--calls", str(calls)])
     m = re.search(r"([\d.]+) us of proxy CPU per call", out)
@@ -285,33 +314,92 @@ class Bench:
     # ---------------------------------------------------------------- 3. all cores
 
     def ladder_all_cores(self) -> None:
+        """Kamailio with ``children=2`` against sipdispatch with all the cores it can use: one
+        worker, i.e. its per-core figure (no multi-worker mode yet; measuring the same
+        process again would only measure the noise)."""
         maxima = self.results["max_per_core"]
-        rigs: list[Rig] = []
-        starts = []
-        sd = self.per_core_rigs[0]
-        rigs.append(sd)
-        starts.append(max(100.0, maxima.get("sipdispatch", 0) * 0.9))
-        if not self.args.no_kamailio:
-            kam2 = self.rig(
-                KamailioRig(self.lab, self.out / "logs", self.settings, "kam2", children=2)
-            )
-            rigs.append(kam2)
-            starts.append(max(100.0, maxima.get("kamailio", 0) * 0.9))
+        self.results["all_cores_labels"] = {
+            "sipdispatch": f"{self.per_core_rigs[0].label}: its per-core figure"
+        }
+        self.results["max_all_cores"] = {"sipdispatch": maxima.get("sipdispatch", 0)}
+        if self.args.no_kamailio:
+            return
+        kam2 = self.rig(KamailioRig(self.lab, self.out / "logs", self.settings, "kam2", children=2))
         spec = (
             LadderSpec(growth=1.4, bisections=0, step_s=4)
             if self.quick
             else LadderSpec(growth=1.2, bisections=1, step_s=10)
         )
-        log("ladder, all cores: " + " vs ".join(r.label for r in rigs))
+        log(f"ladder, all cores: {kam2.label}")
         budget = T0 + (4.5 if self.quick else 8.0) * 60
-        ladders = run_ladders(self.lab, rigs, spec, start_rates=starts, log=log, deadline=budget)
+        start = max(100.0, maxima.get("kamailio", 0) * 0.9)
+        ladders = run_ladders(self.lab, [kam2], spec, start_rates=[start], log=log, deadline=budget)
         self.results["ladder_all_cores"] = {
             label: [s.as_dict() for s in steps] for label, steps in ladders.items()
         }
-        self.results["max_all_cores"] = {rig.kind: best_rate(ladders[rig.label]) for rig in rigs}
-        self.results["all_cores_labels"] = {rig.kind: rig.label for rig in rigs}
-        for rig in rigs[1:]:
+        self.results["max_all_cores"]["kamailio"] = best_rate(ladders[kam2.label])
+        self.results["all_cores_labels"]["kamailio"] = kam2.label
+        kam2.stop()
+        self.save()
+
+    # ---------------------------------------------------------------- 2b. garbage collector
+
+    def gc_diagnosis(self) -> None:
+        """The response-time tail and the garbage collector: sipdispatch at its half-capacity
+        rate with every collection timed, then with the collector off (bench/gcprobe.py)."""
+        half = next(
+            (
+                e
+                for e in self.results.get("latency", {}).get("sipdispatch", [])
+                if e["fraction"] == 0.5
+            ),
+            None,
+        )
+        if half is None:
+            return
+        rate = half["rate"]
+        # long enough for full collections to happen: young ones rarely free a call's cycles
+        seconds = 4 if self.quick else 12
+        out: dict[str, Any] = {"rate": rate}
+        for mode in ("watched", "off"):
+            summary = self.out / "logs" / f"gc-{mode}.json"
+            extra = ["--summary", str(summary)] if mode == "watched" else ["--gc-off"]
+            build = SipdispatchBuild(
+                f"{self.build.name}, GC {mode}",
+                [self.build.python, str(BENCH_DIR / "gcprobe.py"), *extra, "--"],
+                self.build.python,
+            )
+            rig = self.rig(
+                SipdispatchRig(
+                    self.lab, self.out / "logs", self.settings, f"sdgc{mode}", build=build
+                )
+            )
+            time.sleep(1.0)
+            before = _read_json(summary)
+            started = time.time()
+            step = run_step(self.lab, rig, rate, seconds, call_ms=100, trace=True)
+            ended = time.time()
+            time.sleep(0.4)
+            after = _read_json(summary)
             rig.stop()
+            entry: dict[str, Any] = {"step": step.as_dict()}
+            if mode == "watched" and before and after:
+                entry["gc"] = _gc_delta(before, after, started, ended, step.created)
+            out[mode] = entry
+            lat = step.latency
+            gcs = entry.get("gc", {})
+            log(
+                f"  GC {mode:7s} {rate:6.0f} cps: 100 p99 {lat.get('trying_p99_ms', 0):.2f} ms, "
+                f"200 p99 {lat.get('answer_p99_ms', 0):.2f} ms"
+                + (
+                    f"; {gcs['collections']} collections, longest pause "
+                    f"{gcs['pause_max_ms']:.1f} ms, {gcs['pause_total_ms']:.0f} ms in all, "
+                    f"{gcs['collected_per_call']:.1f} objects freed by the collector per call"
+                    if gcs
+                    else ""
+                )
+            )
+        self.results["gc"] = out
         self.save()
 
     # ---------------------------------------------------------------- 3b. pure Python build
@@ -427,8 +515,9 @@ class Bench:
             self.out / "logs" / "probing",
             (1000, 10000),
             interval_s=5.0,
-            window_s=5.0 if self.quick else 10.0,
+            window_s=5.0 if self.quick else 8.0,
             with_calls=calls,
+            command=self.build.command,
             log=log,
         )
         if calls:
@@ -491,6 +580,7 @@ class Bench:
         phases: list[tuple[str, Any, float]] = [
             ("ladder per core", self.ladder_per_core, 99),
             ("latency", self.latency, 99),
+            ("garbage collector", self.gc_diagnosis, 7.5),
             ("ladder all cores", self.ladder_all_cores, 8.0),
         ]
         if not self.quick and self.build is not self.builds["python"]:
