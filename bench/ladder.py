@@ -7,10 +7,11 @@ machine (``/proc/stat``: other people's processes included), so a failed step sa
 out: the balancer's core, the caller, or the machine.
 
 A step *passes* when fewer than 0.1 % of the calls failed, every call was placed, and the
-caller placed them at (nearly) the asked rate.  A rate that fails is tried once more on fresh
-processes before it counts (other people's load on a shared machine comes in spikes; both
-tries are kept and reported).  The ladder raises the rate by a factor while
-steps pass, then bisects between the last pass and the first failure.  The rigs take turns,
+caller placed them at (nearly) the asked rate.  A rate that fails with fewer than 20 % failed
+calls is tried once more on fresh processes before it counts (other people's load on a shared
+machine comes in spikes; both tries are kept and reported); a collapse is not retried.
+The ladder raises the rate by a factor while steps pass, then bisects between the last pass
+and the first failure.  The rigs take turns,
 one step each (sipdispatch, Kamailio, sipdispatch, ...), so slow drifts of the machine's load
 hit both alike.
 """
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rigs import CALLER_SCENARIO, SIPP_BUFFER, Rig, machine_busy, udp_drops
@@ -60,6 +64,7 @@ class StepResult:
     attempt: int = 1
     superseded: bool = False  # a failed first try, repeated (see LadderSpec.retry_failed)
     failures: dict[str, int] = field(default_factory=dict)
+    failure_kinds: dict[str, int] = field(default_factory=dict)  # from the caller's error log
     latency: dict[str, float] = field(default_factory=dict)  # from the caller's message log
     passed: bool = False
     reason: str = ""
@@ -196,7 +201,34 @@ def run_step(
         # bench/scenarios/uac.xml logs one "receive timeout ... jumping to label" line per
         # call (the wait for a late 180): of a passing step there is nothing else to read
         caller.error_path.unlink(missing_ok=True)
+    else:
+        step.failure_kinds = failure_kinds(caller.error_path)
+        if step.failure_kinds:
+            step.reason += (
+                " [" + ", ".join(f"{n} x {what}" for what, n in step.failure_kinds.items()) + "]"
+            )
     return step
+
+
+_UNEXPECTED = re.compile(r"while expecting '([^']*)'[^\n]*?received '(SIP/2\.0 \d{3}[^\r\n']*)")
+_TIMEOUT = re.compile(r"receive timeout on message [^,]*?:(\d+)(,)?")
+
+
+def failure_kinds(path: Path, limit: int = 3) -> dict[str, int]:
+    """What the failed calls of a step died of, from the caller's error log: the unexpected
+    responses (e.g. "503 No gateway available") and the timeouts, the most frequent first."""
+    try:
+        with path.open(errors="replace") as f:
+            text = f.read(32 << 20)
+    except OSError:
+        return {}
+    kinds: Counter[str] = Counter()
+    for m in _UNEXPECTED.finditer(text):
+        kinds[f"{m.group(2).strip()} instead of {m.group(1)}"] += 1
+    for m in _TIMEOUT.finditer(text):
+        if m.group(2) is None:  # ", jumping to label": the late-180 wait, not a failure
+            kinds["no answer in time"] += 1
+    return dict(kinds.most_common(limit))
 
 
 def _judge(step: StepResult, stats: dict[str, str]) -> None:
@@ -256,7 +288,8 @@ class LadderSpec:
     max_rate: float = 20000.0
     granularity: float = 50.0  # rates are rounded to this
     min_gap: float = 0.05  # stop bisecting when fail/pass are within 5 %
-    retry_failed: bool = True  # a failing rate gets a second try before it counts
+    retry_failed: bool = True  # a failing rate gets a second try before it counts ...
+    retry_below: float = 0.2  # ... unless most calls got through: a collapse is no spike
 
 
 @dataclass
@@ -332,7 +365,7 @@ def run_ladders(
                 climb.done = True
                 continue
             step = _logged_step(lab, climb.rig, climb.rate, spec, log)
-            if not step.passed and spec.retry_failed:
+            if not step.passed and spec.retry_failed and step.failed_fraction < spec.retry_below:
                 # Tell a spike of other load on the machine from the balancer's limit: a rate
                 # that fails is tried once more on fresh processes; both attempts are kept.
                 climb.rig.restart()

@@ -209,7 +209,7 @@ class Bench:
         spec = (
             LadderSpec(start_rate=300, growth=2.0, bisections=1, step_s=4)
             if self.quick
-            else LadderSpec(start_rate=250, growth=1.5, bisections=2, step_s=10)
+            else LadderSpec(start_rate=250, growth=1.5, bisections=2, step_s=8)
         )
         self.results["ladder_spec"] = spec.__dict__
         sd = self.rig(
@@ -220,7 +220,7 @@ class Bench:
             rigs.append(self.rig(KamailioRig(self.lab, self.out / "logs", self.settings, "kam")))
         self.per_core_rigs = rigs
         log("ladder, one core each: " + " vs ".join(r.label for r in rigs))
-        budget = T0 + (3.0 if self.quick else 5.5) * 60
+        budget = time.monotonic() + (2.0 if self.quick else 4.75) * 60
         ladders = run_ladders(self.lab, rigs, spec, log=log, deadline=budget)
         self.results["ladder_per_core"] = {
             label: [s.as_dict() for s in steps] for label, steps in ladders.items()
@@ -234,7 +234,7 @@ class Bench:
 
     def latency(self) -> None:
         fractions = (0.5,) if self.quick else (0.25, 0.5, 0.75)
-        seconds = 4 if self.quick else 8
+        seconds = 4 if self.quick else 6
         out: dict[str, list[dict[str, Any]]] = {}
         maxima = self.results["max_per_core"]
         for fraction in fractions:
@@ -328,11 +328,11 @@ class Bench:
         spec = (
             LadderSpec(growth=1.4, bisections=0, step_s=4)
             if self.quick
-            else LadderSpec(growth=1.2, bisections=1, step_s=10)
+            else LadderSpec(growth=1.2, bisections=1, step_s=8)
         )
         log(f"ladder, all cores: {kam2.label}")
-        budget = T0 + (4.5 if self.quick else 8.0) * 60
-        start = max(100.0, maxima.get("kamailio", 0) * 0.9)
+        budget = time.monotonic() + (0.5 if self.quick else 1.5) * 60
+        start = max(100.0, round(maxima.get("kamailio", 0) * 0.7 / 50) * 50)
         ladders = run_ladders(self.lab, [kam2], spec, start_rates=[start], log=log, deadline=budget)
         self.results["ladder_all_cores"] = {
             label: [s.as_dict() for s in steps] for label, steps in ladders.items()
@@ -405,22 +405,35 @@ class Bench:
     # ---------------------------------------------------------------- 3b. pure Python build
 
     def ladder_python_build(self) -> None:
-        """The development install (pure Python hot path): from the rate where CPU per call
-        is compared upwards, to show what the mypyc build buys."""
-        common, _ = report.common_rate_steps(self.results)
-        start = common or max(100.0, self.results["max_per_core"].get("sipdispatch", 0) / 2)
+        """The development install (pure Python hot path), to show what the mypyc build buys:
+        from a rate both balancers passed comfortably (so that CPU per call compares at one
+        rate for all three) upwards, one try per rate."""
+        sd_max = self.results["max_per_core"].get("sipdispatch", 0)
+        sd_pass = {
+            s["rate"]
+            for s in report._steps(self.results, "ladder_per_core", "sipdispatch")
+            if s["passed"]
+        }
+        kam_pass = {
+            s["rate"]
+            for s in report._steps(self.results, "ladder_per_core", "kamailio")
+            if s["passed"]
+        }
+        both = sorted(r for r in (sd_pass & kam_pass or sd_pass) if r <= 0.6 * sd_max)
+        start = both[-1] if both else max(100.0, sd_max / 2)
         rig = self.rig(
             SipdispatchRig(
                 self.lab, self.out / "logs", self.settings, "sdpy", build=self.builds["python"]
             )
         )
-        spec = LadderSpec(growth=1.25, bisections=0, step_s=10)
+        spec = LadderSpec(growth=1.3, bisections=0, step_s=8, retry_failed=False)
         log(f"ladder from {start:,.0f} calls/s: {rig.label}")
-        budget = T0 + 9.0 * 60
+        budget = time.monotonic() + 60
         ladders = run_ladders(self.lab, [rig], spec, start_rates=[start], log=log, deadline=budget)
         steps = ladders[rig.label]
         self.results["ladder_python_build"] = [s.as_dict() for s in steps]
         self.results["max_python_build"] = best_rate(steps)
+        self.results["python_build_cpu_rate"] = start
         rig.stop()
         self.save()
 
@@ -430,7 +443,7 @@ class Bench:
         timing = (
             {"duration_s": 14.0, "kill_at_s": 4.0, "down_s": 5.0}
             if self.quick
-            else {"duration_s": 24.0, "kill_at_s": 6.0, "down_s": 6.0}
+            else {"duration_s": 20.0, "kill_at_s": 5.0, "down_s": 6.0}
         )
         out = {}
         for rig in self.per_core_rigs:
@@ -509,13 +522,13 @@ class Bench:
         maxima = self.results["max_per_core"]
         calls = None
         if not self.quick and maxima.get("sipdispatch"):
-            calls = {"rate": max(50, round(maxima["sipdispatch"] * 0.25 / 10) * 10), "seconds": 8}
+            calls = {"rate": max(50, round(maxima["sipdispatch"] * 0.25 / 10) * 10), "seconds": 6}
         self.results["probing"] = extras.probing_cost(
             self.lab,
             self.out / "logs" / "probing",
             (1000, 10000),
             interval_s=5.0,
-            window_s=5.0 if self.quick else 8.0,
+            window_s=5.0 if self.quick else 6.0,
             with_calls=calls,
             command=self.build.command,
             log=log,
@@ -580,11 +593,11 @@ class Bench:
         phases: list[tuple[str, Any, float]] = [
             ("ladder per core", self.ladder_per_core, 99),
             ("latency", self.latency, 99),
-            ("garbage collector", self.gc_diagnosis, 7.5),
-            ("ladder all cores", self.ladder_all_cores, 8.0),
+            ("garbage collector", self.gc_diagnosis, 8.5),
+            ("ladder all cores", self.ladder_all_cores, 9.0),
         ]
         if not self.quick and self.build is not self.builds["python"]:
-            phases.append(("pure Python build", self.ladder_python_build, 8.5))
+            phases.append(("pure Python build", self.ladder_python_build, 10.0))
         phases += [("gateway killed", self.failover, 99)]
         if not self.quick:
             phases.append(("memory with 10,000 calls", self.memory_dialogs, 10.5))
