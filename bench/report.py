@@ -314,7 +314,18 @@ def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"probing {p['destinations']:,} destinations every {p['interval_s']:g} s",
                 f"{p['core_share']:.1%} of a core ({p['us_per_probe']:.0f} µs per probe), "
                 f"{p['up']} up",
-                "10,000 every 5 s on one core" if p["destinations"] == 10000 else "",
+                (
+                    "10,000 every 5 s on one core: "
+                    + ("met" if p["core_share"] < 1.0 else "missed")
+                    + (
+                        f"; calls meanwhile: INVITE->200 p99 "
+                        f"{p['calls']['answer_p99_ms']:.2f} ms, {p['calls']['failed']} failed"
+                        if p.get("calls")
+                        else ""
+                    )
+                )
+                if p["destinations"] == 10000
+                else "",
             ]
         )
     for row in results.get("remap", []):
@@ -474,6 +485,48 @@ def plots(results: dict[str, Any], img_dir: Path, prefix: str = "bench-") -> lis
 # the document
 
 
+def _cpu_drift(results: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+    """(rate, CPU per 1,000 calls in the latency phase, in the ladder at the nearest rate, that
+    rate) for sipdispatch's latency steps that cost 20 % more than the ladder's."""
+    ladder = [s for s in _steps(results, "ladder_per_core", SD) if s["passed"]]
+    out = []
+    for e in results.get("latency", {}).get(SD, []):
+        if not ladder or e["failed"]:
+            continue
+        near = min(ladder, key=lambda s: abs(s["rate"] - e["rate"]))
+        if abs(near["rate"] - e["rate"]) > 0.25 * e["rate"]:
+            continue
+        a, b = e["cpu_s_per_1000_calls"], near["cpu_s_per_1000_calls"]
+        if a > 1.2 * b:
+            out.append((e["rate"], a, b, near["rate"]))
+    return out
+
+
+def _steps_with_other_load(results: dict[str, Any], limit: float) -> list[tuple[str, float]]:
+    """(step, other load in cores) of every measured step where other processes were busy."""
+    found: list[tuple[str, float]] = []
+
+    def visit(step: dict[str, Any], what: str) -> None:
+        other = step.get("other_cores", 0.0)
+        if other >= limit:
+            found.append((f"{step['label']} {what} at {step['rate']:,.0f} calls/s", other))
+
+    for section in ("ladder_per_core", "ladder_all_cores"):
+        for steps in results.get(section, {}).values():
+            for st in steps:
+                visit(st, "ladder")
+    for st in results.get("ladder_python_build", []):
+        visit(st, "ladder")
+    for entries in results.get("latency", {}).values():
+        for e in entries:
+            visit(e, "latency")
+    for mode in ("watched", "off"):
+        entry = results.get("gc", {}).get(mode)
+        if entry:
+            visit(entry["step"], f"GC {mode}")
+    return found
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     out.extend("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
@@ -516,6 +569,16 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             "figures are lower and noisier than on a quiet machine; ratios are the figures "
             "to read.\n"
         )
+    busy_steps = _steps_with_other_load(results, 0.3)
+    if busy_steps:
+        parts.append(
+            f"> **Other load during the run**: in {len(busy_steps)} of the measured steps, "
+            "processes other than the ones under test used 0.3 cores or more (up to "
+            f"{max(o for _, o in busy_steps):.2f} of {m.get('nproc', '?')}): "
+            + ", ".join(f"{name} ({o:.2f})" for name, o in busy_steps[:8])
+            + (" and more" if len(busy_steps) > 8 else "")
+            + ". The raw tables show it per step; figures from those steps are the noisiest.\n"
+        )
     parts.append("## Machine and versions\n")
     parts.append(
         _table(
@@ -552,8 +615,11 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         "On a fresh Debian machine it installs what is missing (Kamailio and sipp from "
         "Debian's packages, the project and matplotlib in `.venv`), then runs everything over "
         "loopback: two sipp gateways on 127.0.0.2 and 127.0.0.3 per balancer, a sipp caller on "
-        "127.0.0.1, each balancer on 127.0.0.1. `bench/run --quick` is a 2-3 minute smoke run. "
-        "Raw results and every process's logs land in `bench/results/<timestamp>/`.\n"
+        "127.0.0.1, each balancer on 127.0.0.1. `bench/run --quick` is a 2-3 minute smoke run; "
+        "`--with-cluster` adds the propagation figure on the test control plane "
+        "(`hack/test-cluster`, whose binaries are built from Go modules on first use). "
+        "Raw results and every process's logs land in `bench/results/<timestamp>/`; "
+        "`bench/README.md` describes every phase.\n"
     )
     s = results.get("settings", {})
     parts.append("## What is compared\n")
@@ -584,7 +650,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         '"Per core" is sipdispatch\'s single process against Kamailio with `children=1` (one '
         'UDP worker; its timer, probing and TCP processes still run besides). "All cores": '
         "Kamailio with `children=2`; sipdispatch has no multi-worker mode yet (SO_REUSEPORT "
-        "workers are planned), so it runs with its one worker again.\n"
+        "workers are planned), so its one-worker figure stands for all cores.\n"
     )
     parts.append("## Ratios\n")
     parts.append(
@@ -626,6 +692,41 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             )
             + "."
         )
+    collapsed = [
+        kind
+        for kind in (SD, KAM)
+        if any(
+            "503 No" in what
+            for what in (first_fail(results, "ladder_per_core", kind) or {}).get(
+                "failure_kinds", {}
+            )
+        )
+    ]
+    if collapsed:
+        lines.append(
+            "- **How the ladders end**: the first failing step of "
+            + " and of ".join(_label(results, "ladder_per_core", k) for k in collapsed)
+            + ' failed mostly with a 503 from the balancer itself ("no gateway available"): '
+            "both gateways had been marked down. With these settings one failure marks a "
+            "gateway down (one probe without an answer within 1 s, or one INVITE branch "
+            "without a reply for 1 s); a balancer that falls behind (datagrams queued or "
+            "dropped) makes exactly that happen, takes both gateways out, and every new call "
+            "fails until the next probe brings them back. So the ladders end in a collapse, "
+            "not a slow decline, and where it starts moves from run to run by a step or two: "
+            "read the maxima as +/- one ladder step."
+        )
+    drift = _cpu_drift(results)
+    if drift:
+        lines.append(
+            "- **sipdispatch's CPU per call after the ladder**: in the latency phase (the same "
+            "process, right after the ladder's top steps) it spent "
+            + ", ".join(f"{a:.3f} s per 1,000 calls at {r:,.0f} calls/s" for r, a, _, _ in drift)
+            + " against "
+            + ", ".join(f"{b:.3f} at {n:,.0f}" for _, _, b, n in drift)
+            + " in the ladder (nearest rate): the process got slower after running at its "
+            "maximum, which the latency figures above carry. Not explained by this run; "
+            "Kamailio shows no such change."
+        )
     gcd = results.get("gc", {})
     watched = gcd.get("watched", {})
     off = gcd.get("off", {})
@@ -652,11 +753,23 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             f"{with_gc:.1f} ms with the collector, "
             + (
                 f"{without:.1f} ms with it switched off (same rate, same build, a fresh "
-                "process too)"
+                f"process too; {off['step']['failed']} failed calls)"
                 if lo
                 else "(not measured without it)"
             )
             + "; both runs differ from the latency table's, which ran on the ladder's process."
+            + (
+                " Other processes on the machine used "
+                f"{watched['step'].get('other_cores', 0):.2f} and "
+                f"{off.get('step', {}).get('other_cores', 0):.2f} cores during these two runs: "
+                "their tails are that load's as much as the proxy's."
+                if max(
+                    watched["step"].get("other_cores", 0),
+                    off.get("step", {}).get("other_cores", 0),
+                )
+                >= 0.3
+                else ""
+            )
         )
     buffers = results.get("receive_buffer", {})
     if buffers.get(SD) and buffers.get(KAM):
@@ -833,6 +946,8 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                         f"{g['pauses_over_ms']['100']}; "
                         f"{g['collected_per_call']:.1f} objects freed per call"
                     ),
+                    entry["step"]["failed"],
+                    f"{entry['step'].get('other_cores', 0):.2f}",
                 ]
             )
         parts.append(
@@ -846,6 +961,8 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                     "INVITE->100 p50 / p99 ms",
                     "INVITE->200 p50 / p99 / max ms",
                     "garbage collector",
+                    "failed",
+                    "other load (cores)",
                 ],
                 rows,
             )
@@ -914,7 +1031,8 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             rows.append(
                 [
                     kind,
-                    f"{a['rss_mib']:.1f} / {a['pss_mib']:.1f} ({a['processes']} processes)"
+                    f"{a['rss_mib']:.1f} / {a['pss_mib']:.1f} ({a['processes']} "
+                    f"process{'es' if a['processes'] != 1 else ''})"
                     if a
                     else "-",
                     f"{d['idle']['pss_mib']:.1f} -> {d['with_dialogs']['pss_mib']:.1f} "
@@ -977,10 +1095,11 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                 for p in with_calls
             ]
             parts.append(
-                f" Calls at {with_calls[0]['calls']['rate']} calls/s during the window — "
+                f" Then calls at {with_calls[0]['calls']['rate']} calls/s while it keeps "
+                "probing: "
                 + "; ".join(bits)
-                + f" — against {base['latency'].get('answer_p99_ms', float('nan')):.2f} ms "
-                "with two destinations probed."
+                + f"; against {base['latency'].get('answer_p99_ms', float('nan')):.2f} ms "
+                "through the benchmark's proxy, which probes its two gateways only."
             )
         parts.append("\n")
     remap = results.get("remap", [])

@@ -176,7 +176,8 @@ class Bench:
             "command": "bench/run"
             + (" --quick" if self.quick else "")
             + (" --no-kamailio" if args.no_kamailio else "")
-            + (" --pure-python" if args.pure_python else ""),
+            + (" --pure-python" if args.pure_python else "")
+            + (" --with-cluster" if args.with_cluster else ""),
             "settings": self.settings.__dict__,
         }
         self.builds = sipdispatch_builds(
@@ -600,7 +601,7 @@ class Bench:
             phases.append(("pure Python build", self.ladder_python_build, 10.0))
         phases += [("gateway killed", self.failover, 99)]
         if not self.quick:
-            phases.append(("memory with 10,000 calls", self.memory_dialogs, 10.5))
+            phases.append(("memory with calls in progress", self.memory_dialogs, 11.0))
         phases.append(("sipdispatch only", self.sipdispatch_only, 99))
         self.results["phase_seconds"] = {}
         for name, phase, latest in phases:
