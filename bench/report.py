@@ -978,7 +978,10 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             f"address {any_fo['down_s']:.0f} s later. *Cut off*: calls the dead gateway had "
             "accepted (their BYE has nowhere to go; no balancer saves them). *New calls "
             "failed*: every other failed call. *Detect*: kill -> last new INVITE the balancer "
-            "still sent to the dead gateway. *Recover*: start of the new gateway process -> first "
+            "still sent to the dead gateway. The gateway stays down longer than the caller waits "
+            "for an answer (5 s), so that the retransmitted BYE of a cut-off call cannot reach "
+            "the new gateway process on the same address (sipp answers a stray BYE with 200, a "
+            "real gateway would not). *Recover*: start of the new gateway process -> first "
             "INVITE it gets.\n"
         )
         rows = []
