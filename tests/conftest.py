@@ -37,6 +37,7 @@ _CLUSTER_FIXTURES = {
     "helm",
     "serviceaccount_kubeconfig",
     "kube_api",
+    "helm_cli",  # tests/chart: helm alone, no cluster, but the same build
 }
 
 

@@ -8,7 +8,8 @@
 
 Tests that install into the real control plane use the ``helm`` / ``kubectl`` fixtures of
 tests/conftest.py and are marked ``k8s``. The binaries are built (or found in the cache) at
-collection time, like tests/conftest.py does for the cluster, outside any test's timeout.
+collection time by tests/conftest.py (``helm_cli`` is one of the fixtures that asks for them),
+outside any test's timeout.
 """
 
 from __future__ import annotations
@@ -22,22 +23,6 @@ import yaml
 from charthelpers import CHART, Helm, Render
 
 import kubecluster
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wanted = any("helm_cli" in getattr(item, "fixturenames", ()) for item in items)
-    if config.option.collectonly or not wanted or kubecluster.is_built():
-        return
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    try:
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                kubecluster.build(stream=True)
-        else:
-            kubecluster.build(stream=True)
-    except Exception as exc:
-        raise pytest.UsageError(f"cannot build helm for the chart tests: {exc}") from exc
 
 
 @pytest.fixture(scope="session")
