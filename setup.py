@@ -27,6 +27,7 @@ HOT_PATH = [
     "src/sipdispatch/proxy/signing.py",
     "src/sipdispatch/proxy/state.py",
     "src/sipdispatch/proxy/probes.py",
+    "src/sipdispatch/proxy/recent.py",
     "src/sipdispatch/proxy/wire.py",
     "src/sipdispatch/proxy/routing.py",
     "src/sipdispatch/proxy/core.py",

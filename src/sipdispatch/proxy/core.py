@@ -30,6 +30,7 @@ from sipdispatch.proxy.events import (
     ProbeCompleted,
 )
 from sipdispatch.proxy.probes import Probe
+from sipdispatch.proxy.recent import RecentAnswers
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.sip import codec, validation, values
@@ -73,10 +74,8 @@ class Proxy:
         self._transactions: dict[str, ProxyTransaction] = {}
         self._branches: dict[str, Branch] = {}
         self._probes: dict[str, Probe] = {}
-        # Finished transactions, kept only to answer retransmitted requests: key -> (until,
-        # final response, transport, address). Flat tuples of immutable values are not tracked
-        # by Python's cycle collector, so tens of thousands of them cost no GC pause.
-        self._recent: dict[str, tuple[float, bytes, str, Address]] = {}
+        # Finished transactions, kept only to answer retransmitted requests.
+        self._recent = RecentAnswers()
         # Timer entries are (deadline, timer id): flat tuples the cycle collector ignores, that
         # keep nothing alive. Only targets with a timer running are in ``_timed``; a finished
         # transaction leaves it and is freed at once, its stale entries skipped when they pop.
@@ -117,14 +116,14 @@ class Proxy:
                 deadline = at
                 break
             heapq.heappop(self._timers)  # stale entry: the target was rescheduled or finished
-        if self._recent:
-            until = self._recent[next(iter(self._recent))][0]
+        until = self._recent.next_expiry()
+        if until is not None:
             deadline = until if deadline is None else min(deadline, until)
         return deadline
 
     def on_timer(self, now: float) -> list[Send]:
         self._out = []
-        self._prune_recent(now)
+        self._recent.prune(now)
         while self._timers and self._timers[0][0] <= now:
             at, timer_id = heapq.heappop(self._timers)
             target = self._timed.get(timer_id)
@@ -718,16 +717,8 @@ class Proxy:
         timers = self.settings.timers
         # INVITEs stop being retransmitted at the first provisional: a few T2 is plenty.
         keep = 2 * timers.t2 if txn.server.invite else timers.transaction_timeout
-        self._recent[txn.key] = (now + keep, data, txn.upstream[0], txn.upstream[1])
-        self._prune_recent(now)
-
-    def _prune_recent(self, now: float) -> None:
-        recent = self._recent  # insertion order: expiry order, give or take the longer keep
-        while recent:
-            oldest = next(iter(recent))
-            if recent[oldest][0] > now:
-                break
-            del recent[oldest]
+        self._recent.remember(txn.key, keep, now, (data, *txn.upstream))
+        self._recent.prune(now)
 
     def _send_upstream(self, txn: ProxyTransaction, data: bytes) -> None:
         transport, address = txn.upstream
