@@ -16,7 +16,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# Records made for every message are dataclasses with a hand-written __init__, not frozen:
+# mypyc runs a frozen dataclass's generated __init__ interpreted (about 440 ns a record
+# against 85 ns compiled). Treat them as immutable all the same.
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class BranchAnswered:
     """A destination answered a forwarded request with 2xx after ``latency`` seconds."""
 
@@ -26,8 +29,22 @@ class BranchAnswered:
     method: str = "INVITE"
     call_id: str = ""
 
+    def __init__(
+        self,
+        destination: str,
+        set_id: int,
+        latency: float,
+        method: str = "INVITE",
+        call_id: str = "",
+    ) -> None:
+        self.destination = destination
+        self.set_id = set_id
+        self.latency = latency
+        self.method = method
+        self.call_id = call_id
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class BranchStarted:
     """A request was sent to a destination (first attempt, failover or fork)."""
 
@@ -36,8 +53,14 @@ class BranchStarted:
     method: str
     call_id: str
 
+    def __init__(self, destination: str, set_id: int, method: str, call_id: str) -> None:
+        self.destination = destination
+        self.set_id = set_id
+        self.method = method
+        self.call_id = call_id
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class BranchFailed:
     """A destination answered with a failure, or timed out (``status`` 408)."""
 
@@ -45,6 +68,12 @@ class BranchFailed:
     set_id: int
     status: int
     call_id: str = ""
+
+    def __init__(self, destination: str, set_id: int, status: int, call_id: str = "") -> None:
+        self.destination = destination
+        self.set_id = set_id
+        self.status = status
+        self.call_id = call_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +103,14 @@ class ProbeCompleted:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class DialogEnded:
     """A BYE for ``call_id`` passed through: the dialog no longer loads its destination."""
 
     call_id: str
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
 
 
 CoreEvent = (

@@ -148,6 +148,8 @@ class ProxyMetrics:
             registry=registry,
         )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
+        self._answered_children: dict[tuple[int, str], Counter] = {}
+        self._replies_2xx = self.replies.labels("2xx")
         registry.register(_TableCollector(table, in_flight))
 
     def failover(self, set_id: int, uri: str) -> None:
@@ -175,8 +177,14 @@ class ProxyMetrics:
     def observe(self, events: Sequence[CoreEvent]) -> None:
         for event in events:
             if isinstance(event, BranchAnswered):
-                self.answered.labels(str(event.set_id), event.destination).inc()
-                self.replies.labels("2xx").inc()
+                # once per call: the labelled children are looked up once and kept
+                key = (event.set_id, event.destination)
+                answered = self._answered_children.get(key)
+                if answered is None:
+                    answered = self.answered.labels(str(event.set_id), event.destination)
+                    self._answered_children[key] = answered
+                answered.inc()
+                self._replies_2xx.inc()
             elif isinstance(event, BranchFailed):
                 status = str(event.status)
                 self.failed.labels(str(event.set_id), event.destination, status).inc()

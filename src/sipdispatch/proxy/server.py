@@ -109,6 +109,7 @@ class ProxyServer:
         self._probe_settings: tuple[ProbingSpec, ProbeSettings] | None = None
         self.prober: Prober | None = None
         self.index = TargetIndex()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.traffic = TrafficObserver(
             self.index, self.health_policy, self._failover_codes, options.max_dialog_age
         )
@@ -120,7 +121,10 @@ class ProxyServer:
         return self.engine.table if self.engine is not None else None
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        loop = self._loop
+        if loop is None:  # looked up once: get_running_loop() costs a getpid() call
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     def _in_flight(self) -> int:
         return self.engine.core.transaction_count if self.engine is not None else 0

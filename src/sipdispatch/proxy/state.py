@@ -31,7 +31,10 @@ __all__ = [
 Address = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
+# Records made for every message are dataclasses with a hand-written __init__, not frozen:
+# mypyc runs a frozen dataclass's generated __init__ interpreted (about 440 ns a record
+# against 85 ns compiled). Treat them as immutable all the same.
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Send:
     """One message to put on the wire."""
 
@@ -39,8 +42,13 @@ class Send:
     address: Address
     data: bytes
 
+    def __init__(self, transport: str, address: Address, data: bytes) -> None:
+        self.transport = transport
+        self.address = address
+        self.data = data
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Hop:
     """A destination to try, as the dispatcher chose it."""
 
@@ -49,6 +57,13 @@ class Hop:
     transport: str
     key: str  # the destination's identity (its URI), for health and metrics
     set_id: int = 0
+
+    def __init__(self, host: str, port: int, transport: str, key: str, set_id: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.key = key
+        self.set_id = set_id
 
 
 @dataclass(frozen=True, slots=True)

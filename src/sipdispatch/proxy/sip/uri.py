@@ -76,7 +76,10 @@ def format_host(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
+# Records made for every message are dataclasses with a hand-written __init__, not frozen:
+# mypyc runs a frozen dataclass's generated __init__ interpreted (about 440 ns a record
+# against 85 ns compiled). Treat them as immutable all the same.
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class SipUri:
     """A parsed ``sip:`` or ``sips:`` URI. ``params`` and ``headers`` keep their source text."""
 
@@ -87,6 +90,25 @@ class SipUri:
     port: int | None
     params: str = ""
     headers: str = ""
+
+    def __init__(
+        self,
+        scheme: str,
+        user: str | None,
+        password: str | None,
+        host: str,
+        port: int | None,
+        *,
+        params: str = "",
+        headers: str = "",
+    ) -> None:
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = params
+        self.headers = headers
 
     def param(self, name: str) -> str | None:
         """Value of a URI parameter (``""`` for a flag such as ``lr``), or None when absent."""
@@ -156,4 +178,4 @@ def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
         # A password is what follows the first ":" of userinfo; users may not contain one raw.
         user, colon2, pw = userinfo.partition(":")
         password = pw if colon2 else None
-    return SipUri(lowered, user, password, host, port, params, headers)
+    return SipUri(lowered, user, password, host, port, params=params, headers=headers)

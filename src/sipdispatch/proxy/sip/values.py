@@ -135,7 +135,10 @@ def parse_params(text: str) -> dict[str, str]:
     return params
 
 
-@dataclass(frozen=True, slots=True)
+# Records made for every message are dataclasses with a hand-written __init__, not frozen:
+# mypyc runs a frozen dataclass's generated __init__ interpreted (about 440 ns a record
+# against 85 ns compiled). Treat them as immutable all the same.
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Via:
     """One Via value: ``SIP/2.0/<transport> host[:port];params``."""
 
@@ -143,6 +146,12 @@ class Via:
     host: str
     port: int | None
     params: dict[str, str]
+
+    def __init__(self, transport: str, host: str, port: int | None, params: dict[str, str]) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
 
     @property
     def branch(self) -> str | None:
@@ -191,7 +200,7 @@ def parse_vias(value: str) -> list[Via]:
     return [parse_via(v) for v in split_values(value)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class NameAddr:
     """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)``."""
 
@@ -200,6 +209,14 @@ class NameAddr:
     params: dict[str, str]
     #: the URI as written (between ``<>`` or bare), for forwarding unchanged
     uri_text: str
+
+    def __init__(
+        self, display: str | None, uri: SipUri | str, params: dict[str, str], uri_text: str
+    ) -> None:
+        self.display = display
+        self.uri = uri
+        self.params = params
+        self.uri_text = uri_text
 
     @property
     def tag(self) -> str | None:
@@ -249,10 +266,14 @@ def parse_name_addrs(value: str) -> list[NameAddr]:
     return [parse_name_addr(v) for v in split_values(value)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class CSeq:
     number: int
     method: str
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
 
 
 def parse_cseq(value: str) -> CSeq:
