@@ -394,7 +394,7 @@ class Bench:
                 f"200 p99 {lat.get('answer_p99_ms', 0):.2f} ms"
                 + (
                     f"; {gcs['collections']} collections, longest pause "
-                    f"{gcs['pause_max_ms']:.1f} ms, {gcs['pause_total_ms']:.0f} ms in all, "
+                    f"{report.longest_pause(gcs)}, {gcs['pause_total_ms']:.0f} ms in all, "
                     f"{gcs['collected_per_call']:.1f} objects freed by the collector per call"
                     if gcs
                     else ""
