@@ -100,6 +100,7 @@ def test_a_broken_config_is_refused_with_its_line_and_field_and_calls_go_on(
         assert after["state"] == "AP"
         assert after["latency"]["samples"] >= samples  # not reset by the reload
         assert after["reason"] == before["reason"]
+        assert after["changedAt"] == before["changedAt"]  # the same instant in every answer
 
         result = caller.wait(timeout=60)
         report = routing_report([gw1, gw2], caller.call_ids())

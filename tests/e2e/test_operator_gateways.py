@@ -214,7 +214,7 @@ def test_endpoint_slices_drive_a_running_proxy(stack: Stack) -> None:
     in_table = time.time() - added_at
     # A table change is a delta: what the proxy learned about the others stays.
     after = proxy.destination(other.uri)
-    assert abs(after["changedAt"] - kept["changedAt"]) < 0.05  # (wall clock, per request)
+    assert after["changedAt"] == kept["changedAt"]  # the same instant in every answer
     assert after["latency"]["samples"] >= kept["latency"]["samples"] > 0
     steady_result = steady.wait()
     invites = [m.time for m in gw3.messages() if m.direction == "R" and m.method == "INVITE"]

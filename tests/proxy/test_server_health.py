@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from loopback import Peer, free_udp_port, until
 from prometheus_client import generate_latest
 
+from sipdispatch.proxy.control.app import make_app
 from sipdispatch.proxy.dispatch import health
 from sipdispatch.proxy.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
@@ -236,3 +239,23 @@ async def test_admin_set_state_is_logged_and_counted_like_other_changes(
         f"set 1 destination {gw}: AX -> DX (set-state: set-state dx) DOWN",
         f"set 1 destination {gw}: DX -> AP (set-state: set-state ap) UP",
     ]
+
+
+async def test_changed_at_is_the_same_instant_in_every_answer(
+    start: Callable[..., asyncio.Future[Running]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop reads its clock once per loop iteration, so under load the loop's time lags the
+    # wall clock by up to an iteration; here it stands still while the wall clock runs on.
+    # changedAt must depend on when the state changed, never on when one asks.
+    off = ProbingSpec.model_validate({"mode": "off"})
+    run = await start("1 sip:127.0.0.2:5060\n", probing=off)
+    frozen = run.server.now()
+    monkeypatch.setattr(run.server, "now", lambda: frozen)
+    async with TestClient(TestServer(make_app(run.server, run.server.registry))) as client:
+        answers = []
+        for _ in range(2):
+            response = await client.get("/v1/destinations")
+            answers.append((await response.json())["sets"][0]["destinations"][0])
+            await asyncio.sleep(0.02)
+    assert answers[0]["changedAt"] == answers[1]["changedAt"]
+    assert abs(answers[0]["changedAt"] - time.time()) < 5

@@ -35,6 +35,7 @@ from sipdispatch.proxy.kube import (
     KubeError,
     KubeTableSource,
 )
+from sipdispatch.proxy.wallclock import clock_offset
 
 if TYPE_CHECKING:
     from sipdispatch.proxy.server import ProxyServer
@@ -209,7 +210,7 @@ class Reporter:
             version=self.source.version,
             heartbeat=self.schedule.heartbeat,
             wall_now=wall,
-            clock_offset=wall - now,
+            clock_offset=clock_offset(),
             pod_uid=self.pod_uid,
         )
         await self.source.client.request(

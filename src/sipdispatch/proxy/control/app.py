@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sipdispatch.proxy.control.views import table_view
 from sipdispatch.proxy.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.dispatch.health import ADMIN_CODES
+from sipdispatch.proxy.wallclock import clock_offset
 
 __all__ = ["ControlledProxy", "make_app", "start_control"]
 
@@ -80,7 +80,7 @@ async def destinations(request: web.Request) -> web.Response:
     if table is None:
         return _error(503, "no destination table loaded yet")
     now = proxy.now()
-    view = table_view(table, now, time.time() - now)
+    view = table_view(table, now, clock_offset())
     view["status"] = proxy.status()
     return web.json_response(view)
 
