@@ -989,7 +989,11 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             "for an answer (5 s), so that the retransmitted BYE of a cut-off call cannot reach "
             "the new gateway process on the same address (sipp answers a stray BYE with 200, a "
             "real gateway would not). *Recover*: start of the new gateway process -> first "
-            "INVITE it gets.\n"
+            "INVITE it gets. Both are one sample each. A gateway is marked down by the first "
+            "INVITE or probe left without an answer for 1 s, and back up by the first probe it "
+            "answers, so recovery hangs on where the probe cycle stands when it comes back: "
+            "anywhere from 0 to one probe interval (sipdispatch draws each probe's time +/- 20 % "
+            "of the interval, so that probes to many gateways do not leave in bursts).\n"
         )
         rows = []
         for kind in (SD, KAM):
