@@ -992,8 +992,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             "INVITE it gets. Both are one sample each. A gateway is marked down by the first "
             "INVITE or probe left without an answer for 1 s, and back up by the first probe it "
             "answers, so recovery hangs on where the probe cycle stands when it comes back: "
-            "anywhere from 0 to one probe interval (sipdispatch draws each probe's time +/- 20 % "
-            "of the interval, so that probes to many gateways do not leave in bursts).\n"
+            "anywhere from 0 to one probe interval (1 s here, without jitter for both).\n"
         )
         rows = []
         for kind in (SD, KAM):
