@@ -7,14 +7,17 @@ test_harness_units.py checks.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sipdispatchproc import SipdispatchProxy
 
 from sipp_fixtures import kamailio_bin, sipp_lab
+from sipphelpers import REPO_ROOT, HarnessError
 
-__all__ = ["kamailio_bin", "proxies", "sipp_lab"]
+__all__ = ["compiled_proxy_command", "kamailio_bin", "proxies", "proxy_build", "sipp_lab"]
 
 
 @pytest.fixture
@@ -24,3 +27,41 @@ def proxies() -> Iterator[list[SipdispatchProxy]]:
     yield started
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def compiled_proxy_command() -> list[str]:
+    """``sipdispatch-proxy`` of the production build: the hot path compiled with mypyc by
+    ``hack/build-native`` (cached in .venv-native until a source changes), as the container
+    image and the benchmarks run it. The rest of the suite runs the development install."""
+    built = subprocess.run(
+        [str(REPO_ROOT / "hack" / "build-native")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if built.returncode != 0:
+        raise HarnessError(f"hack/build-native failed:\n{built.stderr[-3000:]}")
+    proxy = built.stdout.strip().splitlines()[-1]
+    python = str(Path(proxy).parent / "python")
+    where = subprocess.run(
+        [python, "-c", "import sipdispatch.proxy.engine as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    if where.stdout.strip().endswith(".py"):
+        raise HarnessError(f"hack/build-native installed pure Python: {where.stdout.strip()}")
+    return [proxy]
+
+
+@pytest.fixture(params=["development", "compiled"])
+def proxy_build(request: pytest.FixtureRequest) -> list[str] | None:
+    """Run a test on both builds: the development install (None: this environment's
+    ``sipdispatch-proxy``) and the compiled production build."""
+    if request.param == "development":
+        return None
+    command: list[str] = request.getfixturevalue("compiled_proxy_command")
+    return command

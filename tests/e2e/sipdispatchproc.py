@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,23 @@ def ctl_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "sipdispatch.proxy.ctl"]
 
 
+def send_datagrams(ip: str, port: int, payloads: list[bytes], wait: float = 1.0) -> list[bytes]:
+    """Send each payload as one datagram from one socket; return every datagram received."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        for payload in payloads:
+            sock.sendto(payload, (ip, port))
+        sock.settimeout(0.2)
+        received = []
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                received.append(sock.recv(65535))
+            except TimeoutError:
+                continue
+    return received
+
+
 class SipdispatchProxy:
     """The proxy on 127.0.0.1 with UDP and TCP listeners on one free port."""
 
@@ -40,9 +58,11 @@ class SipdispatchProxy:
         extra_args: Sequence[str] = (),
         table_text: str | None = None,
         config_text: str | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         """``config_text``: a YAML configuration (``--config config.yaml``) instead of a
-        dispatcher.list; ``{PORT}`` in it is replaced by the proxy's port."""
+        dispatcher.list; ``{PORT}`` in it is replaced by the proxy's port. ``command``: another
+        build's ``sipdispatch-proxy`` (default: this environment's)."""
         self.workdir = workdir
         self.ip = "127.0.0.1"
         self.port = free_port(self.ip)
@@ -62,7 +82,7 @@ class SipdispatchProxy:
             )
             table_args = ["--dispatcher-list", str(self.table)]
         argv = [
-            *proxy_command(),
+            *(command or proxy_command()),
             *table_args,
             "--listen",
             f"udp:{self.ip}:{self.port}",
@@ -84,6 +104,11 @@ class SipdispatchProxy:
         """GET a control API path, decoded from JSON."""
         with urllib.request.urlopen(self.control_url + path, timeout=5) as response:
             return json.loads(response.read())
+
+    def in_flight(self) -> int:
+        """Transactions and branches the proxy holds right now."""
+        status = self.api("/v1/destinations")["status"]
+        return int(status["transactions"]) + int(status["branches"])
 
     def metrics(self) -> str:
         """The Prometheus text of ``/metrics``."""

@@ -125,14 +125,19 @@ def test_a_killed_gateway_loses_no_new_call_and_comes_back_ax_then_ap(
 
 
 def test_a_gateway_answering_503_loses_no_call(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     """Every INVITE the 503 gateway refuses fails over to the other one; none fails. Passive
     marking takes the refusing gateway out after the threshold, and its probes (it answers
     OPTIONS) bring it back for another try, so it keeps being tried now and then."""
     bad = sipp_lab.gateway("bad", scenario="uas_503")
     good = sipp_lab.gateway("good")
-    proxy = SipdispatchProxy(tmp_path / "proxy", [bad, good], extra_args=PROBING).start()
+    proxy = SipdispatchProxy(
+        tmp_path / "proxy", [bad, good], extra_args=PROBING, command=proxy_build
+    ).start()
     proxies.append(proxy)
     calls = RATE * 6
     caller = sipp_lab.caller(proxy.hostport, rate=RATE, calls=calls, call_ms=300)

@@ -28,10 +28,13 @@ def test_calls_are_dispatched_evenly_and_bye_reaches_the_answering_gateway(
     proxies: list[SipdispatchProxy],
     tmp_path: Path,
     transport: Transport,
+    proxy_build: list[str] | None,
 ) -> None:
     gw1 = sipp_lab.gateway("gw1", transport=transport)
     gw2 = sipp_lab.gateway("gw2", transport=transport)
-    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2], transport=transport).start()
+    proxy = SipdispatchProxy(
+        tmp_path / "proxy", [gw1, gw2], transport=transport, command=proxy_build
+    ).start()
     proxies.append(proxy)
     caller = sipp_lab.caller(
         proxy.hostport, transport=transport, rate=RATE, calls=CALLS, call_ms=1000

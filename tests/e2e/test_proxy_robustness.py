@@ -3,13 +3,12 @@ RFC expects, logged once, leaves no state behind, and disturbs no call in progre
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from sipdispatchproc import SipdispatchProxy
+from sipdispatchproc import SipdispatchProxy, send_datagrams
 
 from corpus import MESSAGES
 from sipphelpers import SippLab, dispatch_problems, routing_report
@@ -20,23 +19,6 @@ REQUESTS = [m for m in MESSAGES if m.kind == "request"]
 REJECTED = [m for m in REQUESTS if m.outcome == "reject"]
 
 
-def _send_all(ip: str, port: int, payloads: list[bytes], wait: float = 1.0) -> list[bytes]:
-    """Send each payload as one datagram from one socket; return every datagram received."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        for payload in payloads:
-            sock.sendto(payload, (ip, port))
-        sock.settimeout(0.2)
-        received = []
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                received.append(sock.recv(65535))
-            except TimeoutError:
-                continue
-    return received
-
-
 def _call_id(data: bytes) -> str | None:
     for line in data.split(b"\r\n"):
         name, _, value = line.partition(b":")
@@ -45,13 +27,8 @@ def _call_id(data: bytes) -> str | None:
     return None
 
 
-def _in_flight(proxy: SipdispatchProxy) -> int:
-    status = proxy.api("/v1/destinations")["status"]
-    return int(status["transactions"]) + int(status["branches"])
-
-
 def test_torture_datagrams_get_their_answers_and_leave_no_state(
-    sipp_lab: SippLab, tmp_path: Path
+    sipp_lab: SippLab, tmp_path: Path, proxy_build: list[str] | None
 ) -> None:
     # Destinations that never answer: forwarded torture requests time out and fail over fast.
     proxy = SipdispatchProxy(
@@ -59,18 +36,19 @@ def test_torture_datagrams_get_their_answers_and_leave_no_state(
         [],
         table_text="1 sip:127.0.0.9:5060\n1 sip:127.0.0.10:5060\n",
         extra_args=["--answer-timeout", "0.3", "--timer-t1", "0.05"],
+        command=proxy_build,
     )
     proxy.start()
     try:
-        replies = _send_all(proxy.ip, proxy.port, [m.data for m in MESSAGES], wait=2.0)
+        replies = send_datagrams(proxy.ip, proxy.port, [m.data for m in MESSAGES], wait=2.0)
         statuses = [int(r.split(b" ", 2)[1]) for r in replies if r.startswith(b"SIP/2.0 ")]
         for case in REJECTED:
             expected = set(case.response_codes)
             assert expected & set(statuses), f"{case}: no {sorted(expected)} among {statuses}"
         deadline = time.monotonic() + 15
-        while _in_flight(proxy) and time.monotonic() < deadline:
+        while proxy.in_flight() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _in_flight(proxy) == 0, proxy.api("/v1/destinations")["status"]
+        assert proxy.in_flight() == 0, proxy.api("/v1/destinations")["status"]
         assert proxy.process.running()
         rejected_lines = [line for line in proxy.log().splitlines() if " rejected " in line]
         for case in REJECTED:
@@ -95,7 +73,7 @@ def test_malformed_traffic_disturbs_no_call_in_progress(sipp_lab: SippLab, tmp_p
         def noise() -> None:
             bad = [m.data for m in REJECTED]
             while not stop.is_set():
-                _send_all(proxy.ip, proxy.port, bad, wait=0.0)
+                send_datagrams(proxy.ip, proxy.port, bad, wait=0.0)
                 stop.wait(0.5)
 
         thread = threading.Thread(target=noise)
