@@ -262,6 +262,7 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
         *,
         interval: float = 0.1,
         probe_timeout: float = 0.08,
+        jitter: float = 0.2,
         failures: int = 2,
         successes: int = 2,
         accepted: frozenset[int] = frozenset(range(200, 300)),
@@ -270,7 +271,7 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
     ) -> Lab:
         loop = asyncio.get_running_loop()
         policy = HealthPolicy(failures, successes, mode)
-        settings = ProbeSettings(interval, probe_timeout, 0.2, from_uri, accepted, policy)
+        settings = ProbeSettings(interval, probe_timeout, jitter, from_uri, accepted, policy)
         port = free_udp_port()
         config = TableConfig((SetConfig(1, tuple(dests)),))
         table = DestinationTable.build(config, None, loop.time(), policy=policy)
@@ -339,6 +340,20 @@ async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
     events = [r.event for r in lab.results if r.event is not None]
     assert [type(e) for e in events] == [health.DestinationDown, health.DestinationUp]
     assert lab.codes(other.uri) == ["AP"]
+
+
+async def test_a_probe_still_out_when_the_next_is_due_delays_it_but_skips_no_turn(
+    make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
+) -> None:
+    # A timeout as long as the interval (the benchmark's 1 s and 1 s): each probe's turn comes
+    # as the previous one times out. It goes out when that one ends, not one interval later.
+    peer = await make_peer(status=None)
+    lab = await lab_factory([dest(peer.uri)], interval=0.1, probe_timeout=0.1, jitter=0.0)
+    await asyncio.sleep(2.05)
+    probes = {m.split("Call-ID:", 1)[1].split("\r\n", 1)[0] for m in peer.options()}
+    # 20 turns; skipping each turn that found its probe still out sent 11 or 12
+    assert len(probes) >= 18, len(probes)
+    assert lab.prober.in_flight <= 1
 
 
 async def test_a_503_with_retry_after_drains_until_it_elapses(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -246,6 +247,9 @@ class Prober:
         self._tracked: DestinationTable | None = None
         self._pending: dict[str, _Pending] = {}
         self._in_flight: dict[str, str] = {}  # destination key -> probe id
+        # Keys whose turn came while their previous probe was still out (its timeout as long
+        # as the interval, say): probed as soon as that one ends, not a whole interval later.
+        self._owed: set[str] = set()
         self._early: dict[str, ProbeCompleted] = {}
         self._wake = asyncio.Event()
         self.sent = 0
@@ -283,9 +287,14 @@ class Prober:
         if table is not self._tracked:
             self._tracked = table
             self.scheduler.track((t.key for t in self.index), now)
-        for key in self.scheduler.pop_due(now):
+        owed = [key for key in self._owed if key not in self._in_flight]
+        self._owed.difference_update(owed)
+        for key in itertools.chain(owed, self.scheduler.pop_due(now)):
             target = self.index.by_key(key)
-            if target is None or key in self._in_flight:
+            if target is None:
+                continue
+            if key in self._in_flight:
+                self._owed.add(key)
                 continue
             if health.wants_probe(target.runtime.health, settings.policy):
                 self._send(target, settings, now)
@@ -312,6 +321,8 @@ class Prober:
             return None
         if self._in_flight.get(pending.key) == event.probe_id:
             del self._in_flight[pending.key]
+            if pending.key in self._owed:
+                self.poke()
         self.index.refresh(self.sender.table)
         target = self.index.by_key(pending.key)
         if target is None or target.runtime.health is not pending.record:
