@@ -66,6 +66,7 @@ class StepResult:
     failures: dict[str, int] = field(default_factory=dict)
     failure_kinds: dict[str, int] = field(default_factory=dict)  # from the caller's error log
     latency: dict[str, float] = field(default_factory=dict)  # from the caller's message log
+    memory: dict[str, float] = field(default_factory=dict)  # the balancer's, after a passed step
     passed: bool = False
     reason: str = ""
     limit: str = ""
@@ -376,6 +377,7 @@ def run_ladders(
             if not step.passed:
                 climb.rig.restart()
             else:
+                step.memory = climb.rig.memory()
                 time.sleep(0.5)
     return {c.rig.label: c.steps for c in climbs}
 
@@ -398,6 +400,17 @@ def _logged_step(
 
 def best_rate(steps: Sequence[StepResult]) -> float:
     return max((s.rate for s in steps if s.passed), default=0.0)
+
+
+def memory_at_best(steps: Sequence[StepResult]) -> dict[str, Any]:
+    """The balancer's memory right after its highest passed step, with that step's rate.
+    (Read at the end of the ladder instead, it would be a fresh process's whenever the last
+    step failed, since a failed step restarts the balancer.)"""
+    passed = [s for s in steps if s.passed and s.memory]
+    if not passed:
+        return {}
+    best = max(passed, key=lambda s: s.rate)
+    return {**best.memory, "rate": best.rate}
 
 
 def first_failure(steps: Sequence[StepResult]) -> StepResult | None:

@@ -278,7 +278,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
         a, b = mem.get(SD, {}).get("pss_mib"), mem.get(KAM, {}).get("pss_mib")
         rows.append(
             [
-                "memory after the ladder, PSS (MiB)",
+                "memory after the highest passed ladder step, PSS (MiB)",
                 _fmt(a, 1),
                 _fmt(b, 1),
                 _fmt(_ratio(a, b), 2, "x"),
@@ -1060,15 +1060,17 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             _table(
                 [
                     "balancer",
-                    "after the ladder: RSS / PSS MiB",
+                    "after the highest passed ladder step: RSS / PSS MiB",
                     "PSS MiB idle -> calls in progress (placed at one rate for 20 s)",
                 ],
                 rows,
             )
         )
         parts.append(
-            "\n*After the ladder* is read at the end of the per-core ladder, after its last "
-            "step at the highest rate: a Python process keeps the memory it once needed (its "
+            "\n*After the highest passed ladder step* is read right after the per-core "
+            "ladder's highest rate that passed (a failed step restarts the balancer, so the "
+            "end of the ladder can be a fresh process): a Python process keeps the memory it "
+            "once needed (its "
             "allocator's high-water mark, and garbage waiting for the cyclic collector), "
             "Kamailio's transactions go back to its shared memory pool.\n"
             "\nRSS sums every process of the group, so Kamailio's shared memory counts once per "

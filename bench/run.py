@@ -43,7 +43,14 @@ sys.path.insert(0, str(BENCH_DIR))
 import extras  # noqa: E402
 import failover  # noqa: E402
 import report  # noqa: E402
-from ladder import LadderSpec, best_rate, latency_figures, run_ladders, run_step  # noqa: E402
+from ladder import (  # noqa: E402
+    LadderSpec,
+    best_rate,
+    latency_figures,
+    memory_at_best,
+    run_ladders,
+    run_step,
+)
 from rigs import (  # noqa: E402
     CALLER_SCENARIO,
     REPO_ROOT,
@@ -227,7 +234,9 @@ class Bench:
             label: [s.as_dict() for s in steps] for label, steps in ladders.items()
         }
         self.results["max_per_core"] = {rig.kind: best_rate(ladders[rig.label]) for rig in rigs}
-        self.results["memory_after_ladder"] = {rig.kind: rig.memory() for rig in rigs}
+        self.results["memory_after_ladder"] = {
+            rig.kind: memory_at_best(ladders[rig.label]) for rig in rigs
+        }
         self.results["receive_buffer"] = {rig.kind: rig.receive_buffer() for rig in rigs}
         self.save()
 
