@@ -695,6 +695,17 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                 + _limit_text(results, "ladder_all_cores", kind)
                 + "."
             )
+    all_kam = results.get("max_all_cores", {}).get(KAM)
+    one_kam = results.get("max_per_core", {}).get(KAM)
+    if all_kam and one_kam and all_kam <= one_kam:
+        lines.append(
+            f"- **All cores is the machine's limit, not the balancers'**: Kamailio with every "
+            f"core ({all_kam:,.0f} calls/s) did no better than with one worker "
+            f"({one_kam:,.0f}). On {results.get('machine', {}).get('nproc', '?')} cores its "
+            "workers share them with each other and with the sipp caller and gateways, and a "
+            "step that falls behind collapses (both gateways marked down, see above), so the "
+            "all-cores ladder swings by more than a step between runs."
+        )
     py_steps = results.get("ladder_python_build", [])
     if py_steps:
         fail = min(
