@@ -32,7 +32,7 @@ for _p in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "e2e"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from sipdispatchproc import proxy_command  # noqa: E402
+from sipdispatchproc import hot_path_compiled, proxy_command  # noqa: E402
 
 from sipphelpers import (  # noqa: E402
     HarnessError,
@@ -326,19 +326,9 @@ class SipdispatchBuild:
 
     @staticmethod
     def probe(command: list[str], python: str) -> SipdispatchBuild | None:
-        try:
-            out = subprocess.run(
-                [python, "-c", "import sipdispatch.proxy.core as c; print(c.__file__)"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
+        compiled = hot_path_compiled(python)
+        if compiled is None:
             return None
-        if out.returncode != 0:
-            return None
-        compiled = not out.stdout.strip().endswith(".py")
         return SipdispatchBuild("mypyc" if compiled else "pure Python", command, python)
 
 

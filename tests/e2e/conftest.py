@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sipdispatchproc import SipdispatchProxy
+from sipdispatchproc import SipdispatchProxy, hot_path_compiled
 
 from sipp_fixtures import kamailio_bin, sipp_lab
 from sipphelpers import REPO_ROOT, HarnessError
@@ -44,16 +44,8 @@ def compiled_proxy_command() -> list[str]:
     if built.returncode != 0:
         raise HarnessError(f"hack/build-native failed:\n{built.stderr[-3000:]}")
     proxy = built.stdout.strip().splitlines()[-1]
-    python = str(Path(proxy).parent / "python")
-    where = subprocess.run(
-        [python, "-c", "import sipdispatch.proxy.engine as m; print(m.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    if where.stdout.strip().endswith(".py"):
-        raise HarnessError(f"hack/build-native installed pure Python: {where.stdout.strip()}")
+    if not hot_path_compiled(str(Path(proxy).parent / "python")):
+        raise HarnessError(f"hack/build-native did not install a compiled sipdispatch: {proxy}")
     return [proxy]
 
 

@@ -29,6 +29,24 @@ def ctl_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "sipdispatch.proxy.ctl"]
 
 
+def hot_path_compiled(python: str) -> bool | None:
+    """Whether that interpreter's sipdispatch runs its hot path compiled with mypyc
+    (``hack/build-native``) or pure Python; None when it has no sipdispatch."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sipdispatch.proxy.core as c; print(c.__file__)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return not out.stdout.strip().endswith(".py")
+
+
 def send_datagrams(ip: str, port: int, payloads: list[bytes], wait: float = 1.0) -> list[bytes]:
     """Send each payload as one datagram from one socket; return every datagram received."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
