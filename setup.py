@@ -3,9 +3,9 @@
 ``SIPDISPATCH_MYPYC=1 pip install .`` compiles the sans-I/O SIP core, and the glue and
 destination selection that every message passes through, with mypyc, which turns the strictly
 typed modules into C extensions: the same code, about 2.4x less CPU per call in the core and
-1.7x in the whole proxy (see docs/benchmarks.md). Without the variable the
-package is pure Python, which is what editable development installs use, so that an edited
-module is never shadowed by a stale build.
+1.7x in the whole proxy (see docs/benchmarks.md). Without the variable the package is pure
+Python, which is what editable development installs use, so that an edited module is never
+shadowed by a stale build.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def half_latency(results: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return halves[(len(halves) - 1) // 2]
 
 
-def _median_of(results: dict[str, Any], quantile: str) -> str:
+def _median_of(results: dict[str, Any]) -> str:
     """How many half-capacity runs the figure is the median of, when there were several."""
     runs = min(
         sum(e.get("fraction") == 0.5 for e in results.get("latency", {}).get(kind, []))
@@ -215,7 +215,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
             r = _ratio(a, b)
             rows.append(
                 [
-                    f"{name} {q} at half capacity (ms{_median_of(results, q)})",
+                    f"{name} {q} at half capacity (ms{_median_of(results)})",
                     _fmt(a, 2),
                     _fmt(b, 2),
                     _fmt(r, 2, "x"),
