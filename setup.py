@@ -18,14 +18,14 @@ from setuptools import setup
 #: Not the server's wiring, metrics, the control API or configuration: they mostly call into
 #: asyncio, prometheus_client, aiohttp and pydantic, where compiling the caller gains little.
 HOT_PATH = [
-    "src/sipdispatch/proxy/sip/errors.py",
-    "src/sipdispatch/proxy/sip/grammar.py",
-    "src/sipdispatch/proxy/sip/uri.py",
-    "src/sipdispatch/proxy/sip/values.py",
-    "src/sipdispatch/proxy/sip/message.py",
-    "src/sipdispatch/proxy/sip/codec.py",
-    "src/sipdispatch/proxy/sip/validation.py",
-    "src/sipdispatch/proxy/sip/transaction.py",
+    "src/sipdispatch/sip/errors.py",
+    "src/sipdispatch/sip/grammar.py",
+    "src/sipdispatch/sip/uri.py",
+    "src/sipdispatch/sip/values.py",
+    "src/sipdispatch/sip/message.py",
+    "src/sipdispatch/sip/codec.py",
+    "src/sipdispatch/sip/validation.py",
+    "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",
     "src/sipdispatch/proxy/signing.py",
     "src/sipdispatch/proxy/state.py",
@@ -37,13 +37,13 @@ HOT_PATH = [
     "src/sipdispatch/proxy/engine.py",
     "src/sipdispatch/proxy/transport/udp.py",
     "src/sipdispatch/proxy/traffic.py",
-    "src/sipdispatch/proxy/dispatch/context.py",
-    "src/sipdispatch/proxy/dispatch/keys.py",
-    "src/sipdispatch/proxy/dispatch/weights.py",
-    "src/sipdispatch/proxy/dispatch/latency.py",
-    "src/sipdispatch/proxy/dispatch/health.py",
-    "src/sipdispatch/proxy/dispatch/algorithms.py",
-    "src/sipdispatch/proxy/dispatch/destinations.py",
+    "src/sipdispatch/dispatch/context.py",
+    "src/sipdispatch/dispatch/keys.py",
+    "src/sipdispatch/dispatch/weights.py",
+    "src/sipdispatch/dispatch/latency.py",
+    "src/sipdispatch/dispatch/health.py",
+    "src/sipdispatch/dispatch/algorithms.py",
+    "src/sipdispatch/dispatch/destinations.py",
 ]
 
 ext_modules = []

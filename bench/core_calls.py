@@ -17,8 +17,8 @@ import time
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Selection
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip import codec
-from sipdispatch.proxy.sip.message import Request, Response
+from sipdispatch.sip import codec
+from sipdispatch.sip.message import Request, Response
 
 PROXY = ("127.0.0.1", 5060)
 CALLER = ("127.0.0.1", 5061)

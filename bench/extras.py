@@ -33,7 +33,7 @@ from rigs import (
     cpu_by_pid,
 )
 
-from sipdispatch.proxy.dispatch.algorithms import _hash64, rendezvous_order
+from sipdispatch.dispatch.algorithms import _hash64, rendezvous_order
 from sipphelpers import ManagedProcess, SippGateway, SippLab, free_port
 
 __all__ = ["probing_cost", "propagation_status", "remap_fractions"]

@@ -34,10 +34,10 @@ from charthelpers import (
     option,
 )
 
+from sipdispatch.dispatch.uris import parse_socket
 from sipdispatch.operator import k8s as operator_k8s
 from sipdispatch.operator.__main__ import build_parser as operator_parser
 from sipdispatch.proxy.cli import build_parser as proxy_parser
-from sipdispatch.proxy.dispatch.uris import parse_socket
 from sipdispatch.proxy.reporting import report_name
 
 VARIANTS = [pytest.param([], id="defaults")] + [

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sipdispatch.dispatch import algorithms, uris
 from sipdispatch.operator import crd
-from sipdispatch.proxy.dispatch import algorithms, uris
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from opfixtures import dset, endpoint, endpoint_slice
 
+from sipdispatch.dispatch import configfile
+from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.operator.render import Memory, render
-from sipdispatch.proxy.dispatch import configfile
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOW = 1_900_000_000.0

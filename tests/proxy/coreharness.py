@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Selection, Send
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip import codec
-from sipdispatch.proxy.sip.message import Request, Response
-from sipdispatch.proxy.sip.transaction import Timers
+from sipdispatch.sip import codec
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.transaction import Timers
 
 PROXY = ("10.0.0.1", 5060)
 CALLER = ("192.0.2.10", 5070)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sipdispatch.dispatch.config import ProbingSpec
+from sipdispatch.dispatch.health import ProbingMode
 from sipdispatch.proxy import cli
-from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.health import ProbingMode
 
 
 def probing(*flags: str) -> ProbingSpec:

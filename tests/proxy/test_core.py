@@ -16,9 +16,9 @@ from coreharness import (
 
 from sipdispatch.proxy.core import Proxy, Send
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed
-from sipdispatch.proxy.sip import codec
-from sipdispatch.proxy.sip.message import Request
-from sipdispatch.proxy.sip.values import parse_name_addr, parse_via
+from sipdispatch.sip import codec
+from sipdispatch.sip.message import Request
+from sipdispatch.sip.values import parse_name_addr, parse_via
 
 
 def _failures(proxy: Proxy) -> list[tuple[str, int]]:

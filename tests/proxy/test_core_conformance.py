@@ -8,7 +8,7 @@ from coreharness import CALLER, GW1, make_proxy, request_of, response_of
 
 from corpus import MESSAGES, TortureMessage
 from sipdispatch.proxy.core import Proxy
-from sipdispatch.proxy.sip import codec
+from sipdispatch.sip import codec
 
 REQUESTS = [m for m in MESSAGES if m.kind == "request"]
 

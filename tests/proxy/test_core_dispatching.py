@@ -7,7 +7,7 @@ from coreharness import CALLER, GW1, GW2, PROXY, invite, make_proxy, reply, requ
 
 from sipdispatch.proxy.core import Proxy, Send
 from sipdispatch.proxy.events import BranchFailed, DialogEnded, ProbeCompleted
-from sipdispatch.proxy.sip.values import parse_via
+from sipdispatch.sip.values import parse_via
 
 
 def _failures(proxy: Proxy) -> list[tuple[str, int]]:

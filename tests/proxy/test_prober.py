@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import pytest
 from loopback import Peer, free_udp_port, until
 
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.config import ProbingSpec
+from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
+from sipdispatch.dispatch.health import HealthPolicy, Outcome, ProbingMode
+from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.core import CoreSettings
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
-from sipdispatch.proxy.dispatch.health import HealthPolicy, Outcome, ProbingMode
-from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent, ProbeCompleted
 from sipdispatch.proxy.prober import (
@@ -30,8 +30,8 @@ from sipdispatch.proxy.prober import (
     classify,
 )
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip.transaction import Timers
 from sipdispatch.proxy.transport.udp import open_udp
+from sipdispatch.sip.transaction import Timers
 
 # --- the schedule ------------------------------------------------------------------
 

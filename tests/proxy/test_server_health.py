@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from loopback import Peer, free_udp_port, until
 from prometheus_client import generate_latest
 
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy.control.app import make_app
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
 from sipdispatch.proxy.server import ProxyOptions, ProxyServer, _core_settings
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable

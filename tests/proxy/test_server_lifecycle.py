@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from loopback import Peer, free_udp_port, until
 
-from sipdispatch.proxy.dispatch.config import ProbingSpec
+from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.proxy.server import ProxyOptions, ProxyServer
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable, TableError
 from sipphelpers import free_port

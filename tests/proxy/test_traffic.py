@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sipdispatch.proxy.dispatch import context, health
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
-from sipdispatch.proxy.dispatch.health import HealthPolicy, ProbingMode
-from sipdispatch.proxy.dispatch.tableconfig import Destination, SetConfig, TableConfig
+from sipdispatch.dispatch import context, health
+from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
+from sipdispatch.dispatch.health import HealthPolicy, ProbingMode
+from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
 from sipdispatch.proxy.traffic import TrafficObserver
 

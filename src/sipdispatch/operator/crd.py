@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.operator import models
-from sipdispatch.proxy.dispatch import algorithms as _algorithms
 
 __all__ = ["dispatcherreport_crd", "dispatcherset_crd", "main", "openapi_schema", "render_all"]
 

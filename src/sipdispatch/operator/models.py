@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
-from sipdispatch.proxy.dispatch import config as _config
+from sipdispatch.dispatch import config as _config
 
 __all__ = [
     "API_VERSION",

@@ -26,9 +26,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sipdispatch.dispatch import uris as _uris
 from sipdispatch.operator import models
 from sipdispatch.operator.render import SetRendering
-from sipdispatch.proxy.dispatch import uris as _uris
 
 __all__ = [
     "Event",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.proxy import kube, reporting
-from sipdispatch.proxy.dispatch.config import ProbingSpec
 from sipdispatch.proxy.server import ProxyOptions, run
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
 

@@ -33,16 +33,6 @@ from sipdispatch.proxy.probes import Probe
 from sipdispatch.proxy.recent import RecentAnswers
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip import codec, validation, values
-from sipdispatch.proxy.sip.errors import LocalProtocolError, RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request, Response
-from sipdispatch.proxy.sip.transaction import (
-    Action,
-    ClientTransaction,
-    ServerState,
-    ServerTransaction,
-)
-from sipdispatch.proxy.sip.uri import SipUri, format_host, parse_uri
 from sipdispatch.proxy.state import (
     Address,
     Branch,
@@ -53,6 +43,16 @@ from sipdispatch.proxy.state import (
     Selector,
     Send,
 )
+from sipdispatch.sip import codec, validation, values
+from sipdispatch.sip.errors import LocalProtocolError, RemoteProtocolError
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.transaction import (
+    Action,
+    ClientTransaction,
+    ServerState,
+    ServerTransaction,
+)
+from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Address", "CoreSettings", "Hop", "Proxy", "Selection", "Send"]
 

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from sipdispatch.dispatch.destinations import DestinationTable, Target, UnknownSetError
 from sipdispatch.proxy.core import Address, CoreSettings, Hop, Proxy, Selection, Send
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target, UnknownSetError
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.selection import RequestSelection
 from sipdispatch.proxy.signing import Signer

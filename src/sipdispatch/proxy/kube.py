@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from sipdispatch.proxy.dispatch import configfile
+from sipdispatch.dispatch import configfile
 from sipdispatch.proxy.tables import LoadedTable, TableError
 
 __all__ = [

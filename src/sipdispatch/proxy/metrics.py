@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.config import ProbingSpec, expand_codes
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target, TargetIndex
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.config import ProbingSpec, expand_codes
+from sipdispatch.dispatch.destinations import DestinationTable, Target, TargetIndex
 from sipdispatch.proxy.events import ProbeCompleted
 from sipdispatch.proxy.state import Hop
 

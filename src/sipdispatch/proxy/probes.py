@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import secrets
 
-from sipdispatch.proxy.sip.message import Headers, Request, Response
-from sipdispatch.proxy.sip.transaction import ClientTransaction
-from sipdispatch.proxy.sip.uri import format_host
 from sipdispatch.proxy.state import Address, Hop
+from sipdispatch.sip.message import Headers, Request, Response
+from sipdispatch.sip.transaction import ClientTransaction
+from sipdispatch.sip.uri import format_host
 
 __all__ = ["Probe", "build_options", "retry_after"]
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.kube import (
     APPLY_PATCH,
     PROXY_LABEL,

@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip import values
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request
-from sipdispatch.proxy.sip.uri import SipUri, format_host, parse_uri
 from sipdispatch.proxy.state import Address, Hop
+from sipdispatch.sip import values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request
+from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["from_tag", "record_route", "route_target"]
 

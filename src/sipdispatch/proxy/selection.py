@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
-from sipdispatch.proxy.sip import values
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request, header_key
-from sipdispatch.proxy.sip.uri import SipUri, parse_uri
+from sipdispatch.sip import values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request, header_key
+from sipdispatch.sip.uri import SipUri, parse_uri
 
 __all__ = ["RequestSelection"]
 

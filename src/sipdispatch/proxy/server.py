@@ -20,13 +20,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.config import ProbingSpec
+from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
+from sipdispatch.dispatch.health import HealthPolicy
+from sipdispatch.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.control.app import make_app, start_control
 from sipdispatch.proxy.core import Address, CoreSettings
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.config import ProbingSpec
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, TargetIndex
-from sipdispatch.proxy.dispatch.health import HealthPolicy
-from sipdispatch.proxy.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import (
     BranchFailed,
@@ -36,11 +36,11 @@ from sipdispatch.proxy.events import (
 from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.prober import Prober, ProbeResult, ProbeSettings
 from sipdispatch.proxy.signing import Signer
-from sipdispatch.proxy.sip.transaction import Timers
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 from sipdispatch.proxy.traffic import HealthNote, TrafficObserver
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import open_udp
+from sipdispatch.sip.transaction import Timers
 
 __all__ = ["ProxyOptions", "ProxyServer", "run"]
 

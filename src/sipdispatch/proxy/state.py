@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sipdispatch.proxy.selection import RequestSelection
-from sipdispatch.proxy.sip.message import Request, Response
-from sipdispatch.proxy.sip.transaction import (
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.transaction import (
     ClientTransaction,
     ServerState,
     ServerTransaction,

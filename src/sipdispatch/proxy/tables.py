@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sipdispatch.proxy.dispatch import configfile, tablefile
-from sipdispatch.proxy.dispatch.config import ProxyConfig
-from sipdispatch.proxy.dispatch.tableconfig import TableConfig
+from sipdispatch.dispatch import configfile, tablefile
+from sipdispatch.dispatch.config import ProxyConfig
+from sipdispatch.dispatch.tableconfig import TableConfig
 
 __all__ = ["FileTableSource", "LoadedTable", "TableError", "TableSource"]
 

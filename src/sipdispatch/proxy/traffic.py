@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.destinations import Runtime, Target, TargetIndex
-from sipdispatch.proxy.dispatch.health import HealthPolicy
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.destinations import Runtime, Target, TargetIndex
+from sipdispatch.dispatch.health import HealthPolicy
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,

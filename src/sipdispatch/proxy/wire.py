@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 
-from sipdispatch.proxy.sip.message import Headers, Request, Response
+from sipdispatch.sip.message import Headers, Request, Response
 
 __all__ = ["REASONS", "build_ack", "build_cancel", "build_response", "to_tag_for"]
 

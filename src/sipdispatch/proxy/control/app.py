@@ -13,9 +13,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.health import ADMIN_CODES
 from sipdispatch.proxy.control.views import table_view
-from sipdispatch.proxy.dispatch.destinations import DestinationTable
-from sipdispatch.proxy.dispatch.health import ADMIN_CODES
 from sipdispatch.proxy.wallclock import clock_offset
 
 __all__ = ["ControlledProxy", "make_app", "start_control"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sipdispatch.proxy.dispatch.destinations import DestinationTable, Target
+from sipdispatch.dispatch.destinations import DestinationTable, Target
 
 __all__ = ["destination_view", "table_view"]
 

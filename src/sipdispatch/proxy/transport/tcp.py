@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import cast
 
 from sipdispatch.proxy.core import Address
-from sipdispatch.proxy.sip.codec import StreamFramer
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
 from sipdispatch.proxy.transport.udp import DatagramSink
+from sipdispatch.sip.codec import StreamFramer
+from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["TcpConnection", "TcpTransport"]
 

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from dispatchhelpers import Cand, call_ids, cands, ctx, table
 
-from sipdispatch.proxy.dispatch import algorithms, context, destinations, health, tableconfig
+from sipdispatch.dispatch import algorithms, context, destinations, health, tableconfig
 
 HASHES = ["hash-callid", "hash-from", "hash-to", "hash-ruri", "hash-auth-user", "hash-key"]
 
@@ -141,7 +141,7 @@ def test_modulo_hashing_would_fail_the_same_bound() -> None:
 
 def test_rendezvous_order_does_not_depend_on_the_process_hash_seed() -> None:
     code = (
-        "from sipdispatch.proxy.dispatch import algorithms as a\n"
+        "from sipdispatch.dispatch import algorithms as a\n"
         "from dispatchhelpers import cands\n"
         "print([[c.key[-20:] for c in a.rendezvous_order(f'k{i}', cands(6))] for i in range(50)])"
     )

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sipdispatch.proxy.dispatch import config, configfile, health, tablefile
-from sipdispatch.proxy.dispatch.configfile import ConfigError
+from sipdispatch.dispatch import config, configfile, health, tablefile
+from sipdispatch.dispatch.configfile import ConfigError
 
-EXAMPLES = Path(__file__).parents[3] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def parse(text: str) -> config.ProxyConfig:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipdispatch.proxy.dispatch import latency
+from sipdispatch.dispatch import latency
 
 rtts = st.lists(st.floats(min_value=0, max_value=30, allow_nan=False), min_size=1, max_size=200)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-from sipdispatch.proxy.sip import values
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request, Response
-from sipdispatch.proxy.sip.uri import parse_uri
+from sipdispatch.sip import values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.uri import parse_uri
 
 __all__ = ["ROUTABLE_SCHEMES", "has_to_tag", "validate_request", "validate_response"]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sipdispatch.proxy.dispatch import algorithms as _algorithms
-from sipdispatch.proxy.dispatch import tableconfig as _tableconfig
+from sipdispatch.dispatch import algorithms as _algorithms
+from sipdispatch.dispatch import tableconfig as _tableconfig
 
 __all__ = ["TableFileError", "load_table_file", "parse_attrs", "parse_table"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
-from sipdispatch.proxy.dispatch import algorithms as _algorithms
-from sipdispatch.proxy.dispatch import keys as _keys
-from sipdispatch.proxy.dispatch import uris as _uris
+from sipdispatch.dispatch import algorithms as _algorithms
+from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import uris as _uris
 
 __all__ = [
     "DEFAULT_ALGORITHM",

@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sipdispatch.proxy.dispatch import context as _context
-from sipdispatch.proxy.dispatch import uris as _uris
+from sipdispatch.dispatch import context as _context
+from sipdispatch.dispatch import uris as _uris
 
 __all__ = ["FROM_URI", "PARTS", "RURI", "RURI_USER", "TO_URI", "HashKey", "parse"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from sipdispatch.proxy.dispatch import config as _config
+from sipdispatch.dispatch import config as _config
 
 __all__ = ["ConfigError", "Issue", "load_config", "parse_config", "validate_config"]
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from sipdispatch.proxy.sip.errors import LocalProtocolError
-from sipdispatch.proxy.sip.transaction import (
+from sipdispatch.sip.errors import LocalProtocolError
+from sipdispatch.sip.transaction import (
     Action,
     ClientState,
     ClientTransaction,

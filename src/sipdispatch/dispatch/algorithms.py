@@ -31,9 +31,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol, TypeVar
 
-from sipdispatch.proxy.dispatch import context as _context
-from sipdispatch.proxy.dispatch import keys as _keys
-from sipdispatch.proxy.dispatch import weights as _weights
+from sipdispatch.dispatch import context as _context
+from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import weights as _weights
 
 __all__ = [
     "ALGORITHMS",

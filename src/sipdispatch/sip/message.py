@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sipdispatch.proxy.sip import grammar
-from sipdispatch.proxy.sip.values import split_first, split_values
+from sipdispatch.sip import grammar
+from sipdispatch.sip.values import split_first, split_values
 
 __all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
 

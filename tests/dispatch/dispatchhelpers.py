@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sipdispatch.proxy.dispatch import context, destinations, health, tableconfig
+from sipdispatch.dispatch import context, destinations, health, tableconfig
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ No asyncio, sockets or clock here: time is a `now: float` parameter. Modules:
 * `tablefile`    -- Kamailio `dispatcher.list`; `config`/`configfile` -- YAML model and loader
 """
 
-from sipdispatch.proxy.dispatch.algorithms import (
+from sipdispatch.dispatch.algorithms import (
     ALGORITHMS,
     Selector,
     UnknownAlgorithmError,
     make_selector,
     resolve,
 )
-from sipdispatch.proxy.dispatch.config import ProxyConfig
-from sipdispatch.proxy.dispatch.configfile import ConfigError, load_config, parse_config
-from sipdispatch.proxy.dispatch.context import RequestContext, SelectionContext
-from sipdispatch.proxy.dispatch.destinations import (
+from sipdispatch.dispatch.config import ProxyConfig
+from sipdispatch.dispatch.configfile import ConfigError, load_config, parse_config
+from sipdispatch.dispatch.context import RequestContext, SelectionContext
+from sipdispatch.dispatch.destinations import (
     DestinationSet,
     DestinationTable,
     Runtime,
@@ -28,7 +28,7 @@ from sipdispatch.proxy.dispatch.destinations import (
     UnknownDestinationError,
     UnknownSetError,
 )
-from sipdispatch.proxy.dispatch.health import (
+from sipdispatch.dispatch.health import (
     DestinationDown,
     DestinationUp,
     Event,
@@ -43,15 +43,15 @@ from sipdispatch.proxy.dispatch.health import (
     set_admin_state,
     wants_probe,
 )
-from sipdispatch.proxy.dispatch.latency import LatencyStats
-from sipdispatch.proxy.dispatch.tableconfig import (
+from sipdispatch.dispatch.latency import LatencyStats
+from sipdispatch.dispatch.tableconfig import (
     DEFAULT_ALGORITHM,
     Destination,
     DestinationError,
     SetConfig,
     TableConfig,
 )
-from sipdispatch.proxy.dispatch.tablefile import TableFileError, load_table_file, parse_table
+from sipdispatch.dispatch.tablefile import TableFileError, load_table_file, parse_table
 
 __all__ = [
     "ALGORITHMS",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sipdispatch.proxy.dispatch import tablefile
-from sipdispatch.proxy.dispatch.tablefile import TableFileError
+from sipdispatch.dispatch import tablefile
+from sipdispatch.dispatch.tablefile import TableFileError
 
-EXAMPLES = Path(__file__).parents[3] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 KAMAILIO_SAMPLE = """\
 #

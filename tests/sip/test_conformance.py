@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from corpus import MESSAGES, TortureMessage
-from sipdispatch.proxy.sip import codec, validation
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request
+from sipdispatch.sip import codec, validation
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request
 
 # Decided by the proxy's routing logic, not by the parser: see tests/proxy/test_core_conformance.
 _ROUTING_CODES = {420, 483}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sipdispatch.proxy.dispatch import algorithms, context, destinations, health, tableconfig
+from sipdispatch.dispatch import algorithms, context, destinations, health, tableconfig
 
 CALLS = 12_000
 URIS = [f"sip:10.0.0.{i}:5060" for i in range(1, 5)]

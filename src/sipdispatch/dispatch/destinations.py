@@ -30,12 +30,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from sipdispatch.proxy.dispatch import algorithms as _algorithms
-from sipdispatch.proxy.dispatch import context as _context
-from sipdispatch.proxy.dispatch import health as _health
-from sipdispatch.proxy.dispatch import tableconfig as _tableconfig
-from sipdispatch.proxy.dispatch import uris as _uris
-from sipdispatch.proxy.dispatch.tableconfig import (
+from sipdispatch.dispatch import algorithms as _algorithms
+from sipdispatch.dispatch import context as _context
+from sipdispatch.dispatch import health as _health
+from sipdispatch.dispatch import tableconfig as _tableconfig
+from sipdispatch.dispatch import uris as _uris
+from sipdispatch.dispatch.tableconfig import (
     DEFAULT_ALGORITHM,
     Destination,
     DestinationError,

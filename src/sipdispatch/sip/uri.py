@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from sipdispatch.proxy.sip import grammar
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
+from sipdispatch.sip import grammar
+from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["SipUri", "format_host", "parse_host_port", "parse_uri", "unescape"]
 

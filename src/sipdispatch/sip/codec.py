@@ -9,9 +9,9 @@ Written by hand: no maintained Python SIP parser is fast enough for a proxy's ho
 
 from __future__ import annotations
 
-from sipdispatch.proxy.sip import grammar
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Header, Headers, Request, Response, header_key
+from sipdispatch.sip import grammar
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
 __all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
 

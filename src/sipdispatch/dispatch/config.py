@@ -36,11 +36,11 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from sipdispatch.proxy.dispatch import algorithms as _algorithms
-from sipdispatch.proxy.dispatch import health as _health
-from sipdispatch.proxy.dispatch import keys as _keys
-from sipdispatch.proxy.dispatch import tableconfig as _tableconfig
-from sipdispatch.proxy.dispatch import uris as _uris
+from sipdispatch.dispatch import algorithms as _algorithms
+from sipdispatch.dispatch import health as _health
+from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import tableconfig as _tableconfig
+from sipdispatch.dispatch import uris as _uris
 
 __all__ = [
     "DestinationSpec",

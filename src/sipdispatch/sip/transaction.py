@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sipdispatch.proxy.sip.errors import LocalProtocolError
+from sipdispatch.sip.errors import LocalProtocolError
 
 __all__ = [
     "Action",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from dispatchhelpers import ctx, table
 
-from sipdispatch.proxy.dispatch import destinations, health, tableconfig
-from sipdispatch.proxy.dispatch.tableconfig import Destination, DestinationError, SetConfig
+from sipdispatch.dispatch import destinations, health, tableconfig
+from sipdispatch.dispatch.tableconfig import Destination, DestinationError, SetConfig
 
 TWO = ["sip:127.0.0.2:5060", "sip:127.0.0.3:5060"]
 POLICY = health.HealthPolicy(failure_threshold=2, success_threshold=2)

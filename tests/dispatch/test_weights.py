@@ -8,7 +8,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipdispatch.proxy.dispatch import weights
+from sipdispatch.dispatch import weights
 
 small_weights = st.lists(st.integers(min_value=0, max_value=60), min_size=1, max_size=8)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from corpus import MESSAGES
-from sipdispatch.proxy.sip import codec, values
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.message import Request, Response
-from sipdispatch.proxy.sip.uri import SipUri, parse_uri, unescape
+from sipdispatch.sip import codec, values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.uri import SipUri, parse_uri, unescape
 
 BY_NAME = {m.name: m.data for m in MESSAGES}
 

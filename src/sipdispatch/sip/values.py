@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sipdispatch.proxy.sip import grammar
-from sipdispatch.proxy.sip.errors import RemoteProtocolError
-from sipdispatch.proxy.sip.uri import SipUri, parse_host_port, parse_uri
+from sipdispatch.sip import grammar
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.uri import SipUri, parse_host_port, parse_uri
 
 __all__ = [
     "MAGIC_COOKIE",

@@ -68,7 +68,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sipdispatch.proxy.dispatch import latency as _latency
+from sipdispatch.dispatch import latency as _latency
 
 __all__ = [
     "ADMIN_CODES",

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipdispatch.proxy.dispatch import health
-from sipdispatch.proxy.dispatch.health import HealthRecord, HealthState, Outcome, Result
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.health import HealthRecord, HealthState, Outcome, Result
 
 OK = Result.success(0.01)
 FAIL = Result.failure("500 Server Error")
