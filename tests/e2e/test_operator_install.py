@@ -14,7 +14,7 @@ import yaml
 from kubeproc import REPO, TABLE, install_crds, render_chart, wait_for
 
 from kubecluster import KubeCluster, KubeCommandError
-from sipdispatch.operator import crd
+from sipdispatch.api import crd
 
 pytestmark = pytest.mark.k8s
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from sipdispatch.api.models import DispatcherReportSpec
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.operator.models import DispatcherReportSpec
 from sipdispatch.proxy.reporting import ReportSchedule, fingerprint, report_body, report_name
 
 A = "sip:10.1.0.5:5080"

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipdispatch.api.names import TABLE_KEY
 from sipdispatch.operator import k8s, render, status
-from sipdispatch.proxy.kube import TABLE_KEY, KubeError
+from sipdispatch.proxy.kube import KubeError
 
 __all__ = ["Controller", "Indexes"]
 

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sipdispatch.operator import models
-from sipdispatch.proxy.kube import APPLY_PATCH, MERGE_PATCH, PROXY_LABEL, TABLE_KEY, KubeClient
+from sipdispatch.api import models
+from sipdispatch.api.names import PROXY_LABEL, TABLE_KEY
+from sipdispatch.proxy.kube import APPLY_PATCH, MERGE_PATCH, KubeClient
 
 __all__ = [
     "FIELD_MANAGER",

@@ -28,11 +28,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from sipdispatch.api import models
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch import configfile as _configfile
 from sipdispatch.dispatch import tableconfig as _tableconfig
 from sipdispatch.dispatch import uris as _uris
-from sipdispatch.operator import models
 
 __all__ = [
     "ORIGIN_STATIC",

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sipdispatch.api import models
 from sipdispatch.dispatch import uris as _uris
-from sipdispatch.operator import models
 from sipdispatch.operator.render import SetRendering
 
 __all__ = [

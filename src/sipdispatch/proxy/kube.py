@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from sipdispatch.api.names import PROXY_LABEL, TABLE_KEY
 from sipdispatch.dispatch import configfile
 from sipdispatch.proxy.tables import LoadedTable, TableError
 
@@ -51,8 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TABLE_KEY = "table.yaml"
-PROXY_LABEL = "sipdispatch.io/proxy"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 

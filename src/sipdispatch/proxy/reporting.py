@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from sipdispatch.api.names import API_VERSION, PROXY_LABEL
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.kube import (
     APPLY_PATCH,
-    PROXY_LABEL,
     KubeError,
     KubeTableSource,
 )
@@ -44,7 +44,6 @@ __all__ = ["ReportSchedule", "Reporter", "add_arguments", "companions", "report_
 
 log = logging.getLogger(__name__)
 
-GROUP_VERSION = "sipdispatch.io/v1alpha1"
 FIELD_MANAGER = "sipdispatch-proxy"
 POLL_INTERVAL = 0.2  # how often the table is looked at for changes (cheap: no I/O)
 
@@ -145,7 +144,7 @@ def report_body(
             {"apiVersion": "v1", "kind": "Pod", "name": replica, "uid": pod_uid}
         ]
     return {
-        "apiVersion": GROUP_VERSION,
+        "apiVersion": API_VERSION,
         "kind": "DispatcherReport",
         "metadata": metadata,
         "spec": {
@@ -169,7 +168,7 @@ class Reporter:
     pod_uid: str | None = None
 
     def _path(self, name: str | None = None) -> str:
-        base = f"/apis/{GROUP_VERSION}/namespaces/{self.source.namespace}/dispatcherreports"
+        base = f"/apis/{API_VERSION}/namespaces/{self.source.namespace}/dispatcherreports"
         return base if name is None else f"{base}/{name}"
 
     @property

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sipdispatch.operator import models
+from sipdispatch.api import models
 from sipdispatch.operator.render import parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sipdispatch.api import crd
 from sipdispatch.dispatch import algorithms, uris
-from sipdispatch.operator import crd
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -19,9 +19,9 @@ CRDS = Path(__file__).resolve().parents[2] / "crds"
 def test_crds_directory_matches_the_models() -> None:
     expected = crd.render_all()
     found = {p.name: p.read_text() for p in CRDS.glob("*.yaml")}
-    assert sorted(found) == sorted(expected), "run: python -m sipdispatch.operator.crd crds/"
+    assert sorted(found) == sorted(expected), "run: python -m sipdispatch.api.crd crds/"
     for name, text in expected.items():
-        assert found[name] == text, f"crds/{name} drifted: python -m sipdispatch.operator.crd crds/"
+        assert found[name] == text, f"crds/{name} drifted: python -m sipdispatch.api.crd crds/"
 
 
 def _properties(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

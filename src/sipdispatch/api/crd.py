@@ -1,6 +1,6 @@
 """The CustomResourceDefinitions, generated from the models.
 
-``python -m sipdispatch.operator.crd crds/`` writes ``crds/dispatcherset.yaml`` and
+``python -m sipdispatch.api.crd crds/`` writes ``crds/dispatcherset.yaml`` and
 ``crds/dispatcherreport.yaml``; a test fails when the files drift from the models. Without an
 argument, both documents go to stdout.
 
@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from sipdispatch.api import models
 from sipdispatch.dispatch import algorithms as _algorithms
-from sipdispatch.operator import models
 
 __all__ = ["dispatcherreport_crd", "dispatcherset_crd", "main", "openapi_schema", "render_all"]
 
@@ -320,7 +320,7 @@ def dispatcherreport_crd() -> Schema:
     )
 
 
-HEADER = "# Generated from sipdispatch.operator.models: python -m sipdispatch.operator.crd crds/\n"
+HEADER = "# Generated from sipdispatch.api.models: python -m sipdispatch.api.crd crds/\n"
 
 
 def render_all() -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
+from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GROUP, VERSION
 from sipdispatch.dispatch import config as _config
 
 __all__ = [
@@ -35,10 +36,6 @@ __all__ = [
     "ReportedDestination",
 ]
 
-GROUP = "sipdispatch.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-DEFAULT_PROXY = "sipdispatch"
 
 # A DNS-1123 label: Service and proxy names are used as object names.
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

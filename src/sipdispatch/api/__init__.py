@@ -1,0 +1,6 @@
+"""The shared floor of both planes: what the proxy and the operator agree on.
+
+The custom resources' models (:mod:`.models`), the CRD generator (:mod:`.crd`) and the names
+both sides use (:mod:`.names`). Nothing here does I/O; ``proxy`` and ``operator`` both import
+it, and it imports neither.
+"""
