@@ -51,9 +51,14 @@ def endpoint_slice(
     }
 
 
+#: what a proxy's selection decides for each state, except AX: coming up (not eligible) or
+#: active and not probed (eligible); a report of AX says which (``(set, uri, "AX", False)``)
+ELIGIBLE = {"AP": True, "TP": True, "TX": True, "IP": False, "IX": False, "DX": False, "DR": False}
+
+
 def report(
     replica: str,
-    destinations: list[tuple[int, str, str]],
+    destinations: list[tuple[int, str, str] | tuple[int, str, str, bool]],
     *,
     reported_at: str = "2030-01-01T00:00:00.000Z",
     heartbeat: float = 30.0,
@@ -61,11 +66,12 @@ def report(
     reason: str = "",
 ) -> dict[str, Any]:
     entries = []
-    for set_id, uri, state in destinations:
+    for set_id, uri, state, *eligible in destinations:
         entry: dict[str, Any] = {
             "set": set_id,
             "uri": uri,
             "state": state,
+            "eligible": eligible[0] if eligible else ELIGIBLE[state],
             "reason": reason or f"{state} by {replica}",
             "changedAt": "2029-12-31T23:59:00.000Z",
         }

@@ -6,11 +6,11 @@ from typing import Any
 
 from opfixtures import endpoint, endpoint_slice, report
 
+from sipdispatch.api.report import parse_timestamp
 from sipdispatch.operator import k8s
 from sipdispatch.operator.controller import Controller, Indexes
-from sipdispatch.operator.status import parse_time
 
-NOW = parse_time("2030-01-01T00:00:10.000Z") or 0.0
+NOW = parse_timestamp("2030-01-01T00:00:10.000Z") or 0.0
 KEY = ("voice", "sipdispatch")
 
 

@@ -6,15 +6,10 @@ from typing import Any
 
 from opfixtures import dset, endpoint, endpoint_slice, report
 
+from sipdispatch.api.report import parse_timestamp as parse_time
+from sipdispatch.api.report import timestamp as iso
 from sipdispatch.operator.render import Memory, SetRendering, render
-from sipdispatch.operator.status import (
-    StatusResult,
-    iso,
-    next_stale,
-    parse_time,
-    replica_views,
-    set_status,
-)
+from sipdispatch.operator.status import StatusResult, next_stale, replica_views, set_status
 
 NOW = parse_time("2030-01-01T00:00:10.000Z") or 0.0
 A = "sip:10.1.0.5:5080"
@@ -195,3 +190,39 @@ def test_transition_times_hold_while_the_status_holds() -> None:
     stamps = {c["type"]: c["lastTransitionTime"] for c in ready.status["conditions"]}
     assert stamps["Ready"] == iso(NOW + 60)
     assert stamps["Invalid"] == iso(NOW)
+
+
+def test_a_destination_coming_up_is_not_up_until_the_replicas_send_it_calls() -> None:
+    down = status_of([report("r1", [(2, A, "IP"), (2, B, "IP")])])
+    coming_up = status_of([report("r1", [(2, A, "AX", False), (2, B, "IP")])], down.status)
+    assert coming_up.status["upTotal"] == "0/2"
+    assert coming_up.status["destinations"][0]["eligible"] is False
+    assert conditions(coming_up)["Ready"] == ("False", "NoDestinationsUp")
+    assert coming_up.status["counts"]["down"] == 2
+    assert coming_up.events == []  # still down: not worth an event
+    up = status_of([report("r1", [(2, A, "AP"), (2, B, "IP")])], coming_up.status)
+    assert up.status["upTotal"] == "1/2"
+    assert conditions(up)["Ready"] == ("True", "DestinationsUp")
+    assert [(e.reason, e.message.split(": ")[1]) for e in up.events] == [
+        ("DestinationUp", "AX -> AP on 1/1 replicas (AP by r1)")
+    ]
+
+
+def test_ax_active_and_not_probed_is_up() -> None:
+    coming_up = status_of([report("r1", [(2, A, "AX", False), (2, B, "AP")])])
+    active = status_of([report("r1", [(2, A, "AX", True), (2, B, "AP")])], coming_up.status)
+    assert active.status["upTotal"] == "2/2"
+    assert [(e.reason, e.message.split(": ")[1]) for e in active.events] == [
+        ("DestinationUp", "AX, now eligible for new calls on 1/1 replicas (AX by r1)")
+    ]
+
+
+def test_replicas_that_disagree_about_eligibility_tie_to_not_eligible() -> None:
+    reports = [
+        report("r1", [(2, A, "AX", True), (2, B, "AP")]),
+        report("r2", [(2, A, "AX", False), (2, B, "AP")]),
+    ]
+    result = status_of(reports)
+    first = result.status["destinations"][0]
+    assert (first["state"], first["eligible"], first["seenBy"]) == ("AX", False, 1)
+    assert result.status["upTotal"] == "1/2"

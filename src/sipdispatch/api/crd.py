@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sipdispatch.api import models
+from sipdispatch.api import models, report
 from sipdispatch.dispatch import algorithms as _algorithms
 
 __all__ = ["dispatcherreport_crd", "dispatcherset_crd", "main", "openapi_schema", "render_all"]
@@ -304,10 +304,10 @@ def dispatcherset_crd() -> Schema:
 
 def dispatcherreport_crd() -> Schema:
     return _crd(
-        kind="DispatcherReport",
+        kind=report.KIND,
         plural="dispatcherreports",
         short="dreport",
-        spec=models.DispatcherReportSpec,
+        spec=report.DispatcherReportSpec,
         status=None,
         description="Destination states as one proxy replica sees them; written by that "
         "replica, read by the operator to build DispatcherSet status.",

@@ -5,7 +5,8 @@ proxy understands (``DestinationSpec``, ``ProbingSpec``, ``FailoverSpec``, algor
 a spec that validates here renders into a table the proxy accepts. It adds what only exists in
 Kubernetes: ``gateways`` (Services whose EndpointSlices become destinations), the proxy the set
 belongs to, and the drain grace. ``DispatcherReport`` is what one proxy replica reports about
-the destinations it sees; the operator folds reports into ``DispatcherSetStatus``.
+the destinations it sees (:mod:`.report`); the operator folds reports into
+``DispatcherSetStatus``.
 
 Keys are camelCase (Python names are accepted too); unknown keys are errors.
 """
@@ -25,15 +26,14 @@ __all__ = [
     "DEFAULT_PROXY",
     "GROUP",
     "VERSION",
+    "ApiModel",
     "Condition",
     "ConditionStatus",
     "DestinationCounts",
     "DestinationStatus",
-    "DispatcherReportSpec",
     "DispatcherSetSpec",
     "DispatcherSetStatus",
     "GatewaySpec",
-    "ReportedDestination",
 ]
 
 
@@ -53,13 +53,15 @@ PortRef = Annotated[
 ]
 
 
-class _Model(BaseModel):
+class ApiModel(BaseModel):
+    """The base of the resources' models: camelCase keys (Python names too), frozen, strict."""
+
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
     )
 
 
-class GatewaySpec(_Model):
+class GatewaySpec(ApiModel):
     """A Service whose EndpointSlices become destinations of the set.
 
     Every endpoint address of the Service's EndpointSlices is a destination: ready ones are
@@ -103,7 +105,7 @@ class GatewaySpec(_Model):
         return value
 
 
-class DispatcherSetSpec(_Model):
+class DispatcherSetSpec(ApiModel):
     """One destination set of a proxy: static destinations and Services' endpoints."""
 
     proxy: str = Field(
@@ -160,7 +162,7 @@ class DispatcherSetSpec(_Model):
     )
 
 
-class Condition(_Model):
+class Condition(ApiModel):
     """A Kubernetes condition (metav1.Condition)."""
 
     type: str = Field(description="Ready, Degraded or Invalid.")
@@ -175,7 +177,7 @@ class Condition(_Model):
     )
 
 
-class DestinationStatus(_Model):
+class DestinationStatus(ApiModel):
     """One destination as the proxy replicas see it."""
 
     uri: str = Field(description="SIP URI of the destination.")
@@ -187,6 +189,11 @@ class DestinationStatus(_Model):
         description="Two-letter state seen by most replicas (AP, AX, TP, TX, IP, IX, DX, DR); "
         "Unknown before any replica reported it, NotReady for endpoints left out of the table."
     )
+    eligible: bool = Field(
+        default=False,
+        description="Whether the replicas reporting that state send new calls here, as "
+        "their selection decides (AX is both coming up, not eligible, and active, eligible).",
+    )
     reason: str = Field(default="", description="Why it is in that state.")
     last_change: str | None = Field(
         default=None, description="When its state last changed (RFC 3339)."
@@ -197,19 +204,23 @@ class DestinationStatus(_Model):
     seen_by: int = Field(default=0, description="How many replicas report this state.")
 
 
-class DestinationCounts(_Model):
+class DestinationCounts(ApiModel):
     """How many destinations are in each group of states."""
 
     total: int = Field(default=0, description="Destinations in the table.")
-    up: int = Field(default=0, description="Eligible for new dialogs (AP, AX, TP, TX).")
+    up: int = Field(default=0, description="Eligible for new calls, as the proxy replicas decide.")
     draining: int = Field(default=0, description="Draining (DR).")
-    down: int = Field(default=0, description="Inactive (IP, IX).")
+    down: int = Field(
+        default=0,
+        description="Neither eligible, draining nor disabled: inactive (IP, IX) or coming "
+        "up (AX below the success threshold).",
+    )
     disabled: int = Field(default=0, description="Administratively disabled (DX).")
     unknown: int = Field(default=0, description="Not reported by any replica yet.")
     not_ready: int = Field(default=0, description="Endpoints left out because not ready.")
 
 
-class DispatcherSetStatus(_Model):
+class DispatcherSetStatus(ApiModel):
     """What the operator and the proxy replicas observe about the set."""
 
     observed_generation: int | None = Field(
@@ -217,7 +228,9 @@ class DispatcherSetStatus(_Model):
     )
     algorithm: str | None = Field(default=None, description="The algorithm in use (its name).")
     up_total: str | None = Field(
-        default=None, description="Destinations up over destinations in the table, as 'up/total'."
+        default=None,
+        description="Destinations eligible for new calls over destinations in the table, "
+        "as 'up/total'.",
     )
     replicas: int = Field(default=0, description="Proxy replicas whose reports are current.")
     counts: DestinationCounts = Field(
@@ -228,34 +241,6 @@ class DispatcherSetStatus(_Model):
     )
     destinations: list[DestinationStatus] = Field(
         default_factory=list, description="Every destination with its state."
-    )
-
-
-class ReportedDestination(_Model):
-    """One destination as one replica sees it."""
-
-    set: int = Field(description="Set id.")
-    uri: str = Field(description="SIP URI as in the table.")
-    state: str = Field(description="Two-letter state (AP, IP, DR, ...).")
-    reason: str = Field(default="", description="Why it is in that state.")
-    changed_at: str | None = Field(default=None, description="When it last changed (RFC 3339).")
-    latency_ms: float | None = Field(
-        default=None, description="Estimated round trip in milliseconds, once measured."
-    )
-
-
-class DispatcherReportSpec(_Model):
-    """The destination states one proxy replica sees (written by that replica only)."""
-
-    proxy: str = Field(description="Name of the proxy (its table is '<proxy>-table').")
-    replica: str = Field(description="The reporting replica (its pod name).")
-    table: str = Field(default="", description="resourceVersion of the table it serves.")
-    reported_at: str = Field(description="When this report was written (RFC 3339).")
-    heartbeat_seconds: float = Field(
-        gt=0, description="Reports come at least this often; older ones are stale."
-    )
-    destinations: list[ReportedDestination] = Field(
-        default_factory=list, description="Every destination of the table with its state."
     )
 
 

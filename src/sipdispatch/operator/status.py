@@ -4,12 +4,15 @@ Each replica writes one ``DispatcherReport`` with the state of every destination
 Reports older than three heartbeats are stale (the replica is gone or cut off) and ignored. Per
 destination the status shows the state most replicas report (a tie goes to the worse state),
 how many replicas report it, their median latency, and the reason and time of the change from
-one of them. Conditions:
+one of them. A state is a pair: the two-letter code and whether the replica sends new calls
+there (``eligible``, as its selection decides). Up means eligible, whatever the code: ``AX``
+coming up is not up. Conditions:
 
 * ``Invalid``: the spec cannot be used; the message names the field and the reason.
 * ``Ready``: at least one destination is up (True), none is (False), or no replica has
   reported yet (Unknown).
-* ``Degraded``: some destination is down, replicas disagree, or a gateway has a problem.
+* ``Degraded``: some destination is down (not eligible, neither draining nor disabled),
+  replicas disagree, or a gateway has a problem.
 
 Events are returned, not posted: a destination going down or coming back up, starting to
 drain, or being removed, and a newly invalid spec.
@@ -21,48 +24,38 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from sipdispatch.api import models
+from sipdispatch.api import report as _report
 from sipdispatch.dispatch import uris as _uris
 from sipdispatch.operator.render import SetRendering
 
 __all__ = [
-    "Event",
     "ReplicaView",
+    "SetEvent",
     "StatusResult",
-    "iso",
     "next_stale",
-    "parse_time",
     "replica_views",
     "set_status",
 ]
 
-STALE_HEARTBEATS = 3.0
-UP = frozenset({"AP", "AX", "TP", "TX"})
-DOWN = frozenset({"IP", "IX"})
 UNKNOWN = "Unknown"
 NOT_READY = "NotReady"
-# Ties between replicas go to the worse state.
+# Ties between replicas go to the worse state: not eligible first, then in this order.
 _SEVERITY = {"IP": 0, "IX": 0, "TP": 1, "TX": 1, "DR": 2, "DX": 3, "AX": 4, "AP": 4}
 
 
-def iso(when: float) -> str:
-    """Unix time as RFC 3339 with milliseconds, as Kubernetes writes times."""
-    text = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+def _group(state: str, eligible: bool) -> str:
+    """Where a destination counts: up (eligible), draining, disabled, down (any other
+    state in the table), or Unknown / NotReady."""
+    if state in (UNKNOWN, NOT_READY):
+        return state
+    if eligible:
+        return "up"
+    return {"DR": "draining", "DX": "disabled"}.get(state, "down")
 
 
 def _key(set_id: int, uri: str) -> tuple[int, str]:
@@ -78,19 +71,14 @@ class ReplicaView:
 
     replica: str
     table: str
-    destinations: Mapping[tuple[int, str], models.ReportedDestination]
+    destinations: Mapping[tuple[int, str], _report.ReportedDestination]
 
 
-def _expiry(spec: models.DispatcherReportSpec) -> float | None:
-    reported = parse_time(spec.reported_at)
-    return None if reported is None else reported + STALE_HEARTBEATS * spec.heartbeat_seconds
-
-
-def _specs(bodies: Iterable[Mapping[str, Any]]) -> list[models.DispatcherReportSpec]:
+def _specs(bodies: Iterable[Mapping[str, Any]]) -> list[_report.DispatcherReportSpec]:
     specs = []
     for body in bodies:
         try:
-            specs.append(models.DispatcherReportSpec.model_validate(body.get("spec") or {}))
+            specs.append(_report.DispatcherReportSpec.model_validate(body.get("spec") or {}))
         except ValidationError:
             continue  # a report this operator cannot read counts as no report
     return specs
@@ -100,7 +88,7 @@ def replica_views(bodies: Iterable[Mapping[str, Any]], now: float) -> list[Repli
     """The fresh reports (DispatcherReport objects) of one proxy, one per replica."""
     views: dict[str, ReplicaView] = {}
     for spec in _specs(bodies):
-        expiry = _expiry(spec)
+        expiry = spec.expires_at()
         if expiry is None or expiry <= now:
             continue
         destinations = {_key(d.set, d.uri): d for d in spec.destinations}
@@ -110,12 +98,14 @@ def replica_views(bodies: Iterable[Mapping[str, Any]], now: float) -> list[Repli
 
 def next_stale(bodies: Iterable[Mapping[str, Any]], now: float) -> float | None:
     """When the next fresh report becomes stale (the status must be redone then)."""
-    expiries = [e for e in (_expiry(s) for s in _specs(bodies)) if e is not None and e > now]
+    expiries = [e for e in (s.expires_at() for s in _specs(bodies)) if e is not None and e > now]
     return min(expiries) if expiries else None
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class SetEvent:
+    """A Kubernetes Event to post about the DispatcherSet."""
+
     type: str  # Normal or Warning
     reason: str
     message: str
@@ -124,7 +114,7 @@ class Event:
 @dataclass(frozen=True)
 class StatusResult:
     status: dict[str, Any]
-    events: list[Event]
+    events: list[SetEvent]
 
 
 def _aggregate(
@@ -139,15 +129,16 @@ def _aggregate(
             else f"not in the reports of {len(replicas)} replicas yet"
         )
         return models.DestinationStatus(uri=uri, origin=origin, state=UNKNOWN, reason=reason)
-    votes = Counter(d.state for d in seen)
-    state = max(votes, key=lambda s: (votes[s], -_SEVERITY.get(s, 0)))
-    agreeing = [d for d in seen if d.state == state]
-    latest = max(agreeing, key=lambda d: parse_time(d.changed_at) or 0.0)
+    votes = Counter((d.state, d.eligible) for d in seen)
+    state, eligible = max(votes, key=lambda v: (votes[v], not v[1], -_SEVERITY.get(v[0], 0)))
+    agreeing = [d for d in seen if (d.state, d.eligible) == (state, eligible)]
+    latest = max(agreeing, key=lambda d: _report.parse_timestamp(d.changed_at) or 0.0)
     latencies = [d.latency_ms for d in seen if d.latency_ms is not None]
     return models.DestinationStatus(
         uri=uri,
         origin=origin,
         state=state,
+        eligible=eligible,
         reason=latest.reason,
         last_change=latest.changed_at,
         latency_ms=round(statistics.median(latencies), 3) if latencies else None,
@@ -161,23 +152,22 @@ def _explained(dest: models.DestinationStatus, rendering: SetRendering) -> str:
         if rendered.uri != dest.uri or dest.state != "DR" or rendered.origin == "static":
             continue
         if rendered.gone_since is not None:
-            until = iso(rendered.gone_since + rendering.drain_grace)
+            until = _report.timestamp(rendered.gone_since + rendering.drain_grace)
             return f"endpoint gone; removed from the table at {until}"
         return "endpoint terminating"
     return dest.reason
 
 
 def _counts(destinations: Sequence[models.DestinationStatus]) -> models.DestinationCounts:
-    states = [d.state for d in destinations]
-    in_table = [s for s in states if s != NOT_READY]
+    groups = Counter(_group(d.state, d.eligible) for d in destinations)
     return models.DestinationCounts(
-        total=len(in_table),
-        up=sum(s in UP for s in in_table),
-        draining=states.count("DR"),
-        down=sum(s in DOWN for s in in_table),
-        disabled=states.count("DX"),
-        unknown=states.count(UNKNOWN),
-        not_ready=states.count(NOT_READY),
+        total=len(destinations) - groups[NOT_READY],
+        up=groups["up"],
+        draining=groups["draining"],
+        down=groups["down"],
+        disabled=groups["disabled"],
+        unknown=groups[UNKNOWN],
+        not_ready=groups[NOT_READY],
     )
 
 
@@ -210,31 +200,39 @@ def _describe(dest: models.DestinationStatus, set_id: int | None) -> str:
     return f"set {set_id} {dest.uri} ({dest.origin})"
 
 
+def _change(old: tuple[str, bool], dest: models.DestinationStatus) -> str:
+    if old[0] != dest.state:
+        return f"{old[0]} -> {dest.state}"
+    return f"{dest.state}, {'now' if dest.eligible else 'no longer'} eligible for new calls"
+
+
 def _events(
-    before: Mapping[str, str],
+    before: Mapping[str, tuple[str, bool]],
     after: Sequence[models.DestinationStatus],
     set_id: int | None,
     replicas: int,
-) -> list[Event]:
+) -> list[SetEvent]:
     events = []
     for dest in after:
-        old = before.get(dest.uri, UNKNOWN)
-        new = dest.state
-        if old == new:
+        old = before.get(dest.uri, (UNKNOWN, False))
+        if old == (dest.state, dest.eligible):
             continue
-        where = f"{_describe(dest, set_id)}: {old} -> {new} on {dest.seen_by}/{replicas} replicas"
+        was, now = _group(*old), _group(dest.state, dest.eligible)
+        where = (
+            f"{_describe(dest, set_id)}: {_change(old, dest)} on {dest.seen_by}/{replicas} replicas"
+        )
         why = f" ({dest.reason})" if dest.reason else ""
-        if new in DOWN and old not in DOWN:
-            events.append(Event("Warning", "DestinationDown", where + why))
-        elif new in UP and old in DOWN | {"DX", "DR"}:
-            events.append(Event("Normal", "DestinationUp", where + why))
-        elif new == "DR":
-            events.append(Event("Normal", "DestinationDraining", where + why))
+        if now == "down" and was != "down":
+            events.append(SetEvent("Warning", "DestinationDown", where + why))
+        elif now == "up" and was in ("down", "draining", "disabled"):
+            events.append(SetEvent("Normal", "DestinationUp", where + why))
+        elif now == "draining" and was != "draining":
+            events.append(SetEvent("Normal", "DestinationDraining", where + why))
     remaining = {d.uri for d in after}
     for uri, old in before.items():
-        if uri not in remaining and old != NOT_READY:
+        if uri not in remaining and old[0] != NOT_READY:
             events.append(
-                Event("Normal", "DestinationRemoved", f"set {set_id} {uri} left the table")
+                SetEvent("Normal", "DestinationRemoved", f"set {set_id} {uri} left the table")
             )
     return events
 
@@ -248,7 +246,7 @@ def set_status(
 ) -> StatusResult:
     """The status of one DispatcherSet and the events its change is worth."""
     previous = previous or {}
-    stamp = iso(now)
+    stamp = _report.timestamp(now)
     set_id = rendering.set_id
     destinations = (
         [
@@ -316,11 +314,14 @@ def set_status(
         conditions=[ready, degraded, invalid],
         destinations=destinations,
     )
-    before = {d.get("uri", ""): d.get("state", UNKNOWN) for d in previous.get("destinations") or []}
+    before = {
+        d.get("uri", ""): (d.get("state", UNKNOWN), bool(d.get("eligible")))
+        for d in previous.get("destinations") or []
+    }
     events = _events(before, destinations, set_id, len(replicas))
     was_invalid = old_conditions.get("Invalid", {})
     if issues and (
         was_invalid.get("status") != "True" or was_invalid.get("observedGeneration") != generation
     ):
-        events.append(Event("Warning", "InvalidSpec", invalid.message))
+        events.append(SetEvent("Warning", "InvalidSpec", invalid.message))
     return StatusResult(models.dump(status), events)

@@ -23,13 +23,13 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from sipdispatch.api.names import API_VERSION, PROXY_LABEL
-from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.api import report as _report
+from sipdispatch.api.names import API_VERSION
+from sipdispatch.dispatch.destinations import DestinationTable, Target
 from sipdispatch.proxy.kube import (
     APPLY_PATCH,
     KubeError,
@@ -76,24 +76,21 @@ class ReportSchedule:
 
 
 def fingerprint(table: DestinationTable, version: str) -> Hashable:
-    """What makes a report worth writing early (latency values alone do not)."""
+    """What makes a report worth writing early (latency values alone do not). Eligibility
+    is part of it: ``AX`` coming up and ``AX`` active are one code."""
     return (
         version,
         tuple(
             (
                 t.key,
                 t.runtime.health.code,
+                t.eligible,
                 t.runtime.health.reason,
                 t.runtime.health.latency.estimate is not None,
             )
             for t in table.targets()
         ),
     )
-
-
-def _iso(when: float) -> str:
-    text = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def report_name(proxy: str, replica: str) -> str:
@@ -118,44 +115,31 @@ def report_body(
 
     ``clock_offset`` turns the loop's monotonic times into Unix time.
     """
-    destinations = []
-    for set_id in sorted(table.sets):
-        for target in table.sets[set_id].targets:
-            health = target.runtime.health
-            entry: dict[str, Any] = {
-                "set": set_id,
-                "uri": target.destination.uri,
-                "state": health.code,
-                "reason": health.reason,
-            }
-            if health.changed_at:
-                entry["changedAt"] = _iso(health.changed_at + clock_offset)
-            estimate = health.latency.estimate
-            if estimate is not None:
-                entry["latencyMs"] = round(estimate * 1000, 3)
-            destinations.append(entry)
-    metadata: dict[str, Any] = {
-        "name": report_name(proxy, replica),
-        "namespace": namespace,
-        "labels": {PROXY_LABEL: proxy},
-    }
-    if pod_uid:
-        metadata["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": "Pod", "name": replica, "uid": pod_uid}
-        ]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "DispatcherReport",
-        "metadata": metadata,
-        "spec": {
-            "proxy": proxy,
-            "replica": replica,
-            "table": version,
-            "reportedAt": _iso(wall_now),
-            "heartbeatSeconds": heartbeat,
-            "destinations": destinations,
-        },
-    }
+    spec = _report.DispatcherReportSpec(
+        proxy=proxy,
+        replica=replica,
+        table=version,
+        reported_at=_report.timestamp(wall_now),
+        heartbeat_seconds=heartbeat,
+        destinations=[_reported(target, clock_offset) for target in table.targets()],
+    )
+    return spec.manifest(name=report_name(proxy, replica), namespace=namespace, pod_uid=pod_uid)
+
+
+def _reported(target: Target, clock_offset: float) -> _report.ReportedDestination:
+    health = target.runtime.health
+    estimate = health.latency.estimate
+    return _report.ReportedDestination(
+        set=target.destination.set_id,
+        uri=target.destination.uri,
+        state=health.code,
+        eligible=target.eligible,  # what selection decides, not a reading of the code
+        reason=health.reason,
+        changed_at=_report.timestamp(health.changed_at + clock_offset)
+        if health.changed_at
+        else None,
+        latency_ms=None if estimate is None else round(estimate * 1000, 3),
+    )
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipdispatch.api.models import DispatcherReportSpec
+from sipdispatch.api.report import DispatcherReportSpec
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
@@ -80,7 +80,10 @@ def test_the_report_is_a_valid_dispatcher_report() -> None:
     assert body["metadata"]["ownerReferences"][0]["kind"] == "Pod"
     spec = DispatcherReportSpec.model_validate(body["spec"])
     assert spec.table == "42"
-    assert [(d.uri, d.state) for d in spec.destinations] == [(A, "AP"), (B, "DR")]
+    assert [(d.uri, d.state, d.eligible) for d in spec.destinations] == [
+        (A, "AP", True),
+        (B, "DR", False),
+    ]
     assert spec.destinations[0].latency_ms == 12.3
     assert spec.destinations[1].latency_ms is None
     assert spec.destinations[0].changed_at == "2030-03-17T17:31:40.000Z"  # built at 100
@@ -89,3 +92,38 @@ def test_the_report_is_a_valid_dispatcher_report() -> None:
 def test_report_names_are_valid_object_names() -> None:
     assert report_name("sipdispatch", "My_Host.Local") == "sipdispatch-my-host.local"
     assert len(report_name("p", "x" * 400)) == 253
+
+
+INACTIVE_MODE = health.HealthPolicy(
+    failure_threshold=1, success_threshold=2, mode=health.ProbingMode.INACTIVE
+)
+
+
+def reported(live: DestinationTable) -> list[tuple[str, bool]]:
+    body = report_body(
+        live,
+        proxy="sipdispatch",
+        replica="r1",
+        namespace="voice",
+        version="1",
+        heartbeat=30.0,
+        wall_now=1_900_000_000.0,
+        clock_offset=0.0,
+    )
+    spec = DispatcherReportSpec.model_validate(body["spec"])
+    return [(d.state, d.eligible) for d in spec.destinations if d.uri == A]
+
+
+def test_ax_is_reported_eligible_or_not_as_selection_decides() -> None:
+    live = table()
+    record = next(live.targets()).runtime.health
+    health.apply(record, health.Result.timeout(1.0), INACTIVE_MODE, 101)
+    assert reported(live) == [("IP", False)]
+    health.apply(record, health.Result.success(rtt=0.001), INACTIVE_MODE, 102)
+    coming_up = fingerprint(live, "1")
+    assert reported(live) == [("AX", False)]  # answering, below the success threshold
+    assert A not in {t.destination.uri for t in live.sets[2].eligible()}
+    health.apply(record, health.Result.success(rtt=0.001), INACTIVE_MODE, 103)
+    assert reported(live) == [("AX", True)]  # active, no longer probed in mode inactive
+    assert A in {t.destination.uri for t in live.sets[2].eligible()}
+    assert fingerprint(live, "1") != coming_up  # the same code, yet worth a report
