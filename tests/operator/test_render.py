@@ -11,7 +11,8 @@ from opfixtures import dset, endpoint, endpoint_slice
 
 from sipdispatch.dispatch import configfile
 from sipdispatch.dispatch.destinations import DestinationTable
-from sipdispatch.operator.render import Memory, render
+from sipdispatch.operator.memory import Memory
+from sipdispatch.operator.render import render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOW = 1_900_000_000.0
@@ -143,7 +144,7 @@ def test_a_new_invalid_set_stays_out_and_a_recreated_one_does_not_inherit() -> N
     bad = render([recreated], {}, good.memory, NOW + 1)
     assert bad.data["sets"] == []
     assert bad.sets["trunks"].set_id is None
-    assert bad.sets["trunks"].issues[0].field == "spec.hashKey"
+    assert bad.sets["trunks"].issues[0].location == "spec.hashKey"
 
 
 def test_the_older_set_keeps_a_contested_set_id() -> None:

@@ -8,7 +8,8 @@ from opfixtures import dset, endpoint, endpoint_slice, report
 
 from sipdispatch.api.report import parse_timestamp as parse_time
 from sipdispatch.api.report import timestamp as iso
-from sipdispatch.operator.render import Memory, SetRendering, render
+from sipdispatch.operator.memory import Memory
+from sipdispatch.operator.render import SetRendering, render
 from sipdispatch.operator.status import StatusResult, next_stale, replica_views, set_status
 
 NOW = parse_time("2030-01-01T00:00:10.000Z") or 0.0

@@ -19,7 +19,14 @@ from pydantic import ValidationError
 
 from sipdispatch.dispatch import config as _config
 
-__all__ = ["ConfigError", "Issue", "load_config", "parse_config", "validate_config"]
+__all__ = [
+    "ConfigError",
+    "Issue",
+    "load_config",
+    "parse_config",
+    "validate_config",
+    "validation_issues",
+]
 
 
 Path_ = tuple[str | int, ...]
@@ -27,16 +34,22 @@ Path_ = tuple[str | int, ...]
 
 @dataclass(frozen=True, slots=True)
 class Issue:
+    """One thing wrong with a configuration (or a custom resource's spec): where and why."""
+
     path: Path_
     message: str
     line: int | None = None
 
     @property
     def location(self) -> str:
+        """The field path as people write it: ``sets[0].destinations[1].uri``."""
         text = ""
         for part in self.path:
             text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
         return text
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.path else self.message
 
 
 class ConfigError(ValueError):
@@ -53,10 +66,11 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def _issues(exc: ValidationError) -> list[Issue]:
+def validation_issues(exc: ValidationError, prefix: Path_ = ()) -> list[Issue]:
+    """The errors of a model's validation, each named by its field path (below ``prefix``)."""
     issues = []
     for error in exc.errors(include_url=False):
-        path: Path_ = tuple(error["loc"])
+        path: Path_ = (*prefix, *error["loc"])
         ctx = error.get("ctx") or {}
         if error["type"] == "config_issue":
             path += tuple(ctx.get("subpath", ()))
@@ -76,7 +90,7 @@ def validate_config(data: object, source: str = "config") -> _config.ProxyConfig
     try:
         return _config.ProxyConfig.model_validate({} if data is None else data)
     except ValidationError as exc:
-        raise ConfigError(source, _issues(exc)) from None
+        raise ConfigError(source, validation_issues(exc)) from None
 
 
 def _line_of(root: yaml.Node | None, path: Path_) -> int | None:

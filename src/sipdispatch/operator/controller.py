@@ -25,6 +25,7 @@ from typing import Any
 
 from sipdispatch.api.names import TABLE_KEY
 from sipdispatch.operator import k8s, render, status
+from sipdispatch.operator.memory import Memory
 from sipdispatch.proxy.kube import KubeError
 
 __all__ = ["Controller", "Indexes"]
@@ -58,7 +59,7 @@ class Controller:
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _memory: dict[Key, render.Memory] = field(default_factory=dict)
+    _memory: dict[Key, Memory] = field(default_factory=dict)
     _written: dict[Key, tuple[str, str]] = field(default_factory=dict)
     _sets: dict[tuple[str, str], _SetMemory] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -140,14 +141,13 @@ class Controller:
         if key not in self._memory:
             # After a restart the memory comes from the table itself.
             data = (table or {}).get("data") or {}
-            self._memory[key] = render.Memory.from_json(data.get(k8s.MEMORY_KEY))
+            self._memory[key] = Memory.from_json(data.get(k8s.MEMORY_KEY))
         now = self.clock()
         rendering = render.render(
             (render.SetObject.from_body(b) for b in bodies),
             slices,
             self._memory[key],
             now,
-            source=f"table of proxy {namespace}/{proxy}",
         )
         text, memory = rendering.text, rendering.memory.to_json()
         data = (table or {}).get("data") or {}

@@ -21,7 +21,7 @@ from sipdispatch.api import models
 from sipdispatch.api.names import PROXY_LABEL
 from sipdispatch.operator import k8s
 from sipdispatch.operator.controller import Controller, Indexes
-from sipdispatch.operator.render import SERVICE_NAME_LABEL
+from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL
 from sipdispatch.proxy.kube import load_config
 
 __all__ = ["Options"]
