@@ -16,7 +16,15 @@ from typing import Any, Literal
 from sipdispatch.api import models
 from sipdispatch.dispatch import uris as _uris
 
-__all__ = ["SERVICE_NAME_LABEL", "Condition", "Endpoint", "Order", "discover", "locate"]
+__all__ = [
+    "SERVICE_NAME_LABEL",
+    "Condition",
+    "Endpoint",
+    "Order",
+    "discover",
+    "identity",
+    "locate",
+]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -47,6 +55,12 @@ def locate(uri: str) -> tuple[str, Order]:
     except ValueError:
         return parsed.normalised(), (2, parsed.host, parsed.port)
     return parsed.normalised(), (address.version - 4, int(address), parsed.port)
+
+
+def identity(uri: str) -> str:
+    """The normalised URI: one destination however it is spelled (``SIP:10.0.0.5`` is
+    ``sip:10.0.0.5:5060;transport=udp``); ``ValueError`` when it is not a SIP URI."""
+    return locate(uri)[0]
 
 
 def _condition(conditions: Mapping[str, Any]) -> Condition:

@@ -54,5 +54,5 @@ def parse_spec(data: Mapping[str, Any]) -> tuple[ValidSpec | None, tuple[Issue, 
         )
     except ValidationError as exc:
         return None, tuple(validation_issues(exc, ("spec",)))
-    keys = frozenset(_endpoints.locate(d.uri)[0] for d in spec.destinations)
+    keys = frozenset(_endpoints.identity(d.uri) for d in spec.destinations)
     return ValidSpec(spec, static, keys), ()

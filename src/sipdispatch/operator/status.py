@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from sipdispatch.api import models
 from sipdispatch.api import report as _report
-from sipdispatch.dispatch import uris as _uris
+from sipdispatch.operator import endpoints as _endpoints
 from sipdispatch.operator.render import SetRendering
 
 __all__ = [
@@ -60,7 +60,7 @@ def _group(state: str, eligible: bool) -> str:
 
 def _key(set_id: int, uri: str) -> tuple[int, str]:
     try:
-        return set_id, _uris.parse_sip_uri(uri).normalised()
+        return set_id, _endpoints.identity(uri)
     except ValueError:
         return set_id, uri
 
