@@ -10,7 +10,13 @@ from sipdispatch.api.report import parse_timestamp as parse_time
 from sipdispatch.api.report import timestamp as iso
 from sipdispatch.operator.memory import Memory
 from sipdispatch.operator.render import SetRendering, render
-from sipdispatch.operator.status import StatusResult, next_stale, replica_views, set_status
+from sipdispatch.operator.status import (
+    StatusResult,
+    next_stale,
+    read_reports,
+    replica_views,
+    set_status,
+)
 
 NOW = parse_time("2030-01-01T00:00:10.000Z") or 0.0
 A = "sip:10.1.0.5:5080"
@@ -43,7 +49,7 @@ def status_of(
     set_rendering: SetRendering | None = None,
     now: float = NOW,
 ) -> StatusResult:
-    views = replica_views(reports, now)
+    views = replica_views(read_reports(reports), now)
     return set_status(set_rendering or rendering(), 1, views, previous, now)
 
 
@@ -105,11 +111,11 @@ def test_the_majority_wins_and_a_tie_goes_to_the_worse_state() -> None:
 def test_stale_reports_are_ignored() -> None:
     old = report("r1", [(2, A, "IP")], reported_at="2030-01-01T00:00:00.000Z", heartbeat=2.0)
     fresh = report("r2", [(2, A, "AP"), (2, B, "AP")], reported_at="2030-01-01T00:00:09.000Z")
-    assert [v.replica for v in replica_views([old, fresh], NOW)] == ["r2"]
-    assert next_stale([old, fresh], NOW) == parse_time("2030-01-01T00:01:39.000Z")
+    assert [v.replica for v in replica_views(read_reports([old, fresh]), NOW)] == ["r2"]
+    assert next_stale(read_reports([old, fresh]), NOW) == parse_time("2030-01-01T00:01:39.000Z")
     assert status_of([old, fresh]).status["replicas"] == 1
     # r1 was still fresh at 00:00:05: its report counted then.
-    assert [v.replica for v in replica_views([old, fresh], NOW - 5)] == ["r1", "r2"]
+    assert [v.replica for v in replica_views(read_reports([old, fresh]), NOW - 5)] == ["r1", "r2"]
 
 
 def test_uris_match_however_they_are_spelled() -> None:
@@ -168,7 +174,9 @@ def test_an_invalid_spec_names_the_field_once_per_generation() -> None:
     bad = render([dset("asterisk", bad_spec, generation=2)], SLICES, good.memory, NOW)
     reports = [report("r1", [(2, A, "AP"), (2, B, "AP")])]
     before = status_of(reports)
-    result = set_status(bad.sets["asterisk"], 2, replica_views(reports, NOW), before.status, NOW)
+    result = set_status(
+        bad.sets["asterisk"], 2, replica_views(read_reports(reports), NOW), before.status, NOW
+    )
     invalid = next(c for c in result.status["conditions"] if c["type"] == "Invalid")
     assert (invalid["status"], invalid["reason"]) == ("True", "InvalidSpec")
     assert invalid["message"] == (
@@ -178,7 +186,9 @@ def test_an_invalid_spec_names_the_field_once_per_generation() -> None:
     assert invalid["observedGeneration"] == 2
     assert conditions(result)["Ready"] == ("True", "DestinationsUp")  # still serving
     assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
-    again = set_status(bad.sets["asterisk"], 2, replica_views(reports, NOW), result.status, NOW + 5)
+    again = set_status(
+        bad.sets["asterisk"], 2, replica_views(read_reports(reports), NOW), result.status, NOW + 5
+    )
     assert again.events == []
     assert again.status == result.status  # nothing moved, not even transition times
 

@@ -169,7 +169,7 @@ class Controller:
         self._written[key] = (text, memory)
         self._memory[key] = rendering.memory
         self._later(key, rendering.next_change)
-        reports = list(indexes.reports.get(key) or ())
+        reports = status.read_reports(indexes.reports.get(key) or ())
         self._later(key, status.next_stale(reports, now))
         views = status.replica_views(reports, now)
         for body in bodies:

@@ -38,6 +38,7 @@ __all__ = [
     "SetEvent",
     "StatusResult",
     "next_stale",
+    "read_reports",
     "replica_views",
     "set_status",
 ]
@@ -74,7 +75,8 @@ class ReplicaView:
     destinations: Mapping[tuple[int, str], _report.ReportedDestination]
 
 
-def _specs(bodies: Iterable[Mapping[str, Any]]) -> list[_report.DispatcherReportSpec]:
+def read_reports(bodies: Iterable[Mapping[str, Any]]) -> list[_report.DispatcherReportSpec]:
+    """The reports (DispatcherReport objects) of one proxy, validated once."""
     specs = []
     for body in bodies:
         try:
@@ -84,10 +86,10 @@ def _specs(bodies: Iterable[Mapping[str, Any]]) -> list[_report.DispatcherReport
     return specs
 
 
-def replica_views(bodies: Iterable[Mapping[str, Any]], now: float) -> list[ReplicaView]:
-    """The fresh reports (DispatcherReport objects) of one proxy, one per replica."""
+def replica_views(reports: Iterable[_report.DispatcherReportSpec], now: float) -> list[ReplicaView]:
+    """The fresh reports, one per replica."""
     views: dict[str, ReplicaView] = {}
-    for spec in _specs(bodies):
+    for spec in reports:
         expiry = spec.expires_at()
         if expiry is None or expiry <= now:
             continue
@@ -96,9 +98,9 @@ def replica_views(bodies: Iterable[Mapping[str, Any]], now: float) -> list[Repli
     return [views[name] for name in sorted(views)]
 
 
-def next_stale(bodies: Iterable[Mapping[str, Any]], now: float) -> float | None:
+def next_stale(reports: Iterable[_report.DispatcherReportSpec], now: float) -> float | None:
     """When the next fresh report becomes stale (the status must be redone then)."""
-    expiries = [e for e in (s.expires_at() for s in _specs(bodies)) if e is not None and e > now]
+    expiries = [e for e in (s.expires_at() for s in reports) if e is not None and e > now]
     return min(expiries) if expiries else None
 
 
