@@ -299,6 +299,7 @@ def dest(uri: str, **fields: object) -> Destination:
     return Destination.create(1, uri, **fields)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 async def test_an_answering_destination_stays_ap_and_feeds_latency(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -316,6 +317,7 @@ async def test_an_answering_destination_stays_ap_and_feeds_latency(
     assert lab.prober.in_flight <= 1
 
 
+@pytest.mark.slow
 async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -333,6 +335,7 @@ async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
     assert lab.codes(other.uri) == ["AP"]
 
 
+@pytest.mark.slow
 async def test_a_probe_still_out_when_the_next_is_due_delays_it_but_skips_no_turn(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -347,6 +350,7 @@ async def test_a_probe_still_out_when_the_next_is_due_delays_it_but_skips_no_tur
     assert lab.prober.in_flight <= 1
 
 
+@pytest.mark.slow
 async def test_a_503_with_retry_after_drains_until_it_elapses(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -361,6 +365,7 @@ async def test_a_503_with_retry_after_drains_until_it_elapses(
     assert lab.codes(peer.uri)[:2] == ["AP", "DR"]
 
 
+@pytest.mark.slow
 async def test_a_disabled_destination_is_never_probed(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -373,6 +378,7 @@ async def test_a_disabled_destination_is_never_probed(
     assert lab.record(disabled.uri).code == "DX"
 
 
+@pytest.mark.slow
 async def test_ping_from_and_accepted_reply_codes(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -389,6 +395,7 @@ async def test_ping_from_and_accepted_reply_codes(
     assert all("From: <sip:prober@test.invalid>" in m for m in refused.options())
 
 
+@pytest.mark.slow
 async def test_results_land_in_the_table_being_served_after_a_reload(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -408,6 +415,7 @@ async def test_results_land_in_the_table_being_served_after_a_reload(
     assert lab.record(added.uri).code == "AP"
 
 
+@pytest.mark.slow
 async def test_the_interval_follows_the_settings(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -420,6 +428,7 @@ async def test_the_interval_follows_the_settings(
     await until(lambda: len(peer.options()) >= 5, within=2.0)
 
 
+@pytest.mark.slow
 async def test_a_destination_without_a_listener_for_its_transport_fails_at_once(
     lab_factory: Callable[..., asyncio.Future[Lab]],
 ) -> None:
@@ -431,6 +440,7 @@ async def test_a_destination_without_a_listener_for_its_transport_fails_at_once(
     assert lab.prober.in_flight == 0
 
 
+@pytest.mark.slow
 async def test_mode_inactive_probes_only_inactive_destinations(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:

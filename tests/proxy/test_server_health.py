@@ -88,6 +88,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Ru
         await server.close()
 
 
+@pytest.mark.slow
 async def test_the_prober_runs_with_the_server_and_its_results_reach_the_metrics(
     start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
 ) -> None:
@@ -126,6 +127,7 @@ async def test_failed_calls_mark_their_destination_and_count_failovers(
     assert run.metric(f'sipdispatch_failovers_total{{set="1",uri="{gw2}"}}') == 0
 
 
+@pytest.mark.slow
 async def test_calls_are_counted_until_their_bye_or_their_max_age(
     start: Callable[..., asyncio.Future[Running]],
 ) -> None:
@@ -146,6 +148,7 @@ async def test_calls_are_counted_until_their_bye_or_their_max_age(
     assert run.server.health.traffic.dialogs == 0
 
 
+@pytest.mark.slow
 async def test_a_retry_after_drain_ends_on_time_without_a_probe(
     start: Callable[..., asyncio.Future[Running]],
 ) -> None:
@@ -159,6 +162,7 @@ async def test_a_retry_after_drain_ends_on_time_without_a_probe(
     assert run.server.now() - now >= 0.3
 
 
+@pytest.mark.slow
 async def test_a_reload_keeps_learned_health_and_probes_the_new_table(
     start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from loopback import Peer, free_udp_port, until
 
 from sipdispatch.dispatch.config import ProbingSpec
@@ -88,6 +89,7 @@ async def test_health_answers_before_the_first_table_and_readiness_says_why(
         await server.close()
 
 
+@pytest.mark.slow
 async def test_drain_stops_readiness_and_waits_for_calls_being_set_up(
     tmp_path: Path, make_peer: object
 ) -> None:
