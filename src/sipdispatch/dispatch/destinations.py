@@ -77,6 +77,11 @@ class DestinationKey:
         # Destination.key is "<set id>:<normalised URI>", built by Destination.create.
         return cls(dest.set_id, dest.key.partition(":")[2])
 
+    @classmethod
+    def parse(cls, set_id: int, uri: str) -> DestinationKey:
+        """The key of ``uri`` in a set, however the URI is spelled; raises ``ValueError``."""
+        return cls(set_id, _uris.parse_sip_uri(uri).normalised())
+
     def __str__(self) -> str:
         return f"{self.set_id}:{self.uri}"
 
@@ -280,7 +285,7 @@ class DestinationTable:
         """The target for `uri` in a set, however the URI is spelled."""
         dest_set = self.get_set(set_id)
         try:
-            key = f"{set_id}:{_uris.parse_sip_uri(uri).normalised()}"
+            key = str(DestinationKey.parse(set_id, uri))
         except ValueError as exc:
             raise UnknownDestinationError(str(exc)) from None
         for target in dest_set.targets:
