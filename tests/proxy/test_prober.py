@@ -16,19 +16,14 @@ from loopback import Peer, free_udp_port, until
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable, TargetIndex
 from sipdispatch.dispatch.health import HealthPolicy, Outcome, ProbingMode
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.core import CoreSettings
 from sipdispatch.proxy.engine import Engine
-from sipdispatch.proxy.events import CoreEvent, ProbeCompleted
-from sipdispatch.proxy.prober import (
-    Prober,
-    ProbeResult,
-    ProbeScheduler,
-    ProbeSettings,
-    classify,
-)
+from sipdispatch.proxy.healthbook import HealthBook, HealthChange
+from sipdispatch.proxy.prober import Prober, ProbeScheduler, classify
+from sipdispatch.proxy.settings import ProbeSettings
 from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.transport.udp import open_udp
 from sipdispatch.sip.transaction import Timers
@@ -41,7 +36,7 @@ def keys(n: int) -> list[str]:
 
 
 def run_schedule(
-    sched: ProbeScheduler, until: float, step: float = 0.01, start: float = 0.0
+    sched: ProbeScheduler[str], until: float, step: float = 0.01, start: float = 0.0
 ) -> dict[str, list[float]]:
     """Move time by ``step`` up to ``until``; when each key came due."""
     seen: dict[str, list[float]] = {}
@@ -54,7 +49,7 @@ def run_schedule(
 
 
 def test_every_key_comes_due_every_interval_plus_or_minus_the_jitter() -> None:
-    sched = ProbeScheduler(5.0, 0.2, random.Random(1))
+    sched: ProbeScheduler[str] = ProbeScheduler(5.0, 0.2, random.Random(1))
     sched.track(keys(200), 0.0)
     seen = run_schedule(sched, 60.0)
     assert len(seen) == 200
@@ -69,7 +64,7 @@ def test_every_key_comes_due_every_interval_plus_or_minus_the_jitter() -> None:
 
 
 def test_without_jitter_each_key_keeps_an_exact_period() -> None:
-    sched = ProbeScheduler(2.0, 0.0, random.Random(2))
+    sched: ProbeScheduler[str] = ProbeScheduler(2.0, 0.0, random.Random(2))
     sched.track(keys(10), 0.0)
     for times in run_schedule(sched, 20.0, step=0.001).values():
         gaps = {round(b - a, 3) for a, b in itertools.pairwise(times)}
@@ -77,7 +72,7 @@ def test_without_jitter_each_key_keeps_an_exact_period() -> None:
 
 
 def test_keys_that_appear_together_are_spread_evenly_over_one_interval() -> None:
-    sched = ProbeScheduler(5.0, 0.2, random.Random(3))
+    sched: ProbeScheduler[str] = ProbeScheduler(5.0, 0.2, random.Random(3))
     sched.track(keys(1000), 100.0)
     firsts = sorted(sched.due_at(k) or 0.0 for k in keys(1000))
     assert firsts[0] >= 100.0
@@ -88,7 +83,7 @@ def test_keys_that_appear_together_are_spread_evenly_over_one_interval() -> None
 
 
 def test_no_synchronized_bursts_over_many_intervals() -> None:
-    sched = ProbeScheduler(5.0, 0.2, random.Random(4))
+    sched: ProbeScheduler[str] = ProbeScheduler(5.0, 0.2, random.Random(4))
     sched.track(keys(1000), 0.0)
     seen = run_schedule(sched, 120.0)
     buckets = Counter(int(at / 0.1) for times in seen.values() for at in times)
@@ -99,7 +94,7 @@ def test_no_synchronized_bursts_over_many_intervals() -> None:
 
 
 def test_tracking_adds_new_keys_forgets_old_ones_and_keeps_the_phase_of_the_rest() -> None:
-    sched = ProbeScheduler(5.0, 0.2, random.Random(5))
+    sched: ProbeScheduler[str] = ProbeScheduler(5.0, 0.2, random.Random(5))
     first = keys(4)
     sched.track(first, 0.0)
     kept = {k: sched.due_at(k) for k in first[:3]}
@@ -115,7 +110,7 @@ def test_tracking_adds_new_keys_forgets_old_ones_and_keeps_the_phase_of_the_rest
 
 
 def test_forgotten_keys_do_not_pile_up_in_the_heap() -> None:
-    sched = ProbeScheduler(1.0, 0.2, random.Random(6))
+    sched: ProbeScheduler[str] = ProbeScheduler(1.0, 0.2, random.Random(6))
     for generation in range(50):
         sched.track([f"{generation}:{k}" for k in keys(100)], float(generation))
         sched.pop_due(float(generation))
@@ -124,7 +119,7 @@ def test_forgotten_keys_do_not_pile_up_in_the_heap() -> None:
 
 
 def test_a_stalled_loop_does_not_fire_every_missed_turn() -> None:
-    sched = ProbeScheduler(1.0, 0.1, random.Random(7))
+    sched: ProbeScheduler[str] = ProbeScheduler(1.0, 0.1, random.Random(7))
     sched.track(keys(50), 0.0)
     due = sched.pop_due(100.0)  # a 100 s stall
     assert sorted(due) == sorted(keys(50))
@@ -135,7 +130,7 @@ def test_a_stalled_loop_does_not_fire_every_missed_turn() -> None:
 
 
 def test_changing_the_interval_respreads_every_key() -> None:
-    sched = ProbeScheduler(10.0, 0.2, random.Random(8))
+    sched: ProbeScheduler[str] = ProbeScheduler(10.0, 0.2, random.Random(8))
     sched.track(keys(100), 0.0)
     sched.configure(1.0, 0.2, 3.0)
     dues = [sched.due_at(k) or 0.0 for k in keys(100)]
@@ -151,7 +146,7 @@ def test_bad_schedules_are_refused(interval: float, jitter: float) -> None:
 
 
 def test_ten_thousand_destinations_every_five_seconds_is_one_heap_operation_per_probe() -> None:
-    sched = ProbeScheduler(5.0, 0.2, random.Random(9))
+    sched: ProbeScheduler[str] = ProbeScheduler(5.0, 0.2, random.Random(9))
     sched.track(keys(10_000), 0.0)
     started = time.perf_counter()
     seen = run_schedule(sched, 15.0, step=0.005)
@@ -226,9 +221,9 @@ def test_settings_from_a_probing_section() -> None:
 @dataclass
 class Lab:
     engine: Engine
+    book: HealthBook
     prober: Prober
-    results: list[ProbeResult]
-    settings: list[ProbeSettings]
+    results: list[HealthChange]  # every probe result applied
     policy: HealthPolicy
 
     def record(self, uri: str) -> health.HealthRecord:
@@ -250,7 +245,7 @@ class Lab:
         loop = asyncio.get_running_loop()
         table = DestinationTable.build(config, self.engine.table, loop.time(), policy=self.policy)
         self.engine.swap_table(table)
-        self.prober.poke()
+        self.book.follow(table)
 
 
 @pytest.fixture
@@ -280,21 +275,17 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
             advertise=("127.0.0.1", port),
             timers=Timers(t1=0.02, t2=0.16, t4=0.2),
         )
-        holder: list[Prober] = []
-
-        def on_events(events: Sequence[CoreEvent]) -> None:
-            for event in events:
-                if isinstance(event, ProbeCompleted):
-                    holder[0].on_probe_completed(event, loop.time())
-
-        engine = Engine(core, table, Signer(b"k" * 32), on_events)
+        book = HealthBook(
+            settings, clock=loop.time, failover_codes=frozenset, max_dialog_age=3600.0
+        )
+        book.follow(table)
+        results: list[HealthChange] = []
+        book.watchers.append(results.append)
+        engine = Engine(core, table, Signer(b"k" * 32), book.observe)
         engine.udp = await open_udp("127.0.0.1", port, engine)
-        results: list[ProbeResult] = []
-        current = [settings]
-        prober = Prober(engine, lambda: current[0], results.append, rng=random.Random(0))
-        holder.append(prober)
+        prober = book.probes = Prober(engine, book, rng=random.Random(0))
         started.append((engine, loop.create_task(prober.run())))
-        return Lab(engine, prober, results, current, policy)
+        return Lab(engine, book, prober, results, policy)
 
     yield make  # type: ignore[misc]
     for engine, task in started:
@@ -308,6 +299,7 @@ def dest(uri: str, **fields: object) -> Destination:
     return Destination.create(1, uri, **fields)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 async def test_an_answering_destination_stays_ap_and_feeds_latency(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -325,6 +317,7 @@ async def test_an_answering_destination_stays_ap_and_feeds_latency(
     assert lab.prober.in_flight <= 1
 
 
+@pytest.mark.slow
 async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -342,6 +335,7 @@ async def test_a_silent_destination_goes_tp_then_ip_and_comes_back_ax_then_ap(
     assert lab.codes(other.uri) == ["AP"]
 
 
+@pytest.mark.slow
 async def test_a_probe_still_out_when_the_next_is_due_delays_it_but_skips_no_turn(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -356,6 +350,7 @@ async def test_a_probe_still_out_when_the_next_is_due_delays_it_but_skips_no_tur
     assert lab.prober.in_flight <= 1
 
 
+@pytest.mark.slow
 async def test_a_503_with_retry_after_drains_until_it_elapses(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -370,6 +365,7 @@ async def test_a_503_with_retry_after_drains_until_it_elapses(
     assert lab.codes(peer.uri)[:2] == ["AP", "DR"]
 
 
+@pytest.mark.slow
 async def test_a_disabled_destination_is_never_probed(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -382,6 +378,7 @@ async def test_a_disabled_destination_is_never_probed(
     assert lab.record(disabled.uri).code == "DX"
 
 
+@pytest.mark.slow
 async def test_ping_from_and_accepted_reply_codes(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -398,6 +395,7 @@ async def test_ping_from_and_accepted_reply_codes(
     assert all("From: <sip:prober@test.invalid>" in m for m in refused.options())
 
 
+@pytest.mark.slow
 async def test_results_land_in_the_table_being_served_after_a_reload(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -417,6 +415,7 @@ async def test_results_land_in_the_table_being_served_after_a_reload(
     assert lab.record(added.uri).code == "AP"
 
 
+@pytest.mark.slow
 async def test_the_interval_follows_the_settings(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -424,12 +423,12 @@ async def test_the_interval_follows_the_settings(
     lab = await lab_factory([dest(peer.uri)], interval=5.0, probe_timeout=0.08)
     await asyncio.sleep(0.2)
     assert len(peer.options()) <= 1
-    old = lab.settings[0]
-    lab.settings[0] = ProbeSettings(0.05, 0.04, 0.2, old.from_uri, old.accepted, old.policy)
-    lab.prober.poke()
+    old = lab.book.probing
+    lab.book.configure(ProbeSettings(0.05, 0.04, 0.2, old.from_uri, old.accepted, old.policy))
     await until(lambda: len(peer.options()) >= 5, within=2.0)
 
 
+@pytest.mark.slow
 async def test_a_destination_without_a_listener_for_its_transport_fails_at_once(
     lab_factory: Callable[..., asyncio.Future[Lab]],
 ) -> None:
@@ -441,6 +440,7 @@ async def test_a_destination_without_a_listener_for_its_transport_fails_at_once(
     assert lab.prober.in_flight == 0
 
 
+@pytest.mark.slow
 async def test_mode_inactive_probes_only_inactive_destinations(
     make_peer: Callable[..., asyncio.Future[Peer]], lab_factory: Callable[..., asyncio.Future[Lab]]
 ) -> None:
@@ -464,7 +464,10 @@ def test_target_index_follows_the_table_object() -> None:
     assert index.refresh(table)
     assert not index.refresh(table)
     target = table.find(1, uris[1])
-    assert index.by_uri(1, uris[1]) is target
-    assert index.by_key(target.key) is target
-    assert index.by_uri(2, uris[1]) is None
-    assert index.by_uri(1, "sip:10.0.0.3") is None
+    assert index.for_hop(1, uris[1]) is target
+    key = DestinationKey(1, "sip:10.0.0.2:5060;transport=tcp")
+    assert index.get(key) is target
+    assert str(key) == target.key
+    assert list(index.keys()) == [DestinationKey(1, "sip:10.0.0.1:5060;transport=udp"), key]
+    assert index.for_hop(2, uris[1]) is None
+    assert index.for_hop(1, "sip:10.0.0.3") is None

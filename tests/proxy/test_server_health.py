@@ -1,6 +1,7 @@
 """The server's health wiring: the prober runs with the server, the core's events feed passive
 marking, call-load counts and metrics, and reloads keep what was learned. A real server on
-loopback with real SIP peers; events that need a whole call are handed to ``_on_events``."""
+loopback with real SIP peers; events that need a whole call are handed to the engine's
+``on_events``, as the core hands them."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ from prometheus_client import generate_latest
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy.control.app import make_app
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
-from sipdispatch.proxy.server import ProxyOptions, ProxyServer, _core_settings
-from sipdispatch.proxy.tables import FileTableSource, LoadedTable
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    BranchStarted,
+    CoreEvent,
+    DialogEnded,
+)
+from sipdispatch.proxy.server import ProxyServer
+from sipdispatch.proxy.settings import ProxySettings, core_settings
+from sipdispatch.proxy.tables import FileTableSource
 
 PROBING = ProbingSpec.model_validate(
     {"interval": 0.1, "timeout": 0.08, "failureThreshold": 2, "successThreshold": 2}
@@ -40,6 +48,12 @@ class Running:
         assert self.server.table is not None
         return self.server.table.find(1, uri).runtime.active_calls
 
+    def events(self, *events: CoreEvent) -> None:
+        """Hand events to the server as the core hands them."""
+        assert self.server.engine is not None
+        assert self.server.engine.on_events is not None
+        self.server.engine.on_events(events)
+
     def metric(self, line_start: str) -> float:
         for line in generate_latest(self.server.registry).decode().splitlines():
             if line.startswith(line_start):
@@ -56,14 +70,14 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Ru
         path.write_text(table)
         source = FileTableSource(path, kamailio_format=True, algorithm=4, default_set=None)
         server = ProxyServer(
-            ProxyOptions(
-                source=source,
-                listen=[f"udp:127.0.0.1:{free_udp_port()}"],
+            source,
+            ProxySettings(
+                listen=(f"udp:127.0.0.1:{free_udp_port()}",),
                 control=None,
                 probing=options.pop("probing", PROBING),  # type: ignore[arg-type]
                 timer_t1=0.02,
                 **options,  # type: ignore[arg-type]
-            )
+            ),
         )
         await server.start()
         servers.append(server)
@@ -74,6 +88,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Ru
         await server.close()
 
 
+@pytest.mark.slow
 async def test_the_prober_runs_with_the_server_and_its_results_reach_the_metrics(
     start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
 ) -> None:
@@ -101,17 +116,18 @@ async def test_failed_calls_mark_their_destination_and_count_failovers(
     off = ProbingSpec.model_validate({"mode": "off", "failureThreshold": 3})
     run = await start("1 sip:127.0.0.2:5060\n1 sip:127.0.0.3:5060\n", probing=off)
     gw1, gw2 = "sip:127.0.0.2:5060", "sip:127.0.0.3:5060"
-    run.server._on_events([BranchFailed(gw2, 1, 486)] * 4)  # busy: says nothing
+    run.events(*[BranchFailed(gw2, 1, 486)] * 4)  # busy: says nothing
     assert run.record(gw2).code == "AX"
-    run.server._on_events([BranchFailed(gw1, 1, 503), BranchFailed(gw1, 1, 408)])
+    run.events(BranchFailed(gw1, 1, 503), BranchFailed(gw1, 1, 408))
     assert run.record(gw1).code == "TX"  # trying, not probed in mode off
-    run.server._on_events([BranchFailed(gw1, 1, 500)])
+    run.events(BranchFailed(gw1, 1, 500))
     assert run.record(gw1).code == "IX"
     failovers = f'sipdispatch_failovers_total{{set="1",uri="{gw1}"}}'
     assert run.metric(failovers) == 3
     assert run.metric(f'sipdispatch_failovers_total{{set="1",uri="{gw2}"}}') == 0
 
 
+@pytest.mark.slow
 async def test_calls_are_counted_until_their_bye_or_their_max_age(
     start: Callable[..., asyncio.Future[Running]],
 ) -> None:
@@ -121,19 +137,18 @@ async def test_calls_are_counted_until_their_bye_or_their_max_age(
     )
     gw = "sip:127.0.0.2:5060"
     for call_id in ("a", "b"):
-        run.server._on_events(
-            [
-                BranchStarted(gw, 1, "INVITE", call_id),
-                BranchAnswered(gw, 1, 0.01, "INVITE", call_id),
-            ]
+        run.events(
+            BranchStarted(gw, 1, "INVITE", call_id),
+            BranchAnswered(gw, 1, 0.01, "INVITE", call_id),
         )
     assert run.calls(gw) == 2
-    run.server._on_events([DialogEnded("a")])
+    run.events(DialogEnded("a"))
     assert run.calls(gw) == 1
     await until(lambda: run.calls(gw) == 0, within=2.0)  # "b" never saw its BYE here
-    assert run.server.traffic.dialogs == 0
+    assert run.server.health.traffic.dialogs == 0
 
 
+@pytest.mark.slow
 async def test_a_retry_after_drain_ends_on_time_without_a_probe(
     start: Callable[..., asyncio.Future[Running]],
 ) -> None:
@@ -141,12 +156,13 @@ async def test_a_retry_after_drain_ends_on_time_without_a_probe(
     run = await start("1 sip:127.0.0.2:5060\n", probing=off, housekeeping_interval=0.05)
     record = run.record("sip:127.0.0.2:5060")
     now = run.server.now()
-    health.apply(record, health.Result.overloaded(0.3), run.server.health_policy(), now)
+    health.apply(record, health.Result.overloaded(0.3), run.server.health.probing.policy, now)
     assert record.code == "DR"
     await until(lambda: record.code == "AX", within=2.0)
     assert run.server.now() - now >= 0.3
 
 
+@pytest.mark.slow
 async def test_a_reload_keeps_learned_health_and_probes_the_new_table(
     start: Callable[..., asyncio.Future[Running]], make_peer: Callable[..., asyncio.Future[Peer]]
 ) -> None:
@@ -171,9 +187,9 @@ async def test_the_command_lines_probing_is_used_for_a_dispatcher_list(
         {"interval": 0.2, "timeout": 0.1, "mode": "inactive", "from": "sip:lb@test"}
     )
     run = await start("1 sip:127.0.0.2:5060\n", probing=spec)
-    settings = run.server.probe_settings()
+    settings = run.server.health.probing
     assert (settings.interval, settings.timeout, settings.from_uri) == (0.2, 0.1, "sip:lb@test")
-    assert run.server.health_policy().mode is health.ProbingMode.INACTIVE
+    assert run.server.health.probing.policy.mode is health.ProbingMode.INACTIVE
     assert run.record("sip:127.0.0.2:5060").code == "AX"  # not probed while active
 
 
@@ -188,12 +204,16 @@ async def test_the_command_lines_probing_is_used_for_a_dispatcher_list(
 )
 def test_failover_codes_from_a_config(failover: dict[str, object], expected: set[int]) -> None:
     config = ProxyConfig.model_validate({"failover": failover})
-    loaded = LoadedTable(config.to_table_config(), config)
-    options = ProxyOptions(
-        source=FileTableSource(Path("x"), kamailio_format=True, algorithm=4, default_set=None)
-    )
-    settings = _core_settings(loaded, {"udp": ("127.0.0.1", 5060)}, ("127.0.0.1", 5060), options)
+    address = ("127.0.0.1", 5060)
+    settings = core_settings(config, ProxySettings(), {"udp": address}, address)
     assert settings.failover_codes == frozenset(expected)
+
+
+def test_a_dispatcher_list_fails_over_as_an_empty_failover_section_says() -> None:
+    address = ("127.0.0.1", 5060)
+    settings = core_settings(None, ProxySettings(), {"udp": address}, address)
+    assert settings.failover_codes == frozenset({408, *range(500, 600)})
+    assert (settings.max_attempts, settings.failover_on_timeout) == (3, True)
 
 
 async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path) -> None:
@@ -205,7 +225,7 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
     path.write_text(text.format(codes="'502'", attempts=2))
     source = FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None)
     server = ProxyServer(
-        ProxyOptions(source=source, listen=[f"udp:127.0.0.1:{free_udp_port()}"], control=None)
+        source, ProxySettings(listen=(f"udp:127.0.0.1:{free_udp_port()}",), control=None)
     )
     await server.start()
     try:
@@ -216,7 +236,7 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
         await server.reload()
         assert server.engine.core.settings.failover_codes == {408, 480, *range(500, 600)}
         assert server.engine.core.settings.max_attempts == 4
-        assert server.traffic.marks(480)  # passive marking follows the same codes
+        assert server.health.traffic.marks(480)  # passive marking follows the same codes
     finally:
         await server.close()
 
@@ -224,7 +244,7 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
 async def test_admin_set_state_is_logged_and_counted_like_other_changes(
     start: Callable[..., asyncio.Future[Running]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sipdispatch.proxy.server")
+    caplog.set_level(logging.INFO, logger="sipdispatch.proxy.healthbook")
     off = ProbingSpec.model_validate({"mode": "off"})
     run = await start("1 sip:127.0.0.2:5060\n", probing=off)
     gw = "sip:127.0.0.2:5060"

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from loopback import Peer, free_udp_port, until
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy.server import ProxyOptions, ProxyServer
+from sipdispatch.proxy.server import ProxyServer
+from sipdispatch.proxy.settings import ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable, TableError
 from sipphelpers import free_port
 
@@ -65,12 +67,12 @@ async def test_health_answers_before_the_first_table_and_readiness_says_why(
     source = LateSource(FileTableSource(table, kamailio_format=True, algorithm=4, default_set=None))
     control = free_port()
     server = ProxyServer(
-        ProxyOptions(
-            source=source,  # type: ignore[arg-type]
-            listen=[f"udp:127.0.0.1:{free_udp_port()}"],
+        source,
+        ProxySettings(
+            listen=(f"udp:127.0.0.1:{free_udp_port()}",),
             control=f"127.0.0.1:{control}",
             probing=OFF,
-        )
+        ),
     )
     starting = asyncio.create_task(server.start())
     try:
@@ -87,6 +89,7 @@ async def test_health_answers_before_the_first_table_and_readiness_says_why(
         await server.close()
 
 
+@pytest.mark.slow
 async def test_drain_stops_readiness_and_waits_for_calls_being_set_up(
     tmp_path: Path, make_peer: object
 ) -> None:
@@ -95,14 +98,14 @@ async def test_drain_stops_readiness_and_waits_for_calls_being_set_up(
     table.write_text(f"1 {silent.uri}\n")
     port, control = free_port(), free_port()
     server = ProxyServer(
-        ProxyOptions(
-            source=FileTableSource(table, kamailio_format=True, algorithm=4, default_set=None),
-            listen=[f"udp:127.0.0.1:{port}"],
+        FileTableSource(table, kamailio_format=True, algorithm=4, default_set=None),
+        ProxySettings(
+            listen=(f"udp:127.0.0.1:{port}",),
             control=f"127.0.0.1:{control}",
             probing=OFF,
             answer_timeout=0.6,
             timer_t1=0.05,
-        )
+        ),
     )
     await server.start()
     try:

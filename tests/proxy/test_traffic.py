@@ -1,20 +1,29 @@
-"""Passive marking and call-load accounting from the core's events (`TrafficObserver`)."""
+"""Passive marking and call-load accounting from the core's events (`TrafficObserver`), applied
+by the health owner (`HealthBook`) as the server wires them."""
 
 from __future__ import annotations
 
 import pytest
 
 from sipdispatch.dispatch import context, health
-from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
-from sipdispatch.dispatch.health import HealthPolicy, ProbingMode
+from sipdispatch.dispatch.config import ProbingSpec
+from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, DialogEnded
-from sipdispatch.proxy.traffic import TrafficObserver
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    BranchStarted,
+    CoreEvent,
+    DialogEnded,
+)
+from sipdispatch.proxy.healthbook import HealthBook, HealthChange
+from sipdispatch.proxy.settings import ProbeSettings
 
 GW1 = "sip:127.0.0.2:5060"
 GW2 = "sip:127.0.0.3:5060"
 FAILOVER = frozenset({408, *range(500, 600)})
-POLICY = HealthPolicy(3, 2, ProbingMode.ALL)
+PROBING = ProbeSettings.from_spec(ProbingSpec.model_validate({"failureThreshold": 3}))
+POLICY = PROBING.policy
 
 
 def build(
@@ -31,10 +40,23 @@ def build(
 class World:
     def __init__(self, failover: frozenset[int] = FAILOVER, max_age: float = 100.0) -> None:
         self.table = build()
-        self.index = TargetIndex()
-        self.index.refresh(self.table)
         self.failover = failover
-        self.traffic = TrafficObserver(self.index, lambda: POLICY, lambda: self.failover, max_age)
+        self.now = 0.0
+        self.book = HealthBook(
+            PROBING,
+            clock=lambda: self.now,
+            failover_codes=lambda: self.failover,
+            max_dialog_age=max_age,
+        )
+        self.book.follow(self.table)
+        self.traffic = self.book.traffic
+        self.changes: list[HealthChange] = []
+        self.book.watchers.append(self.changes.append)
+
+    def observe(self, event: CoreEvent, now: float) -> None:
+        """Hand one event to the health owner, as the engine does."""
+        self.now = now
+        self.book.observe([event])
 
     def code(self, uri: str) -> str:
         return self.table.find(1, uri).runtime.health.code
@@ -43,20 +65,22 @@ class World:
         return self.table.find(1, uri).runtime.active_calls
 
     def fail(self, uri: str, status: int, now: float = 1.0) -> health.Event | None:
-        note = self.traffic.observe(BranchFailed(uri, 1, status), now)
-        return None if note is None else note.event
+        """The event of the change a failed branch made, if it made one."""
+        seen = len(self.changes)
+        self.observe(BranchFailed(uri, 1, status), now)
+        return self.changes[-1].event if len(self.changes) > seen else None
 
     def send(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
-        self.traffic.observe(BranchStarted(uri, 1, method, call_id), now)
+        self.observe(BranchStarted(uri, 1, method, call_id), now)
 
     def answer(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
         """A request sent to ``uri`` and answered 2xx."""
         self.send(uri, call_id, now, method)
-        self.traffic.observe(BranchAnswered(uri, 1, 0.01, method, call_id), now)
+        self.observe(BranchAnswered(uri, 1, 0.01, method, call_id), now)
 
     def reload(self, uris: tuple[str, ...]) -> None:
         self.table = build(uris, previous=self.table)
-        self.index.refresh(self.table)
+        self.book.follow(self.table)
 
 
 # --- passive marking ---------------------------------------------------------------
@@ -130,9 +154,10 @@ def test_admin_disabled_is_never_lifted_or_changed_by_traffic() -> None:
 
 def test_events_for_unknown_destinations_are_ignored() -> None:
     world = World()
-    assert world.traffic.observe(BranchFailed("sip:10.9.9.9", 1, 408), 1.0) is None
-    assert world.traffic.observe(BranchFailed(GW1, 7, 408), 1.0) is None
-    world.traffic.observe(BranchAnswered("sip:10.9.9.9", 1, 0.1, "INVITE", "x"), 1.0)
+    assert world.fail("sip:10.9.9.9", 408) is None
+    world.observe(BranchFailed(GW1, 7, 408), 1.0)
+    assert world.changes == []
+    world.observe(BranchAnswered("sip:10.9.9.9", 1, 0.1, "INVITE", "x"), 1.0)
     assert world.traffic.dialogs == 0
 
 
@@ -156,9 +181,9 @@ def test_an_answered_invite_counts_a_call_until_its_bye() -> None:
     world.answer(GW2, "c")
     world.answer(GW2, "d", method="OPTIONS")  # not a dialog
     assert (world.calls(GW1), world.calls(GW2)) == (2, 1)
-    world.traffic.observe(DialogEnded("a"), 2.0)
-    world.traffic.observe(DialogEnded("a"), 2.0)  # a retransmitted BYE ends nothing more
-    world.traffic.observe(DialogEnded("unknown"), 2.0)  # a dialog of another replica
+    world.observe(DialogEnded("a"), 2.0)
+    world.observe(DialogEnded("a"), 2.0)  # a retransmitted BYE ends nothing more
+    world.observe(DialogEnded("unknown"), 2.0)  # a dialog of another replica
     assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
     assert world.traffic.dialogs == 2
 
@@ -168,9 +193,9 @@ def test_a_call_counts_from_the_moment_it_is_sent_until_its_branch_fails() -> No
     world.send(GW1, "ringing")
     world.send(GW1, "refused")
     assert world.calls(GW1) == 2  # counted before any answer, as Kamailio counts at selection
-    world.traffic.observe(BranchFailed(GW1, 1, 486, "refused"), 1.5)
+    world.observe(BranchFailed(GW1, 1, 486, "refused"), 1.5)
     assert world.calls(GW1) == 1
-    world.traffic.observe(BranchFailed(GW1, 1, 503, "ringing"), 1.6)  # then failed over
+    world.observe(BranchFailed(GW1, 1, 503, "ringing"), 1.6)  # then failed over
     world.send(GW2, "ringing")
     assert (world.calls(GW1), world.calls(GW2)) == (0, 1)
 
@@ -185,7 +210,7 @@ def test_dialogs_never_ended_stop_counting_after_the_max_age() -> None:
     assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
     assert world.traffic.expire(175.0) == 1
     assert (world.calls(GW1), world.calls(GW2)) == (1, 0)
-    world.traffic.observe(DialogEnded("mid"), 176.0)  # its BYE after all: no double count
+    world.observe(DialogEnded("mid"), 176.0)  # its BYE after all: no double count
     assert world.calls(GW2) == 0
     assert world.traffic.expire(1000.0) == 1
     assert world.traffic.dialogs == 0
@@ -200,7 +225,7 @@ def test_two_dialogs_on_one_call_id_are_counted_and_ended_separately() -> None:
     assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
     assert world.traffic.expire(120.0) == 1  # only the older one is past the age
     assert (world.calls(GW1), world.calls(GW2)) == (0, 1)
-    world.traffic.observe(DialogEnded("forked"), 121.0)
+    world.observe(DialogEnded("forked"), 121.0)
     assert (world.calls(GW1), world.calls(GW2)) == (0, 0)
 
 
@@ -209,7 +234,7 @@ def test_calls_survive_a_reload_and_end_on_the_carried_destination() -> None:
     world.answer(GW1, "a")
     world.reload((GW2, GW1))
     assert world.calls(GW1) == 1
-    world.traffic.observe(DialogEnded("a"), 2.0)
+    world.observe(DialogEnded("a"), 2.0)
     assert world.calls(GW1) == 0
 
 
@@ -220,10 +245,10 @@ def ctx(call_id: str) -> context.RequestContext:
 def test_call_load_selection_sees_the_counted_calls() -> None:
     world = World()
     world.table = build(algorithm="call-load", maxload=1)
-    world.index.refresh(world.table)
+    world.book.follow(world.table)
     world.answer(GW1, "a")
     assert [t.destination.uri for t in world.table.select(1, ctx("x"))] == [GW2]
     world.answer(GW2, "b")
     assert world.table.select(1, ctx("y")) == []
-    world.traffic.observe(DialogEnded("a"), 2.0)
+    world.observe(DialogEnded("a"), 2.0)
     assert [t.destination.uri for t in world.table.select(1, ctx("z"))] == [GW1]

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_ALGORITHM",
     "Destination",
     "DestinationError",
+    "DestinationKey",
     "DestinationSet",
     "DestinationTable",
     "Runtime",
@@ -57,6 +58,32 @@ __all__ = [
     "UnknownDestinationError",
     "UnknownSetError",
 ]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DestinationKey:
+    """A destination's identity: its set and its normalised URI.
+
+    Health, latency and call counts belong to it and are carried across reloads by it; the
+    control API, the reports, health events and the prober name destinations by it.
+    ``str()`` gives the ``set:uri`` spelling of `Destination.key`.
+    """
+
+    set_id: int
+    uri: str
+
+    @classmethod
+    def of(cls, dest: Destination) -> DestinationKey:
+        # Destination.key is "<set id>:<normalised URI>", built by Destination.create.
+        return cls(dest.set_id, dest.key.partition(":")[2])
+
+    @classmethod
+    def parse(cls, set_id: int, uri: str) -> DestinationKey:
+        """The key of ``uri`` in a set, however the URI is spelled; raises ``ValueError``."""
+        return cls(set_id, _uris.parse_sip_uri(uri).normalised())
+
+    def __str__(self) -> str:
+        return f"{self.set_id}:{self.uri}"
 
 
 class UnknownSetError(LookupError):
@@ -258,7 +285,7 @@ class DestinationTable:
         """The target for `uri` in a set, however the URI is spelled."""
         dest_set = self.get_set(set_id)
         try:
-            key = f"{set_id}:{_uris.parse_sip_uri(uri).normalised()}"
+            key = str(DestinationKey.parse(set_id, uri))
         except ValueError as exc:
             raise UnknownDestinationError(str(exc)) from None
         for target in dest_set.targets:
@@ -286,7 +313,8 @@ class DestinationTable:
 
 
 class TargetIndex:
-    """Look-ups into one table snapshot by destination key and by (set, URI as hops carry it).
+    """Look-ups into one table snapshot: by `DestinationKey`, and by the (set, URI) a hop
+    carries.
 
     Rebuilt only when the table object changes (a reload): ``DestinationTable.find`` parses a
     URI and scans a set, too slow for every probe answer and every failed call.
@@ -294,23 +322,27 @@ class TargetIndex:
 
     def __init__(self) -> None:
         self.table: DestinationTable | None = None
-        self._by_key: dict[str, Target] = {}
-        self._by_uri: dict[tuple[int, str], Target] = {}
+        self._by_key: dict[DestinationKey, Target] = {}
+        self._by_hop: dict[tuple[int, str], Target] = {}
 
     def refresh(self, table: DestinationTable) -> bool:
         """Follow ``table``; True when it is another table than before."""
         if table is self.table:
             return False
         self.table = table
-        self._by_key = {t.key: t for t in table.targets()}
-        self._by_uri = {(t.destination.set_id, t.destination.uri): t for t in table.targets()}
+        self._by_key = {DestinationKey.of(t.destination): t for t in table.targets()}
+        self._by_hop = {(t.destination.set_id, t.destination.uri): t for t in table.targets()}
         return True
 
-    def by_key(self, key: str) -> Target | None:
+    def get(self, key: DestinationKey) -> Target | None:
         return self._by_key.get(key)
 
-    def by_uri(self, set_id: int, uri: str) -> Target | None:
-        return self._by_uri.get((set_id, uri))
+    def for_hop(self, set_id: int, uri: str) -> Target | None:
+        """The target a hop (and so a core event) names: its set and its URI as configured."""
+        return self._by_hop.get((set_id, uri))
+
+    def keys(self) -> Iterator[DestinationKey]:
+        return iter(self._by_key)
 
     def __iter__(self) -> Iterator[Target]:
         return iter(self._by_key.values())

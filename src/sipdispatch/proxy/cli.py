@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.proxy import kube, reporting
-from sipdispatch.proxy.server import ProxyOptions, run
+from sipdispatch.proxy.server import ProxyServer, run
+from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
 
 __all__ = ["main"]
@@ -64,27 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--answer-timeout",
         type=float,
-        default=5.0,
+        default=DEFAULTS.answer_timeout,
         metavar="SECONDS",
         help="fail over when a destination sends no response at all within this time",
     )
     parser.add_argument(
         "--timer-t1",
         type=float,
-        default=0.5,
+        default=DEFAULTS.timer_t1,
         metavar="SECONDS",
         help="RFC 3261 T1; retransmission and transaction timers scale with it",
     )
     parser.add_argument(
         "--drain-timeout",
         type=float,
-        default=10.0,
+        default=DEFAULTS.drain_timeout,
         metavar="SECONDS",
         help="on SIGTERM, stop being ready and let calls being set up finish for this long",
     )
     parser.add_argument(
         "--control",
-        default="127.0.0.1:8080",
+        default=DEFAULTS.control,
         metavar="IP:PORT",
         help="HTTP control API and /metrics address ('off' to disable)",
     )
@@ -118,22 +119,52 @@ def _add_probing_arguments(parser: argparse.ArgumentParser) -> None:
         "probing", "OPTIONS health checks (a --config file's probing section takes precedence)"
     )
     add = group.add_argument
-    add("--probe-interval", type=float, metavar="SECONDS", help="between probes (default 10)")
-    add("--probe-timeout", type=float, metavar="SECONDS", help="wait for a reply (default 2)")
-    add("--probe-jitter", type=float, metavar="FRACTION", help="+/- of the interval (0.2)")
-    add("--probe-mode", help="all (default), failed, inactive, flagged, off, or Kamailio's 0-3")
-    add("--failure-threshold", type=int, metavar="N", help="failures to go inactive (3)")
-    add("--success-threshold", type=int, metavar="N", help="successes to come back (2)")
-    add("--probe-from", metavar="URI", help="From of probes (sip:sipdispatch@localhost)")
+    # No argparse defaults here: a flag not given leaves the ProbingSpec's own default.
+    spec = DEFAULTS.probing
+    add(
+        "--probe-interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"between probes ({spec.interval:g})",
+    )
+    add(
+        "--probe-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"wait for a reply ({spec.timeout:g})",
+    )
+    add(
+        "--probe-jitter",
+        type=float,
+        metavar="FRACTION",
+        help=f"+/- of the interval ({spec.jitter:g})",
+    )
+    add(
+        "--probe-mode", help=f"all, failed, inactive, flagged, off, or Kamailio's 0-3 ({spec.mode})"
+    )
+    add(
+        "--failure-threshold",
+        type=int,
+        metavar="N",
+        help=f"failures to go inactive ({spec.failure_threshold})",
+    )
+    add(
+        "--success-threshold",
+        type=int,
+        metavar="N",
+        help=f"successes to come back ({spec.success_threshold})",
+    )
+    add("--probe-from", metavar="URI", help=f"From of probes ({spec.from_})")
     add(
         "--probe-codes",
         metavar="CODES",
-        help="accepted replies, comma separated codes or classes (default 2xx), e.g. 2xx,404",
+        help="accepted replies, comma separated codes or classes, e.g. 2xx,404 "
+        f"({','.join(spec.reply_codes)})",
     )
     add(
         "--max-dialog-age",
         type=float,
-        default=4 * 3600.0,
+        default=DEFAULTS.max_dialog_age,
         metavar="SECONDS",
         help="stop counting a call whose BYE was not seen after this long (call-load)",
     )
@@ -208,10 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
         return 2
-    options = ProxyOptions(
-        source=source,
-        companions=companions,
-        listen=args.listen,
+    settings = ProxySettings(
+        listen=tuple(args.listen),
         advertise=args.advertise,
         secret=_secret(args),
         answer_timeout=args.answer_timeout,
@@ -223,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_dialog_age=args.max_dialog_age,
     )
     try:
-        _run(options)
+        _run(ProxyServer(source, settings, companions))
     except TableError as exc:
         print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
         return 2
@@ -247,12 +276,12 @@ def _tune_gc() -> None:
     gc.set_threshold(7000, middle, old)
 
 
-def _run(options: ProxyOptions) -> None:
+def _run(server: ProxyServer) -> None:
     _tune_gc()
     try:
         import uvloop  # noqa: PLC0415 - optional: the standard loop works, only slower
     except ImportError:
-        asyncio.run(run(options))
+        asyncio.run(run(server))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run(options))
+        runner.run(run(server))

@@ -1,8 +1,9 @@
 """Prometheus metrics, on a registry the caller injects (never the global one, so that tests
 and several proxies in one process do not collide on names).
 
-Counters are fed from the core's events; destination states are read from the live table at
-scrape time by a collector, so a scrape always shows the table being served.
+Counters are fed from the core's events, and with probe results and health events by the
+health owner (``healthbook.py``); destination states are read from the live table at scrape
+time by a collector, so a scrape always shows the table being served.
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ class ProxyMetrics:
         registry: CollectorRegistry,
         table: Callable[[], DestinationTable | None],
         in_flight: Callable[[], int],
+        failover_codes: Callable[[], frozenset[int]] = frozenset,
     ) -> None:
         self.registry = registry
+        self._table = table
+        self._failover_codes = failover_codes
         self.answered = Counter(
             "sipdispatch_calls_answered",
             "Requests a destination answered with 2xx",
@@ -152,8 +156,13 @@ class ProxyMetrics:
         self._replies_2xx = self.replies.labels("2xx")
         registry.register(_TableCollector(table, in_flight))
 
-    def failover(self, set_id: int, uri: str) -> None:
-        self.failovers.labels(str(set_id), uri).inc()
+    def _failed_over(self, event: BranchFailed) -> bool:
+        """Whether a failed branch was a failover trigger (a parallel set forks, not fails over)."""
+        if event.status not in self._failover_codes():
+            return False
+        table = self._table()
+        dest_set = table.sets.get(event.set_id) if table is not None else None
+        return dest_set is None or dest_set.algorithm != "parallel"
 
     def probe(self, set_id: int, result: health.Result) -> None:
         # Thousands of probes a second: the labelled children are looked up once.
@@ -189,6 +198,8 @@ class ProxyMetrics:
                 status = str(event.status)
                 self.failed.labels(str(event.set_id), event.destination, status).inc()
                 self.replies.labels(f"{status[0]}xx").inc()
+                if self._failed_over(event):
+                    self.failovers.labels(str(event.set_id), event.destination).inc()
             elif isinstance(event, MessageRejected):
                 self.rejected.labels(str(event.status)).inc()
             elif isinstance(event, NoDestination):

@@ -1,4 +1,5 @@
-"""Active health checks: OPTIONS probes on a schedule, their results folded into health.
+"""Active health checks: OPTIONS probes on a schedule, their replies classified for the health
+owner (``healthbook.py``) to apply.
 
 Kamailio's ``ds_ping_interval`` with the rough edges filed off:
 
@@ -9,9 +10,12 @@ Kamailio's ``ds_ping_interval`` with the rough edges filed off:
   evenly over the next interval, so probes never leave in synchronized bursts;
 * **probes are ordinary client transactions** of the proxy core (``Engine.probe``), with the
   probing ``timeout`` as their deadline; the outcome comes back as a ``ProbeCompleted`` event,
-  matched here by its probe id;
-* **results go to the table being served now**: the destination is found again by its key in
-  the current table when the answer arrives, so a reload in between (which carries health
+  which the health owner hands to `Prober.completed`;
+* **one record per probe** (`Probe`), from its sending to its end, and at most one probe out
+  per destination: a turn that comes while the previous probe is still out (a timeout as long
+  as the interval) is owed, and taken as soon as that probe ends;
+* **results go to the table being served now**: the destination is found again by its
+  `DestinationKey` when the answer arrives, so a reload in between (which carries health
   across by key) loses nothing, and an answer for a destination that was removed or whose
   address changed is dropped;
 * **what a reply means** (`classify`): an accepted reply code is a success (its round trip
@@ -28,27 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
+import math
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from sipdispatch.dispatch import health
-from sipdispatch.dispatch.config import ProbingSpec, expand_codes
-from sipdispatch.dispatch.destinations import DestinationTable, Target, TargetIndex
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable, Target
 from sipdispatch.proxy.events import ProbeCompleted
+from sipdispatch.proxy.healthbook import HealthBook
+from sipdispatch.proxy.settings import ProbeSettings
 from sipdispatch.proxy.state import Hop
 
-__all__ = [
-    "ProbeResult",
-    "ProbeScheduler",
-    "ProbeSender",
-    "ProbeSettings",
-    "Prober",
-    "classify",
-]
+__all__ = ["Probe", "ProbeScheduler", "ProbeSender", "Prober", "classify"]
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +54,7 @@ log = logging.getLogger(__name__)
 _MAX_QUANTUM = 0.02
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeSettings:
-    """How to probe: from a YAML ``probing`` section or the command line's flags."""
-
-    interval: float = 10.0
-    timeout: float = 2.0
-    jitter: float = 0.2  # +/- fraction of the interval
-    from_uri: str = "sip:sipdispatch@localhost"
-    accepted: frozenset[int] = field(default_factory=lambda: frozenset(range(200, 300)))
-    policy: health.HealthPolicy = field(default_factory=health.HealthPolicy)
-
-    @classmethod
-    def from_spec(cls, spec: ProbingSpec) -> ProbeSettings:
-        return cls(
-            interval=spec.interval,
-            timeout=spec.timeout,
-            jitter=spec.jitter,
-            from_uri=spec.from_,
-            accepted=expand_codes(spec.reply_codes),
-            policy=spec.policy(),
-        )
+K = TypeVar("K")
 
 
 def classify(
@@ -98,13 +76,14 @@ def classify(
     return health.Result.failure(f"OPTIONS {status}", rtt)
 
 
-class ProbeScheduler:
+class ProbeScheduler(Generic[K]):
     """Due times of every probed destination in one heap; pure, ``now`` is a parameter.
 
     `track` says which keys exist (call it when the table changes); `pop_due` returns the
     keys whose turn has come and schedules each one's next turn ``interval`` later, plus or
     minus ``jitter * interval`` drawn afresh every time. Keys that appear together get
-    phases spread evenly over one interval (stratified, in random order).
+    phases spread evenly over one interval (stratified, in random order). `again` makes a
+    key due once more at once, its phase kept. Keys are hashable and ordered.
     """
 
     def __init__(
@@ -114,8 +93,9 @@ class ProbeScheduler:
         self.interval = interval
         self.jitter = jitter
         self._rng = rng or random.Random()
-        self._due: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._due: dict[K, float] = {}
+        self._heap: list[tuple[float, K]] = []
+        self._again: dict[K, None] = {}  # an ordered set
 
     @staticmethod
     def _check(interval: float, jitter: float) -> None:
@@ -130,7 +110,7 @@ class ProbeScheduler:
     def __contains__(self, key: object) -> bool:
         return key in self._due
 
-    def due_at(self, key: str) -> float | None:
+    def due_at(self, key: K) -> float | None:
         return self._due.get(key)
 
     def configure(self, interval: float, jitter: float, now: float) -> None:
@@ -144,30 +124,39 @@ class ProbeScheduler:
         self._heap.clear()
         self._spread(keys, now)
 
-    def track(self, keys: Iterable[str], now: float) -> None:
+    def track(self, keys: Iterable[K], now: float) -> None:
         """The keys to probe from now on: new ones are spread over the next interval,
         vanished ones forgotten, the others keep their phase."""
         wanted = dict.fromkeys(keys)
         for key in [k for k in self._due if k not in wanted]:
             del self._due[key]  # its heap entry becomes stale and is skipped
+            self._again.pop(key, None)
         self._spread([k for k in wanted if k not in self._due], now)
         if len(self._heap) > 2 * len(self._due) + 64:
             self._heap = [(at, key) for key, at in self._due.items()]
             heapq.heapify(self._heap)
 
-    def _spread(self, keys: list[str], now: float) -> None:
+    def _spread(self, keys: list[K], now: float) -> None:
         count = len(keys)
         slots = list(range(count))
         self._rng.shuffle(slots)
         for key, slot in zip(keys, slots, strict=True):
             self._put(key, now + self.interval * (slot + self._rng.random()) / count)
 
-    def _put(self, key: str, at: float) -> None:
+    def _put(self, key: K, at: float) -> None:
         self._due[key] = at
         heapq.heappush(self._heap, (at, key))
 
+    def again(self, key: K) -> None:
+        """``key`` is due at the next `pop_due` too, its own turns unchanged (its last turn
+        came while its previous probe was still out)."""
+        if key in self._due:
+            self._again[key] = None
+
     def next_due(self) -> float | None:
         """When `pop_due` will next return something (None: nothing tracked)."""
+        if self._again:
+            return -math.inf
         heap = self._heap
         while heap:
             at, key = heap[0]
@@ -176,9 +165,11 @@ class ProbeScheduler:
             heapq.heappop(heap)
         return None
 
-    def pop_due(self, now: float) -> list[str]:
-        """Keys whose turn has come, each rescheduled one jittered interval later."""
-        out = []
+    def pop_due(self, now: float) -> list[K]:
+        """Keys whose turn has come, each rescheduled one jittered interval later; first the
+        keys due `again`."""
+        out = list(self._again)
+        self._again.clear()
         heap = self._heap
         while heap and heap[0][0] <= now:
             at, key = heapq.heappop(heap)
@@ -196,67 +187,53 @@ class ProbeScheduler:
 class ProbeSender(Protocol):
     """What the prober needs from the engine."""
 
-    @property
-    def table(self) -> DestinationTable: ...
-
     def hop_for(self, target: Target, set_id: int) -> Hop: ...
 
     def probe(self, hop: Hop, from_uri: str, timeout: float) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """One probe's outcome, folded into the health of ``target``."""
+@dataclass(slots=True, eq=False)
+class Probe:
+    """One OPTIONS probe, from its sending to its end."""
 
-    target: Target
-    result: health.Result
-    previous: str  # the two-letter code before
-    code: str  # and after
-    event: health.Event | None  # eligibility changed
-
-
-@dataclass(slots=True)
-class _Pending:
-    key: str
+    key: DestinationKey
+    #: the health record it is about: when the destination's record was replaced meanwhile
+    #: (its address changed in a reload), the reply says nothing about the new one
     record: health.HealthRecord
     sent_at: float
+    id: str = ""  # the core's probe id, known once it has been sent
+    ended: bool = False
+    #: its destination's next turn came while it was out: probe again as soon as it ends
+    owed: bool = False
 
 
 class Prober:
-    """Sends the probes `ProbeScheduler` asks for and folds their answers into health.
+    """Sends the probes `ProbeScheduler` asks for and classifies their replies for ``book``.
 
-    ``settings`` is read at every turn (a reload may change it); ``on_result`` hears every
-    result applied (metrics, logs). Feed it the core's ``ProbeCompleted`` events with
-    `on_probe_completed`; call `poke` after a table swap.
+    The probing settings, the table and its index are the book's, read at every turn (a
+    reload may change them); call `poke` after a change. At most one probe is out per
+    destination (`Probe`).
     """
 
     def __init__(
-        self,
-        sender: ProbeSender,
-        settings: Callable[[], ProbeSettings],
-        on_result: Callable[[ProbeResult], None] | None = None,
-        *,
-        rng: random.Random | None = None,
+        self, sender: ProbeSender, book: HealthBook, *, rng: random.Random | None = None
     ) -> None:
         self.sender = sender
-        self.settings = settings
-        self.on_result = on_result
-        first = settings()
-        self.scheduler = ProbeScheduler(first.interval, first.jitter, rng)
-        self.index = TargetIndex()
-        self._tracked: DestinationTable | None = None
-        self._pending: dict[str, _Pending] = {}
-        self._in_flight: dict[str, str] = {}  # destination key -> probe id
-        # Keys whose turn came while their previous probe was still out (its timeout as long
-        # as the interval, say): probed as soon as that one ends, not a whole interval later.
-        self._owed: set[str] = set()
-        self._early: dict[str, ProbeCompleted] = {}
+        self.book = book
+        first = book.probing
+        self.scheduler: ProbeScheduler[DestinationKey] = ProbeScheduler(
+            first.interval, first.jitter, rng
+        )
+        self._scheduled: DestinationTable | None = None  # the table the schedule follows
+        self._out: dict[DestinationKey, Probe] = {}  # probes out, by destination
+        self._ids: dict[str, Probe] = {}  # the same probes by id, oldest first
+        self._sending: Probe | None = None
         self._wake = asyncio.Event()
         self.sent = 0
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._ids)
 
     def poke(self) -> None:
         """The table or the settings changed: look again now."""
@@ -280,71 +257,67 @@ class Prober:
 
     def tick(self, now: float) -> float | None:
         """Follow the table, send the probes that are due; when to come back."""
-        settings = self.settings()
-        table = self.sender.table
+        book = self.book
+        settings = book.probing
+        table = book.table
+        if table is None:
+            return None
         self.scheduler.configure(settings.interval, settings.jitter, now)
-        self.index.refresh(table)
-        if table is not self._tracked:
-            self._tracked = table
-            self.scheduler.track((t.key for t in self.index), now)
-        owed = [key for key in self._owed if key not in self._in_flight]
-        self._owed.difference_update(owed)
-        for key in itertools.chain(owed, self.scheduler.pop_due(now)):
-            target = self.index.by_key(key)
-            if target is None:
+        if table is not self._scheduled:
+            self._scheduled = table
+            self.scheduler.track(book.index.keys(), now)
+        for key in self.scheduler.pop_due(now):
+            out = self._out.get(key)
+            if out is not None:
+                out.owed = True
                 continue
-            if key in self._in_flight:
-                self._owed.add(key)
-                continue
-            if health.wants_probe(target.runtime.health, settings.policy):
-                self._send(target, settings, now)
+            target = book.index.get(key)
+            if target is not None and health.wants_probe(target.runtime.health, settings.policy):
+                self._send(key, target, settings, now)
         self._forget_lost(now, settings)
         return self.scheduler.next_due()
 
-    def _send(self, target: Target, settings: ProbeSettings, now: float) -> None:
+    def _send(
+        self, key: DestinationKey, target: Target, settings: ProbeSettings, now: float
+    ) -> None:
         dest = target.destination
         hop = self.sender.hop_for(target, dest.set_id)
-        probe_id = self.sender.probe(hop, dest.ping_from or settings.from_uri, settings.timeout)
+        probe = self._sending = Probe(key, target.runtime.health, now)
+        try:
+            probe.id = self.sender.probe(hop, dest.ping_from or settings.from_uri, settings.timeout)
+        finally:
+            self._sending = None
         self.sent += 1
-        self._pending[probe_id] = _Pending(target.key, target.runtime.health, now)
-        self._in_flight[target.key] = probe_id
-        early = self._early.pop(probe_id, None)
-        if early is not None:  # completed while being sent (no listener for its transport)
-            self.on_probe_completed(early, now)
-        self._early.clear()
+        if not probe.ended:  # else: it ended while being sent (no listener for its transport)
+            self._out[key] = probe
+            self._ids[probe.id] = probe
 
-    def on_probe_completed(self, event: ProbeCompleted, now: float) -> ProbeResult | None:
-        """Fold one probe's outcome into the destination's health in the current table."""
-        pending = self._pending.pop(event.probe_id, None)
-        if pending is None:
-            self._early[event.probe_id] = event
-            return None
-        if self._in_flight.get(pending.key) == event.probe_id:
-            del self._in_flight[pending.key]
-            if pending.key in self._owed:
-                self.poke()
-        self.index.refresh(self.sender.table)
-        target = self.index.by_key(pending.key)
-        if target is None or target.runtime.health is not pending.record:
-            log.debug("probe %s: destination %s changed meanwhile", event.probe_id, pending.key)
-            return None
-        settings = self.settings()
-        result = classify(event.status, event.rtt, event.retry_after, settings)
-        record = target.runtime.health
-        previous = record.code
-        change = health.apply(record, result, settings.policy, now)
-        outcome = ProbeResult(target, result, previous, record.code, change)
-        if self.on_result is not None:
-            self.on_result(outcome)
-        return outcome
+    def completed(self, event: ProbeCompleted, now: float) -> None:
+        """One probe ended: what its reply says goes to the destination in the current table."""
+        probe = self._ids.pop(event.probe_id, None)
+        if probe is not None:
+            del self._out[probe.key]
+        elif self._sending is not None:
+            probe = self._sending
+        else:
+            return  # given up on as lost meanwhile
+        probe.ended = True
+        if probe.owed:
+            self.scheduler.again(probe.key)
+            self.poke()
+        target = self.book.index.get(probe.key)
+        if target is None or target.runtime.health is not probe.record:
+            log.debug("probe %s: destination %s changed meanwhile", event.probe_id, probe.key)
+            return
+        result = classify(event.status, event.rtt, event.retry_after, self.book.probing)
+        self.book.apply_probe(target, result, now)
 
     def _forget_lost(self, now: float, settings: ProbeSettings) -> None:
         """Drop probes whose answer never came (the core always ends them; belt and braces)."""
         limit = now - settings.timeout - 30.0
-        if not self._pending or next(iter(self._pending.values())).sent_at > limit:
+        if not self._ids or next(iter(self._ids.values())).sent_at > limit:
             return
-        for probe_id, pending in list(self._pending.items()):
-            if pending.sent_at <= limit:
-                del self._pending[probe_id]
-                if self._in_flight.get(pending.key) == probe_id:
-                    del self._in_flight[pending.key]
+        for probe_id, probe in list(self._ids.items()):
+            if probe.sent_at <= limit:
+                del self._ids[probe_id]
+                del self._out[probe.key]

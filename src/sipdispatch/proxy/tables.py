@@ -1,10 +1,10 @@
 """Where the destination table comes from.
 
-A ``TableSource`` gives the first table, then every change as it happens; the server builds
-each into a live table that keeps learned health, and keeps serving the last good table when a
-change is broken. ``FileTableSource`` reads a YAML config or a Kamailio ``dispatcher.list`` and
-notices edits by polling the file's size and mtime (a mounted ConfigMap is replaced, not
-modified in place, so inotify on the file itself would miss it).
+A ``TableSource`` gives the first table, then every change as it happens; the table keeper
+(``tablekeeper.py``) builds each into a live table that keeps learned health, and keeps serving
+the last good table when a change is broken. ``FileTableSource`` reads a YAML config or a
+Kamailio ``dispatcher.list`` and notices edits by polling the file's size and mtime (a mounted
+ConfigMap is replaced, not modified in place, so inotify on the file itself would miss it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What real calls say about destinations: passive health marking and call-load counts.
 
-Pure (``now`` is given), fed with the core's events by the server:
+Pure (``now`` is given), fed with the core's events by the health owner (``healthbook.py``),
+which applies what it reports:
 
 * passive marking: a branch that failed with a failover code, a timeout (408) or a transport
   error (503) counts like a failed probe on its destination; a 486 or a 404 says nothing about
@@ -16,11 +17,9 @@ Pure (``now`` is given), fed with the core's events by the server:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.destinations import Runtime, Target, TargetIndex
-from sipdispatch.dispatch.health import HealthPolicy
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
@@ -29,36 +28,26 @@ from sipdispatch.proxy.events import (
     DialogEnded,
 )
 
-__all__ = ["HealthNote", "TrafficObserver"]
+__all__ = ["Observation", "TrafficObserver"]
 
-
-@dataclass(frozen=True, slots=True)
-class HealthNote:
-    """A result folded into a destination's health, for logs and metrics."""
-
-    target: Target
-    result: health.Result | None  # None: not a result (a drain's end, an admin's set-state)
-    previous: str  # the two-letter code before
-    event: health.Event | None
-    source: str  # "probe", "traffic", "drain", "set-state"
+#: what a call said about its destination, for the health owner to apply
+Observation = tuple[Target, health.Result]
 
 
 class TrafficObserver:
     """Passive marking and call-load accounting from the core's events.
 
-    ``index`` follows the table being served; ``policy`` and ``failover_codes`` are read at
-    every event, so a reload's new thresholds apply at once.
+    ``index`` follows the table being served; ``failover_codes`` is read at every event, so
+    a reload's new failover section applies at once.
     """
 
     def __init__(
         self,
         index: TargetIndex,
-        policy: Callable[[], HealthPolicy],
         failover_codes: Callable[[], frozenset[int]],
         max_dialog_age: float,
     ) -> None:
         self.index = index
-        self.policy = policy
         self.failover_codes = failover_codes
         self.max_dialog_age = max_dialog_age
         #: Call-ID -> calls counted on a destination (runtime, set id, uri, since); oldest first
@@ -73,14 +62,15 @@ class TrafficObserver:
         """Whether a branch that ended with ``status`` says the destination is unwell."""
         return status in (408, 503) or status in self.failover_codes()
 
-    def observe(self, event: CoreEvent, now: float) -> HealthNote | None:
+    def observe(self, event: CoreEvent, now: float) -> Observation | None:
+        """Count or release call load; what the event says about health, if anything."""
         if isinstance(event, BranchStarted):
             self._started(event, now)
         elif isinstance(event, BranchFailed):
             self._release(event.call_id, event.set_id, event.destination)
-            return self._failed(event, now)
+            return self._failed(event)
         elif isinstance(event, BranchAnswered):
-            return self._answered(event, now)
+            return self._answered(event)
         elif isinstance(event, DialogEnded):
             self._ended(event.call_id)
         return None
@@ -88,7 +78,7 @@ class TrafficObserver:
     def _started(self, event: BranchStarted, now: float) -> None:
         if event.method != "INVITE" or not event.call_id:
             return
-        target = self.index.by_uri(event.set_id, event.destination)
+        target = self.index.for_hop(event.set_id, event.destination)
         if target is None:
             return
         target.runtime.call_started()
@@ -108,10 +98,10 @@ class TrafficObserver:
         if not entries:
             del self._calls[call_id]
 
-    def _failed(self, event: BranchFailed, now: float) -> HealthNote | None:
+    def _failed(self, event: BranchFailed) -> Observation | None:
         if not self.marks(event.status):
             return None
-        target = self.index.by_uri(event.set_id, event.destination)
+        target = self.index.for_hop(event.set_id, event.destination)
         if target is None:
             return None
         if event.status == 408:
@@ -120,22 +110,16 @@ class TrafficObserver:
             reason = "call failed: 503 or transport error"
         else:
             reason = f"call answered {event.status}"
-        return self._apply(target, health.Result.failure(reason), now)
+        return target, health.Result.failure(reason)
 
-    def _answered(self, event: BranchAnswered, now: float) -> HealthNote | None:
-        target = self.index.by_uri(event.set_id, event.destination)
+    def _answered(self, event: BranchAnswered) -> Observation | None:
+        target = self.index.for_hop(event.set_id, event.destination)
         if target is None:
             return None
         if target.runtime.health.learned is health.HealthState.TRYING:
             # A destination answering calls is not failing: the failure streak is broken.
-            return self._apply(target, health.Result.success(reason="answered a call"), now)
+            return target, health.Result.success(reason="answered a call")
         return None
-
-    def _apply(self, target: Target, result: health.Result, now: float) -> HealthNote:
-        record = target.runtime.health
-        previous = record.code
-        event = health.apply(record, result, self.policy(), now)
-        return HealthNote(target, result, previous, event, "traffic")
 
     def _ended(self, call_id: str) -> None:
         """One BYE ends one dialog (a forked call can hold two under one Call-ID)."""

@@ -1,0 +1,122 @@
+"""The proxy's settings: one frozen object, each default declared once.
+
+`ProxySettings` is what the command line (or a test) chooses; ``sipdispatch-proxy``'s flags
+take their defaults from it. What a table's YAML configuration says wins over it where both
+speak (probing, failover): `probe_settings` and `core_settings` merge the two. Defaults owned
+by a lower layer are read from there, not repeated: the core's answer timeout and T1
+(`CoreSettings`, `Timers`), probing (`ProbingSpec`), failover (`FailoverSpec`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from sipdispatch.dispatch import health
+from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
+from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.sip.transaction import Timers
+
+__all__ = [
+    "DEFAULTS",
+    "ProbeSettings",
+    "ProxySettings",
+    "core_settings",
+    "probe_settings",
+    "with_failover",
+]
+
+_CORE = CoreSettings(local={}, advertise=("", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """How one proxy runs, apart from where its table comes from."""
+
+    #: ``udp:IP:PORT`` / ``tcp:IP:PORT``; empty means "what the config file says"
+    listen: tuple[str, ...] = ()
+    #: ``host[:port]`` written in Record-Route; default: the first listener's address
+    advertise: str | None = None
+    #: signs Record-Routes; None: a key of this process only
+    secret: bytes | None = None
+    #: no response at all from a destination within this time counts as a 408
+    answer_timeout: float = _CORE.answer_timeout
+    #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it
+    timer_t1: float = _CORE.timers.t1
+    #: ``IP:PORT`` of the HTTP control API; None disables it
+    control: str | None = "127.0.0.1:8080"
+    #: bearer token required by write calls of the control API ("" = none)
+    control_token: str = ""
+    #: on SIGTERM, how long transactions in flight may take to finish before the proxy exits
+    drain_timeout: float = 10.0
+    #: probing and health thresholds for a table without a YAML config (a dispatcher.list);
+    #: a YAML config's own ``probing`` section takes precedence
+    probing: ProbingSpec = field(default_factory=ProbingSpec)
+    #: a dialog whose BYE was never seen stops counting as a call on its destination after this
+    max_dialog_age: float = 4 * 3600.0
+    #: how often Retry-After drains and stale dialogs are expired
+    housekeeping_interval: float = 0.5
+
+
+#: the defaults, for the command line's help and flags
+DEFAULTS = ProxySettings()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """How to probe, as the prober and the health owner use it: a `ProbingSpec` compiled."""
+
+    interval: float
+    timeout: float
+    jitter: float  # +/- fraction of the interval
+    from_uri: str
+    accepted: frozenset[int]
+    policy: health.HealthPolicy
+
+    @classmethod
+    def from_spec(cls, spec: ProbingSpec) -> ProbeSettings:
+        return cls(
+            interval=spec.interval,
+            timeout=spec.timeout,
+            jitter=spec.jitter,
+            from_uri=spec.from_,
+            accepted=expand_codes(spec.reply_codes),
+            policy=spec.policy(),
+        )
+
+
+def probe_settings(config: ProxyConfig | None, settings: ProxySettings) -> ProbeSettings:
+    """Probing as configured: the YAML config's, else the command line's."""
+    return ProbeSettings.from_spec(config.probing if config is not None else settings.probing)
+
+
+def core_settings(
+    config: ProxyConfig | None,
+    settings: ProxySettings,
+    local: dict[str, Address],
+    advertise: Address,
+) -> CoreSettings:
+    """What the core runs with: timers from ``settings``, failover from the config's section
+    (a table without a config fails over as an empty section says)."""
+    t1 = settings.timer_t1
+    timers = Timers(t1=t1, t2=max(_CORE.timers.t2, 8 * t1), t4=_CORE.timers.t4)
+    base = CoreSettings(local, advertise, timers, answer_timeout=settings.answer_timeout)
+    return with_failover(base, config)
+
+
+def with_failover(current: CoreSettings, config: ProxyConfig | None) -> CoreSettings:
+    """``current`` with the failover section of ``config``; ``current`` itself when that
+    changes nothing (a reload replaces only these fields)."""
+    spec = config.failover if config is not None else FailoverSpec()
+    codes = spec.statuses()
+    if spec.on_timeout:
+        codes |= {408}  # a 408 reply is a timeout further down: it fails over like one
+    wanted = (codes, spec.max_attempts, spec.on_timeout)
+    if wanted == (current.failover_codes, current.max_attempts, current.failover_on_timeout):
+        return current
+    return dataclasses.replace(
+        current,
+        failover_codes=codes,
+        max_attempts=spec.max_attempts,
+        failover_on_timeout=spec.on_timeout,
+    )

@@ -1,0 +1,90 @@
+"""The one owner of the table being served: the first one, and every change after it.
+
+Changes come from the `TableSource` (a file that changed, a Kubernetes table that was
+updated) and from ``POST /v1/reload``. Each is built into a new `DestinationTable` that
+carries learned health, latency and call counts across by destination key, then swapped into
+the engine and handed to the health owner; a config's probing and failover sections apply from
+the next request on. A change that cannot be used leaves the previous table serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.proxy.engine import Engine
+from sipdispatch.proxy.healthbook import HealthBook
+from sipdispatch.proxy.settings import ProxySettings, probe_settings, with_failover
+from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
+
+__all__ = ["TableKeeper"]
+
+log = logging.getLogger(__name__)
+
+
+class TableKeeper:
+    """Loads tables from ``source`` and applies them to the engine and the health book."""
+
+    def __init__(self, source: TableSource, settings: ProxySettings, book: HealthBook) -> None:
+        self.source = source
+        self.settings = settings
+        self.book = book
+        self.loaded: LoadedTable | None = None
+        self.table: DestinationTable | None = None
+        #: the engine serving the tables; until it is attached, changes are only kept here
+        self.engine: Engine | None = None
+
+    async def first(self) -> LoadedTable:
+        """Wait for the first table and build it; raises ``TableError``."""
+        loaded = await self.source.first()
+        self._build(loaded)
+        return loaded
+
+    async def reload(self) -> None:
+        """Read the table again; on error keep serving the previous table and raise."""
+        try:
+            loaded = await self.source.reload()
+        except TableError as exc:
+            log.error("reload failed, still serving the previous table: %s", exc)
+            raise
+        self.apply(loaded)
+
+    async def watch(self) -> None:
+        """Apply every change the source announces, for as long as the proxy runs."""
+        async for change in self.source.changes():
+            if isinstance(change, TableError):
+                log.error("table change not applied, still serving the previous table: %s", change)
+            else:
+                self.apply(change)
+
+    def apply(self, loaded: LoadedTable) -> None:
+        """Swap in a table built from ``loaded``, carrying learned health across."""
+        table = self._build(loaded)
+        engine = self.engine
+        if engine is not None:
+            engine.swap_table(table)
+            core = engine.core
+            settings = with_failover(core.settings, loaded.config)
+            if settings is not core.settings:
+                core.settings = settings
+                log.info(
+                    "failover: now up to %d attempts, %s on timeouts",
+                    settings.max_attempts,
+                    "failing over" if settings.failover_on_timeout else "not failing over",
+                )
+        log.info(
+            "table from %s applied: %d sets, %d destinations",
+            self.source.description,
+            len(table.sets),
+            sum(len(s.targets) for s in table.sets.values()),
+        )
+
+    def _build(self, loaded: LoadedTable) -> DestinationTable:
+        book = self.book
+        book.configure(probe_settings(loaded.config, self.settings))
+        table = DestinationTable.build(
+            loaded.table, self.table, book.clock(), policy=book.probing.policy
+        )
+        self.loaded, self.table = loaded, table
+        book.follow(table)
+        return table

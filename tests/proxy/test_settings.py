@@ -1,0 +1,58 @@
+"""The proxy's settings: each default declared once, and the command line takes them from there."""
+
+from __future__ import annotations
+
+from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
+from sipdispatch.proxy import cli
+from sipdispatch.proxy.core import CoreSettings
+from sipdispatch.proxy.settings import (
+    DEFAULTS,
+    ProbeSettings,
+    ProxySettings,
+    core_settings,
+    probe_settings,
+    with_failover,
+)
+
+ADDRESS = ("127.0.0.1", 5060)
+
+
+def test_the_command_lines_defaults_are_the_settings_defaults() -> None:
+    args = cli.build_parser().parse_args(["--dispatcher-list", "x"])
+    chosen = {
+        "answer_timeout": args.answer_timeout,
+        "timer_t1": args.timer_t1,
+        "drain_timeout": args.drain_timeout,
+        "control": args.control,
+        "max_dialog_age": args.max_dialog_age,
+    }
+    assert chosen == {name: getattr(DEFAULTS, name) for name in chosen}
+    assert cli._probing(args) == DEFAULTS.probing
+
+
+def test_the_cores_own_defaults_are_the_proxys() -> None:
+    core = CoreSettings(local={"udp": ADDRESS}, advertise=ADDRESS)
+    built = core_settings(None, DEFAULTS, {"udp": ADDRESS}, ADDRESS)
+    assert built == core  # a dispatcher.list with no flags runs the core as it comes
+
+
+def test_a_configs_probing_wins_over_the_command_lines() -> None:
+    settings = ProxySettings(probing=ProbingSpec.model_validate({"interval": 3}))
+    config = ProxyConfig.model_validate({"probing": {"interval": 7}})
+    assert probe_settings(None, settings).interval == 3
+    assert probe_settings(config, settings).interval == 7
+    assert probe_settings(config, settings) == ProbeSettings.from_spec(config.probing)
+
+
+def test_timers_scale_with_t1() -> None:
+    timers = core_settings(None, ProxySettings(timer_t1=1.0), {}, ADDRESS).timers
+    assert (timers.t1, timers.t2, timers.t4) == (1.0, 8.0, 5.0)
+
+
+def test_a_failover_section_replaces_only_what_it_changes() -> None:
+    current = core_settings(None, ProxySettings(answer_timeout=1.5), {}, ADDRESS)
+    assert with_failover(current, None) is current
+    config = ProxyConfig.model_validate({"failover": {"codes": ["502"], "maxAttempts": 2}})
+    changed = with_failover(current, config)
+    assert changed.failover_codes == {408, 502}
+    assert (changed.max_attempts, changed.answer_timeout) == (2, 1.5)
