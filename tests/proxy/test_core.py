@@ -7,6 +7,7 @@ from coreharness import (
     GW1,
     GW2,
     PROXY,
+    CoreDriver,
     invite,
     make_proxy,
     reply,
@@ -14,14 +15,14 @@ from coreharness import (
     response_of,
 )
 
-from sipdispatch.proxy.core import Proxy, Send
+from sipdispatch.proxy.core import Send
 from sipdispatch.proxy.events import BranchAnswered, BranchFailed
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request
 from sipdispatch.sip.values import parse_name_addr, parse_via
 
 
-def _failures(proxy: Proxy) -> list[tuple[str, int]]:
+def _failures(proxy: CoreDriver) -> list[tuple[str, int]]:
     return [(e.destination, e.status) for e in proxy.events if isinstance(e, BranchFailed)]
 
 
@@ -33,7 +34,7 @@ def _gw(hop: object) -> tuple[str, int]:
     return (hop.host, hop.port)  # type: ignore[attr-defined]
 
 
-def _establish(proxy: Proxy, now: float = 0.0) -> tuple[Request, Request, bytes]:
+def _establish(proxy: CoreDriver, now: float = 0.0) -> tuple[Request, Request, bytes]:
     """INVITE through the proxy to GW1, answered 200; returns (forwarded INVITE, 200 seen by
     the caller as a request-shaped view, raw 200 bytes)."""
     sends = proxy.receive(invite(), CALLER, "udp", now)
@@ -319,7 +320,8 @@ def test_timer_entries_of_finished_calls_do_not_pile_up() -> None:
         proxy.receive(reply(forwarded, 180), gateway, "udp", n * 0.001)  # Timer C: 180 s ahead
         proxy.receive(reply(forwarded, 200), gateway, "udp", n * 0.001)
     assert proxy.transaction_count == 0
-    assert len(proxy._timers) <= 4 * len(proxy._timed) + 1024
+    deadlines = proxy.core._deadlines
+    assert len(deadlines._heap) <= 4 * len(deadlines._timed) + 1024
 
 
 def test_calls_through_the_core_leave_no_reference_cycles() -> None:

@@ -3,14 +3,25 @@ dialog accounting."""
 
 from __future__ import annotations
 
-from coreharness import CALLER, GW1, GW2, PROXY, invite, make_proxy, reply, request_of, response_of
+from coreharness import (
+    CALLER,
+    GW1,
+    GW2,
+    PROXY,
+    CoreDriver,
+    invite,
+    make_proxy,
+    reply,
+    request_of,
+    response_of,
+)
 
-from sipdispatch.proxy.core import Proxy, Send
+from sipdispatch.proxy.core import Send
 from sipdispatch.proxy.events import BranchFailed, DialogEnded, ProbeCompleted
 from sipdispatch.sip.values import parse_via
 
 
-def _failures(proxy: Proxy) -> list[tuple[str, int]]:
+def _failures(proxy: CoreDriver) -> list[tuple[str, int]]:
     return [(e.destination, e.status) for e in proxy.events if isinstance(e, BranchFailed)]
 
 

@@ -19,7 +19,7 @@ from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
 from sipdispatch.dispatch.health import HealthPolicy, Outcome, ProbingMode
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.proxy.core import CoreSettings
+from sipdispatch.proxy.core import CoreSettings, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent, ProbeCompleted
 from sipdispatch.proxy.prober import (
@@ -29,7 +29,6 @@ from sipdispatch.proxy.prober import (
     ProbeSettings,
     classify,
 )
-from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.transport.udp import open_udp
 from sipdispatch.sip.transaction import Timers
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipdispatch.proxy.recent import RecentAnswers
+from sipdispatch.proxy.core.deadlines import RecentAnswers
 
 CALLER = ("127.0.0.1", 5070)
 INVITE_KEEP = 8.0  # 2 x T2

@@ -38,8 +38,8 @@ from typing import Protocol
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import ProbingSpec, expand_codes
 from sipdispatch.dispatch.destinations import DestinationTable, Target, TargetIndex
+from sipdispatch.proxy.core import Hop
 from sipdispatch.proxy.events import ProbeCompleted
-from sipdispatch.proxy.state import Hop
 
 __all__ = [
     "ProbeResult",

@@ -26,7 +26,7 @@ from sipdispatch.dispatch.destinations import DestinationTable, TargetIndex
 from sipdispatch.dispatch.health import HealthPolicy
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.control.app import make_app, start_control
-from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.core import Address, CoreSettings, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import (
     BranchFailed,
@@ -35,7 +35,6 @@ from sipdispatch.proxy.events import (
 )
 from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.prober import Prober, ProbeResult, ProbeSettings
-from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 from sipdispatch.proxy.traffic import HealthNote, TrafficObserver
 from sipdispatch.proxy.transport.tcp import TcpTransport
