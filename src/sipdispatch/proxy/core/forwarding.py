@@ -67,14 +67,14 @@ class Forwarder:
         """Answer a retransmitted request from what it was answered before; False if it is new."""
         recent = self.recent.get(key)
         if recent is not None:
-            out.send_to(recent[2], recent[3], recent[1])  # answered already
+            out.send_back((recent[2], recent[3]), recent[1])  # answered already
             return True
         existing = self.transactions.get(key)
         if existing is None:
             return False
         # The server transaction answers it, nothing goes downstream.
         if existing.server.receive_request() and existing.last_response:
-            _send_upstream(existing, existing.last_response, out)
+            out.send_back(existing.upstream, existing.last_response)
         return True
 
     def on_ack(self, key: str, now: float) -> bool:
@@ -226,7 +226,13 @@ class Forwarder:
         else:
             self._rejected(branch, response, out)
         response.headers.pop_first("via")
-        step = STEPS[(txn.upstream_state, cls)]
+        self._follow(STEPS[(txn.upstream_state, cls)], branch, response, now, out)
+
+    def _follow(
+        self, step: Step, branch: Branch, response: Response, now: float, out: Outbox
+    ) -> None:
+        """Take the transaction's ``step`` for ``response`` (our Via already taken off)."""
+        txn = branch.owner
         if step is Step.RELAY:
             if response.status > 100:
                 self._answer(txn, response, now, out)
@@ -236,7 +242,7 @@ class Forwarder:
                 if other is not branch:
                     self._cancel_branch(other, now, out)
         elif step is Step.RELAY_LATE:
-            _send_upstream(txn, response.to_bytes(), out)  # another fork's 2xx
+            out.send_back(txn.upstream, response.to_bytes())  # another fork's 2xx
             self._maybe_forget(txn)
         elif step is Step.FAIL_OVER:
             if (
@@ -247,7 +253,7 @@ class Forwarder:
                 self._next_attempt(txn, now, out)
             elif not txn.pending:
                 self._answer(txn, txn.best or response, now, out)
-        elif cls == 2:
+        else:
             self._maybe_forget(txn)  # KEEP and DROP: nothing goes upstream
 
     def _provisional(self, branch: Branch, now: float, out: Outbox) -> bool:
@@ -283,8 +289,7 @@ class Forwarder:
         self._deadlines.schedule(branch)
         hop = branch.hop
         out.report(BranchFailed(hop.key, hop.set_id, response.status, txn.request.call_id))
-        if txn.best is None or _better(response.status, txn.best.status):
-            txn.best = response
+        txn.offer(response)
 
     # ------------------------------------------------------------------ timers and failures
 
@@ -314,7 +319,7 @@ class Forwarder:
     def server_timer(self, txn: ProxyTransaction, now: float, out: Outbox) -> None:
         for action in txn.server.on_timer(now):
             if action is Action.RETRANSMIT and txn.last_response:
-                _send_upstream(txn, txn.last_response, out)
+                out.send_back(txn.upstream, txn.last_response)
         self._deadlines.schedule(txn)
         self._maybe_forget(txn)
 
@@ -374,38 +379,19 @@ class Forwarder:
             txn.upstream_state = Upstream.ACCEPTED if status < 300 else Upstream.REJECTED
         data = response.to_bytes()
         txn.last_response = data
-        _send_upstream(txn, data, out)
+        out.send_back(txn.upstream, data)
         server = txn.server
         if server.state is ServerState.ACCEPTED or (
             not server.invite and server.state is ServerState.COMPLETED
         ):
             # Only a retransmitted request can still need this transaction (a 2xx needs no
-            # ACK from us, a non-INVITE final none at all): a flat record answers it.
-            self._remember(txn, data, now)
+            # ACK from us, a non-INVITE final none at all): a flat record answers it. INVITEs
+            # stop being retransmitted at the first provisional: a few T2 is plenty.
+            timers = self.settings.timers
+            keep = 2 * timers.t2 if server.invite else timers.transaction_timeout
+            self.recent.remember(txn.key, keep, now, (data, *txn.upstream))
+            self.recent.prune(now)
             server.terminate()
         self._deadlines.schedule(txn)
         if status >= 200 and not txn.pending:
             self._maybe_forget(txn)
-
-    def _remember(self, txn: ProxyTransaction, data: bytes, now: float) -> None:
-        timers = self.settings.timers
-        # INVITEs stop being retransmitted at the first provisional: a few T2 is plenty.
-        keep = 2 * timers.t2 if txn.server.invite else timers.transaction_timeout
-        self.recent.remember(txn.key, keep, now, (data, *txn.upstream))
-        self.recent.prune(now)
-
-
-def _send_upstream(txn: ProxyTransaction, data: bytes, out: Outbox) -> None:
-    transport, address = txn.upstream
-    out.send_to(transport, address, data)
-
-
-def _better(status: int, than: int) -> bool:
-    """RFC 3261 16.7 step 6: prefer 6xx, then the lowest class, avoiding 408 and 503."""
-
-    def rank(code: int) -> tuple[int, int]:
-        if code >= 600:
-            return (0, code)
-        return (1 + (code in (408, 503)), code)
-
-    return rank(status) < rank(than)

@@ -44,7 +44,9 @@ class Outbox:
     def send(self, hop: Hop, data: bytes) -> None:
         self.sends.append(Send(hop.transport, (hop.host, hop.port), data))
 
-    def send_to(self, transport: str, address: Address, data: bytes) -> None:
+    def send_back(self, upstream: tuple[str, Address], data: bytes) -> None:
+        """Send to where a request came from (its transport and source address)."""
+        transport, address = upstream
         self.sends.append(Send(transport, address, data))
 
     def report(self, event: CoreEvent) -> None:

@@ -110,6 +110,11 @@ class ProxyTransaction(Timed):
         """Whether a branch still waits for its final response."""
         return any(b.client is not None and not b.client.final for b in self.branches)
 
+    def offer(self, response: Response) -> None:
+        """Keep ``response`` if it is the best final so far (RFC 3261 16.7 step 6)."""
+        if self.best is None or _rank(response.status) < _rank(self.best.status):
+            self.best = response
+
     def request_for_downstream(self) -> Request:
         """A fresh copy of the received request, to be changed for one branch."""
         return self.request.copy()
@@ -152,3 +157,10 @@ class Branch(Timed):
         if self.client is not None and self.client.deadline is not None:
             times.append(self.client.deadline)
         return min(times) if times else None
+
+
+def _rank(status: int) -> tuple[int, int]:
+    """6xx first, then the lowest class, avoiding 408 and 503 (RFC 3261 16.7 step 6)."""
+    if status >= 600:
+        return (0, status)
+    return (1 + (status in (408, 503)), status)
