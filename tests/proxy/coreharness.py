@@ -16,7 +16,7 @@ from sipdispatch.proxy.core import (
     Send,
     Signer,
 )
-from sipdispatch.proxy.events import CoreEvent
+from sipdispatch.proxy.events import BranchFailed, CoreEvent
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import Timers
@@ -74,6 +74,10 @@ class CoreDriver:
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
 
+    def failures(self) -> list[tuple[str, int]]:
+        """(destination, status) of every ``BranchFailed`` so far."""
+        return [(e.destination, e.status) for e in self.events if isinstance(e, BranchFailed)]
+
     @property
     def transaction_count(self) -> int:
         return self.core.transaction_count
@@ -120,6 +124,14 @@ def invite(call_id: str | None = None, *, branch: str | None = None, extra: str 
         f"{extra}"
         "Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def address_of(hop: Hop) -> Address:
+    return (hop.host, hop.port)
+
+
+def sent_to(sends: list[Send], address: Address) -> list[Send]:
+    return [s for s in sends if s.address == address]
 
 
 def parsed(send: Send) -> Request | Response:

@@ -19,6 +19,17 @@ def _message(call_id: str, body: str = "") -> bytes:
     ).encode()
 
 
+async def _connected(
+    transport: TcpTransport, sink: Received
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client connected to the transport's new listener, its first message delivered."""
+    address = await transport.listen("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(_message("a"))
+    await until(lambda: bool(sink.messages))
+    return reader, writer
+
+
 @pytest.fixture
 async def tcp() -> AsyncIterator[tuple[TcpTransport, Received, list[Address]]]:
     sink = Received()
@@ -51,10 +62,7 @@ async def test_a_reply_goes_back_over_the_connection_the_request_came_on(
     tcp: tuple[TcpTransport, Received, list[Address]],
 ) -> None:
     transport, sink, _ = tcp
-    address = await transport.listen("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(_message("a"))
-    await until(lambda: bool(sink.messages))
+    reader, writer = await _connected(transport, sink)
     transport.send(sink.messages[0][1], b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
     reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
     assert reply == b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -115,10 +123,8 @@ async def test_close_ends_listeners_and_connections(
     tcp: tuple[TcpTransport, Received, list[Address]],
 ) -> None:
     transport, sink, _ = tcp
-    address = await transport.listen("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(_message("a"))
-    await until(lambda: bool(sink.messages))
+    reader, writer = await _connected(transport, sink)
+    address = writer.get_extra_info("peername")[:2]
     await transport.close()
     assert await asyncio.wait_for(reader.read(), 2.0) == b""
     with pytest.raises(ConnectionRefusedError):
