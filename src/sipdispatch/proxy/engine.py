@@ -112,16 +112,7 @@ class Engine:
                 self.tcp.send(send.address, send.data)
         events = out.events
         if events:
-            for event in events:
-                if isinstance(event, MessageRejected):
-                    log.warning(
-                        "rejected %s (Call-ID %s) from %s: %s (%d)",
-                        event.kind,
-                        event.call_id,
-                        event.source,
-                        event.reason,
-                        event.status,
-                    )
+            _log_rejected(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -147,3 +138,17 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _log_rejected(events: Sequence[CoreEvent]) -> None:
+    """One warning per malformed or refused message, said where it came from."""
+    for event in events:
+        if isinstance(event, MessageRejected):
+            log.warning(
+                "rejected %s (Call-ID %s) from %s: %s (%d)",
+                event.kind,
+                event.call_id,
+                event.source,
+                event.reason,
+                event.status,
+            )
