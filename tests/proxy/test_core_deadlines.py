@@ -3,25 +3,25 @@ retransmitted requests after their transaction has finished."""
 
 from __future__ import annotations
 
+from sipdispatch.proxy.core import Hop
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers, Timed
+from sipdispatch.proxy.core.probing import Probe
+from sipdispatch.sip.transaction import ClientTransaction, Timers
 
 CALLER = ("127.0.0.1", 5070)
 INVITE_KEEP = 8.0  # 2 x T2
 OTHER_KEEP = 32.0  # 64 x T1
 
 
-class Alarm(Timed):
-    """A record whose deadline the test sets by hand."""
-
-    __slots__ = ("at",)
-
-    def __init__(self, at: float | None) -> None:
-        super().__init__()
-        self.at = at
-
-    @property
-    def deadline(self) -> float | None:
-        return self.at
+def _alarm(at: float) -> Probe:
+    """A real record whose deadline is ``at``: a probe over TCP (no retransmissions, Timer F
+    at 32 s) whose own timeout comes first. The tests move it through ``give_up_at``."""
+    client = ClientTransaction(invite=False, reliable=True, now=0.0, timers=Timers())
+    probe = Probe(
+        "p", Hop("127.0.0.2", 5060, "tcp", "sip:127.0.0.2:5060;transport=tcp"), b"", client, 0.0
+    )
+    probe.give_up_at = at
+    return probe
 
 
 def _due(deadlines: Deadlines, now: float) -> list[Timed]:
@@ -33,7 +33,7 @@ def _due(deadlines: Deadlines, now: float) -> list[Timed]:
 
 def test_records_come_due_in_deadline_order_and_only_once() -> None:
     deadlines = Deadlines()
-    late, early = Alarm(2.0), Alarm(1.0)
+    late, early = _alarm(2.0), _alarm(1.0)
     deadlines.schedule(late)
     deadlines.schedule(early)
     assert deadlines.next_deadline() == 1.0
@@ -45,9 +45,9 @@ def test_records_come_due_in_deadline_order_and_only_once() -> None:
 
 def test_a_moved_deadline_fires_at_its_new_time_not_the_old_one() -> None:
     deadlines = Deadlines()
-    alarm = Alarm(1.0)
+    alarm = _alarm(1.0)
     deadlines.schedule(alarm)
-    alarm.at = 5.0
+    alarm.give_up_at = 5.0
     deadlines.schedule(alarm)
     assert deadlines.next_deadline() == 5.0  # the 1.0 entry is stale and skipped
     assert _due(deadlines, 4.9) == []
@@ -56,25 +56,27 @@ def test_a_moved_deadline_fires_at_its_new_time_not_the_old_one() -> None:
 
 def test_an_unscheduled_record_never_fires() -> None:
     deadlines = Deadlines()
-    kept, dropped = Alarm(1.0), Alarm(1.0)
+    kept, dropped = _alarm(1.0), _alarm(1.0)
     deadlines.schedule(kept)
     deadlines.schedule(dropped)
     deadlines.unschedule(dropped)
     assert _due(deadlines, 1.0) == [kept]
-    dropped.at = None
-    deadlines.schedule(dropped)  # no deadline: nothing to schedule
+    dropped.client.terminate()
+    deadlines.schedule(dropped)  # a finished probe has no deadline: nothing to schedule
     assert deadlines.next_deadline() is None
 
 
 def test_stale_entries_are_compacted_away() -> None:
     deadlines = Deadlines()
-    alarms = [Alarm(1000.0 + i) for i in range(100)]
+    alarms = [_alarm(10.0 + i) for i in range(100)]
     for step in range(50):
         for alarm in alarms:
-            alarm.at = 1000.0 - step  # moved earlier each time: every old entry goes stale
+            alarm.give_up_at = (
+                10.0 - step * 0.1
+            )  # moved earlier each time: every old entry goes stale
             deadlines.schedule(alarm)
     assert len(deadlines._heap) <= 4 * len(alarms) + 1024
-    assert _due(deadlines, 951.0) == alarms  # each fires once, at its last deadline
+    assert _due(deadlines, 5.1) == alarms  # each fires once, at its last deadline
 
 
 def test_records_of_different_keep_times_expire_each_at_its_own_time() -> None:
