@@ -5,9 +5,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Selection, Send
-from sipdispatch.proxy.selection import RequestSelection
-from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.core import (
+    Address,
+    CoreSettings,
+    Hop,
+    Outbox,
+    Proxy,
+    RequestSelection,
+    Selection,
+    Send,
+    Signer,
+)
+from sipdispatch.proxy.events import BranchFailed, CoreEvent
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import Timers
@@ -35,9 +44,60 @@ class RoundRobin:
         return Selection(self.hops[start:] + self.hops[:start], parallel=self.parallel)
 
 
+class CoreDriver:
+    """Calls a ``Proxy`` as the engine does: each call's sends are handed back, and the events
+    each call returns are kept in ``events`` (all so far, in order) and ``last`` (that call's)."""
+
+    def __init__(self, core: Proxy) -> None:
+        self.core = core
+        self.events: list[CoreEvent] = []
+        self.last: list[CoreEvent] = []
+
+    def _take(self, out: Outbox) -> list[Send]:
+        self.last = list(out.events)
+        self.events += out.events
+        return out.sends
+
+    def receive(self, data: bytes, source: Address, transport: str, now: float) -> list[Send]:
+        return self._take(self.core.receive(data, source, transport, now))
+
+    def on_timer(self, now: float) -> list[Send]:
+        return self._take(self.core.on_timer(now))
+
+    def probe(self, hop: Hop, from_uri: str, timeout: float, now: float) -> tuple[str, list[Send]]:
+        probe_id, out = self.core.probe(hop, from_uri, timeout, now)
+        return probe_id, self._take(out)
+
+    def transport_failed(self, address: Address, transport: str, now: float) -> list[Send]:
+        return self._take(self.core.transport_failed(address, transport, now))
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
+
+    def failures(self) -> list[tuple[str, int]]:
+        """(destination, status) of every ``BranchFailed`` so far."""
+        return [(e.destination, e.status) for e in self.events if isinstance(e, BranchFailed)]
+
+    @property
+    def transaction_count(self) -> int:
+        return self.core.transaction_count
+
+    @property
+    def branch_count(self) -> int:
+        return self.core.branch_count
+
+    @property
+    def remembered_count(self) -> int:
+        return self.core.remembered_count
+
+    @property
+    def probe_count(self) -> int:
+        return self.core.probe_count
+
+
 def make_proxy(
     hops: Sequence[Hop] = (GW1, GW2), *, secret: bytes = b"s" * 32, **settings: object
-) -> tuple[Proxy, RoundRobin]:
+) -> tuple[CoreDriver, RoundRobin]:
     selector = RoundRobin(hops)
     core_settings = CoreSettings(
         local={"udp": PROXY, "tcp": PROXY},
@@ -45,7 +105,7 @@ def make_proxy(
         timers=Timers(),
         **settings,  # type: ignore[arg-type]
     )
-    return Proxy(core_settings, selector, Signer(secret)), selector
+    return CoreDriver(Proxy(core_settings, selector, Signer(secret))), selector
 
 
 def invite(call_id: str | None = None, *, branch: str | None = None, extra: str = "") -> bytes:
@@ -64,6 +124,14 @@ def invite(call_id: str | None = None, *, branch: str | None = None, extra: str 
         f"{extra}"
         "Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def address_of(hop: Hop) -> Address:
+    return (hop.host, hop.port)
+
+
+def sent_to(sends: list[Send], address: Address) -> list[Send]:
+    return [s for s in sends if s.address == address]
 
 
 def parsed(send: Send) -> Request | Response:

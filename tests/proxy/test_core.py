@@ -7,39 +7,30 @@ from coreharness import (
     GW1,
     GW2,
     PROXY,
+    CoreDriver,
+    address_of,
     invite,
     make_proxy,
     reply,
     request_of,
     response_of,
+    sent_to,
 )
 
-from sipdispatch.proxy.core import Proxy, Send
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed
+from sipdispatch.proxy.core import Send
+from sipdispatch.proxy.events import BranchAnswered
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request
 from sipdispatch.sip.values import parse_name_addr, parse_via
 
 
-def _failures(proxy: Proxy) -> list[tuple[str, int]]:
-    return [(e.destination, e.status) for e in proxy.events if isinstance(e, BranchFailed)]
-
-
-def _to(sends: list[Send], address: tuple[str, int]) -> list[Send]:
-    return [s for s in sends if s.address == address]
-
-
-def _gw(hop: object) -> tuple[str, int]:
-    return (hop.host, hop.port)  # type: ignore[attr-defined]
-
-
-def _establish(proxy: Proxy, now: float = 0.0) -> tuple[Request, Request, bytes]:
+def _establish(proxy: CoreDriver, now: float = 0.0) -> tuple[Request, Request, bytes]:
     """INVITE through the proxy to GW1, answered 200; returns (forwarded INVITE, 200 seen by
     the caller as a request-shaped view, raw 200 bytes)."""
     sends = proxy.receive(invite(), CALLER, "udp", now)
-    forwarded = request_of(_to(sends, _gw(GW1))[0])
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
     ok = reply(forwarded, 200, contact="sip:gw@127.0.0.2:5060")
-    upstream = proxy.receive(ok, _gw(GW1), "udp", now + 0.05)
+    upstream = proxy.receive(ok, address_of(GW1), "udp", now + 0.05)
     assert len(upstream) == 1
     return forwarded, request_of_response_route(upstream[0]), ok
 
@@ -65,9 +56,9 @@ def request_of_response_route(send: Send) -> Request:
 def test_invite_is_answered_100_and_forwarded_with_via_and_signed_record_route() -> None:
     proxy, _ = make_proxy()
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    trying = response_of(_to(sends, CALLER)[0])
+    trying = response_of(sent_to(sends, CALLER)[0])
     assert trying.status == 100
-    forwarded = request_of(_to(sends, _gw(GW1))[0])
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
     top = parse_via(forwarded.headers.first_value("via") or "")
     assert (top.host, top.port) == PROXY
     assert (top.branch or "").startswith("z9hG4bK")
@@ -84,11 +75,11 @@ def test_via_records_a_natted_source_and_responses_go_back_there() -> None:
     proxy, _ = make_proxy()
     natted = ("203.0.113.5", 40000)
     sends = proxy.receive(invite(), natted, "udp", 0.0)
-    assert [s.address for s in _to(sends, natted)]  # the 100 Trying
-    forwarded = request_of(_to(sends, _gw(GW1))[0])
+    assert [s.address for s in sent_to(sends, natted)]  # the 100 Trying
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
     second = parse_via(forwarded.headers.values("via")[1])
     assert (second.params["received"], second.params["rport"]) == ("203.0.113.5", "40000")
-    ringing = proxy.receive(reply(forwarded, 180), _gw(GW1), "udp", 0.1)
+    ringing = proxy.receive(reply(forwarded, 180), address_of(GW1), "udp", 0.1)
     assert [s.address for s in ringing] == [natted]
 
 
@@ -96,11 +87,11 @@ def test_call_flow_through_the_proxy_reaches_the_answering_gateway() -> None:
     proxy, _ = make_proxy()
     _, bye, _ = _establish(proxy)
     sends = proxy.receive(bye.to_bytes(), CALLER, "udp", 1.0)
-    assert [s.address for s in sends] == [_gw(GW1)]
+    assert [s.address for s in sends] == [address_of(GW1)]
     routed = request_of(sends[0])
     assert routed.method == "BYE"
     assert routed.headers.get("route") is None  # our own Route entry was consumed
-    ok = proxy.receive(reply(routed, 200), _gw(GW1), "udp", 1.1)
+    ok = proxy.receive(reply(routed, 200), address_of(GW1), "udp", 1.1)
     assert [s.address for s in ok] == [CALLER]
     assert response_of(ok[0]).status == 200
     assert len(response_of(ok[0]).headers.values("via")) == 1
@@ -110,24 +101,24 @@ def test_round_robin_spreads_calls() -> None:
     proxy, _ = make_proxy()
     first = proxy.receive(invite(), CALLER, "udp", 0.0)
     second = proxy.receive(invite(), CALLER, "udp", 0.0)
-    assert _to(first, _gw(GW1))
-    assert _to(second, _gw(GW2))
+    assert sent_to(first, address_of(GW1))
+    assert sent_to(second, address_of(GW2))
 
 
 def test_failover_on_503_acks_and_tries_the_next_destination() -> None:
     proxy, _ = make_proxy()
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    to_gw1 = request_of(_to(sends, _gw(GW1))[0])
-    sends = proxy.receive(reply(to_gw1, 503), _gw(GW1), "udp", 0.1)
-    ack = request_of(_to(sends, _gw(GW1))[0])
+    to_gw1 = request_of(sent_to(sends, address_of(GW1))[0])
+    sends = proxy.receive(reply(to_gw1, 503), address_of(GW1), "udp", 0.1)
+    ack = request_of(sent_to(sends, address_of(GW1))[0])
     assert ack.method == "ACK"
     assert ack.headers.first_value("via") == to_gw1.headers.first_value("via")
-    to_gw2 = request_of(_to(sends, _gw(GW2))[0])
+    to_gw2 = request_of(sent_to(sends, address_of(GW2))[0])
     assert to_gw2.method == "INVITE"
-    assert not _to(sends, CALLER)  # the caller never sees the 503
-    done = proxy.receive(reply(to_gw2, 200, to_tag="gw2"), _gw(GW2), "udp", 0.2)
-    assert response_of(_to(done, CALLER)[0]).status == 200
-    assert (GW1.key, 503) in _failures(proxy)
+    assert not sent_to(sends, CALLER)  # the caller never sees the 503
+    done = proxy.receive(reply(to_gw2, 200, to_tag="gw2"), address_of(GW2), "udp", 0.2)
+    assert response_of(sent_to(done, CALLER)[0]).status == 200
+    assert (GW1.key, 503) in proxy.failures()
     assert any(isinstance(e, BranchAnswered) and e.destination == GW2.key for e in proxy.events)
 
 
@@ -135,51 +126,55 @@ def test_no_answer_within_the_answer_timeout_fails_over() -> None:
     proxy, _ = make_proxy(answer_timeout=2.0)
     proxy.receive(invite(), CALLER, "udp", 0.0)
     retransmits = proxy.on_timer(0.5)
-    assert [s.address for s in retransmits] == [_gw(GW1)]  # Timer A
+    assert [s.address for s in retransmits] == [address_of(GW1)]  # Timer A
     deadline = proxy.next_deadline()
     sends: list[Send] = []
     while deadline is not None and deadline <= 2.0:
         sends += proxy.on_timer(deadline)
         deadline = proxy.next_deadline()
-    to_gw2 = [request_of(s) for s in _to(sends, _gw(GW2))]
+    to_gw2 = [request_of(s) for s in sent_to(sends, address_of(GW2))]
     assert [r.method for r in to_gw2] == ["INVITE"]
-    assert (GW1.key, 408) in _failures(proxy)
+    assert (GW1.key, 408) in proxy.failures()
 
 
 def test_when_every_destination_fails_the_caller_gets_the_best_response() -> None:
     proxy, _ = make_proxy()
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    sends = proxy.receive(reply(request_of(_to(sends, _gw(GW1))[0]), 503), _gw(GW1), "udp", 0.1)
-    to_gw2 = request_of(_to(sends, _gw(GW2))[0])
-    sends = proxy.receive(reply(to_gw2, 500), _gw(GW2), "udp", 0.2)
-    final = response_of(_to(sends, CALLER)[0])
+    sends = proxy.receive(
+        reply(request_of(sent_to(sends, address_of(GW1))[0]), 503), address_of(GW1), "udp", 0.1
+    )
+    to_gw2 = request_of(sent_to(sends, address_of(GW2))[0])
+    sends = proxy.receive(reply(to_gw2, 500), address_of(GW2), "udp", 0.2)
+    final = response_of(sent_to(sends, CALLER)[0])
     assert final.status == 500  # 503 ranks below other 5xx (RFC 3261 16.7)
 
 
 def test_non_failover_response_goes_straight_to_the_caller() -> None:
     proxy, _ = make_proxy()
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    sends = proxy.receive(reply(request_of(_to(sends, _gw(GW1))[0]), 486), _gw(GW1), "udp", 0.1)
-    assert response_of(_to(sends, CALLER)[0]).status == 486
-    assert not _to(sends, _gw(GW2))
+    sends = proxy.receive(
+        reply(request_of(sent_to(sends, address_of(GW1))[0]), 486), address_of(GW1), "udp", 0.1
+    )
+    assert response_of(sent_to(sends, CALLER)[0]).status == 486
+    assert not sent_to(sends, address_of(GW2))
 
 
 def test_cancel_stops_the_branch_and_the_caller_gets_487() -> None:
     proxy, _ = make_proxy()
     raw = invite(branch="z9hG4bK-cancelme")
     sends = proxy.receive(raw, CALLER, "udp", 0.0)
-    forwarded = request_of(_to(sends, _gw(GW1))[0])
-    ringing = proxy.receive(reply(forwarded, 180), _gw(GW1), "udp", 0.1)
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
+    ringing = proxy.receive(reply(forwarded, 180), address_of(GW1), "udp", 0.1)
     assert response_of(ringing[0]).status == 180
     cancel = raw.replace(b"INVITE sip", b"CANCEL sip").replace(b"1 INVITE", b"1 CANCEL")
     sends = proxy.receive(cancel, CALLER, "udp", 0.2)
-    assert response_of(_to(sends, CALLER)[0]).status == 200
-    downstream_cancel = request_of(_to(sends, _gw(GW1))[0])
+    assert response_of(sent_to(sends, CALLER)[0]).status == 200
+    downstream_cancel = request_of(sent_to(sends, address_of(GW1))[0])
     assert downstream_cancel.method == "CANCEL"
     assert downstream_cancel.headers.first_value("via") == forwarded.headers.first_value("via")
-    sends = proxy.receive(reply(forwarded, 487), _gw(GW1), "udp", 0.3)
-    assert response_of(_to(sends, CALLER)[0]).status == 487
-    assert not _to(sends, _gw(GW2))  # a cancelled call does not fail over
+    sends = proxy.receive(reply(forwarded, 487), address_of(GW1), "udp", 0.3)
+    assert response_of(sent_to(sends, CALLER)[0]).status == 487
+    assert not sent_to(sends, address_of(GW2))  # a cancelled call does not fail over
 
 
 def test_invite_retransmission_is_absorbed_and_answered_from_state() -> None:
@@ -213,7 +208,7 @@ def test_any_replica_with_the_shared_secret_routes_the_dialog() -> None:
     second, _ = make_proxy()
     _, bye, _ = _establish(first)
     sends = second.receive(bye.to_bytes(), CALLER, "udp", 1.0)
-    assert [s.address for s in sends] == [_gw(GW1)]
+    assert [s.address for s in sends] == [address_of(GW1)]
 
 
 def test_gateway_initiated_bye_goes_to_the_caller_only_from_the_gateway() -> None:
@@ -228,7 +223,7 @@ def test_gateway_initiated_bye_goes_to_the_caller_only_from_the_gateway() -> Non
         f"Call-ID: {forwarded.call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
-    sends = proxy.receive(bye, _gw(GW1), "udp", 1.0)
+    sends = proxy.receive(bye, address_of(GW1), "udp", 1.0)
     assert [s.address for s in sends] == [CALLER]
     spoofed = proxy.receive(bye, ("198.51.100.7", 5060), "udp", 1.0)
     assert response_of(spoofed[0]).status == 403
@@ -260,8 +255,8 @@ def test_responses_with_a_via_we_did_not_write_are_dropped() -> None:
     routed = request_of(proxy.receive(bye.to_bytes(), CALLER, "udp", 1.0)[0])
     ours = reply(routed, 200)
     tampered = ours.replace(CALLER[0].encode(), b"198.51.100.99")
-    assert proxy.receive(tampered, _gw(GW1), "udp", 1.1) == []
-    assert proxy.receive(ours, _gw(GW1), "udp", 1.1)
+    assert proxy.receive(tampered, address_of(GW1), "udp", 1.1) == []
+    assert proxy.receive(ours, address_of(GW1), "udp", 1.1)
 
 
 def test_options_to_the_balancer_itself_is_answered_locally() -> None:
@@ -280,7 +275,9 @@ def test_every_transaction_is_forgotten_once_its_timers_run_out() -> None:
     proxy, _ = make_proxy()
     _establish(proxy)
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    proxy.receive(reply(request_of(_to(sends, _gw(GW2))[0]), 486), _gw(GW2), "udp", 0.1)
+    proxy.receive(
+        reply(request_of(sent_to(sends, address_of(GW2))[0]), 486), address_of(GW2), "udp", 0.1
+    )
     proxy.receive(invite(), CALLER, "udp", 0.0)  # never answered at all
     now = 0.0
     while (deadline := proxy.next_deadline()) is not None and deadline < 1000:
@@ -294,20 +291,20 @@ def test_after_a_2xx_only_a_flat_record_answers_a_retransmitted_invite() -> None
     proxy, _ = make_proxy()
     raw = invite()
     sends = proxy.receive(raw, CALLER, "udp", 0.0)
-    forwarded = request_of(_to(sends, _gw(GW1))[0])
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
     ok = reply(forwarded, 200)
-    proxy.receive(ok, _gw(GW1), "udp", 0.1)
+    proxy.receive(ok, address_of(GW1), "udp", 0.1)
     assert (proxy.transaction_count, proxy.branch_count, proxy.remembered_count) == (0, 0, 1)
     again = proxy.receive(raw, CALLER, "udp", 0.2)
     assert [(s.address, response_of(s).status) for s in again] == [(CALLER, 200)]
     # A 2xx retransmitted by the gateway still reaches the caller, statelessly.
-    late = proxy.receive(ok, _gw(GW1), "udp", 0.6)
+    late = proxy.receive(ok, address_of(GW1), "udp", 0.6)
     assert [(s.address, response_of(s).status) for s in late] == [(CALLER, 200)]
     # Once the record expires nothing is left, and a forged late 2xx is not reflected.
     assert proxy.on_timer(100.0) == []
     assert proxy.remembered_count == 0
     forged = ok.replace(CALLER[0].encode(), b"198.51.100.99")
-    assert proxy.receive(forged, _gw(GW1), "udp", 100.1) == []
+    assert proxy.receive(forged, address_of(GW1), "udp", 100.1) == []
 
 
 def test_timer_entries_of_finished_calls_do_not_pile_up() -> None:
@@ -319,7 +316,8 @@ def test_timer_entries_of_finished_calls_do_not_pile_up() -> None:
         proxy.receive(reply(forwarded, 180), gateway, "udp", n * 0.001)  # Timer C: 180 s ahead
         proxy.receive(reply(forwarded, 200), gateway, "udp", n * 0.001)
     assert proxy.transaction_count == 0
-    assert len(proxy._timers) <= 4 * len(proxy._timed) + 1024
+    deadlines = proxy.core._deadlines
+    assert len(deadlines._heap) <= 4 * len(deadlines._timed) + 1024
 
 
 def test_calls_through_the_core_leave_no_reference_cycles() -> None:

@@ -4,10 +4,9 @@ rejected with the status its RFC names, or dropped, and none leaves state behind
 from __future__ import annotations
 
 import pytest
-from coreharness import CALLER, GW1, make_proxy, request_of, response_of
+from coreharness import CALLER, GW1, CoreDriver, make_proxy, request_of, response_of
 
 from corpus import MESSAGES, TortureMessage
-from sipdispatch.proxy.core import Proxy
 from sipdispatch.sip import codec
 
 REQUESTS = [m for m in MESSAGES if m.kind == "request"]
@@ -24,7 +23,7 @@ POLICY: dict[str, tuple[int, str]] = {
 }
 
 
-def _drain(proxy: Proxy) -> None:
+def _drain(proxy: CoreDriver) -> None:
     while (deadline := proxy.next_deadline()) is not None:
         proxy.on_timer(deadline)
 

@@ -3,20 +3,23 @@ dialog accounting."""
 
 from __future__ import annotations
 
-from coreharness import CALLER, GW1, GW2, PROXY, invite, make_proxy, reply, request_of, response_of
+from coreharness import (
+    CALLER,
+    GW1,
+    GW2,
+    PROXY,
+    address_of,
+    invite,
+    make_proxy,
+    reply,
+    request_of,
+    response_of,
+    sent_to,
+)
 
-from sipdispatch.proxy.core import Proxy, Send
-from sipdispatch.proxy.events import BranchFailed, DialogEnded, ProbeCompleted
+from sipdispatch.proxy.core import Send
+from sipdispatch.proxy.events import DialogEnded, ProbeCompleted
 from sipdispatch.sip.values import parse_via
-
-
-def _failures(proxy: Proxy) -> list[tuple[str, int]]:
-    return [(e.destination, e.status) for e in proxy.events if isinstance(e, BranchFailed)]
-
-
-def _to(sends: list[Send], hop: object) -> list[Send]:
-    address = (hop.host, hop.port)  # type: ignore[attr-defined]
-    return [s for s in sends if s.address == address]
 
 
 def test_probe_sends_options_to_the_destination_and_reports_status_and_rtt() -> None:
@@ -55,12 +58,15 @@ def test_parallel_forking_first_2xx_wins_and_the_others_are_cancelled() -> None:
     proxy, selector = make_proxy()
     selector.parallel = True
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    to_gw1, to_gw2 = request_of(_to(sends, GW1)[0]), request_of(_to(sends, GW2)[0])
+    to_gw1, to_gw2 = (
+        request_of(sent_to(sends, address_of(GW1))[0]),
+        request_of(sent_to(sends, address_of(GW2))[0]),
+    )
     proxy.receive(reply(to_gw1, 180), (GW1.host, GW1.port), "udp", 0.1)
     proxy.receive(reply(to_gw2, 180, to_tag="gw2"), (GW2.host, GW2.port), "udp", 0.1)
     sends = proxy.receive(reply(to_gw2, 200, to_tag="gw2"), (GW2.host, GW2.port), "udp", 0.2)
     assert response_of(next(s for s in sends if s.address == CALLER)).status == 200
-    cancel = request_of(_to(sends, GW1)[0])
+    cancel = request_of(sent_to(sends, address_of(GW1))[0])
     assert cancel.method == "CANCEL"
     assert cancel.headers.first_value("via") == to_gw1.headers.first_value("via")
     late = proxy.receive(reply(to_gw1, 487), (GW1.host, GW1.port), "udp", 0.3)
@@ -71,9 +77,14 @@ def test_parallel_forking_answers_the_best_failure_when_all_fail() -> None:
     proxy, selector = make_proxy()
     selector.parallel = True
     sends = proxy.receive(invite(), CALLER, "udp", 0.0)
-    proxy.receive(reply(request_of(_to(sends, GW1)[0]), 503), (GW1.host, GW1.port), "udp", 0.1)
+    proxy.receive(
+        reply(request_of(sent_to(sends, address_of(GW1))[0]), 503), (GW1.host, GW1.port), "udp", 0.1
+    )
     done = proxy.receive(
-        reply(request_of(_to(sends, GW2)[0]), 486, to_tag="gw2"), (GW2.host, GW2.port), "udp", 0.2
+        reply(request_of(sent_to(sends, address_of(GW2))[0]), 486, to_tag="gw2"),
+        (GW2.host, GW2.port),
+        "udp",
+        0.2,
     )
     finals = [response_of(s).status for s in done if s.address == CALLER]
     assert finals == [486]
@@ -83,14 +94,14 @@ def test_transport_failure_fails_over_at_once() -> None:
     proxy, _ = make_proxy()
     proxy.receive(invite(), CALLER, "udp", 0.0)
     sends = proxy.transport_failed((GW1.host, GW1.port), "udp", 0.01)
-    assert [request_of(s).method for s in _to(sends, GW2)] == ["INVITE"]
-    assert (GW1.key, 503) in _failures(proxy)
+    assert [request_of(s).method for s in sent_to(sends, address_of(GW2))] == ["INVITE"]
+    assert (GW1.key, 503) in proxy.failures()
 
 
 def test_bye_through_our_route_reports_the_dialog_ended() -> None:
     proxy, _ = make_proxy()
     sends = proxy.receive(invite(call_id="dlg-1"), CALLER, "udp", 0.0)
-    forwarded = request_of(_to(sends, GW1)[0])
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
     ok = response_of(proxy.receive(reply(forwarded, 200), (GW1.host, GW1.port), "udp", 0.1)[0])
     bye = (
         "BYE sip:gw@127.0.0.2:5060 SIP/2.0\r\n"

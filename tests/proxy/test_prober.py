@@ -19,12 +19,11 @@ from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable, TargetIndex
 from sipdispatch.dispatch.health import HealthPolicy, Outcome, ProbingMode
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.proxy.core import CoreSettings
+from sipdispatch.proxy.core import CoreSettings, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook, HealthChange
 from sipdispatch.proxy.prober import Prober, ProbeScheduler, classify
 from sipdispatch.proxy.settings import ProbeSettings
-from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.transport.udp import open_udp
 from sipdispatch.sip.transaction import Timers
 

@@ -11,10 +11,10 @@ import pytest
 from loopback import until
 
 from sipdispatch.dispatch import health
+from sipdispatch.proxy.core import Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.settings import DEFAULTS, core_settings, probe_settings
-from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable, TableError
 

@@ -2,7 +2,9 @@
 
 The only place (with the transports) that reads ``loop.time()``: every message and every timer
 goes through ``message_received`` / ``_fire``, which call the core with ``now`` and hand what it
-returns to the transports. One ``loop.call_at`` handle is re-armed from ``next_deadline()``.
+returns to the transports, and the events it returns to ``on_events``. One ``loop.call_at``
+handle is re-armed from ``next_deadline()``. Rejected messages are logged here: the core, being
+sans-I/O, only reports them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,17 @@ import logging
 from collections.abc import Callable, Sequence
 
 from sipdispatch.dispatch.destinations import DestinationTable, Target, UnknownSetError
-from sipdispatch.proxy.core import Address, CoreSettings, Hop, Proxy, Selection, Send
-from sipdispatch.proxy.events import CoreEvent
-from sipdispatch.proxy.selection import RequestSelection
-from sipdispatch.proxy.signing import Signer
+from sipdispatch.proxy.core import (
+    Address,
+    CoreSettings,
+    Hop,
+    Outbox,
+    Proxy,
+    RequestSelection,
+    Selection,
+    Signer,
+)
+from sipdispatch.proxy.events import CoreEvent, MessageRejected
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint
 
@@ -80,8 +89,8 @@ class Engine:
 
     def probe(self, hop: Hop, from_uri: str, timeout: float) -> str:
         """Send one OPTIONS probe; its result arrives as a ``ProbeCompleted`` event."""
-        probe_id, sends = self.core.probe(hop, from_uri, timeout, self._now())
-        self._emit(sends)
+        probe_id, out = self.core.probe(hop, from_uri, timeout, self._now())
+        self._emit(out)
         return probe_id
 
     def connection_failed(self, address: Address) -> None:
@@ -94,15 +103,16 @@ class Engine:
             loop = self._loop = asyncio.get_running_loop()
         return loop.time()
 
-    def _emit(self, sends: list[Send]) -> None:
-        for send in sends:
+    def _emit(self, out: Outbox) -> None:
+        for send in out.sends:
             if send.transport == "udp":
                 if self.udp is not None:
                     self.udp.send(send.address, send.data)
             elif self.tcp is not None:
                 self.tcp.send(send.address, send.data)
-        if self.core.events:
-            events, self.core.events = self.core.events, []
+        events = out.events
+        if events:
+            _log_rejected(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -128,3 +138,17 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _log_rejected(events: Sequence[CoreEvent]) -> None:
+    """One warning per malformed or refused message, said where it came from."""
+    for event in events:
+        if isinstance(event, MessageRejected):
+            log.warning(
+                "rejected %s (Call-ID %s) from %s: %s (%d)",
+                event.kind,
+                event.call_id,
+                event.source,
+                event.reason,
+                event.status,
+            )

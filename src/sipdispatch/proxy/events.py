@@ -82,6 +82,9 @@ class MessageRejected:
 
     status: int
     reason: str
+    kind: str = "message"  # "request" when it parsed as one, else "message"
+    call_id: str = "?"
+    source: tuple[str, int] | None = None  # None for responses: their source is not checked
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,10 @@ from typing import Generic, Protocol, TypeVar
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable, Target
+from sipdispatch.proxy.core import Hop
 from sipdispatch.proxy.events import ProbeCompleted
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.settings import ProbeSettings
-from sipdispatch.proxy.state import Hop
 
 __all__ = ["Probe", "ProbeScheduler", "ProbeSender", "Prober", "classify"]
 

@@ -22,14 +22,13 @@ from prometheus_client import CollectorRegistry
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy.control.app import make_app, start_control
-from sipdispatch.proxy.core import Address
+from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.prober import Prober
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings, core_settings, probe_settings
-from sipdispatch.proxy.signing import Signer
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
 from sipdispatch.proxy.transport.tcp import TcpTransport

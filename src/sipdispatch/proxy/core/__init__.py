@@ -1,0 +1,38 @@
+"""The sans-I/O proxy core: bytes and ``now`` in, sends and events out.
+
+Its components import one way only, top to bottom (an import contract holds it):
+
+* ``proxy``: the ``Proxy`` facade, which sorts what comes in;
+* ``forwarding`` (stateful forwarding, failover, CANCEL) and ``probing`` (OPTIONS probes);
+* ``dialogs`` (stateless routing by signed Record-Route and Via) and ``transaction`` (the proxy
+  transaction and its branches, with the table of what a response does);
+* ``deadlines`` (the timers, and the answers kept for retransmissions);
+* ``outbox`` (what one call gives back, and the messages the proxy writes itself);
+* ``records`` (settings, hops, selections, sends).
+"""
+
+from sipdispatch.proxy.core.dialogs import Signer
+from sipdispatch.proxy.core.outbox import Outbox
+from sipdispatch.proxy.core.proxy import Proxy
+from sipdispatch.proxy.core.records import (
+    Address,
+    CoreSettings,
+    Hop,
+    RequestSelection,
+    Selection,
+    Selector,
+    Send,
+)
+
+__all__ = [
+    "Address",
+    "CoreSettings",
+    "Hop",
+    "Outbox",
+    "Proxy",
+    "RequestSelection",
+    "Selection",
+    "Selector",
+    "Send",
+    "Signer",
+]

@@ -1,0 +1,145 @@
+"""When the core must act next: the timers of its live records, and the recent answers.
+
+``Deadlines`` is one heap of ``(deadline, timer id)`` entries with lazy deletion. The entries are
+flat tuples the cycle collector ignores and that keep nothing alive: only records with a timer
+running are in the id map, so a finished transaction leaves it and is freed at once, and its
+stale entries are skipped when they pop. Compaction bounds the stale ones.
+
+``RecentAnswers`` keeps the final answers of finished transactions for a while, so that a
+retransmitted request gets the same answer again without any transaction state. Its records
+are flat tuples of immutable values: Python's cycle collector does not track them, so tens of
+thousands cost no GC pause. Expiry order lives in one FIFO queue per keep time (every record in
+a queue expires in the order it was added), not in the dict: CPython iterates a dict from its
+first slot and steps over deleted ones, so a dict used as a queue (``next(iter(d))`` after
+deleting from the front) costs O(deleted slots) per look. After an overload had grown the dict,
+that scan took 13 % of the proxy's CPU.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+
+from sipdispatch.proxy.core.records import Address
+
+__all__ = ["Answer", "Deadlines", "RecentAnswers", "Timed"]
+
+#: (until, final response, transport, address): a plain tuple, as a NamedTuple stays tracked
+Answer = tuple[float, bytes, str, Address]
+
+
+class Timed:
+    """A record with one ``deadline``: a transaction, a branch or a probe."""
+
+    __slots__ = ("scheduled", "timer_id")
+
+    def __init__(self) -> None:
+        self.scheduled: float | None = None  # the deadline its live heap entry carries
+        self.timer_id = 0  # its handle in ``Deadlines`` (0: none yet)
+
+    @property
+    def deadline(self) -> float | None:
+        return None
+
+
+class Deadlines:
+    """The records with a timer running, in deadline order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._timed: dict[int, Timed] = {}
+        self._ids = itertools.count(1)  # 0 means "none yet"
+
+    def schedule(self, target: Timed) -> None:
+        """Follow ``target.deadline``, after whatever just changed it."""
+        deadline = target.deadline
+        if deadline is None:
+            self.unschedule(target)
+        elif deadline != target.scheduled:
+            if not target.timer_id:
+                target.timer_id = next(self._ids)
+            self._timed[target.timer_id] = target
+            target.scheduled = deadline
+            heapq.heappush(self._heap, (deadline, target.timer_id))
+            if len(self._heap) > 4 * len(self._timed) + 1024:
+                self._compact()
+
+    def unschedule(self, target: Timed) -> None:
+        """Forget a record's timers: its heap entries become stale and hold nothing."""
+        target.scheduled = None
+        self._timed.pop(target.timer_id, None)
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            at, timer_id = self._heap[0]
+            target = self._timed.get(timer_id)
+            if target is not None and target.scheduled == at:
+                return at
+            heapq.heappop(self._heap)  # stale: the record was rescheduled or finished
+        return None
+
+    def pop_due(self, now: float) -> Timed | None:
+        """The next record whose deadline has come (its timer is cleared), or None."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, timer_id = heapq.heappop(heap)
+            target = self._timed.get(timer_id)
+            if target is not None and target.scheduled == at:
+                target.scheduled = None
+                return target
+        return None
+
+    def _compact(self) -> None:
+        """Rebuild the heap from live entries: stale ones (a Timer C set 180 s ahead, then
+        answered) would otherwise pile up until their time comes. Amortised O(1) per push."""
+        self._heap = [
+            (target.scheduled, timer_id)
+            for timer_id, target in self._timed.items()
+            if target.scheduled is not None
+        ]
+        heapq.heapify(self._heap)
+
+
+class RecentAnswers:
+    """Transaction key -> the answer it was given, until ``keep`` seconds after it was."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, Answer] = {}
+        self._queues: dict[float, deque[tuple[float, str]]] = {}  # keep -> (until, key)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: str) -> Answer | None:
+        return self._answers.get(key)
+
+    def remember(
+        self, key: str, keep: float, now: float, answer: tuple[bytes, str, Address]
+    ) -> None:
+        """``answer``: the final response, and the transport and address it was sent to."""
+        until = now + keep
+        data, transport, address = answer
+        self._answers[key] = (until, data, transport, address)
+        queue = self._queues.get(keep)
+        if queue is None:
+            queue = self._queues[keep] = deque()
+        queue.append((until, key))
+
+    def next_expiry(self) -> float | None:
+        """When the oldest record expires (None when there is none)."""
+        soonest: float | None = None
+        for queue in self._queues.values():
+            if queue and (soonest is None or queue[0][0] < soonest):
+                soonest = queue[0][0]
+        return soonest
+
+    def prune(self, now: float) -> None:
+        """Forget every record whose time has come."""
+        answers = self._answers
+        for queue in self._queues.values():
+            while queue and queue[0][0] <= now:
+                until, key = queue.popleft()
+                answer = answers.get(key)
+                if answer is not None and answer[0] == until:  # not remembered again since
+                    del answers[key]

@@ -1,0 +1,180 @@
+"""What one call into the core gives back (``Outbox``), and the messages it writes itself.
+
+Every entry point of the core starts an ``Outbox``, the components put the datagrams to send
+and the facts to report in it, and the entry point returns it: nothing is left behind on the
+core between calls.
+
+RFC 3261 8.2.6 (responses), 17.1.1.3 (ACK for a non-2xx final) and 9.1 (CANCEL) say exactly
+which header fields the proxy's own messages copy; the builders below do that and nothing else.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from sipdispatch.proxy.core.records import Address, Hop, Send
+from sipdispatch.proxy.events import CoreEvent, MessageRejected
+from sipdispatch.sip import values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Headers, Request, Response
+from sipdispatch.sip.uri import format_host
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "REASONS",
+    "Outbox",
+    "build_ack",
+    "build_cancel",
+    "build_response",
+    "count_hop",
+    "to_tag_for",
+    "via_value",
+]
+
+
+class Outbox:
+    """The sends and the events of one call into the core, in the order they happened."""
+
+    __slots__ = ("events", "sends")
+
+    def __init__(self) -> None:
+        self.sends: list[Send] = []
+        self.events: list[CoreEvent] = []
+
+    def send(self, hop: Hop, data: bytes) -> None:
+        self.sends.append(Send(hop.transport, (hop.host, hop.port), data))
+
+    def send_back(self, upstream: tuple[str, Address], data: bytes) -> None:
+        """Send to where a request came from (its transport and source address)."""
+        transport, address = upstream
+        self.sends.append(Send(transport, address, data))
+
+    def report(self, event: CoreEvent) -> None:
+        self.events.append(event)
+
+    def respond(
+        self,
+        request: Request,
+        status: int,
+        source: Address,
+        transport: str,
+        *,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """A stateless response of our own, sent back where the request came from."""
+        response = build_response(request, status, reason, extra)
+        self.sends.append(Send(transport, source, response.to_bytes()))
+
+    def reject(
+        self,
+        partial: Request | Response | None,
+        exc: RemoteProtocolError,
+        source: Address,
+        transport: str,
+    ) -> None:
+        """Answer a malformed request if it can be answered at all, and report it once.
+
+        The answer goes back to the source address, not by Via: the Via may be what is broken.
+        A request without any Via, and an ACK, cannot be answered.
+        """
+        self.rejected(partial, exc, source)
+        if not isinstance(partial, Request) or partial.method == "ACK":
+            return
+        if partial.headers.get("via") is None:
+            return
+        self.respond(partial, exc.status, source, transport, reason=exc.reason)
+
+    def rejected(
+        self, message: Request | Response | None, exc: RemoteProtocolError, source: Address | None
+    ) -> None:
+        kind = "request" if isinstance(message, Request) else "message"
+        call_id = message.call_id if message is not None else "?"
+        self.events.append(MessageRejected(exc.status, str(exc), kind, call_id, source))
+
+
+REASONS = {
+    100: "Trying",
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    487: "Request Terminated",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+}
+_COPIED = ("via", "from", "to", "call-id", "cseq")
+
+
+def to_tag_for(request: Request) -> str:
+    """A To tag for the proxy's own responses, the same on every replica for one request."""
+    seed = f"{request.call_id}|{request.headers.get('cseq')}".encode("utf-8", "surrogateescape")
+    return f"sd{zlib.crc32(seed):08x}"
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+) -> Response:
+    """A response to ``request`` made by the proxy (copies Via, From, To, Call-ID, CSeq).
+
+    A To tag is added to every response but 100 Trying, which never carries one."""
+    headers = Headers()
+    for key, name, value in request.headers:
+        if key in _COPIED:
+            tagless = key == "to" and status > 100 and ";tag=" not in value.replace(" ", "").lower()
+            headers.append(name, f"{value};tag={to_tag_for(request)}" if tagless else value)
+    for name, value in extra or ():
+        headers.append(name, value)
+    headers.append("Server", "sipdispatch")
+    return Response(status, reason or REASONS.get(status, "Unknown"), headers)
+
+
+def _hop_request(invite: Request, method: str, via: str, to: str) -> Request:
+    headers = Headers()
+    headers.append("Via", via)
+    for key, name, value in invite.headers:
+        if key in ("from", "call-id", "route"):
+            headers.append(name, value)
+    headers.append("To", to)
+    cseq_number = (invite.headers.get("cseq") or "0").split()[0]
+    headers.append("CSeq", f"{cseq_number} {method}")
+    headers.append("Max-Forwards", "70")
+    return Request(method, invite.uri, headers)
+
+
+def build_ack(invite: Request, via: str, response: Response) -> Request:
+    """The ACK for a non-2xx final response to ``invite`` (same branch, the response's To)."""
+    return _hop_request(invite, "ACK", via, response.headers.get("to") or "")
+
+
+def build_cancel(invite: Request, via: str) -> Request:
+    """A CANCEL for the INVITE sent with Via ``via`` (RFC 3261 9.1)."""
+    return _hop_request(invite, "CANCEL", via, invite.headers.get("to") or "")
+
+
+#: every branch the proxy writes starts so; the next letter says who sent the request
+#: (``T`` a transaction's branch, ``S`` a stateless forward, ``P`` a probe)
+BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
+
+
+def via_value(transport: str, local: Address, branch: str) -> str:
+    """The proxy's own Via for a request sent over ``transport`` from ``local``."""
+    return f"SIP/2.0/{transport.upper()} {format_host(local[0], local[1])};branch={branch};rport"
+
+
+def count_hop(request: Request) -> None:
+    """Max-Forwards one lower, or 70 when the request had none (RFC 3261 16.6 step 3)."""
+    headers = request.headers
+    max_forwards = headers.get("max-forwards")
+    headers.set("Max-Forwards", "70" if max_forwards is None else str(int(max_forwards) - 1))

@@ -1,0 +1,246 @@
+"""The sans-I/O SIP proxy: datagrams in, datagrams and events out (RFC 3261 section 16).
+
+``Proxy.receive(data, source, transport, now)`` returns an ``Outbox``: the ``Send`` values to put
+on the wire and the events to report. ``next_deadline()`` and ``on_timer(now)`` drive
+retransmissions and timeouts. No socket, clock or asyncio here (the aioquic shape), so every
+path is testable with bytes and a hand-moved ``now``.
+
+This module only sorts what comes in; the components do the work. New out-of-dialog requests go
+to ``Forwarder`` (stateful, with failover and CANCEL). In-dialog requests (ACK for 2xx, BYE,
+re-INVITE) are routed by ``Dialogs`` from the signed Record-Route they carry and forwarded
+statelessly, so any replica can route them; their responses go back by Via. ``Probing`` sends
+OPTIONS to destinations, and ``Deadlines`` says when each of them must act next.
+"""
+
+from __future__ import annotations
+
+from sipdispatch.proxy.core.deadlines import Deadlines
+from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
+from sipdispatch.proxy.core.forwarding import Forwarder
+from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
+from sipdispatch.proxy.core.probing import Probe, Probing
+from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
+from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
+from sipdispatch.sip import codec, validation, values
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.uri import SipUri, format_host, parse_uri
+
+__all__ = ["Proxy"]
+
+_AFTER_PREFIX = len(BRANCH_PREFIX)
+
+
+class Proxy:
+    """The whole proxy behaviour over bytes, with state only where a feature needs it."""
+
+    def __init__(self, settings: CoreSettings, select: Selector, signer: Signer) -> None:
+        self._deadlines = Deadlines()
+        self._forwarder = Forwarder(settings, select, signer, self._deadlines)
+        self._dialogs = Dialogs(settings, signer)
+        self._probing = Probing(settings, self._deadlines)
+        self._settings = settings
+
+    @property
+    def settings(self) -> CoreSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: CoreSettings) -> None:
+        """New settings apply from the next message on (a reload changes failover, say)."""
+        self._settings = settings
+        self._forwarder.settings = self._dialogs.settings = self._probing.settings = settings
+
+    # ------------------------------------------------------------------ public surface
+
+    def receive(self, data: bytes, source: Address, transport: str, now: float) -> Outbox:
+        """Handle one datagram (or one framed stream message) from ``source``."""
+        out = Outbox()
+        if codec.is_keepalive(data):
+            return out
+        try:
+            message = codec.parse(data, datagram=transport == "udp")
+        except codec.MessageError as partial_error:
+            out.reject(partial_error.partial, partial_error, source, transport)
+            return out
+        except RemoteProtocolError as error:  # (distinct names: mypyc types each one)
+            out.rejected(None, error, source)
+            return out
+        if isinstance(message, Request):
+            self._on_request(message, source, transport, now, out)
+        else:
+            self._on_response(message, now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` should be called next, or None when nothing is pending."""
+        deadline = self._deadlines.next_deadline()
+        until = self._forwarder.recent.next_expiry()
+        if until is not None:
+            deadline = until if deadline is None else min(deadline, until)
+        return deadline
+
+    def on_timer(self, now: float) -> Outbox:
+        out = Outbox()
+        forwarder = self._forwarder
+        forwarder.recent.prune(now)
+        while (target := self._deadlines.pop_due(now)) is not None:
+            if isinstance(target, Branch):
+                forwarder.branch_timer(target, now, out)
+            elif isinstance(target, ProxyTransaction):
+                forwarder.server_timer(target, now, out)
+            elif isinstance(target, Probe):
+                self._probing.on_timer(target, now, out)
+        return out
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._forwarder.transactions)
+
+    @property
+    def branch_count(self) -> int:
+        return len(self._forwarder.branches)
+
+    @property
+    def remembered_count(self) -> int:
+        """Finished transactions still answering retransmissions (flat records)."""
+        return len(self._forwarder.recent)
+
+    @property
+    def probe_count(self) -> int:
+        return len(self._probing)
+
+    def probe(self, hop: Hop, from_uri: str, timeout: float, now: float) -> tuple[str, Outbox]:
+        """Send an OPTIONS to ``hop``; its outcome comes later as a ``ProbeCompleted`` event.
+
+        Returns the probe id and what to send. A hop whose transport has no listener
+        completes at once with a 503, so the prober sees it as down.
+        """
+        out = Outbox()
+        probe_id = self._probing.start(hop, from_uri, timeout, now, out)
+        return probe_id, out
+
+    def transport_failed(self, address: Address, transport: str, now: float) -> Outbox:
+        """A connection to ``address`` could not be made: its branches fail over at once."""
+        out = Outbox()
+        self._forwarder.transport_failed(address, transport, now, out)
+        self._probing.transport_failed(address, transport, out)
+        return out
+
+    # ------------------------------------------------------------------ requests
+
+    def _on_request(
+        self, request: Request, source: Address, transport: str, now: float, out: Outbox
+    ) -> None:
+        try:
+            top = validation.validate_request(request)
+        except RemoteProtocolError as exc:
+            out.reject(request, exc, source, transport)
+            return
+        # The top Via is read once, here: its parsed form gives the key, the stamped text is
+        # what goes downstream and what our branch signatures cover.
+        via = _stamped(top, source)
+        request.headers.replace_first("via", via)
+        key = _server_key(request, top)
+        upstream = (transport, source)
+        forwarder = self._forwarder
+        method = request.method
+        if method == "ACK":
+            if not forwarder.on_ack(key, now):
+                route = request.headers.first_value("route")
+                if route is not None:
+                    self._dialogs.route(request, route, via, upstream, out)
+                # An ACK nobody can route is dropped: it cannot be answered.
+            return
+        if method == "CANCEL":
+            forwarder.on_cancel(request, key, upstream, now, out)
+            return
+        if forwarder.retransmission(key, out) or self._refuse(request, source, transport, out):
+            return
+        route = request.headers.first_value("route")
+        if route is not None:
+            self._dialogs.route(request, route, via, upstream, out)
+        elif validation.has_to_tag(request):
+            out.respond(request, 404, source, transport, reason="Not Here")
+        elif self._is_for_us(request):
+            out.respond(request, 200, source, transport)
+        else:
+            forwarder.start(request, key, via, upstream, now, out)
+
+    def _refuse(self, request: Request, source: Address, transport: str, out: Outbox) -> bool:
+        """Checks of RFC 3261 16.3 that end in a response of our own (reported like errors)."""
+        max_forwards = request.headers.get("max-forwards")
+        if max_forwards is not None and int(max_forwards) == 0:
+            refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
+            extra: list[tuple[str, str]] = []
+        elif required := request.headers.values("proxy-require"):
+            refusal = RemoteProtocolError(f"Proxy-Require {', '.join(required)}", 420)
+            extra = [("Unsupported", ", ".join(required))]
+        else:
+            return False
+        out.rejected(request, refusal, source)
+        out.respond(request, refusal.status, source, transport, extra=extra)
+        return True
+
+    def _is_for_us(self, request: Request) -> bool:
+        """OPTIONS to the balancer itself (a health check) is answered, not dispatched."""
+        if request.method != "OPTIONS":
+            return False
+        uri = parse_uri(request.uri)
+        return isinstance(uri, SipUri) and uri.user is None and self._settings.is_local(uri)
+
+    # ------------------------------------------------------------------ responses
+
+    def _on_response(self, response: Response, now: float, out: Outbox) -> None:
+        try:
+            top = validation.validate_response(response)
+        except RemoteProtocolError as exc:
+            out.rejected(None, exc, None)
+            return
+        branch_id = top.branch or ""
+        if not branch_id.startswith(BRANCH_PREFIX) or len(branch_id) == _AFTER_PREFIX:
+            return  # not a Via of ours (RFC 4475 bcast): dropped
+        sender = branch_id[_AFTER_PREFIX]
+        if sender == "P":
+            self._probing.on_response(branch_id, response, now, out)
+        elif sender == "S":
+            self._dialogs.relay(response, branch_id, out)
+        elif sender == "T":
+            cseq_method = (response.headers.get("cseq") or "").split()[-1]
+            branch = self._forwarder.branches.get(branch_id)
+            if branch is not None:
+                if cseq_method != "CANCEL":  # the 200 to our CANCEL ends there
+                    self._forwarder.on_response(branch, response, now, out)
+            elif cseq_method == "INVITE" and 200 <= response.status < 300:
+                # A 2xx retransmission that outlived its branch (RFC 3261 16.7 step 10).
+                self._dialogs.relay(response, branch_id, out)
+
+
+def _stamped(top: values.Via, source: Address) -> str:
+    """The top Via with where the request really came from (RFC 3261 18.2.1 received, RFC
+    3581 rport).
+
+    rport is always filled, as Kamailio's force_rport does: responses then go back to the
+    source address and port, which is what NAT and TCP connections need.
+    """
+    host, port = source
+    parts = [f"SIP/2.0/{top.transport} {format_host(top.host, top.port)}"]
+    for name, value in top.params.items():
+        if name not in ("received", "rport"):
+            parts.append(f";{name}={value}" if value else f";{name}")
+    if top.host.strip("[]") != host:
+        parts.append(f";received={host}")
+    parts.append(f";rport={port}")
+    return "".join(parts)
+
+
+def _server_key(request: Request, top: values.Via) -> str:
+    """Transaction key (RFC 3261 17.2.3); RFC 2543 requests fall back to dialog identifiers."""
+    method = "INVITE" if request.method in ("ACK", "CANCEL") else request.method
+    sent_by = format_host(top.host, top.port)
+    branch = top.branch
+    if branch is not None and branch.startswith(values.MAGIC_COOKIE):
+        return f"{branch}|{sent_by}|{method}"
+    from_tag_value = from_tag(request.headers.get("from"))
+    cseq = (request.headers.get("cseq") or "").split()[0]
+    return f"2543|{request.call_id}|{from_tag_value}|{cseq}|{sent_by}|{method}"

@@ -1,0 +1,213 @@
+"""The engine over real loopback sockets: messages in, sends out, events up, timers armed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+import pytest
+from loopback import free_udp_port, until
+
+from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
+from sipdispatch.proxy.core import CoreSettings, Signer
+from sipdispatch.proxy.engine import Engine
+from sipdispatch.proxy.events import (
+    BranchFailed,
+    BranchStarted,
+    CoreEvent,
+    MessageRejected,
+    ProbeCompleted,
+)
+from sipdispatch.proxy.transport.tcp import TcpTransport
+from sipdispatch.proxy.transport.udp import open_udp
+from sipdispatch.sip import codec
+from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.transaction import Timers
+
+
+class Box:
+    """A SIP box on a loopback UDP socket: keeps what it receives, answers when told."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+        self.uri = f"sip:{self.address[0]}:{self.address[1]}"
+
+    async def next(self, within: float = 2.0) -> Request | Response:
+        loop = asyncio.get_running_loop()
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(self.sock, 65535), within)
+        return codec.parse(data)
+
+    def send(self, data: bytes, to: tuple[str, int]) -> None:
+        self.sock.sendto(data, to)
+
+
+def _table(*uris: str) -> DestinationTable:
+    dests = tuple(Destination.create(1, uri) for uri in uris)
+    return DestinationTable.build(TableConfig((SetConfig(1, dests),)), None, 0.0)
+
+
+def _invite(caller: Box, call_id: str) -> bytes:
+    host, port = caller.address
+    return (
+        f"INVITE sip:svc@{host} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK-{call_id}\r\n"
+        f"From: <sip:a@x>;tag=1\r\nTo: <sip:svc@x>\r\nCall-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+Lab = tuple[Engine, tuple[str, int], list[CoreEvent]]
+
+
+@pytest.fixture
+def boxes() -> Iterator[Callable[[], Box]]:
+    made: list[Box] = []
+
+    def make() -> Box:
+        made.append(Box())
+        return made[-1]
+
+    yield make
+    for box in made:
+        box.sock.close()
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
+    engines: list[Engine] = []
+
+    async def make(table: DestinationTable, **settings: object) -> Lab:
+        port = free_udp_port()
+        core = CoreSettings(
+            local={"udp": ("127.0.0.1", port), "tcp": ("127.0.0.1", port)},
+            advertise=("127.0.0.1", port),
+            timers=Timers(t1=0.02, t2=0.16, t4=0.2),
+            **settings,  # type: ignore[arg-type]
+        )
+        events: list[CoreEvent] = []
+
+        def on_events(batch: Sequence[CoreEvent]) -> None:
+            events.extend(batch)
+
+        engine = Engine(core, table, Signer(b"k" * 32), on_events)
+        engine.udp = await open_udp("127.0.0.1", port, engine)
+        engine.tcp = TcpTransport(engine, on_error=engine.connection_failed)
+        engines.append(engine)
+        return engine, engine.udp.local_address, events
+
+    yield make  # type: ignore[misc]
+    for engine in engines:
+        engine.close()
+        if engine.tcp is not None:
+            await engine.tcp.close()
+        if engine.udp is not None and engine.udp.transport is not None:
+            engine.udp.transport.close()
+
+
+async def test_a_request_is_answered_and_forwarded_and_its_events_handed_up(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, gateway = boxes(), boxes()
+    _, address, events = await make_engine(_table(gateway.uri))
+    caller.send(_invite(caller, "e1"), address)
+    trying = await caller.next()
+    assert isinstance(trying, Response)
+    assert trying.status == 100
+    forwarded = await gateway.next()
+    assert isinstance(forwarded, Request)
+    assert (forwarded.method, forwarded.call_id) == ("INVITE", "e1")
+    assert [(e.destination, e.call_id) for e in events if isinstance(e, BranchStarted)] == [
+        (gateway.uri, "e1")
+    ]
+
+
+async def test_the_armed_timer_retransmits_and_fails_over_without_any_traffic(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, silent, answering = boxes(), boxes(), boxes()
+    _, address, events = await make_engine(_table(silent.uri, answering.uri), answer_timeout=0.15)
+    caller.send(_invite(caller, "e2"), address)
+    first = await silent.next()
+    again = await silent.next()  # Timer A, fired by the engine's loop.call_at
+    assert isinstance(first, Request)
+    assert isinstance(again, Request)
+    assert first.headers.first_value("via") == again.headers.first_value("via")
+    moved = await answering.next(within=1.0)  # the answer timeout moved the call on
+    assert isinstance(moved, Request)
+    assert moved.call_id == "e2"
+    assert (silent.uri, 408) in [
+        (e.destination, e.status) for e in events if isinstance(e, BranchFailed)
+    ]
+
+
+async def test_a_malformed_request_is_answered_reported_and_logged(
+    make_engine: Callable[..., asyncio.Future[Lab]],
+    boxes: Callable[[], Box],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caller = boxes()
+    _, address, events = await make_engine(_table("sip:127.0.0.9:5060"))
+    bad = _invite(caller, "e3").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
+    with caplog.at_level(logging.WARNING, logger="sipdispatch.proxy.engine"):
+        caller.send(bad, address)
+        answer = await caller.next()
+    assert isinstance(answer, Response)
+    assert answer.status == 400
+    assert [e.status for e in events if isinstance(e, MessageRejected)] == [400]
+    assert "rejected request (Call-ID e3)" in caplog.text
+
+
+async def test_a_swapped_table_serves_the_next_request(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, old, new = boxes(), boxes(), boxes()
+    engine, address, _ = await make_engine(_table(old.uri))
+    engine.swap_table(_table(new.uri))
+    caller.send(_invite(caller, "e4"), address)
+    forwarded = await new.next()
+    assert isinstance(forwarded, Request)
+    assert forwarded.call_id == "e4"
+
+
+async def test_a_probe_result_arrives_as_an_event(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    gateway = boxes()
+    table = _table(gateway.uri)
+    engine, address, events = await make_engine(table)
+    target = table.get_set(1).targets[0]
+    probe_id = engine.probe(engine.hop_for(target, 1), "sip:lb@x", 1.0)
+    options = await gateway.next()
+    assert isinstance(options, Request)
+    lines = options.to_bytes().decode().split("\r\n")
+    copied = [
+        line for line in lines if line.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")
+    ]
+    gateway.send(
+        ("SIP/2.0 200 OK\r\n" + "\r\n".join(copied) + "\r\nContent-Length: 0\r\n\r\n").encode(),
+        address,
+    )
+    await until(lambda: any(isinstance(e, ProbeCompleted) for e in events))
+    [result] = [e for e in events if isinstance(e, ProbeCompleted)]
+    assert (result.probe_id, result.destination, result.status) == (probe_id, gateway.uri, 200)
+
+
+async def test_a_tcp_destination_that_cannot_be_reached_fails_over_at_once(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, answering = boxes(), boxes()
+    refused = free_udp_port()  # nothing listens on TCP there either, most likely
+    _, address, events = await make_engine(
+        _table(f"sip:127.0.0.1:{refused};transport=tcp", answering.uri), answer_timeout=30.0
+    )
+    caller.send(_invite(caller, "e5"), address)
+    moved = await answering.next(within=2.0)  # long before the 30 s answer timeout
+    assert isinstance(moved, Request)
+    assert moved.call_id == "e5"
+    assert [e.status for e in events if isinstance(e, BranchFailed)] == [503]
