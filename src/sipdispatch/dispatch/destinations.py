@@ -258,7 +258,7 @@ class DestinationTable:
         """The target for `uri` in a set, however the URI is spelled."""
         dest_set = self.get_set(set_id)
         try:
-            key = f"{set_id}:{_uris.parse_sip_uri(uri).normalised()}"
+            key = f"{set_id}:{_uris.normalise(uri)}"
         except ValueError as exc:
             raise UnknownDestinationError(str(exc)) from None
         for target in dest_set.targets:

@@ -373,14 +373,14 @@ def _order(uri: str) -> tuple[int, int | str, int]:
     """Endpoints in address order (10.0.0.9 before 10.0.0.10), names after addresses."""
     parsed = _uris.parse_sip_uri(uri)
     try:
-        address = ipaddress.ip_address(parsed.host)
+        address = ipaddress.ip_address(parsed.host_address)
     except ValueError:
-        return (2, parsed.host, parsed.port)
-    return (address.version - 4, int(address), parsed.port)
+        return (2, parsed.host, parsed.default_port())
+    return (address.version - 4, int(address), parsed.default_port())
 
 
 def _key(uri: str) -> str:
-    return _uris.parse_sip_uri(uri).normalised()
+    return _uris.normalise(uri)
 
 
 # ---------------------------------------------------------------------------- one set

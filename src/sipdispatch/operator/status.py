@@ -67,7 +67,7 @@ def parse_time(text: str | None) -> float | None:
 
 def _key(set_id: int, uri: str) -> tuple[int, str]:
     try:
-        return set_id, _uris.parse_sip_uri(uri).normalised()
+        return set_id, _uris.normalise(uri)
     except ValueError:
         return set_id, uri
 
