@@ -154,7 +154,11 @@ class Via:
     def is_rfc3261(self) -> bool:
         """True when the branch has the magic cookie (and something after it)."""
         branch = self.params.get("branch")
-        return branch is not None and branch.startswith(MAGIC_COOKIE)
+        return (
+            branch is not None
+            and len(branch) > len(MAGIC_COOKIE)
+            and branch.startswith(MAGIC_COOKIE)
+        )
 
 
 def parse_via(value: str) -> Via:
