@@ -78,11 +78,15 @@ SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 # characters of user (unreserved / escaped / user-unreserved) and of password, which adds ":".
 USERINFO: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*")
 # hostname = *( domainlabel "." ) toplabel [ "." ]
-# domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum. The toplabel's leading ALPHA
-# is not enforced: "10.0.0.300" is then a syntactically valid name, and "1.2.3" one too; code
-# that needs real addresses checks them with the ipaddress module.
-_DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-HOSTNAME: Final = re.compile(rf"(?:{_DOMAINLABEL}\.)*{_DOMAINLABEL}\.?")
+# domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum. Written as runs of alphanum
+# joined by a dot or by hyphens, which is the same language: no empty label, no label that
+# starts or ends with "-". The quantifiers are possessive because a piece never has to give
+# characters back (each ends where the alphanum run ends), and that keeps the Via fast path
+# as quick as a plain character class. The toplabel's leading ALPHA is not enforced:
+# "10.0.0.300" and "1.2.3" are then valid names; code that needs real addresses checks them
+# with the ipaddress module.
+_HOSTNAME = r"[A-Za-z0-9]++(?:\.[A-Za-z0-9]++|-++[A-Za-z0-9]++)*+\.?"
+HOSTNAME: Final = re.compile(_HOSTNAME)
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT (no range check, as the ABNF)
 IPV4ADDRESS: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 # IPv6reference = "[" IPv6address "]": left to ipaddress.IPv6Address, see uri.py.
@@ -108,7 +112,7 @@ SENT_PROTOCOL: Final = re.compile(
 # host, port, parameters. Anything else (IPv6, blanks, quoted values) is for the general
 # parser, which uses the rules above.
 VIA_FAST: Final = re.compile(
-    rf"SIP/2\.0/([A-Za-z]+) ((?:{_DOMAINLABEL}\.)*{_DOMAINLABEL}\.?)(?::([0-9]{{1,5}}))?"
+    rf"SIP/2\.0/([A-Za-z]+) ({_HOSTNAME})(?::([0-9]{{1,5}}))?"
     rf"((?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*)"
 )
 # via-received / response-port (RFC 3581) parameters, with their values: use with sub() to
