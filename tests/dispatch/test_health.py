@@ -148,6 +148,55 @@ def test_active_not_probed_keeps_kamailios_ax_and_is_eligible() -> None:
     assert not health.wants_probe(record, pol)
 
 
+ACT, TRY, INA, UP = (
+    HealthState.ACTIVE,
+    HealthState.TRYING,
+    HealthState.INACTIVE,
+    HealthState.COMING_UP,
+)
+
+
+@pytest.mark.parametrize(
+    ("learned", "result", "streak", "after", "reason"),
+    [
+        # streak: consecutive results of the same kind before this one (thresholds 3 and 3);
+        # reason: "old" where the code does not change, so nothing new is recorded.
+        (ACT, OK, 0, ACT, "old"),
+        (ACT, OK, 2, ACT, "old"),
+        (ACT, FAIL, 0, TRY, "500 Server Error"),
+        (ACT, TIMEOUT, 2, INA, "3 consecutive failures (timeout)"),
+        (TRY, OK, 0, ACT, "success"),
+        (TRY, OK, 2, ACT, "success"),
+        (TRY, FAIL, 1, TRY, "old"),
+        (TRY, FAIL, 2, INA, "3 consecutive failures (500 Server Error)"),
+        (INA, OK, 0, UP, "coming up: 1 of 3 successes (success)"),
+        (INA, OK, 2, ACT, "3 consecutive successes (success)"),
+        (INA, TIMEOUT, 0, INA, "old"),
+        (INA, FAIL, 2, INA, "old"),
+        (UP, OK, 1, UP, "old"),
+        (UP, OK, 2, ACT, "3 consecutive successes (success)"),
+        (UP, FAIL, 0, INA, "failed while coming up (500 Server Error)"),
+        (UP, TIMEOUT, 2, INA, "3 consecutive failures (timeout)"),
+    ],
+)
+def test_every_learned_state_and_result(
+    learned: HealthState, result: Result, streak: int, after: HealthState, reason: str
+) -> None:
+    success = result.outcome is Outcome.SUCCESS
+    record = HealthRecord(
+        learned=learned,
+        probing=True,
+        successes=streak if success else 1,
+        failures=1 if success else streak,
+        reason="old",
+    )
+    health.apply(record, result, policy(fail=3, succeed=3), 1.0)
+    assert record.learned is after
+    assert record.reason == reason
+    # One kind of result breaks the other kind's streak.
+    assert (record.successes, record.failures) == ((streak + 1, 0) if success else (0, streak + 1))
+
+
 # --- overrides -------------------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ with file, line and field path.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -75,14 +74,16 @@ def _probing_mode(value: object) -> str:
     return _health.ProbingMode.parse(value).value
 
 
-_CODE_CLASS = re.compile(r"([1-6])xx")
+def _is_code_class(text: str) -> bool:
+    """``1xx`` to ``6xx``: a class of status codes, Kamailio's notation in reply code lists."""
+    return len(text) == 3 and text[0] in "123456" and text[1:] == "xx"
 
 
 def _reply_code(value: object) -> str:
     """A status code (`200`) or class (`"2xx"`), kept as a string."""
     text = str(value).strip().lower() if isinstance(value, int | str) else ""
     if isinstance(value, bool) or not (
-        _CODE_CLASS.fullmatch(text) or (text.isdigit() and 100 <= int(text) <= 699)
+        _is_code_class(text) or (text.isdigit() and 100 <= int(text) <= 699)
     ):
         raise ValueError(f"{value!r} is not a status code (100-699) or class ('2xx')")
     return text
@@ -229,7 +230,7 @@ class SetSpec(_Model):
             raise _issue(f"only used by algorithm hash-key, not {self.algorithm}", "hashKey")
         seen: dict[str, int] = {}
         for i, spec in enumerate(self.destinations):
-            key = _uris.parse_sip_uri(spec.uri).normalised()
+            key = _uris.normalise(spec.uri)
             if key in seen:
                 raise _issue(
                     f"same destination as destinations[{seen[key]}]", "destinations", i, "uri"

@@ -80,7 +80,7 @@ class DestinationKey:
     @classmethod
     def parse(cls, set_id: int, uri: str) -> DestinationKey:
         """The key of ``uri`` in a set, however the URI is spelled; raises ``ValueError``."""
-        return cls(set_id, _uris.parse_sip_uri(uri).normalised())
+        return cls(set_id, _uris.normalise(uri))
 
     def __str__(self) -> str:
         return f"{self.set_id}:{self.uri}"

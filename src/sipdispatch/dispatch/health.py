@@ -90,12 +90,18 @@ __all__ = [
 
 
 class HealthState(enum.Enum):
-    ACTIVE = "A"
-    TRYING = "T"
-    INACTIVE = "I"
-    COMING_UP = "AX"  # inactive, answering again, below the success threshold
-    DISABLED = "D"
-    DRAINING = "DR"
+    """Where a destination stands: four learned states, then the two overrides.
+
+    The two-letter code a user sees is computed from the state and the probing flag
+    (`HealthRecord.code`), so the values here are names, not codes.
+    """
+
+    ACTIVE = "active"
+    TRYING = "trying"  # failed, below the failure threshold: still eligible
+    INACTIVE = "inactive"
+    COMING_UP = "coming-up"  # inactive, answering again, below the success threshold
+    DISABLED = "disabled"
+    DRAINING = "draining"
 
 
 class ProbingMode(enum.Enum):
@@ -235,6 +241,45 @@ _DOWN = frozenset({HealthState.INACTIVE, HealthState.COMING_UP})
 _ELIGIBLE = frozenset({HealthState.ACTIVE, HealthState.TRYING})
 
 
+class _Step(enum.Enum):
+    """A result as the learned state machine sees it, once counted: its kind, and whether it
+    makes the streak of its kind reach the policy's threshold."""
+
+    SUCCESS = "success"
+    ENOUGH_SUCCESSES = "enough successes"
+    FAILURE = "failure"
+    ENOUGH_FAILURES = "enough failures"
+
+
+# Reasons recorded with a transition; `reason` is the result's own.
+_PLAIN = "{reason}"
+_RECOVERED = "{successes} consecutive successes ({reason})"
+_RECOVERING = "coming up: {successes} of {success_threshold} successes ({reason})"
+_FAILED = "{failures} consecutive failures ({reason})"
+_RELAPSED = "failed while coming up ({reason})"
+
+# (learned state, step) -> (next learned state, reason), the transitions of the module
+# docstring. Every pair is present: a missing one would be a KeyError, never a silent stay.
+_TRANSITIONS: dict[tuple[HealthState, _Step], tuple[HealthState, str]] = {
+    (HealthState.ACTIVE, _Step.SUCCESS): (HealthState.ACTIVE, _PLAIN),
+    (HealthState.ACTIVE, _Step.ENOUGH_SUCCESSES): (HealthState.ACTIVE, _PLAIN),
+    (HealthState.ACTIVE, _Step.FAILURE): (HealthState.TRYING, _PLAIN),
+    (HealthState.ACTIVE, _Step.ENOUGH_FAILURES): (HealthState.INACTIVE, _FAILED),
+    (HealthState.TRYING, _Step.SUCCESS): (HealthState.ACTIVE, _PLAIN),
+    (HealthState.TRYING, _Step.ENOUGH_SUCCESSES): (HealthState.ACTIVE, _PLAIN),
+    (HealthState.TRYING, _Step.FAILURE): (HealthState.TRYING, _PLAIN),
+    (HealthState.TRYING, _Step.ENOUGH_FAILURES): (HealthState.INACTIVE, _FAILED),
+    (HealthState.INACTIVE, _Step.SUCCESS): (HealthState.COMING_UP, _RECOVERING),
+    (HealthState.INACTIVE, _Step.ENOUGH_SUCCESSES): (HealthState.ACTIVE, _RECOVERED),
+    (HealthState.INACTIVE, _Step.FAILURE): (HealthState.INACTIVE, _PLAIN),
+    (HealthState.INACTIVE, _Step.ENOUGH_FAILURES): (HealthState.INACTIVE, _FAILED),
+    (HealthState.COMING_UP, _Step.SUCCESS): (HealthState.COMING_UP, _RECOVERING),
+    (HealthState.COMING_UP, _Step.ENOUGH_SUCCESSES): (HealthState.ACTIVE, _RECOVERED),
+    (HealthState.COMING_UP, _Step.FAILURE): (HealthState.INACTIVE, _RELAPSED),
+    (HealthState.COMING_UP, _Step.ENOUGH_FAILURES): (HealthState.INACTIVE, _FAILED),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationUp:
     """The destination became eligible for new dialogs."""
@@ -282,34 +327,31 @@ def apply(record: HealthRecord, result: Result, policy: HealthPolicy, now: float
     reason = result.reason or result.outcome.value
     if result.outcome is Outcome.OVERLOADED:
         record.drain_until = now + result.retry_after
-    elif result.outcome is Outcome.SUCCESS:
-        record.failures = 0
-        record.successes += 1
-        if record.learned is HealthState.TRYING:
-            record.learned = HealthState.ACTIVE
-        elif record.learned in _DOWN:
-            if record.successes >= policy.success_threshold:
-                record.learned = HealthState.ACTIVE
-                reason = f"{record.successes} consecutive successes ({reason})"
-            else:
-                record.learned = HealthState.COMING_UP
-                reason = (
-                    f"coming up: {record.successes} of {policy.success_threshold} "
-                    f"successes ({reason})"
-                )
     else:
-        record.successes = 0
-        record.failures += 1
-        if record.failures >= policy.failure_threshold:
-            record.learned = HealthState.INACTIVE
-            reason = f"{record.failures} consecutive failures ({reason})"
-        elif record.learned is HealthState.ACTIVE:
-            record.learned = HealthState.TRYING
-        elif record.learned is HealthState.COMING_UP:
-            record.learned = HealthState.INACTIVE
-            reason = f"failed while coming up ({reason})"
+        record.learned, template = _TRANSITIONS[record.learned, _count(record, result, policy)]
+        reason = template.format(
+            reason=reason,
+            successes=record.successes,
+            success_threshold=policy.success_threshold,
+            failures=record.failures,
+        )
     _update_probing(record, policy.mode)
     return _finish(record, before, reason, now)
+
+
+def _count(record: HealthRecord, result: Result, policy: HealthPolicy) -> _Step:
+    """Count a success or failure in the record's streaks (one kind resets the other)."""
+    if result.outcome is Outcome.SUCCESS:
+        record.failures = 0
+        record.successes += 1
+        if record.successes >= policy.success_threshold:
+            return _Step.ENOUGH_SUCCESSES
+        return _Step.SUCCESS
+    record.successes = 0
+    record.failures += 1
+    if record.failures >= policy.failure_threshold:
+        return _Step.ENOUGH_FAILURES
+    return _Step.FAILURE
 
 
 def expire_drain(record: HealthRecord, now: float) -> Event | None:
@@ -322,6 +364,7 @@ def expire_drain(record: HealthRecord, now: float) -> Event | None:
 
 
 ADMIN_CODES = frozenset({"a", "ap", "ax", "i", "ip", "ix", "t", "tp", "tx", "d", "dx", "dr"})
+_ADMIN_LEARNED = {"a": HealthState.ACTIVE, "t": HealthState.TRYING, "i": HealthState.INACTIVE}
 
 
 def set_admin_state(record: HealthRecord, code: str, now: float) -> Event | None:
@@ -344,9 +387,7 @@ def set_admin_state(record: HealthRecord, code: str, now: float) -> Event | None
     else:
         record.disabled = record.draining = False
         record.drain_until = None
-        record.learned = {"a": HealthState.ACTIVE, "i": HealthState.INACTIVE}.get(
-            text[0], HealthState.TRYING
-        )
+        record.learned = _ADMIN_LEARNED[text[0]]
         record.failures = record.successes = 0
         if len(text) == 2:
             record.probing = text[1] == "p"

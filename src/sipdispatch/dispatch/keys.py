@@ -10,16 +10,46 @@ why ``from`` means the From URI, never the raw header).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipdispatch.dispatch import context as _context
-from sipdispatch.dispatch import uris as _uris
+from sipdispatch.sip import grammar
 
-__all__ = ["FROM_URI", "PARTS", "RURI", "RURI_USER", "TO_URI", "HashKey", "parse"]
+__all__ = [
+    "FROM_URI",
+    "PARTS",
+    "RURI",
+    "RURI_USER",
+    "TO_URI",
+    "HashKey",
+    "parse",
+    "uri_user_host",
+]
 
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")  # RFC 3261 token: a header name
+
+def uri_user_host(value: str) -> str:
+    """The `user@host` identity of a URI or name-addr, for hashing.
+
+    Accepts a bare URI or a header value with a display name and `<...>`;
+    drops the scheme, port, parameters and headers, and folds the host's
+    case, so that the same caller hashes the same however the URI is dressed.
+    Never fails: a request that made it this far is hashed whatever it holds.
+    """
+    start = value.find("<")
+    if start >= 0:
+        end = value.find(">", start)
+        value = value[start + 1 : end if end > 0 else None]
+    value = value.strip()
+    _, sep, rest = value.partition(":")
+    if sep:
+        value = rest
+    value = value.split(";", 1)[0].split("?", 1)[0]
+    user, sep, host = value.rpartition("@")
+    # Drop the port; an IPv6 literal keeps its brackets and inner colons.
+    bracket = host.find("]")
+    host = host[: bracket + 1] if host.startswith("[") else host.partition(":")[0]
+    return f"{user}@{host.lower()}" if sep else host.lower()
 
 
 def _user(identity: str) -> str | None:
@@ -32,7 +62,7 @@ def _host(identity: str) -> str:
 
 
 def _ruri_user(ctx: _context.SelectionContext) -> str | None:
-    return ctx.request_uri_user or _user(_uris.uri_user_host(ctx.request_uri))
+    return ctx.request_uri_user or _user(uri_user_host(ctx.request_uri))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +78,15 @@ class HashKey:
 
 
 def _from(ctx: _context.SelectionContext) -> str:
-    return _uris.uri_user_host(ctx.from_uri) if ctx.from_uri else ""
+    return uri_user_host(ctx.from_uri) if ctx.from_uri else ""
 
 
 def _to(ctx: _context.SelectionContext) -> str:
-    return _uris.uri_user_host(ctx.to_uri) if ctx.to_uri else ""
+    return uri_user_host(ctx.to_uri) if ctx.to_uri else ""
 
 
 def _ruri(ctx: _context.SelectionContext) -> str:
-    return _uris.uri_user_host(ctx.request_uri) if ctx.request_uri else ""
+    return uri_user_host(ctx.request_uri) if ctx.request_uri else ""
 
 
 FROM_URI = HashKey("from", _from)
@@ -95,7 +125,7 @@ def parse(text: str) -> HashKey:
         # `ruri.usr`: a typo of a URI part, not a header that would never
         # exist (every request would quietly fall back to Call-ID).
         raise ValueError(f"{text!r} is not a known URI part; expected one of: {', '.join(PARTS)}")
-    if not _TOKEN.fullmatch(spec):
+    if not grammar.HEADER_NAME.fullmatch(spec):
         parts = ", ".join(PARTS)
         raise ValueError(f"{text!r} is neither a header name nor one of: {parts}")
     name = spec

@@ -149,11 +149,11 @@ class Destination:
         return cls(
             set_id=set_id,
             uri=uri,
-            host=parsed.host,
-            port=parsed.port,
+            host=parsed.host_address,
+            port=parsed.default_port(),  # always the URI's: parse_sip_uri fills it in
             transport=parsed.transport,
             user=parsed.user,
-            key=f"{set_id}:{parsed.normalised()}",
+            key=f"{set_id}:{parsed}",
             flags=flags,
             priority=priority,
             attrs=MappingProxyType(raw),

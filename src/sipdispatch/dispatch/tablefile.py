@@ -18,16 +18,15 @@ a SIP URI (expected sip:host[:port])``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import tableconfig as _tableconfig
+from sipdispatch.sip import grammar
 
 __all__ = ["TableFileError", "load_table_file", "parse_attrs", "parse_table"]
 
 _FIELDS = ("setid", "uri", "flags", "priority", "attrs")
-_ATTR_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 class TableFileError(ValueError):
@@ -43,14 +42,17 @@ class TableFileError(ValueError):
 
 
 def parse_attrs(text: str) -> dict[str, str]:
-    """Parse ``name=value;name=value`` (a trailing ``;`` is allowed)."""
+    """Parse ``name=value;name=value`` (a trailing ``;`` is allowed).
+
+    Kamailio reads attrs as SIP parameters, so a name is a SIP token.
+    """
     attrs: dict[str, str] = {}
     for item in text.split(";"):
         if not item.strip():
             continue
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or not _ATTR_NAME.fullmatch(name):
+        if not sep or not grammar.PARAM_NAME.fullmatch(name):
             raise ValueError(f"{item!r} is not name=value")
         if name in attrs:
             raise ValueError(f"{name!r} is given twice")
@@ -59,7 +61,8 @@ def parse_attrs(text: str) -> dict[str, str]:
 
 
 def _int(text: str, *, signed: bool) -> int:
-    if re.fullmatch(r"-?[0-9]+" if signed else r"[0-9]+", text):
+    digits = text[1:] if signed and text.startswith("-") else text
+    if digits.isascii() and digits.isdigit():
         return int(text)
     kind = "an integer" if signed else "a non-negative integer"
     raise ValueError(f"{text!r} is not {kind}")

@@ -1,62 +1,37 @@
-"""Just enough SIP URI and address parsing for destination tables.
+"""Destination addresses: SIP URIs, sockets and hosts as people write them in tables.
 
-Destinations are written by people (a `dispatcher.list`, a YAML file, a custom
-resource), so the parser is strict and its errors say what is wrong with the
-text; it is not the message parser of `sip/`, which must be liberal with what
-arrives on the wire. Every error is a `ValueError` whose text reads well after
-a field name: ``uri: 'foo' is not a SIP URI``.
+Destinations are written by people (a `dispatcher.list`, a YAML file, a custom resource), so
+on top of the SIP grammar of `sipdispatch.sip` these parsers ask what a destination needs:
+a sip or sips URI, a host that is an IP address or a resolvable name, a port from 1 to 65535,
+a transport the proxy speaks. The result is a `sip.uri.SipUri` in canonical form, whose text
+is the same for two spellings of one destination. Every error is a `ValueError` whose text
+reads well after a field name: ``uri: 'foo' is not a SIP URI``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
+
+from sipdispatch.sip import grammar
+from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = [
     "TRANSPORTS",
-    "SipUri",
     "SocketAddress",
+    "normalise",
     "parse_host",
     "parse_hostport",
     "parse_sip_uri",
     "parse_socket",
-    "uri_user_host",
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
 
-# RFC 1123 host names; IP literals are checked by the ipaddress module.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-# RFC 3261 25.1 `user`: unreserved / escaped / user-unreserved, no '@' or ';'.
-_USER = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,?/]+")
-
-
-@dataclass(frozen=True, slots=True)
-class SipUri:
-    """The parts of a destination URI that routing and identity depend on."""
-
-    scheme: str  # "sip" or "sips"
-    user: str | None
-    host: str  # lower case; IPv6 without brackets
-    port: int  # the default port filled in when the URI has none
-    transport: str  # "udp" | "tcp" | "tls"
-    explicit_port: bool
-
-    @property
-    def hostport(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def normalised(self) -> str:
-        """A canonical spelling: equal for URIs that reach the same place.
-
-        Case of scheme and host, a default port and the transport parameter
-        are spelled out; other parameters do not change where requests go.
-        """
-        user = f"{self.user}@" if self.user else ""
-        return f"{self.scheme}:{user}{self.hostport};transport={self.transport}"
+# DNS limits (RFC 1035 2.3.4) that the SIP grammar does not set: a longer name never resolves.
+_MAX_NAME = 253
+_MAX_LABEL = 63
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +39,16 @@ class SocketAddress:
     """A `proto:host:port` socket, as in Kamailio's `socket=` and `listen=`."""
 
     transport: str
-    host: str
+    host: str  # canonical; IPv6 without brackets
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        return f"{self.transport}:{format_host(self.host, self.port)}"
 
 
 def parse_host(text: str) -> str:
-    """Check an IPv4, bracketed IPv6 or DNS host; return it in canonical form."""
+    """Check an IPv4, bracketed IPv6 or DNS host; return it in canonical form (IPv6 without
+    brackets, names in lower case without the trailing dot)."""
     if text.startswith("["):
         if not text.endswith("]"):
             raise ValueError(f"{text!r} has an unclosed '['")
@@ -81,14 +56,21 @@ def parse_host(text: str) -> str:
             return str(ipaddress.IPv6Address(text[1:-1]))
         except ValueError:
             raise ValueError(f"{text!r} is not an IPv6 address") from None
-    if re.fullmatch(r"[0-9.]+", text):
+    if text.replace(".", "").isdigit():
+        # All digits and dots: meant as an address, so "10.0.0.256" and "1.2.3" are errors
+        # even though the SIP grammar reads them as host names.
         try:
             return str(ipaddress.IPv4Address(text))
         except ValueError:
             raise ValueError(f"{text!r} is not an IPv4 address") from None
-    if not text or len(text) > 253 or not _HOSTNAME.fullmatch(text):
+    name = text.rstrip(".")
+    if (
+        not grammar.HOSTNAME.fullmatch(text)
+        or len(name) > _MAX_NAME
+        or any(len(label) > _MAX_LABEL for label in name.split("."))
+    ):
         raise ValueError(f"{text!r} is not a host name or IP address")
-    return text.lower().rstrip(".")
+    return name.lower()
 
 
 def _parse_port(text: str, whole: str) -> int:
@@ -119,44 +101,53 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 def parse_sip_uri(text: str) -> SipUri:
-    """Parse a destination such as ``sip:10.0.0.5:5060;transport=tcp``."""
-    whole = text
+    """Parse a destination such as ``sip:10.0.0.5:5060;transport=tcp``, in canonical form.
+
+    The canonical URI has the scheme and host in lower case, the port and the transport
+    spelled out (the defaults filled in), no password, other parameters or headers: they do
+    not change where requests go. Its text is the destination's identity, see `normalise`.
+    """
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower()
     if not sep or scheme not in ("sip", "sips") or not rest:
-        raise ValueError(f"{whole!r} is not a SIP URI (expected sip:host[:port])")
-    rest, _, _headers = rest.partition("?")
-    hostpart, *params = rest.split(";")
-    user: str | None = None
-    if "@" in hostpart:
-        userinfo, _, hostpart = hostpart.rpartition("@")
-        user = userinfo.partition(":")[0]  # a password has no place in routing
-        if not _USER.fullmatch(user):
-            raise ValueError(f"{whole!r} has an invalid user part {user!r}")
-    host_text, port_text = _split_hostport(hostpart, whole)
+        raise ValueError(f"{text!r} is not a SIP URI (expected sip:host[:port])")
     try:
-        host = parse_host(host_text)
+        uri = parse_uri(text)
+    except RemoteProtocolError as exc:
+        raise ValueError(f"{text!r} is not a SIP URI: {exc}") from None
+    if not isinstance(uri, SipUri):  # not reached: the scheme is sip or sips
+        raise ValueError(f"{text!r} is not a SIP URI")
+    try:
+        host = parse_host(uri.host)
     except ValueError as exc:
-        raise ValueError(f"{whole!r} is not a SIP URI: host {exc}") from None
+        raise ValueError(f"{text!r} is not a SIP URI: host {exc}") from None
     transport = "tls" if scheme == "sips" else "udp"
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.lower() != "transport":
-            continue
-        value = value.lower()
-        if value not in TRANSPORTS:
+    asked = uri.param("transport")
+    if asked is not None:
+        asked = asked.lower()
+        if asked not in TRANSPORTS:
             raise ValueError(
-                f"{whole!r} has transport {value!r}; expected one of {', '.join(TRANSPORTS)}"
+                f"{text!r} has transport {asked!r}; expected one of {', '.join(TRANSPORTS)}"
             )
-        if scheme == "sips" and value == "udp":
-            raise ValueError(f"{whole!r}: a sips URI cannot use transport=udp")
+        if scheme == "sips" and asked == "udp":
+            raise ValueError(f"{text!r}: a sips URI cannot use transport=udp")
         # sips over TCP means TLS: the scheme asks for a secure hop.
-        transport = "tls" if scheme == "sips" else value
-    if port_text is None:
+        transport = "tls" if scheme == "sips" else asked
+    if uri.port is None:
         port = 5061 if transport == "tls" else 5060
     else:
-        port = _parse_port(port_text, whole)
-    return SipUri(scheme, user, host, port, transport, port_text is not None)
+        port = _parse_port(str(uri.port), text)
+    host = f"[{host}]" if ":" in host else host
+    return SipUri(scheme, uri.user, None, host, port, params=f";transport={transport}")
+
+
+def normalise(text: str) -> str:
+    """A destination's canonical spelling: equal for URIs that reach the same place.
+
+    ``SIP:GW.example.com`` and ``sip:gw.example.com:5060;transport=udp;lr`` are both
+    ``sip:gw.example.com:5060;transport=udp``. Raises `ValueError` like `parse_sip_uri`.
+    """
+    return str(parse_sip_uri(text))
 
 
 def parse_socket(text: str) -> SocketAddress:
@@ -171,26 +162,3 @@ def parse_socket(text: str) -> SocketAddress:
     if port_text is None:
         raise ValueError(f"{text!r} has no port (expected proto:host:port)")
     return SocketAddress(proto.lower(), parse_host(host_text), _parse_port(port_text, text))
-
-
-def uri_user_host(value: str) -> str:
-    """The `user@host` identity of a URI or name-addr, for hashing.
-
-    Accepts a bare URI or a header value with a display name and `<...>`;
-    drops the scheme, port, parameters and headers, and folds the host's
-    case, so that the same caller hashes the same however the URI is dressed.
-    """
-    start = value.find("<")
-    if start >= 0:
-        end = value.find(">", start)
-        value = value[start + 1 : end if end > 0 else None]
-    value = value.strip()
-    _, sep, rest = value.partition(":")
-    if sep:
-        value = rest
-    value = value.split(";", 1)[0].split("?", 1)[0]
-    user, sep, host = value.rpartition("@")
-    # Drop the port; an IPv6 literal keeps its brackets and inner colons.
-    bracket = host.find("]")
-    host = host[: bracket + 1] if host.startswith("[") else host.partition(":")[0]
-    return f"{user}@{host.lower()}" if sep else host.lower()

@@ -51,10 +51,10 @@ def locate(uri: str) -> tuple[str, Order]:
     when it is not a SIP URI. Orders 10.0.0.9 before 10.0.0.10, names after addresses."""
     parsed = _uris.parse_sip_uri(uri)
     try:
-        address = ipaddress.ip_address(parsed.host)
+        address = ipaddress.ip_address(parsed.host_address)
     except ValueError:
-        return parsed.normalised(), (2, parsed.host, parsed.port)
-    return parsed.normalised(), (address.version - 4, int(address), parsed.port)
+        return str(parsed), (2, parsed.host, parsed.default_port())
+    return str(parsed), (address.version - 4, int(address), parsed.default_port())
 
 
 def identity(uri: str) -> str:

@@ -9,7 +9,6 @@ checked only for the generic ``scheme ":" opaque`` shape.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -17,16 +16,6 @@ from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["SipUri", "format_host", "parse_host_port", "parse_uri", "unescape"]
-
-# hostname = *( domainlabel "." ) toplabel [ "." ]: labels of alphanum and inner hyphens.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
-_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-# userinfo characters: unreserved / escaped / user-unreserved, plus ":" for the password.
-_USERINFO = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*")
-_PARAMCHARS = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
-_PARAMS = re.compile(rf"(?:;[{_PARAMCHARS}]+(?:=[{_PARAMCHARS}@]*)?)*")
-_HEADERS = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$=&@]*")
 
 
 def unescape(text: str) -> str:
@@ -60,7 +49,7 @@ def parse_host_port(text: str, what: str = "host") -> tuple[str, int | None]:
     else:
         host, sep, port_text = text.partition(":")
         rest = sep + port_text
-        if not (_IPV4.fullmatch(host) or _HOSTNAME.fullmatch(host)):
+        if not (grammar.IPV4ADDRESS.fullmatch(host) or grammar.HOSTNAME.fullmatch(host)):
             raise RemoteProtocolError(f"{what}: bad host {host!r}")
     if not rest:
         return host, None
@@ -162,14 +151,14 @@ def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
     userinfo, at, hostpart = rest.partition("@")
     if not at:
         userinfo, hostpart = "", rest
-    elif not _USERINFO.fullmatch(userinfo) or not userinfo:
+    elif not grammar.USERINFO.fullmatch(userinfo) or not userinfo:
         raise RemoteProtocolError(f"bad user part in {text!r}")
     hostpart, qmark, headers = hostpart.partition("?")
-    if qmark and (not allow_headers or not _HEADERS.fullmatch(headers)):
+    if qmark and (not allow_headers or not grammar.URI_HEADERS.fullmatch(headers)):
         raise RemoteProtocolError(f"URI headers not allowed here: {text!r}")
     semi = hostpart.find(";")
     hostport, params = (hostpart, "") if semi < 0 else (hostpart[:semi], hostpart[semi:])
-    if params and not _PARAMS.fullmatch(params):
+    if params and not grammar.URI_PARAMS.fullmatch(params):
         raise RemoteProtocolError(f"bad URI parameters in {text!r}")
     host, port = parse_host_port(hostport, "URI host")
     user: str | None = None

@@ -8,9 +8,7 @@ other SIP versions. Responses that fail are dropped by the caller, never answere
 
 from __future__ import annotations
 
-import re
-
-from sipdispatch.sip import values
+from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import parse_uri
@@ -22,21 +20,26 @@ ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _SINGLETONS = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
 _MAX_UINT32 = 2**32 - 1
-_TO_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 
 def has_to_tag(request: Request) -> bool:
     """Whether the request is inside a dialog (its To header carries a tag)."""
-    return _TO_TAG.search(request.headers.get("to") or "") is not None
+    return grammar.TAG_PARAM.search(request.headers.get("to") or "") is not None
 
 
-def _check_singletons(message: Request | Response) -> None:
-    if not message.headers.has_repeated():
-        return
-    for key in _SINGLETONS:
-        found = message.headers.get_all(key)
-        if len(found) > 1:
-            raise RemoteProtocolError(f"{key} appears {len(found)} times")
+def _check_headers(message: Request | Response) -> values.Via:
+    """The checks requests and responses share: mandatory headers present, singletons single;
+    returns the parsed top Via."""
+    headers = message.headers
+    for key in _MANDATORY:
+        if headers.get(key) is None:
+            raise RemoteProtocolError(f"missing {key} header")
+    if headers.has_repeated():
+        for key in _SINGLETONS:
+            found = headers.get_all(key)
+            if len(found) > 1:
+                raise RemoteProtocolError(f"{key} appears {len(found)} times")
+    return values.parse_via(headers.first_value("via") or "")
 
 
 def _check_uint32(text: str, what: str, upper: int = _MAX_UINT32) -> int:
@@ -57,12 +60,8 @@ def validate_request(request: Request) -> values.Via:
         raise RemoteProtocolError(
             f"unsupported version {request.version}", 505, "Version Not Supported"
         )
+    top = _check_headers(request)
     headers = request.headers
-    for key in _MANDATORY:
-        if headers.get(key) is None:
-            raise RemoteProtocolError(f"missing {key} header")
-    _check_singletons(request)
-    top = values.parse_via(headers.first_value("via") or "")
     if top.branch == values.MAGIC_COOKIE:
         # The bare cookie cannot identify a transaction (RFC 4475 badbranch).
         raise RemoteProtocolError("Via branch is only the magic cookie")
@@ -108,11 +107,6 @@ def validate_response(response: Response) -> values.Via:
     the parsed top Via."""
     if response.version != "SIP/2.0" or response.status > 699:
         raise RemoteProtocolError(f"bad status line {response.version} {response.status}")
-    headers = response.headers
-    for key in _MANDATORY:
-        if headers.get(key) is None:
-            raise RemoteProtocolError(f"missing {key} header")
-    _check_singletons(response)
-    top = values.parse_via(headers.first_value("via") or "")
-    values.parse_cseq(headers.get("cseq") or "")
+    top = _check_headers(response)
+    values.parse_cseq(response.headers.get("cseq") or "")
     return top

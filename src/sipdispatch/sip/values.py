@@ -7,7 +7,6 @@ regular expression, and no maintained Python library parses SIP header values.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sipdispatch.sip import grammar
@@ -30,13 +29,7 @@ __all__ = [
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
-_LWS = " \t"
-# gen-value = token / host / quoted-string (IPv6 references allowed in received=, RFC 5118 4.5)
-_PARAM_VALUE = re.compile(rf"[{grammar.TOKEN_CHARS}:\[\]]+")
-_SENT_PROTOCOL = re.compile(
-    rf"SIP[{_LWS}]*/[{_LWS}]*2\.0[{_LWS}]*/[{_LWS}]*([{grammar.TOKEN_CHARS}]+)", re.IGNORECASE
-)
-_CSEQ = re.compile(rf"([0-9]{{1,10}})[{_LWS}]+([{grammar.TOKEN_CHARS}]+)")
+_LWS = grammar.WSP
 _MAX_CSEQ = 2**32 - 1  # RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer
 
 
@@ -126,7 +119,7 @@ def parse_params(text: str) -> dict[str, str]:
                 end = _read_quoted(rest, 0)
                 value, rest = rest[:end], rest[end:]
             else:
-                value_match = _PARAM_VALUE.match(rest)
+                value_match = grammar.GEN_VALUE.match(rest)
                 if not value_match:
                     raise RemoteProtocolError(f"bad value of parameter {name!r} in {text!r}")
                 value, rest = value_match.group(), rest[value_match.end() :]
@@ -161,20 +154,16 @@ class Via:
     def is_rfc3261(self) -> bool:
         """True when the branch has the magic cookie (and something after it)."""
         branch = self.params.get("branch")
-        return branch is not None and branch.startswith(MAGIC_COOKIE)
-
-
-# The form nearly every Via takes: no LWS inside, a plain host, token parameters. Anything
-# else (IPv6, folding leftovers, quoted values) goes through the general parser below.
-_SIMPLE_VIA = re.compile(
-    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)(?::([0-9]{{1,5}}))?"
-    rf"((?:;[{grammar.TOKEN_CHARS}]+(?:=[{grammar.TOKEN_CHARS}]+)?)*)"
-)
+        return (
+            branch is not None
+            and len(branch) > len(MAGIC_COOKIE)
+            and branch.startswith(MAGIC_COOKIE)
+        )
 
 
 def parse_via(value: str) -> Via:
     """Parse one Via value (LWS around ``/`` is legal, RFC 4475 wsinv)."""
-    simple = _SIMPLE_VIA.fullmatch(value)
+    simple = grammar.VIA_FAST.fullmatch(value)
     if simple is not None:
         transport, host, port, params_text = simple.groups()
         if port is None or int(port) <= 65535:
@@ -183,13 +172,13 @@ def parse_via(value: str) -> Via:
                 name, _, param_value = item.partition("=")
                 params[name.lower()] = param_value
             return Via(transport.upper(), host, int(port) if port else None, params)
-    match = _SENT_PROTOCOL.match(value.strip(_LWS))
+    match = grammar.SENT_PROTOCOL.match(value.strip(_LWS))
     if not match:
         raise RemoteProtocolError(f"bad Via {value!r}")
     rest = value.strip(_LWS)[match.end() :].lstrip(_LWS)
     semi = rest.find(";")
     sent_by, params_text = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
-    sent_by = re.sub(rf"[{_LWS}]*:[{_LWS}]*", ":", sent_by.strip(_LWS))
+    sent_by = grammar.COLON.sub(":", sent_by.strip(_LWS))
     if not sent_by:
         raise RemoteProtocolError(f"Via without sent-by: {value!r}")
     host, port = parse_host_port(sent_by, "Via sent-by")
@@ -278,7 +267,7 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     """``1*DIGIT LWS Method``; the number must fit in 32 bits (RFC 4475 scalar02)."""
-    match = _CSEQ.fullmatch(value.strip(_LWS))
+    match = grammar.CSEQ.fullmatch(value.strip(_LWS))
     if not match:
         raise RemoteProtocolError(f"bad CSeq {value!r}")
     number = int(match.group(1))
