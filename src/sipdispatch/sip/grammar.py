@@ -38,7 +38,6 @@ __all__ = [
     "URI_PARAMS",
     "USERINFO",
     "VIA_FAST",
-    "VIA_RECEIVED_RPORT",
     "WSP",
 ]
 
@@ -114,11 +113,6 @@ SENT_PROTOCOL: Final = re.compile(
 VIA_FAST: Final = re.compile(
     rf"SIP/2\.0/([A-Za-z]+) ({_HOSTNAME})(?::([0-9]{{1,5}}))?"
     rf"((?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*)"
-)
-# via-received / response-port (RFC 3581) parameters, with their values: use with sub() to
-# take them out of a Via before writing the proxy's own.
-VIA_RECEIVED_RPORT: Final = re.compile(
-    r";[ \t]*(?:received|rport)(?:[ \t]*=[ \t]*[^;,\s]*)?", re.IGNORECASE
 )
 # tag-param = "tag" EQUAL token (From, To): use with search() to find a tag without parsing
 # the whole name-addr. Group 1 is the tag, which may be empty when the sender wrote "tag=".

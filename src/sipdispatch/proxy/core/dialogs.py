@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, count_hop, via_value
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Send
 from sipdispatch.proxy.events import DialogEnded
-from sipdispatch.sip import values
+from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Dialogs", "Signer", "from_tag", "record_route", "route_target"]
 
-_TAG = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s]+)", re.I)
 _SIGNATURE_BYTES = 10  # 80 bits: forging one takes 2**79 tries on average
 
 
@@ -125,8 +123,8 @@ class Dialogs:
 
 def from_tag(value: str | None) -> str | None:
     """The tag parameter of a From or To value, without parsing the whole name-addr."""
-    match = _TAG.search(value or "")
-    return match.group(1) if match else None
+    match = grammar.TAG_PARAM.search(value or "")
+    return (match.group(1) or None) if match else None
 
 
 def record_route(

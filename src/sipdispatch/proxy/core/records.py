@@ -8,12 +8,11 @@ round-robin pays for nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from sipdispatch.sip import values
+from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, header_key
 from sipdispatch.sip.transaction import Timers
@@ -31,7 +30,6 @@ __all__ = [
 
 Address = tuple[str, int]
 
-_USERNAME = re.compile(r"""username\s*=\s*"((?:[^"\\]|\\.)*)"|username\s*=\s*([^\s,]+)""", re.I)
 
 
 # Records made for every message are dataclasses with a hand-written __init__, not frozen:
@@ -102,7 +100,7 @@ class RequestSelection:
         value = headers.get("authorization") or headers.get("proxy-authorization")
         if value is None:
             return None
-        match = _USERNAME.search(value)
+        match = grammar.DIGEST_USERNAME.search(value)
         if match is None:
             return None
         return match.group(1) if match.group(1) is not None else match.group(2)
