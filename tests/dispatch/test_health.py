@@ -453,3 +453,18 @@ def test_invariants_over_any_result_sequence(
             assert record.probing == (record.learned is not HealthState.ACTIVE or timed_drain)
         else:
             assert record.probing == (record.learned in DOWN or timed_drain)
+
+
+def test_coming_up_to_active_in_inactive_mode_says_why_though_the_code_stays_ax() -> None:
+    # In probing mode "inactive" an active destination is not probed: AX both while it comes
+    # up and once it is up, so only its eligibility and reason tell the two apart.
+    pol = policy(fail=1, succeed=2, mode="inactive")
+    record = HealthRecord()
+    feed(record, [FAIL, OK], pol)
+    assert (record.code, record.eligible) == ("AX", False)
+    coming_up_reason = record.reason
+    event = health.apply(record, OK, pol, 10.0)
+    assert isinstance(event, health.DestinationUp)
+    assert (record.code, record.eligible) == ("AX", True)
+    assert record.reason != coming_up_reason
+    assert record.changed_at == 10.0

@@ -416,7 +416,9 @@ def _finish(
 ) -> Event | None:
     was_eligible, previous = before
     code = record.code
-    if code != previous:
+    # A destination that finishes coming up in a mode that stops probing it stays AX: the
+    # change is its eligibility, and the reason must say so, not "coming up".
+    if code != previous or record.eligible != was_eligible:
         record.changed_at = now
         record.reason = reason
     if record.eligible and not was_eligible:
