@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipdispatch.dispatch.destinations import DestinationKey
+
 __all__ = [
     "BranchAnswered",
     "BranchFailed",
@@ -23,22 +25,19 @@ __all__ = [
 class BranchAnswered:
     """A destination answered a forwarded request with 2xx after ``latency`` seconds."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     latency: float
     method: str = "INVITE"
     call_id: str = ""
 
     def __init__(
         self,
-        destination: str,
-        set_id: int,
+        destination: DestinationKey,
         latency: float,
         method: str = "INVITE",
         call_id: str = "",
     ) -> None:
         self.destination = destination
-        self.set_id = set_id
         self.latency = latency
         self.method = method
         self.call_id = call_id
@@ -48,14 +47,12 @@ class BranchAnswered:
 class BranchStarted:
     """A request was sent to a destination (first attempt, failover or fork)."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     method: str
     call_id: str
 
-    def __init__(self, destination: str, set_id: int, method: str, call_id: str) -> None:
+    def __init__(self, destination: DestinationKey, method: str, call_id: str) -> None:
         self.destination = destination
-        self.set_id = set_id
         self.method = method
         self.call_id = call_id
 
@@ -64,14 +61,12 @@ class BranchStarted:
 class BranchFailed:
     """A destination answered with a failure, or timed out (``status`` 408)."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     status: int
     call_id: str = ""
 
-    def __init__(self, destination: str, set_id: int, status: int, call_id: str = "") -> None:
+    def __init__(self, destination: DestinationKey, status: int, call_id: str = "") -> None:
         self.destination = destination
-        self.set_id = set_id
         self.status = status
         self.call_id = call_id
 
@@ -99,8 +94,7 @@ class ProbeCompleted:
     """An OPTIONS probe ended: ``status`` is the final reply, 408 when none came in time."""
 
     probe_id: str
-    destination: str
-    set_id: int
+    destination: DestinationKey
     status: int
     rtt: float | None
     retry_after: float | None = None

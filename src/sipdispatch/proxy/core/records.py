@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, header_key
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
-
 
 
 # Records made for every message are dataclasses with a hand-written __init__, not frozen:
@@ -56,15 +56,14 @@ class Hop:
     host: str  # without IPv6 brackets
     port: int
     transport: str
-    key: str  # the destination's identity (its URI), for health and metrics
-    set_id: int = 0
+    #: the destination's identity (its table target's own key), which every event names
+    key: DestinationKey
 
-    def __init__(self, host: str, port: int, transport: str, key: str, set_id: int = 0) -> None:
+    def __init__(self, host: str, port: int, transport: str, key: DestinationKey) -> None:
         self.host = host
         self.port = port
         self.transport = transport
         self.key = key
-        self.set_id = set_id
 
 
 class RequestSelection:
