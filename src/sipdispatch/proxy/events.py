@@ -1,4 +1,8 @@
-"""Facts the proxy core reports to its owner (metrics, passive health marking, logs)."""
+"""Facts the proxy core reports to its owner (metrics, passive health marking, logs).
+
+A destination is named by the `DestinationKey` its hop carries: the table target's own key
+object, so the owner's look-ups by it match by identity.
+"""
 
 from __future__ import annotations
 

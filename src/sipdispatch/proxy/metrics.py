@@ -202,8 +202,8 @@ class ProxyMetrics:
             failover.inc()
 
     def _labels(self, key: DestinationKey) -> tuple[str, str]:
-        """The ``set`` and ``uri`` labels of a destination: its URI as configured (as the
-        state gauges spell it), as long as the table being served has it."""
+        """The ``set`` and ``uri`` labels of a destination: its URI as the table being served
+        spells it (as the state gauges do) when it is first counted, else its key's URI."""
         table = self._table()
         dest_set = table.sets.get(key.set_id) if table is not None else None
         for target in dest_set.targets if dest_set is not None else ():

@@ -153,7 +153,7 @@ def route_target(request: Request, route: SipUri, source: Address, signer: Signe
     if from_tag(request.headers.get("from")) == ftag:
         return gateway  # caller to gateway: always the box that answered the dialog
     # Gateway to caller: only the gateway may send this way, to where the request says.
-    gateway_host = gateway[1][0]
+    _, (gateway_host, _) = gateway
     if source[0] != gateway_host:
         raise RemoteProtocolError("request against the dialog direction", 403, "Forbidden")
     remaining = request.headers.values("route")[1:]
