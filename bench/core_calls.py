@@ -22,6 +22,7 @@ import cProfile
 import pstats
 import time
 
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, RequestSelection, Selection, Signer
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
@@ -29,8 +30,8 @@ from sipdispatch.sip.message import Request, Response
 PROXY = ("127.0.0.1", 5060)
 CALLER = ("127.0.0.1", 5061)
 GATEWAYS = [
-    Hop("127.0.0.2", 5060, "udp", "sip:127.0.0.2:5060", 1),
-    Hop("127.0.0.3", 5060, "udp", "sip:127.0.0.3:5060", 1),
+    Hop("127.0.0.2", 5060, "udp", DestinationKey.parse(1, "sip:127.0.0.2:5060")),
+    Hop("127.0.0.3", 5060, "udp", DestinationKey.parse(1, "sip:127.0.0.3:5060")),
 ]
 
 INVITE = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core import (
     Address,
     CoreSettings,
@@ -23,8 +24,8 @@ from sipdispatch.sip.transaction import Timers
 
 PROXY = ("10.0.0.1", 5060)
 CALLER = ("192.0.2.10", 5070)
-GW1 = Hop("127.0.0.2", 5060, "udp", "sip:127.0.0.2:5060", 1)
-GW2 = Hop("127.0.0.3", 5060, "udp", "sip:127.0.0.3:5060", 1)
+GW1 = Hop("127.0.0.2", 5060, "udp", DestinationKey.parse(1, "sip:127.0.0.2:5060"))
+GW2 = Hop("127.0.0.3", 5060, "udp", DestinationKey.parse(1, "sip:127.0.0.3:5060"))
 _ids = itertools.count(1)
 
 
@@ -74,7 +75,7 @@ class CoreDriver:
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
 
-    def failures(self) -> list[tuple[str, int]]:
+    def failures(self) -> list[tuple[DestinationKey, int]]:
         """(destination, status) of every ``BranchFailed`` so far."""
         return [(e.destination, e.status) for e in self.events if isinstance(e, BranchFailed)]
 

@@ -3,6 +3,7 @@ retransmitted requests after their transaction has finished."""
 
 from __future__ import annotations
 
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core import Hop
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers, Timed
 from sipdispatch.proxy.core.probing import Probe
@@ -18,7 +19,11 @@ def _alarm(at: float) -> Probe:
     at 32 s) whose own timeout comes first. The tests move it through ``give_up_at``."""
     client = ClientTransaction(invite=False, reliable=True, now=0.0, timers=Timers())
     probe = Probe(
-        "p", Hop("127.0.0.2", 5060, "tcp", "sip:127.0.0.2:5060;transport=tcp"), b"", client, 0.0
+        "p",
+        Hop("127.0.0.2", 5060, "tcp", DestinationKey.parse(1, "sip:127.0.0.2:5060;transport=tcp")),
+        b"",
+        client,
+        0.0,
     )
     probe.give_up_at = at
     return probe

@@ -30,7 +30,7 @@ def test_probe_sends_options_to_the_destination_and_reports_status_and_rtt() -> 
     assert parse_via(options.headers.first_value("via") or "").host == PROXY[0]
     assert "sip:lb@example.net" in (options.headers.get("from") or "")
     assert proxy.receive(reply(options, 200), (GW1.host, GW1.port), "udp", 10.25) == []
-    assert proxy.events == [ProbeCompleted(probe_id, GW1.key, 1, 200, 0.25, None)]
+    assert proxy.events == [ProbeCompleted(probe_id, GW1.key, 200, 0.25, None)]
     assert proxy.probe_count == 0
 
 
@@ -41,7 +41,7 @@ def test_probe_without_answer_times_out_as_408_at_its_own_timeout() -> None:
     while (deadline := proxy.next_deadline()) is not None:
         retransmits += proxy.on_timer(deadline)
     assert [s.address for s in retransmits] == [(GW2.host, GW2.port)]  # Timer E at T1=0.5
-    assert proxy.events == [ProbeCompleted(probe_id, GW2.key, 1, 408, None, None)]
+    assert proxy.events == [ProbeCompleted(probe_id, GW2.key, 408, None, None)]
 
 
 def test_probe_503_carries_retry_after() -> None:
@@ -51,7 +51,7 @@ def test_probe_503_carries_retry_after() -> None:
         b"Content-Length: 0", b"Retry-After: 120 (maintenance)\r\nContent-Length: 0"
     )
     proxy.receive(answer, (GW1.host, GW1.port), "udp", 0.1)
-    assert proxy.events[0] == ProbeCompleted(probe_id, GW1.key, 1, 503, 0.1, 120.0)
+    assert proxy.events[0] == ProbeCompleted(probe_id, GW1.key, 503, 0.1, 120.0)
 
 
 def test_parallel_forking_first_2xx_wins_and_the_others_are_cancelled() -> None:

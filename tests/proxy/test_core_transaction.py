@@ -32,12 +32,12 @@ def test_each_call_returns_the_events_it_caused_and_nothing_older() -> None:
         Signer(b"s" * 32),
     )
     sent = proxy.receive(invite(call_id="ev-1"), CALLER, "udp", 0.0)
-    assert sent.events == [BranchStarted(GW1.key, 1, "INVITE", "ev-1")]
+    assert sent.events == [BranchStarted(GW1.key, "INVITE", "ev-1")]
     forwarded = request_of(sent_to(sent.sends, address_of(GW1))[0])
     ringing = proxy.receive(reply(forwarded, 180), address_of(GW1), "udp", 0.1)
     assert ringing.events == []
     answered = proxy.receive(reply(forwarded, 200), address_of(GW1), "udp", 0.5)
-    assert answered.events == [BranchAnswered(GW1.key, 1, 0.5, "INVITE", "ev-1")]
+    assert answered.events == [BranchAnswered(GW1.key, 0.5, "INVITE", "ev-1")]
     assert proxy.on_timer(0.6).events == []
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 import pytest
 from loopback import free_udp_port, until
 
-from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.core import CoreSettings, Signer
 from sipdispatch.proxy.engine import Engine
@@ -123,7 +123,7 @@ async def test_a_request_is_answered_and_forwarded_and_its_events_handed_up(
     assert isinstance(forwarded, Request)
     assert (forwarded.method, forwarded.call_id) == ("INVITE", "e1")
     assert [(e.destination, e.call_id) for e in events if isinstance(e, BranchStarted)] == [
-        (gateway.uri, "e1")
+        (DestinationKey.parse(1, gateway.uri), "e1")
     ]
 
 
@@ -141,7 +141,7 @@ async def test_the_armed_timer_retransmits_and_fails_over_without_any_traffic(
     moved = await answering.next(within=1.0)  # the answer timeout moved the call on
     assert isinstance(moved, Request)
     assert moved.call_id == "e2"
-    assert (silent.uri, 408) in [
+    assert (DestinationKey.parse(1, silent.uri), 408) in [
         (e.destination, e.status) for e in events if isinstance(e, BranchFailed)
     ]
 
@@ -182,7 +182,7 @@ async def test_a_probe_result_arrives_as_an_event(
     table = _table(gateway.uri)
     engine, address, events = await make_engine(table)
     target = table.get_set(1).targets[0]
-    probe_id = engine.probe(engine.hop_for(target, 1), "sip:lb@x", 1.0)
+    probe_id = engine.probe(engine.hop_for(target), "sip:lb@x", 1.0)
     options = await gateway.next()
     assert isinstance(options, Request)
     lines = options.to_bytes().decode().split("\r\n")
@@ -195,7 +195,7 @@ async def test_a_probe_result_arrives_as_an_event(
     )
     await until(lambda: any(isinstance(e, ProbeCompleted) for e in events))
     [result] = [e for e in events if isinstance(e, ProbeCompleted)]
-    assert (result.probe_id, result.destination, result.status) == (probe_id, gateway.uri, 200)
+    assert (result.probe_id, result.destination, result.status) == (probe_id, target.identity, 200)
 
 
 async def test_a_tcp_destination_that_cannot_be_reached_fails_over_at_once(

@@ -61,7 +61,7 @@ class Book:
 
 def test_changes_name_the_destination_by_its_key_and_say_where_they_came_from() -> None:
     book = Book()
-    book.book.observe([BranchFailed(GW1, 1, 500)])
+    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
     book.book.set_state(1, "sip:127.0.0.3", "dx")  # however the URI is spelled
     assert [(c.key, c.source, c.previous, c.code) for c in book.changes] == [
         (DestinationKey(1, "sip:127.0.0.2:5060;transport=udp"), "traffic", "AP", "TP"),
@@ -107,25 +107,35 @@ def test_a_retry_after_drain_ends_when_the_book_expires_it(
 
 def test_new_thresholds_apply_to_the_next_result() -> None:
     book = Book(probing(failureThreshold=3))
-    book.book.observe([BranchFailed(GW1, 1, 500), BranchFailed(GW1, 1, 500)])
+    book.book.observe(
+        [
+            BranchFailed(DestinationKey.parse(1, GW1), 500),
+            BranchFailed(DestinationKey.parse(1, GW1), 500),
+        ]
+    )
     assert book.code(GW1) == "TP"
     book.book.configure(probing(failureThreshold=2))
-    book.book.observe([BranchFailed(GW1, 1, 500)])
+    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
     assert book.code(GW1) == "IP"
 
 
 def test_without_a_prober_probe_completions_are_ignored() -> None:
     book = Book()
-    book.book.observe([ProbeCompleted("p1", GW1, 1, 408, None)])
+    book.book.observe([ProbeCompleted("p1", DestinationKey.parse(1, GW1), 408, None)])
     assert book.changes == []
     assert book.code(GW1) == "AP"
 
 
 def test_a_reload_keeps_serving_the_carried_records() -> None:
     book = Book()
-    book.book.observe([BranchFailed(GW1, 1, 500)])
+    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
     book.table = table(GW1, previous=book.table)
     book.book.follow(book.table)
-    book.book.observe([BranchFailed(GW1, 1, 500), BranchFailed(GW2, 1, 500)])
+    book.book.observe(
+        [
+            BranchFailed(DestinationKey.parse(1, GW1), 500),
+            BranchFailed(DestinationKey.parse(1, GW2), 500),
+        ]
+    )
     assert book.code(GW1) == "IP"  # the streak went on in the carried record
     assert [c.source for c in book.changes] == ["traffic", "traffic"]  # GW2 is gone

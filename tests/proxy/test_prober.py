@@ -463,10 +463,10 @@ def test_target_index_follows_the_table_object() -> None:
     assert index.refresh(table)
     assert not index.refresh(table)
     target = table.find(1, uris[1])
-    assert index.for_hop(1, uris[1]) is target
     key = DestinationKey(1, "sip:10.0.0.2:5060;transport=tcp")
     assert index.get(key) is target
+    assert index.get(target.identity) is target
     assert str(key) == target.key
     assert list(index.keys()) == [DestinationKey(1, "sip:10.0.0.1:5060;transport=udp"), key]
-    assert index.for_hop(2, uris[1]) is None
-    assert index.for_hop(1, "sip:10.0.0.3") is None
+    assert index.get(DestinationKey(2, key.uri)) is None
+    assert index.get(DestinationKey.parse(1, "sip:10.0.0.3")) is None

@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.control.app import make_app
 from sipdispatch.proxy.events import (
     BranchAnswered,
@@ -116,11 +117,14 @@ async def test_failed_calls_mark_their_destination_and_count_failovers(
     off = ProbingSpec.model_validate({"mode": "off", "failureThreshold": 3})
     run = await start("1 sip:127.0.0.2:5060\n1 sip:127.0.0.3:5060\n", probing=off)
     gw1, gw2 = "sip:127.0.0.2:5060", "sip:127.0.0.3:5060"
-    run.events(*[BranchFailed(gw2, 1, 486)] * 4)  # busy: says nothing
+    run.events(*[BranchFailed(DestinationKey.parse(1, gw2), 486)] * 4)  # busy: says nothing
     assert run.record(gw2).code == "AX"
-    run.events(BranchFailed(gw1, 1, 503), BranchFailed(gw1, 1, 408))
+    run.events(
+        BranchFailed(DestinationKey.parse(1, gw1), 503),
+        BranchFailed(DestinationKey.parse(1, gw1), 408),
+    )
     assert run.record(gw1).code == "TX"  # trying, not probed in mode off
-    run.events(BranchFailed(gw1, 1, 500))
+    run.events(BranchFailed(DestinationKey.parse(1, gw1), 500))
     assert run.record(gw1).code == "IX"
     failovers = f'sipdispatch_failovers_total{{set="1",uri="{gw1}"}}'
     assert run.metric(failovers) == 3
@@ -138,8 +142,8 @@ async def test_calls_are_counted_until_their_bye_or_their_max_age(
     gw = "sip:127.0.0.2:5060"
     for call_id in ("a", "b"):
         run.events(
-            BranchStarted(gw, 1, "INVITE", call_id),
-            BranchAnswered(gw, 1, 0.01, "INVITE", call_id),
+            BranchStarted(DestinationKey.parse(1, gw), "INVITE", call_id),
+            BranchAnswered(DestinationKey.parse(1, gw), 0.01, "INVITE", call_id),
         )
     assert run.calls(gw) == 2
     run.events(DialogEnded("a"))

@@ -7,7 +7,7 @@ import pytest
 
 from sipdispatch.dispatch import context, health
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.proxy.events import (
     BranchAnswered,
@@ -67,16 +67,16 @@ class World:
     def fail(self, uri: str, status: int, now: float = 1.0) -> health.Event | None:
         """The event of the change a failed branch made, if it made one."""
         seen = len(self.changes)
-        self.observe(BranchFailed(uri, 1, status), now)
+        self.observe(BranchFailed(DestinationKey.parse(1, uri), status), now)
         return self.changes[-1].event if len(self.changes) > seen else None
 
     def send(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
-        self.observe(BranchStarted(uri, 1, method, call_id), now)
+        self.observe(BranchStarted(DestinationKey.parse(1, uri), method, call_id), now)
 
     def answer(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
         """A request sent to ``uri`` and answered 2xx."""
         self.send(uri, call_id, now, method)
-        self.observe(BranchAnswered(uri, 1, 0.01, method, call_id), now)
+        self.observe(BranchAnswered(DestinationKey.parse(1, uri), 0.01, method, call_id), now)
 
     def reload(self, uris: tuple[str, ...]) -> None:
         self.table = build(uris, previous=self.table)
@@ -155,9 +155,9 @@ def test_admin_disabled_is_never_lifted_or_changed_by_traffic() -> None:
 def test_events_for_unknown_destinations_are_ignored() -> None:
     world = World()
     assert world.fail("sip:10.9.9.9", 408) is None
-    world.observe(BranchFailed(GW1, 7, 408), 1.0)
+    world.observe(BranchFailed(DestinationKey.parse(7, GW1), 408), 1.0)
     assert world.changes == []
-    world.observe(BranchAnswered("sip:10.9.9.9", 1, 0.1, "INVITE", "x"), 1.0)
+    world.observe(BranchAnswered(DestinationKey.parse(1, "sip:10.9.9.9"), 0.1, "INVITE", "x"), 1.0)
     assert world.traffic.dialogs == 0
 
 
@@ -193,9 +193,11 @@ def test_a_call_counts_from_the_moment_it_is_sent_until_its_branch_fails() -> No
     world.send(GW1, "ringing")
     world.send(GW1, "refused")
     assert world.calls(GW1) == 2  # counted before any answer, as Kamailio counts at selection
-    world.observe(BranchFailed(GW1, 1, 486, "refused"), 1.5)
+    world.observe(BranchFailed(DestinationKey.parse(1, GW1), 486, "refused"), 1.5)
     assert world.calls(GW1) == 1
-    world.observe(BranchFailed(GW1, 1, 503, "ringing"), 1.6)  # then failed over
+    world.observe(
+        BranchFailed(DestinationKey.parse(1, GW1), 503, "ringing"), 1.6
+    )  # then failed over
     world.send(GW2, "ringing")
     assert (world.calls(GW1), world.calls(GW2)) == (0, 1)
 

@@ -36,10 +36,12 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from sipdispatch.dispatch import algorithms as _algorithms
+from sipdispatch.dispatch import codes as _codes
 from sipdispatch.dispatch import health as _health
 from sipdispatch.dispatch import keys as _keys
 from sipdispatch.dispatch import tableconfig as _tableconfig
 from sipdispatch.dispatch import uris as _uris
+from sipdispatch.dispatch.codes import code_matches, expand_codes
 
 __all__ = [
     "DestinationSpec",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 _INT_OR_STRING: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+
+#: the health defaults, declared by the health layer (the hot path reads them from there)
+_POLICY = _health.HealthPolicy()
 
 
 def _issue(message: str, *subpath: str | int) -> PydanticCustomError:
@@ -87,16 +92,6 @@ def _reply_code(value: object) -> str:
     ):
         raise ValueError(f"{value!r} is not a status code (100-699) or class ('2xx')")
     return text
-
-
-def code_matches(codes: tuple[str, ...] | list[str], status: int) -> bool:
-    """Whether `status` is in a list of codes and classes (`["2xx", "404"]`)."""
-    return str(status) in codes or f"{status // 100}xx" in codes
-
-
-def expand_codes(codes: tuple[str, ...] | list[str]) -> frozenset[int]:
-    """Every status code a list of codes and classes covers."""
-    return frozenset(status for status in range(100, 700) if code_matches(codes, status))
 
 
 AlgorithmName = Annotated[
@@ -250,12 +245,12 @@ class SetSpec(_Model):
 class ProbingSpec(_Model):
     """OPTIONS probing and the health thresholds it feeds."""
 
-    mode: ProbingModeName = "all"
+    mode: ProbingModeName = _POLICY.mode.value
     interval: float = Field(default=10.0, gt=0)
     timeout: float = Field(default=2.0, gt=0)
     jitter: float = Field(default=0.2, ge=0, lt=1)  # +/- fraction of the interval
-    failure_threshold: int = Field(default=3, ge=1)
-    success_threshold: int = Field(default=2, ge=1)
+    failure_threshold: int = Field(default=_POLICY.failure_threshold, ge=1)
+    success_threshold: int = Field(default=_POLICY.success_threshold, ge=1)
     reply_codes: list[ReplyCode] = Field(default_factory=lambda: ["2xx"], min_length=1)
     from_: str = Field(default="sip:sipdispatch@localhost", alias="from")
 
@@ -283,9 +278,10 @@ class ProbingSpec(_Model):
 class FailoverSpec(_Model):
     """Which answers make the proxy try the next destination."""
 
-    codes: list[FailoverCode] = Field(default_factory=lambda: ["5xx"])
-    on_timeout: bool = True
-    max_attempts: int = Field(default=3, ge=1)
+    # The proxy core starts from the same defaults (``CoreSettings``): both read ``codes.py``.
+    codes: list[FailoverCode] = Field(default_factory=lambda: list(_codes.FAILOVER_CODES))
+    on_timeout: bool = _codes.FAILOVER_ON_TIMEOUT
+    max_attempts: int = Field(default=_codes.MAX_ATTEMPTS, ge=1)
 
     def triggers(self, status: int) -> bool:
         return code_matches(self.codes, status)

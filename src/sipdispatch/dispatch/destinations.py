@@ -29,6 +29,7 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import context as _context
@@ -60,17 +61,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, order=True)
 class DestinationKey:
     """A destination's identity: its set and its normalised URI.
 
-    Health, latency and call counts belong to it and are carried across reloads by it; the
-    control API, the reports, health events and the prober name destinations by it.
-    ``str()`` gives the ``set:uri`` spelling of `Destination.key`.
+    Health, latency and call counts belong to it and are carried across reloads by it; hops,
+    the core's events, the control API, the reports and the prober name destinations by it.
+    Each table target carries one (`Target.identity`), made once per reload, so the look-ups
+    every event makes find it by identity. ``str()`` gives the ``set:uri`` spelling of
+    `Destination.key`. Immutable; keys sort by set, then URI.
     """
 
-    set_id: int
-    uri: str
+    # Hand-written, not a frozen dataclass: its hash is computed once, not from a fresh tuple
+    # at every dict look-up, and mypyc compiles these methods (a dataclass's are interpreted).
+    __slots__ = ("_hash", "set_id", "uri")
+
+    def __init__(self, set_id: int, uri: str) -> None:
+        self.set_id: Final = set_id
+        self.uri: Final = uri
+        self._hash: Final = hash((set_id, uri))
 
     @classmethod
     def of(cls, dest: Destination) -> DestinationKey:
@@ -81,6 +89,22 @@ class DestinationKey:
     def parse(cls, set_id: int, uri: str) -> DestinationKey:
         """The key of ``uri`` in a set, however the URI is spelled; raises ``ValueError``."""
         return cls(set_id, _uris.normalise(uri))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, DestinationKey):
+            return NotImplemented
+        return self._hash == other._hash and self.set_id == other.set_id and self.uri == other.uri
+
+    def __lt__(self, other: DestinationKey) -> bool:
+        return (self.set_id, self.uri) < (other.set_id, other.uri)
+
+    def __repr__(self) -> str:
+        return f"DestinationKey({self.set_id}, {self.uri!r})"
 
     def __str__(self) -> str:
         return f"{self.set_id}:{self.uri}"
@@ -110,15 +134,24 @@ class Runtime:
         self.active_calls = max(0, self.active_calls - 1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Target:
-    """A destination with its runtime record: what selection returns."""
+    """A destination with its runtime record: what selection returns. Treat it as immutable
+    (not frozen: mypyc compiles a hand-written ``__init__``, not a frozen dataclass's)."""
 
     destination: Destination
     runtime: Runtime
+    #: the destination's identity, made once per table: hops and events carry this object
+    identity: DestinationKey
+
+    def __init__(self, destination: Destination, runtime: Runtime) -> None:
+        self.destination = destination
+        self.runtime = runtime
+        self.identity = DestinationKey.of(destination)
 
     @property
     def key(self) -> str:
+        """`Destination.key`, the ``set:uri`` text that hash algorithms rank by."""
         return self.destination.key
 
     @property
@@ -285,11 +318,11 @@ class DestinationTable:
         """The target for `uri` in a set, however the URI is spelled."""
         dest_set = self.get_set(set_id)
         try:
-            key = str(DestinationKey.parse(set_id, uri))
+            key = DestinationKey.parse(set_id, uri)
         except ValueError as exc:
             raise UnknownDestinationError(str(exc)) from None
         for target in dest_set.targets:
-            if target.key == key:
+            if target.identity == key:
                 return target
         raise UnknownDestinationError(f"no destination {uri} in set {set_id}")
 
@@ -313,33 +346,29 @@ class DestinationTable:
 
 
 class TargetIndex:
-    """Look-ups into one table snapshot: by `DestinationKey`, and by the (set, URI) a hop
-    carries.
+    """Look-ups into one table snapshot by `DestinationKey`: the key a hop and every core
+    event carry, and the one the prober and the control API name.
 
     Rebuilt only when the table object changes (a reload): ``DestinationTable.find`` parses a
-    URI and scans a set, too slow for every probe answer and every failed call.
+    URI and scans a set, too slow for every probe answer and every failed call. Its keys are
+    the targets' own `Target.identity` objects, so a look-up with a hop's key (taken from the
+    same target) matches by identity and never compares URIs.
     """
 
     def __init__(self) -> None:
         self.table: DestinationTable | None = None
         self._by_key: dict[DestinationKey, Target] = {}
-        self._by_hop: dict[tuple[int, str], Target] = {}
 
     def refresh(self, table: DestinationTable) -> bool:
         """Follow ``table``; True when it is another table than before."""
         if table is self.table:
             return False
         self.table = table
-        self._by_key = {DestinationKey.of(t.destination): t for t in table.targets()}
-        self._by_hop = {(t.destination.set_id, t.destination.uri): t for t in table.targets()}
+        self._by_key = {t.identity: t for t in table.targets()}
         return True
 
     def get(self, key: DestinationKey) -> Target | None:
         return self._by_key.get(key)
-
-    def for_hop(self, set_id: int, uri: str) -> Target | None:
-        """The target a hop (and so a core event) names: its set and its URI as configured."""
-        return self._by_hop.get((set_id, uri))
 
     def keys(self) -> Iterator[DestinationKey]:
         return iter(self._by_key)

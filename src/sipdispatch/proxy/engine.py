@@ -13,7 +13,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from sipdispatch.dispatch.destinations import DestinationTable, Target, UnknownSetError
+from sipdispatch.dispatch.destinations import (
+    DestinationKey,
+    DestinationTable,
+    Target,
+    UnknownSetError,
+)
 from sipdispatch.proxy.core import (
     Address,
     CoreSettings,
@@ -48,7 +53,7 @@ class Engine:
         self.on_events = on_events
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpTransport | None = None
-        self._hops: dict[str, Hop] = {}
+        self._hops: dict[DestinationKey, Hop] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -67,19 +72,18 @@ class Engine:
             dest_set = table.get_set(set_id)
         except UnknownSetError:
             return Selection(())
-        hops = [self._hop(target, set_id) for target in dest_set.select(ctx)]
+        hops = [self.hop_for(target) for target in dest_set.select(ctx)]
         return Selection(hops, parallel=dest_set.algorithm == "parallel")
 
-    def hop_for(self, target: Target, set_id: int) -> Hop:
-        """The hop the core sends to for a table target (probes use it too)."""
-        return self._hop(target, set_id)
-
-    def _hop(self, target: Target, set_id: int) -> Hop:
-        hop = self._hops.get(target.key)
+    def hop_for(self, target: Target) -> Hop:
+        """The hop the core sends to for a table target (probes use it too): made once per
+        table, carrying the target's own `DestinationKey`, which the core's events name."""
+        key = target.identity
+        hop = self._hops.get(key)
         if hop is None:
             dest = target.destination
-            hop = Hop(dest.host, dest.port, dest.transport, dest.uri, set_id)
-            self._hops[target.key] = hop
+            hop = Hop(dest.host, dest.port, dest.transport, key)
+            self._hops[key] = hop
         return hop
 
     # ------------------------------------------------------------------ traffic

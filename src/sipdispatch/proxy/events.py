@@ -1,8 +1,14 @@
-"""Facts the proxy core reports to its owner (metrics, passive health marking, logs)."""
+"""Facts the proxy core reports to its owner (metrics, passive health marking, logs).
+
+A destination is named by the `DestinationKey` its hop carries: the table target's own key
+object, so the owner's look-ups by it match by identity.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sipdispatch.dispatch.destinations import DestinationKey
 
 __all__ = [
     "BranchAnswered",
@@ -23,22 +29,19 @@ __all__ = [
 class BranchAnswered:
     """A destination answered a forwarded request with 2xx after ``latency`` seconds."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     latency: float
     method: str = "INVITE"
     call_id: str = ""
 
     def __init__(
         self,
-        destination: str,
-        set_id: int,
+        destination: DestinationKey,
         latency: float,
         method: str = "INVITE",
         call_id: str = "",
     ) -> None:
         self.destination = destination
-        self.set_id = set_id
         self.latency = latency
         self.method = method
         self.call_id = call_id
@@ -48,14 +51,12 @@ class BranchAnswered:
 class BranchStarted:
     """A request was sent to a destination (first attempt, failover or fork)."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     method: str
     call_id: str
 
-    def __init__(self, destination: str, set_id: int, method: str, call_id: str) -> None:
+    def __init__(self, destination: DestinationKey, method: str, call_id: str) -> None:
         self.destination = destination
-        self.set_id = set_id
         self.method = method
         self.call_id = call_id
 
@@ -64,14 +65,12 @@ class BranchStarted:
 class BranchFailed:
     """A destination answered with a failure, or timed out (``status`` 408)."""
 
-    destination: str
-    set_id: int
+    destination: DestinationKey
     status: int
     call_id: str = ""
 
-    def __init__(self, destination: str, set_id: int, status: int, call_id: str = "") -> None:
+    def __init__(self, destination: DestinationKey, status: int, call_id: str = "") -> None:
         self.destination = destination
-        self.set_id = set_id
         self.status = status
         self.call_id = call_id
 
@@ -99,8 +98,7 @@ class ProbeCompleted:
     """An OPTIONS probe ended: ``status`` is the final reply, 408 when none came in time."""
 
     probe_id: str
-    destination: str
-    set_id: int
+    destination: DestinationKey
     status: int
     rtt: float | None
     retry_after: float | None = None

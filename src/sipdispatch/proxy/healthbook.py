@@ -174,7 +174,7 @@ class HealthBook:
         record = target.runtime.health
         if self.watchers:
             change = HealthChange(
-                DestinationKey.of(dest), target, source, result, previous, record.code, event
+                target.identity, target, source, result, previous, record.code, event
             )
             for watcher in self.watchers:
                 watcher(change)

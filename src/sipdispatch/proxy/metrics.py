@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipdispatch.dispatch import health
-from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
@@ -152,7 +152,11 @@ class ProxyMetrics:
             registry=registry,
         )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
-        self._answered_children: dict[tuple[int, str], Counter] = {}
+        # Per destination (and status): every call counts here, so the labelled children are
+        # looked up once, not formatted per event.
+        self._answered_children: dict[DestinationKey, Counter] = {}
+        self._failed_children: dict[tuple[DestinationKey, int], tuple[Counter, Counter]] = {}
+        self._failover_children: dict[DestinationKey, Counter] = {}
         self._replies_2xx = self.replies.labels("2xx")
         registry.register(_TableCollector(table, in_flight))
 
@@ -161,7 +165,7 @@ class ProxyMetrics:
         if event.status not in self._failover_codes():
             return False
         table = self._table()
-        dest_set = table.sets.get(event.set_id) if table is not None else None
+        dest_set = table.sets.get(event.destination.set_id) if table is not None else None
         return dest_set is None or dest_set.algorithm != "parallel"
 
     def probe(self, set_id: int, result: health.Result) -> None:
@@ -179,6 +183,34 @@ class ProxyMetrics:
         if result.rtt is not None:
             children[1].observe(result.rtt)
 
+    def _failed(self, event: BranchFailed) -> None:
+        key = event.destination
+        children = self._failed_children.get((key, event.status))
+        if children is None:
+            status = str(event.status)
+            children = (
+                self.failed.labels(*self._labels(key), status),
+                self.replies.labels(f"{status[0]}xx"),
+            )
+            self._failed_children[key, event.status] = children
+        children[0].inc()
+        children[1].inc()
+        if self._failed_over(event):
+            failover = self._failover_children.get(key)
+            if failover is None:
+                failover = self._failover_children[key] = self.failovers.labels(*self._labels(key))
+            failover.inc()
+
+    def _labels(self, key: DestinationKey) -> tuple[str, str]:
+        """The ``set`` and ``uri`` labels of a destination: its URI as the table being served
+        spells it (as the state gauges do) when it is first counted, else its key's URI."""
+        table = self._table()
+        dest_set = table.sets.get(key.set_id) if table is not None else None
+        for target in dest_set.targets if dest_set is not None else ():
+            if target.identity == key:
+                return str(key.set_id), target.destination.uri
+        return str(key.set_id), key.uri
+
     def health_event(self, set_id: int, uri: str, event: health.Event) -> None:
         name = "up" if isinstance(event, health.DestinationUp) else "down"
         self.health_events.labels(str(set_id), uri, name).inc()
@@ -186,20 +218,14 @@ class ProxyMetrics:
     def observe(self, events: Sequence[CoreEvent]) -> None:
         for event in events:
             if isinstance(event, BranchAnswered):
-                # once per call: the labelled children are looked up once and kept
-                key = (event.set_id, event.destination)
-                answered = self._answered_children.get(key)
+                answered = self._answered_children.get(event.destination)
                 if answered is None:
-                    answered = self.answered.labels(str(event.set_id), event.destination)
-                    self._answered_children[key] = answered
+                    answered = self.answered.labels(*self._labels(event.destination))
+                    self._answered_children[event.destination] = answered
                 answered.inc()
                 self._replies_2xx.inc()
             elif isinstance(event, BranchFailed):
-                status = str(event.status)
-                self.failed.labels(str(event.set_id), event.destination, status).inc()
-                self.replies.labels(f"{status[0]}xx").inc()
-                if self._failed_over(event):
-                    self.failovers.labels(str(event.set_id), event.destination).inc()
+                self._failed(event)
             elif isinstance(event, MessageRejected):
                 self.rejected.labels(str(event.status)).inc()
             elif isinstance(event, NoDestination):

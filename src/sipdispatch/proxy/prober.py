@@ -187,7 +187,7 @@ class ProbeScheduler(Generic[K]):
 class ProbeSender(Protocol):
     """What the prober needs from the engine."""
 
-    def hop_for(self, target: Target, set_id: int) -> Hop: ...
+    def hop_for(self, target: Target) -> Hop: ...
 
     def probe(self, hop: Hop, from_uri: str, timeout: float) -> str: ...
 
@@ -281,7 +281,7 @@ class Prober:
         self, key: DestinationKey, target: Target, settings: ProbeSettings, now: float
     ) -> None:
         dest = target.destination
-        hop = self.sender.hop_for(target, dest.set_id)
+        hop = self.sender.hop_for(target)
         probe = self._sending = Probe(key, target.runtime.health, now)
         try:
             probe.id = self.sender.probe(hop, dest.ping_from or settings.from_uri, settings.timeout)

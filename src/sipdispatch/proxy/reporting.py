@@ -82,7 +82,7 @@ def fingerprint(table: DestinationTable, version: str) -> Hashable:
         version,
         tuple(
             (
-                t.key,
+                t.identity,
                 t.runtime.health.code,
                 t.eligible,
                 t.runtime.health.reason,

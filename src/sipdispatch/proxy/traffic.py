@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sipdispatch.dispatch import health
-from sipdispatch.dispatch.destinations import Runtime, Target, TargetIndex
+from sipdispatch.dispatch.destinations import DestinationKey, Runtime, Target, TargetIndex
 from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
@@ -50,8 +50,8 @@ class TrafficObserver:
         self.index = index
         self.failover_codes = failover_codes
         self.max_dialog_age = max_dialog_age
-        #: Call-ID -> calls counted on a destination (runtime, set id, uri, since); oldest first
-        self._calls: dict[str, list[tuple[Runtime, int, str, float]]] = {}
+        #: Call-ID -> calls counted on a destination (runtime, destination, since); oldest first
+        self._calls: dict[str, list[tuple[Runtime, DestinationKey, float]]] = {}
 
     @property
     def dialogs(self) -> int:
@@ -67,7 +67,7 @@ class TrafficObserver:
         if isinstance(event, BranchStarted):
             self._started(event, now)
         elif isinstance(event, BranchFailed):
-            self._release(event.call_id, event.set_id, event.destination)
+            self._release(event.call_id, event.destination)
             return self._failed(event)
         elif isinstance(event, BranchAnswered):
             return self._answered(event)
@@ -78,20 +78,20 @@ class TrafficObserver:
     def _started(self, event: BranchStarted, now: float) -> None:
         if event.method != "INVITE" or not event.call_id:
             return
-        target = self.index.for_hop(event.set_id, event.destination)
+        target = self.index.get(event.destination)
         if target is None:
             return
         target.runtime.call_started()
-        entry = (target.runtime, event.set_id, event.destination, now)
+        entry = (target.runtime, event.destination, now)
         self._calls.setdefault(event.call_id, []).append(entry)
 
-    def _release(self, call_id: str, set_id: int, destination: str) -> None:
+    def _release(self, call_id: str, destination: DestinationKey) -> None:
         """A branch failed: the call no longer loads that destination."""
         entries = self._calls.get(call_id)
         if not entries:
             return
-        for i, (runtime, entry_set, uri, _) in enumerate(entries):
-            if entry_set == set_id and uri == destination:
+        for i, (runtime, key, _) in enumerate(entries):
+            if key == destination:
                 runtime.call_ended()
                 del entries[i]
                 break
@@ -101,7 +101,7 @@ class TrafficObserver:
     def _failed(self, event: BranchFailed) -> Observation | None:
         if not self.marks(event.status):
             return None
-        target = self.index.for_hop(event.set_id, event.destination)
+        target = self.index.get(event.destination)
         if target is None:
             return None
         if event.status == 408:
@@ -113,7 +113,7 @@ class TrafficObserver:
         return target, health.Result.failure(reason)
 
     def _answered(self, event: BranchAnswered) -> Observation | None:
-        target = self.index.for_hop(event.set_id, event.destination)
+        target = self.index.get(event.destination)
         if target is None:
             return None
         if target.runtime.health.learned is health.HealthState.TRYING:
@@ -136,11 +136,11 @@ class TrafficObserver:
         limit = now - self.max_dialog_age
         while self._calls:
             call_id, entries = next(iter(self._calls.items()))
-            if entries[0][3] > limit:
+            if entries[0][2] > limit:
                 break
             del self._calls[call_id]
             for entry in entries:
-                if entry[3] <= limit:
+                if entry[2] <= limit:
                     entry[0].call_ended()
                     ended += 1
                 else:  # a younger call on the same Call-ID: keep it, at the back

@@ -33,6 +33,9 @@ from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Dialogs", "Signer", "from_tag", "record_route", "route_target"]
 
+#: where an in-dialog request goes next: its transport and address (not a table destination)
+NextHop = tuple[str, Address]
+
 _SIGNATURE_BYTES = 10  # 80 bits: forging one takes 2**79 tries on average
 
 
@@ -77,13 +80,13 @@ class Dialogs:
         """
         transport, source = upstream
         try:
-            target = self._target(request, route, source)
+            next_transport, address = self._target(request, route, source)
         except RemoteProtocolError as exc:
             if request.method != "ACK":
                 out.respond(request, exc.status, source, transport, reason=exc.reason)
             out.rejected(request, exc, source)
             return
-        local = self.settings.local.get(target.transport)
+        local = self.settings.local.get(next_transport)
         if local is None:
             out.respond(request, 503, source, transport, reason="No Transport")
             return
@@ -91,12 +94,12 @@ class Dialogs:
         headers.pop_first("route")
         count_hop(request)
         branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via)}"
-        headers.push_first("Via", via_value(target.transport, local, branch))
-        out.send(target, request.to_bytes())
+        headers.push_first("Via", via_value(next_transport, local, branch))
+        out.sends.append(Send(next_transport, address, request.to_bytes()))
         if request.method == "BYE":
             out.report(DialogEnded(request.call_id))
 
-    def _target(self, request: Request, route: str, source: Address) -> Hop:
+    def _target(self, request: Request, route: str, source: Address) -> NextHop:
         uri = values.parse_name_addr(route).uri
         if not isinstance(uri, SipUri) or not self.settings.is_local(uri):
             raise RemoteProtocolError("Route does not point at this proxy", 403, "Forbidden")
@@ -138,7 +141,7 @@ def record_route(
     return f"<sip:{format_host(*advertise)}{transport};lr;ftag={ftag};did={did};sig={sig}>"
 
 
-def route_target(request: Request, route: SipUri, source: Address, signer: Signer) -> Hop:
+def route_target(request: Request, route: SipUri, source: Address, signer: Signer) -> NextHop:
     """Where an in-dialog request carrying our Route ``route`` goes; raises a 403 error for
     anything not signed by us or sent against the dialog's direction."""
     ftag, did, sig = route.param("ftag"), route.param("did"), route.param("sig")
@@ -150,7 +153,8 @@ def route_target(request: Request, route: SipUri, source: Address, signer: Signe
     if from_tag(request.headers.get("from")) == ftag:
         return gateway  # caller to gateway: always the box that answered the dialog
     # Gateway to caller: only the gateway may send this way, to where the request says.
-    if source[0] != gateway.host:
+    _, (gateway_host, _) = gateway
+    if source[0] != gateway_host:
         raise RemoteProtocolError("request against the dialog direction", 403, "Forbidden")
     remaining = request.headers.values("route")[1:]
     next_uri = parse_uri(
@@ -159,12 +163,12 @@ def route_target(request: Request, route: SipUri, source: Address, signer: Signe
     if not isinstance(next_uri, SipUri):
         raise RemoteProtocolError("next hop is not a SIP URI", 416, "Unsupported URI Scheme")
     host = next_uri.param("maddr") or next_uri.host_address
-    return Hop(host, next_uri.default_port(), next_uri.transport, key=str(next_uri))
+    return next_uri.transport, (host, next_uri.default_port())
 
 
-def _parse_did(did: str) -> Hop:
+def _parse_did(did: str) -> NextHop:
     host, _, rest = did.partition("~")
     port, _, transport = rest.partition("~")
     if not port.isdigit() or transport not in ("udp", "tcp", "tls"):
         raise RemoteProtocolError("Route carries a malformed destination", 403, "Forbidden")
-    return Hop(host.strip("[]"), int(port), transport, key=did)
+    return transport, (host.strip("[]"), int(port))

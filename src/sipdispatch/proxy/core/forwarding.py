@@ -183,7 +183,7 @@ class Forwarder:
         txn.branches.append(branch)
         self.branches[branch_id] = branch
         request = txn.request
-        out.report(BranchStarted(hop.key, hop.set_id, request.method, request.call_id))
+        out.report(BranchStarted(hop.key, request.method, request.call_id))
         out.send(hop, branch.request)
         self._deadlines.schedule(branch)
 
@@ -275,7 +275,7 @@ class Forwarder:
         hop = branch.hop
         request = branch.owner.request
         latency = now - branch.started
-        out.report(BranchAnswered(hop.key, hop.set_id, latency, request.method, request.call_id))
+        out.report(BranchAnswered(hop.key, latency, request.method, request.call_id))
         if branch.client is not None:
             branch.client.terminate()
         branch.answer_by = branch.ringing_until = None
@@ -288,7 +288,7 @@ class Forwarder:
         branch.ringing_until = None
         self._deadlines.schedule(branch)
         hop = branch.hop
-        out.report(BranchFailed(hop.key, hop.set_id, response.status, txn.request.call_id))
+        out.report(BranchFailed(hop.key, response.status, txn.request.call_id))
         txn.offer(response)
 
     # ------------------------------------------------------------------ timers and failures
@@ -340,7 +340,7 @@ class Forwarder:
     def _fail_branch(self, branch: Branch, status: int, now: float, out: Outbox) -> None:
         """A branch ended without a response (timeout 408, transport error 503): go on."""
         txn = branch.owner
-        out.report(BranchFailed(branch.hop.key, branch.hop.set_id, status, txn.request.call_id))
+        out.report(BranchFailed(branch.hop.key, status, txn.request.call_id))
         if txn.best is None:
             txn.best = build_response(txn.request, 408)
         if status == 408 and not self.settings.failover_on_timeout:

@@ -64,7 +64,7 @@ class Probing:
         probe_id = f"{BRANCH_PREFIX}P{next(self._ids):x}"
         local = self.settings.local.get(hop.transport)
         if local is None:
-            out.report(ProbeCompleted(probe_id, hop.key, hop.set_id, 503, None))
+            out.report(ProbeCompleted(probe_id, hop.key, 503, None))
             return probe_id
         request = build_options(hop, local, probe_id, from_uri).to_bytes()
         client = ClientTransaction(
@@ -107,7 +107,7 @@ class Probing:
         self._probes.pop(probe.id, None)
         self._deadlines.unschedule(probe)
         hop = probe.hop
-        out.report(ProbeCompleted(probe.id, hop.key, hop.set_id, status, rtt, retry))
+        out.report(ProbeCompleted(probe.id, hop.key, status, rtt, retry))
 
 
 def build_options(hop: Hop, local: Address, branch: str, from_uri: str) -> Request:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from sipdispatch.dispatch import codes
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, header_key
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
-
 
 
 # Records made for every message are dataclasses with a hand-written __init__, not frozen:
@@ -56,15 +57,14 @@ class Hop:
     host: str  # without IPv6 brackets
     port: int
     transport: str
-    key: str  # the destination's identity (its URI), for health and metrics
-    set_id: int = 0
+    #: the destination's identity (its table target's own key), which every event names
+    key: DestinationKey
 
-    def __init__(self, host: str, port: int, transport: str, key: str, set_id: int = 0) -> None:
+    def __init__(self, host: str, port: int, transport: str, key: DestinationKey) -> None:
         self.host = host
         self.port = port
         self.transport = transport
         self.key = key
-        self.set_id = set_id
 
 
 class RequestSelection:
@@ -141,14 +141,17 @@ class CoreSettings:
     advertise: Address
     timers: Timers = field(default_factory=Timers)
     #: final responses that make an INVITE move on to the next destination
-    failover_codes: frozenset[int] = frozenset({408, *range(500, 600)})
+    failover_codes: frozenset[int] = codes.failover_statuses(
+        codes.FAILOVER_CODES, codes.FAILOVER_ON_TIMEOUT
+    )
     #: no response at all from a destination within this time counts as a 408 (fr_timer)
     answer_timeout: float = 5.0
     #: whether such a timeout moves on to the next destination (failover.onTimeout)
-    failover_on_timeout: bool = True
+    failover_on_timeout: bool = codes.FAILOVER_ON_TIMEOUT
     #: ringing without a final for this long cancels the branch (Timer C, fr_inv_timer)
     ringing_timeout: float = 180.0
-    max_attempts: int = 3
+    #: destinations tried for one request (failover.maxAttempts)
+    max_attempts: int = codes.MAX_ATTEMPTS
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
