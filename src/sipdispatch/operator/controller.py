@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipdispatch.api.names import TABLE_KEY
+from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s, render, status
-from sipdispatch.proxy.kube import KubeError
 
 __all__ = ["Controller", "Indexes"]
 

@@ -46,6 +46,7 @@ __all__ = ["ProxyOptions", "ProxyServer", "run"]
 
 log = logging.getLogger(__name__)
 _WILDCARDS = ("0.0.0.0", "::", "")
+CLOSE_GRACE = 3.0  # seconds the tasks get to finish once cancelled
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,10 @@ class ProxyServer:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            # Let cancelled tasks finish their own cleanup (a companion deletes its report)
+            # before the loop shuts down and would cancel that cleanup too.
+            await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
         if self._control is not None:
             await self._control.cleanup()
         if self.engine is not None:
