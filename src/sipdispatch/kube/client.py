@@ -4,6 +4,11 @@ The client is made in the running loop on first use (its aiohttp session belongs
 loop). Every call goes through ``call``, which turns the client's failures into ``KubeError``
 and, on a 401, loads the credentials again and tries once more (a token revoked or expired
 early, a renewed client certificate), as client-go does.
+
+Answers are read as the API's own JSON, not as the generated models: the models cost a
+conversion each way, and some operations deserialise only some success codes (a server-side
+apply that creates its object answers 201, which ``patch_namespaced_custom_object`` turns
+into ``None``).
 """
 
 from __future__ import annotations
@@ -62,23 +67,27 @@ class Kube:
         if client is not None:
             await client.close()
 
-    def plain(self, model: Any) -> Any:
-        """A generated model as the API's JSON (camelCase keys, no unset fields)."""
-        if isinstance(model, dict):
-            return model
-        return generated.ApiClient.sanitize_for_serialization(self._client, model)
-
-    async def call(self, api: str, operation: str, **arguments: Any) -> Any:
+    async def call(
+        self, api: str, operation: str, *, stream: bool = False, **arguments: Any
+    ) -> Any:
         """``operation`` of the generated ``api`` ("core": CoreV1Api, "custom":
-        CustomObjectsApi) with keyword ``arguments``; its result, or ``KubeError``."""
+        CustomObjectsApi) with keyword ``arguments``: the answer's JSON, or with ``stream``
+        the open response (a watch; the caller releases it). ``KubeError`` on failure."""
         arguments.setdefault("_request_timeout", self.timeout)
+        arguments["_preload_content"] = False
         for attempt in (1, 2):
             client = await self._connect()
             try:
-                result = await getattr(self._apis[api], operation)(**arguments)
-                if isinstance(result, aiohttp.ClientResponse) and result.status >= 400:
-                    raise await _refused(result)  # a stream (a watch) answered with an error
-                return result
+                response = await getattr(self._apis[api], operation)(**arguments)
+                if response.status >= 400:
+                    raise await _refused(response)
+                if stream:
+                    return response
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                return json.loads(body) if body else {}
             except ApiException as exc:
                 if exc.status == 401 and attempt == 1:
                     await self._reconnect(client)
@@ -86,6 +95,8 @@ class Kube:
                 raise KubeError(int(exc.status or 0), _message(exc)) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise KubeError(0, str(exc) or type(exc).__name__) from None
+            except ValueError as exc:  # not JSON: not an API server
+                raise KubeError(0, f"{operation}: the answer is not JSON ({exc})") from None
         raise AssertionError("unreachable")
 
 

@@ -42,7 +42,7 @@ class Kind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def operation(self, verb: str, suffix: str = "") -> tuple[str, str, dict[str, str]]:
+    def operation(self, verb: str, suffix: str = "") -> tuple[str, str, dict[str, Any]]:
         """(api, method, arguments) of the generated client for ``verb`` on this kind."""
         if not self.group:
             return "core", f"{verb}_namespaced_{self.core_name}{suffix}", {}
@@ -55,14 +55,16 @@ CONFIG_MAP = Kind("", "v1", "configmaps", "config_map")
 EVENT = Kind("", "v1", "events", "event")
 
 
-async def _call(kube: Kube, kind: Kind, verb: str, suffix: str = "", **arguments: Any) -> Any:
+async def _call(
+    kube: Kube, kind: Kind, verb: str, suffix: str = "", **arguments: Any
+) -> dict[str, Any]:
     api, method, fixed = kind.operation(verb, suffix)
-    return await kube.call(api, method, **fixed, **arguments)
+    return dict(await kube.call(api, method, **fixed, **arguments))
 
 
 async def get(kube: Kube, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
     found = await _call(kube, kind, "read", namespace=namespace, name=name)
-    return dict(kube.plain(found))
+    return found
 
 
 async def list_objects(
@@ -70,7 +72,7 @@ async def list_objects(
 ) -> tuple[list[dict[str, Any]], str]:
     """The objects (``field_selector=``, ``label_selector=`` narrow them) and the list's
     resourceVersion, to watch from."""
-    found = kube.plain(await _call(kube, kind, "list", namespace=namespace, **selectors))
+    found = await _call(kube, kind, "list", namespace=namespace, **selectors)
     version = str((found.get("metadata") or {}).get("resourceVersion") or "")
     return [dict(item) for item in found.get("items") or []], version
 
@@ -92,7 +94,7 @@ async def apply(
         force=True,
         _content_type=APPLY_PATCH,
     )
-    return dict(kube.plain(stored))
+    return stored
 
 
 async def patch_status(
@@ -112,8 +114,7 @@ async def patch_status(
 
 
 async def create(kube: Kube, kind: Kind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    created = await _call(kube, kind, "create", namespace=namespace, body=dict(body))
-    return dict(kube.plain(created))
+    return await _call(kube, kind, "create", namespace=namespace, body=dict(body))
 
 
 async def delete(kube: Kube, kind: Kind, namespace: str, name: str) -> None:

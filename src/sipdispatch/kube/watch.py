@@ -8,10 +8,7 @@ follows (``resourceNames`` with a ``metadata.name`` field selector).
 
 A stream that stays silent longer than ``idle`` (no event, no bookmark: the API server sends
 one about once a minute) is taken for dead and watched again from the last resourceVersion.
-Open issue: on the test control plane, a proxy's ConfigMap watch was seen answered (200) and
-then silent, its connection gone without the stream being told, when the proxy wrote its first
-DispatcherReport around the time the watch started. The cause is not understood yet; the
-idle limit bounds the damage to ``idle`` seconds.
+(aiohttp does not always tell a stream whose connection was closed under it.)
 
 The stream is read here rather than through kubernetes_asyncio's ``Watch``: that one makes an
 extra ``ApiClient`` per request (an SSL context from the system's CA store, about 16 ms with
@@ -110,7 +107,7 @@ class Follow:
             allow_watch_bookmarks=True,
             timeout_seconds=int(self.timeout),
             watch=True,
-            _preload_content=False,
+            stream=True,
             _request_timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=10, sock_read=self.timeout + 30
             ),

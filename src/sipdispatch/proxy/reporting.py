@@ -279,9 +279,11 @@ def companions(args: argparse.Namespace, source: KubeTableSource) -> Sequence[Co
     async def kubernetes_mode(server: ProxyServer) -> None:
         try:
             if reporter is not None:
-                await reporter.run(server)
-            else:
-                await asyncio.Event().wait()
+                try:
+                    await reporter.run(server)
+                except Exception:  # a bug in reporting must not close the table's watch too
+                    log.exception("reporting stopped; the table is still followed")
+            await asyncio.Event().wait()  # the API client stays open until the proxy stops
         finally:
             with contextlib.suppress(Exception):
                 await source.kube.close()

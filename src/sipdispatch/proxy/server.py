@@ -295,10 +295,10 @@ class ProxyServer:
             len(table.sets),
             count,
         )
-        self._tasks.append(loop.create_task(self._watch()))
+        self._start_task(loop, self._watch())
         self.prober = Prober(engine, self.probe_settings, self._probe_result)
-        self._tasks.append(loop.create_task(self.prober.run()))
-        self._tasks.append(loop.create_task(self._housekeeping()))
+        self._start_task(loop, self.prober.run())
+        self._start_task(loop, self._housekeeping())
         probing = self.probe_settings()
         log.info(
             "probing %s every %gs (+/-%d%%), timeout %gs, thresholds %d failures / %d successes",
@@ -310,7 +310,14 @@ class ProxyServer:
             probing.policy.success_threshold,
         )
         for companion in self.options.companions:
-            self._tasks.append(loop.create_task(companion(self)))
+            self._start_task(loop, companion(self))
+
+    def _start_task(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        """A task that runs as long as the server; one that fails says so at once (an
+        exception nobody awaits would surface only when the task is collected)."""
+        task = loop.create_task(work)
+        task.add_done_callback(_report_failure)
+        self._tasks.append(task)
 
     async def reload(self) -> None:
         """Read the table again; on error keep serving the previous table and raise."""
@@ -461,3 +468,8 @@ async def run(options: ProxyOptions) -> None:
             await server.drain(options.drain_timeout)
     finally:
         await server.close()
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        log.error("task %s failed", task.get_coro(), exc_info=failure)
