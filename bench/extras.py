@@ -9,7 +9,7 @@
   the proxy's CPU over a window, as a share of one core.  Optionally calls through the
   proxy's first set at the same time, to see whether probing delays them.
 * **endpoint-change propagation**: needs the operator and the proxy's Kubernetes source
-  (``sipdispatch.proxy.kube``) and the test cluster; see ``propagation_status``.
+  (``sipdispatch.proxy.kubetable``) and the test cluster; see ``propagation_status``.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def _walk_destinations(data: Any) -> list[dict[str, Any]]:
 def propagation_status() -> str | None:
     """None when the pieces exist to measure propagation; otherwise why not."""
     needed = (
-        REPO_ROOT / "src" / "sipdispatch" / "proxy" / "kube.py",
+        REPO_ROOT / "src" / "sipdispatch" / "proxy" / "kubetable.py",
         REPO_ROOT / "src" / "sipdispatch" / "operator" / "__main__.py",
         REPO_ROOT / "tests" / "e2e" / "kubeproc.py",
         REPO_ROOT / "hack" / "test-cluster",

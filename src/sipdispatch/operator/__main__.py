@@ -6,15 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import kopf
 
+from sipdispatch.kube import Kube, KubeConfigError, locate
+from sipdispatch.kube.credentials import EXPIRY_MARGIN
 from sipdispatch.operator import handlers
 from sipdispatch.operator.controller import Controller
 from sipdispatch.operator.k8s import Api
-from sipdispatch.proxy.kube import KubeClient, KubeConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "login", "main"]
 
 _LOG_FORMATS = {
     "plain": kopf.LogFormat.PLAIN,
@@ -70,16 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@kopf.on.login()
+async def login(memo: handlers.Options, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials: the operator's own, loaded again at every login (kopf logs in
+    again on a 401 and when a token expires, so an exec plugin's short-lived token and a
+    rotated ServiceAccount token both work)."""
+    found = await locate(memo.kubeconfig).credentials()
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_file,
+        insecure=found.insecure,
+        scheme="Bearer" if found.token else None,
+        token=found.token,
+        certificate_path=found.cert_file,
+        private_key_path=found.key_file,
+        default_namespace=found.namespace,
+        expiration=found.expires - EXPIRY_MARGIN if found.expires else None,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=_LOG_FORMATS[args.log_format])
     try:
-        client = KubeClient.from_environment(args.kubeconfig)
+        kube = Kube(locate(args.kubeconfig))
     except KubeConfigError as exc:
         print(f"sipdispatch-operator: {exc}", file=sys.stderr)
         return 2
     memo = handlers.Options(
-        controller=Controller(Api(client), status_interval=args.status_interval),
+        controller=Controller(Api(kube), status_interval=args.status_interval),
         watch_timeout=args.watch_timeout,
         kubeconfig=args.kubeconfig,
         namespaced=bool(args.namespace),

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipdispatch.api.names import TABLE_KEY
+from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s, render, status
 from sipdispatch.operator.memory import Memory
-from sipdispatch.proxy.kube import KubeError
 
 __all__ = ["Controller", "Indexes"]
 

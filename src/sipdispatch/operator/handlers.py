@@ -22,7 +22,6 @@ from sipdispatch.api.names import PROXY_LABEL
 from sipdispatch.operator import k8s
 from sipdispatch.operator.controller import Controller, Indexes
 from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL
-from sipdispatch.proxy.kube import load_config
 
 __all__ = ["Options"]
 
@@ -118,26 +117,6 @@ def table_event(
 ) -> None:
     # A table edited or deleted by hand is rendered again.
     _bound(memo, kwargs).touch(namespace or "", labels[PROXY_LABEL])
-
-
-@kopf.on.login()
-def login(memo: Options, **_: Any) -> kopf.ConnectionInfo:
-    """kopf uses the credentials the operator's own client uses (read again on every login:
-    a ServiceAccount token file rotates)."""
-    config = load_config(memo.kubeconfig)
-    token = config.token
-    if config.token_file is not None:
-        token = config.token_file.read_text().strip()
-    return kopf.ConnectionInfo(
-        server=config.server,
-        ca_data=config.ca_data,
-        insecure=config.insecure,
-        scheme="Bearer" if token else None,
-        token=token,
-        certificate_data=config.cert_pem,
-        private_key_data=config.key_pem,
-        default_namespace=config.namespace,
-    )
 
 
 @kopf.on.startup()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sipdispatch.api import models
 from sipdispatch.api.names import PROXY_LABEL, TABLE_KEY
-from sipdispatch.proxy.kube import APPLY_PATCH, MERGE_PATCH, KubeClient
+from sipdispatch.kube import CONFIG_MAP, EVENT, Kind, Kube, objects
 
 __all__ = [
     "FIELD_MANAGER",
@@ -33,6 +33,7 @@ FIELD_MANAGER = "sipdispatch-operator"
 OPERATOR = "sipdispatch-operator"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MEMORY_KEY = "operator-state.json"
+DISPATCHERSETS = Kind(models.GROUP, models.VERSION, "dispatchersets")
 
 
 def table_name(proxy: str) -> str:
@@ -40,14 +41,14 @@ def table_name(proxy: str) -> str:
 
 
 class Api:
-    """What the operator writes, over one ``KubeClient``."""
+    """What the operator writes, over one ``Kube`` connection."""
 
-    def __init__(self, client: KubeClient) -> None:
-        self.client = client
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
         self.instance = socket.gethostname()
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.kube.close()
 
     async def apply_table(self, namespace: str, proxy: str, text: str, memory: str) -> str:
         """Write the table of ``proxy``; its new resourceVersion."""
@@ -62,22 +63,11 @@ class Api:
             },
             "data": {TABLE_KEY: text, MEMORY_KEY: memory},
         }
-        answer = await self.client.request(
-            "PATCH",
-            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            body=body,
-            content_type=APPLY_PATCH,
-        )
-        return str(answer.get("metadata", {}).get("resourceVersion", ""))
+        stored = await objects.apply(self.kube, CONFIG_MAP, body, field_manager=FIELD_MANAGER)
+        return str(stored.get("metadata", {}).get("resourceVersion", ""))
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self.client.request(
-            "PATCH",
-            f"/apis/{models.API_VERSION}/namespaces/{namespace}/dispatchersets/{name}/status",
-            body={"status": dict(status)},
-            content_type=MERGE_PATCH,
-        )
+        await objects.patch_status(self.kube, DISPATCHERSETS, namespace, name, status)
 
     async def post_event(
         self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: float
@@ -108,7 +98,7 @@ class Api:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+        await objects.create(self.kube, EVENT, namespace, body)
 
 
 def _seconds(now: float) -> str:

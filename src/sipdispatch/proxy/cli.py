@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import kube, reporting
+from sipdispatch.proxy import kubetable, reporting
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="destination table in Kamailio's dispatcher.list format",
     )
-    kube.add_arguments(parser, table)
+    kubetable.add_arguments(parser, table)
     reporting.add_arguments(parser)
     parser.add_argument(
         "--listen",
@@ -217,7 +217,7 @@ def _token(args: argparse.Namespace) -> str:
 def _source(args: argparse.Namespace) -> tuple[TableSource, Sequence[reporting.Companion]]:
     """The table source the command line names, and what runs beside it."""
     if args.kubernetes_table:
-        source = kube.table_source(args)
+        source = kubetable.table_source(args)
         return source, reporting.companions(args, source)
     path = args.config or args.dispatcher_list
     return FileTableSource(

@@ -25,16 +25,11 @@ from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from sipdispatch.api import report as _report
-from sipdispatch.api.names import API_VERSION
+from sipdispatch.api.names import GROUP, VERSION
 from sipdispatch.dispatch.destinations import DestinationTable, Target
-from sipdispatch.proxy.kube import (
-    APPLY_PATCH,
-    KubeError,
-    KubeTableSource,
-)
+from sipdispatch.kube import Kind, KubeError, objects
+from sipdispatch.proxy.kubetable import KubeTableSource
 from sipdispatch.proxy.wallclock import clock_offset
 
 if TYPE_CHECKING:
@@ -45,6 +40,8 @@ __all__ = ["ReportSchedule", "Reporter", "add_arguments", "companions", "report_
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "sipdispatch-proxy"
+REPORTS = Kind(GROUP, VERSION, "dispatcherreports")
+WITHDRAW_TIMEOUT = 2.0  # seconds a stopping replica gives the deletion of its report
 POLL_INTERVAL = 0.2  # how often the table is looked at for changes (cheap: no I/O)
 
 
@@ -151,10 +148,6 @@ class Reporter:
     schedule: ReportSchedule = field(default_factory=ReportSchedule)
     pod_uid: str | None = None
 
-    def _path(self, name: str | None = None) -> str:
-        base = f"/apis/{API_VERSION}/namespaces/{self.source.namespace}/dispatcherreports"
-        return base if name is None else f"{base}/{name}"
-
     @property
     def name(self) -> str:
         return report_name(self.source.proxy, self.replica)
@@ -174,14 +167,14 @@ class Reporter:
                                 log.info("report %s written again", self.name)
                             attempt = 0
                             self.schedule.done(mark, now)
-                        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                        except KubeError as exc:
                             if attempt == 0 or attempt % 10 == 0:
                                 log.warning("cannot write report %s: %s", self.name, exc)
                             attempt += 1
                             self.schedule.failed(now, attempt)
                 await asyncio.sleep(POLL_INTERVAL)
         finally:
-            self._withdraw()
+            await self._withdraw()
 
     async def _send(self, table: DestinationTable, now: float) -> None:
         wall = time.time()
@@ -196,25 +189,20 @@ class Reporter:
             clock_offset=clock_offset(),
             pod_uid=self.pod_uid,
         )
-        await self.source.client.request(
-            "PATCH",
-            self._path(body["metadata"]["name"]),
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            body=body,
-            content_type=APPLY_PATCH,
-        )
+        await objects.apply(self.source.kube, REPORTS, body, field_manager=FIELD_MANAGER)
 
-    def _withdraw(self) -> None:
+    async def _withdraw(self) -> None:
         """A replica that stops takes its report with it (best effort, at most 2 s).
 
-        Blocking on purpose: this runs while the loop shuts down, when every task, an HTTP
-        request's included, is cancelled again before it could finish.
+        This runs when the proxy stops and cancels this task: the server waits for its tasks
+        to end, so the deletion is awaited, not cut short.
         """
         if self.schedule.last_sent is None:
             return
         try:
-            self.source.client.request_blocking("DELETE", self._path(self.name), timeout=2.0)
-        except (KubeError, OSError) as exc:
+            async with asyncio.timeout(WITHDRAW_TIMEOUT):
+                await objects.delete(self.source.kube, REPORTS, self.source.namespace, self.name)
+        except (KubeError, TimeoutError) as exc:
             log.info("report %s not withdrawn: %s", self.name, exc)
 
 
@@ -275,11 +263,13 @@ def companions(args: argparse.Namespace, source: KubeTableSource) -> Sequence[Co
     async def kubernetes_mode(server: ProxyServer) -> None:
         try:
             if reporter is not None:
-                await reporter.run(server)
-            else:
-                await asyncio.Event().wait()
+                try:
+                    await reporter.run(server)
+                except Exception:  # a bug in reporting must not close the table's watch too
+                    log.exception("reporting stopped; the table is still followed")
+            await asyncio.Event().wait()  # the API client stays open until the proxy stops
         finally:
             with contextlib.suppress(Exception):
-                await source.client.close()
+                await source.kube.close()
 
     return (kubernetes_mode,)

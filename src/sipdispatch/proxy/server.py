@@ -38,6 +38,7 @@ __all__ = ["ProxyServer", "run"]
 
 log = logging.getLogger(__name__)
 _WILDCARDS = ("0.0.0.0", "::", "")
+CLOSE_GRACE = 3.0  # seconds the tasks get to finish once cancelled
 
 
 def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
@@ -190,12 +191,18 @@ class ProxyServer:
             probing.policy.success_threshold,
         )
         loop = asyncio.get_running_loop()
-        self._tasks += [
-            loop.create_task(self.tables.watch()),
-            loop.create_task(self.prober.run()),
-            loop.create_task(health.run_housekeeping(settings.housekeeping_interval)),
-            *(loop.create_task(companion(self)) for companion in self.companions),
+        work = [
+            self.tables.watch(),
+            self.prober.run(),
+            health.run_housekeeping(settings.housekeeping_interval),
+            *(companion(self) for companion in self.companions),
         ]
+        for coroutine in work:
+            # a task that fails says so at once: an exception nobody awaits would surface
+            # only when the task is collected
+            task = loop.create_task(coroutine)
+            task.add_done_callback(_report_failure)
+            self._tasks.append(task)
 
     async def _listen(self, engine: Engine) -> None:
         for listener in self.listeners:
@@ -239,6 +246,10 @@ class ProxyServer:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            # Let cancelled tasks finish their own cleanup (a companion deletes its report)
+            # before the loop shuts down and would cancel that cleanup too.
+            await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
         if self._control is not None:
             await self._control.cleanup()
         if self.engine is not None:
@@ -247,6 +258,11 @@ class ProxyServer:
                 self.engine.udp.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        log.error("task %s failed", task.get_coro(), exc_info=failure)
 
 
 def _compiled() -> bool:
