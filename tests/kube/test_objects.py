@@ -41,7 +41,9 @@ def report(namespace: str, state: str) -> dict[str, object]:
             "table": "1",
             "reportedAt": "2026-12-05T12:00:00Z",
             "heartbeatSeconds": 30,
-            "destinations": [{"set": 1, "uri": "sip:10.0.0.1", "state": state}],
+            "destinations": [
+                {"set": 1, "uri": "sip:10.0.0.1", "state": state, "eligible": state == "AP"}
+            ],
         },
     }
 
