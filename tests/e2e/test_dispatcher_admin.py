@@ -36,7 +36,6 @@ PROBING = [
 ]
 
 
-
 def received(gw: SippGateway, method: str, since: float, until: float) -> int:
     """Requests of ``method`` from the proxy the gateway received in [since, until) (Unix
     time); the harness's own OPTIONS are not counted."""

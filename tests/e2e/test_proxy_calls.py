@@ -21,7 +21,6 @@ SECONDS = 20
 CALLS = RATE * SECONDS
 
 
-
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_calls_are_dispatched_evenly_and_bye_reaches_the_answering_gateway(
     sipp_lab: SippLab,

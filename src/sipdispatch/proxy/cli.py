@@ -11,14 +11,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import kubetable, reporting
+from sipdispatch.proxy import kubemode
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
+
+if TYPE_CHECKING:
+    from sipdispatch.proxy.reporting import Companion
 
 __all__ = ["main"]
 
@@ -36,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="destination table in Kamailio's dispatcher.list format",
     )
-    kubetable.add_arguments(parser, table)
-    reporting.add_arguments(parser)
+    kubemode.add_arguments(parser, table)
     parser.add_argument(
         "--listen",
         action="append",
@@ -214,11 +217,10 @@ def _token(args: argparse.Namespace) -> str:
     return os.environ.get("SIPDISPATCH_CONTROL_TOKEN", "")
 
 
-def _source(args: argparse.Namespace) -> tuple[TableSource, Sequence[reporting.Companion]]:
+def _source(args: argparse.Namespace) -> tuple[TableSource, Sequence[Companion]]:
     """The table source the command line names, and what runs beside it."""
     if args.kubernetes_table:
-        source = kubetable.table_source(args)
-        return source, reporting.companions(args, source)
+        return kubemode.kubernetes_mode(args)
     path = args.config or args.dispatcher_list
     return FileTableSource(
         path,

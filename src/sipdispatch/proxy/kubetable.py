@@ -10,21 +10,18 @@ ConfigMap only (``resourceNames``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from sipdispatch.api.names import PROXY_LABEL, TABLE_KEY
 from sipdispatch.dispatch import configfile
-from sipdispatch.kube import CONFIG_MAP, Changed, Follow, Kube, KubeError, locate
+from sipdispatch.kube import CONFIG_MAP, Changed, Follow, Kube, KubeError
 from sipdispatch.proxy.tables import LoadedTable, TableError
 
-__all__ = ["KubeTableSource", "add_arguments", "table_source"]
+__all__ = ["KubeTableSource"]
 
 log = logging.getLogger(__name__)
 
@@ -141,32 +138,3 @@ class KubeTableSource:
             raise TableError(str(exc)) from None
         self._note(obj)
         return LoadedTable(table, config)
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser, table: argparse._MutuallyExclusiveGroup) -> None:
-    """``--kubernetes-table`` (in the table-source group) and ``--kubeconfig``."""
-    table.add_argument(
-        "--kubernetes-table",
-        metavar="[NAMESPACE/]NAME",
-        help="Kubernetes mode: follow the table the operator renders into this ConfigMap "
-        "(e.g. sipdispatch-table; namespace: POD_NAMESPACE or the credentials' own)",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        help="credentials for Kubernetes mode (default: KUBECONFIG, else the pod's "
-        "ServiceAccount, else ~/.kube/config)",
-    )
-
-
-def table_source(args: argparse.Namespace) -> KubeTableSource:
-    """The source ``--kubernetes-table`` asks for; ``KubeConfigError`` without credentials."""
-    kube = Kube(locate(args.kubeconfig))
-    namespace, _, name = str(args.kubernetes_table).rpartition("/")
-    namespace = namespace or os.environ.get("POD_NAMESPACE") or kube.namespace
-    return KubeTableSource(
-        kube, namespace, name, algorithm=args.algorithm, default_set=args.default_set
-    )

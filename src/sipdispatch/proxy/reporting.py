@@ -13,13 +13,10 @@ from the downward API and the report names the pod as its owner).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import socket
 import time
 from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +32,7 @@ from sipdispatch.proxy.wallclock import clock_offset
 if TYPE_CHECKING:
     from sipdispatch.proxy.server import ProxyServer
 
-__all__ = ["ReportSchedule", "Reporter", "add_arguments", "companions", "report_body"]
+__all__ = ["Companion", "ReportSchedule", "Reporter", "companions", "report_body"]
 
 log = logging.getLogger(__name__)
 
@@ -206,59 +203,12 @@ class Reporter:
             log.info("report %s not withdrawn: %s", self.name, exc)
 
 
-# ---------------------------------------------------------------------------- command line
-
-
-def default_replica() -> str:
-    return os.environ.get("POD_NAME") or socket.gethostname()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Kubernetes mode: reporting destination states")
-    group.add_argument(
-        "--report",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write this replica's DispatcherReport for the operator's status (default: on)",
-    )
-    group.add_argument(
-        "--report-interval",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="at most one report this often; changes in between are coalesced (default: 1)",
-    )
-    group.add_argument(
-        "--report-heartbeat",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="report at least this often, changed or not (default: 30)",
-    )
-    group.add_argument(
-        "--replica",
-        default=None,
-        metavar="NAME",
-        help="name of this replica in reports (default: POD_NAME, else the host name)",
-    )
-
-
 Companion = Callable[["ProxyServer"], Coroutine[Any, Any, None]]
 
 
-def companions(args: argparse.Namespace, source: KubeTableSource) -> Sequence[Companion]:
-    """What Kubernetes mode runs beside the proxy: the reporter (unless ``--no-report``),
-    and, when the proxy stops, closing the API client once the report is withdrawn."""
-    reporter = None
-    if args.report:
-        if args.report_interval <= 0 or args.report_heartbeat < args.report_interval:
-            raise ValueError("--report-interval must be > 0 and at most --report-heartbeat")
-        reporter = Reporter(
-            source,
-            args.replica or default_replica(),
-            ReportSchedule(args.report_interval, args.report_heartbeat),
-            os.environ.get("POD_UID") or None,
-        )
+def companions(source: KubeTableSource, reporter: Reporter | None) -> Sequence[Companion]:
+    """What Kubernetes mode runs beside the proxy: the reporter (if any), and, when the
+    proxy stops, closing the API client once the report is withdrawn."""
 
     async def kubernetes_mode(server: ProxyServer) -> None:
         try:
