@@ -39,7 +39,6 @@ PROBING = [
 ]
 
 
-
 def invite_times(caller: SippCaller) -> dict[str, float]:
     """Call-ID -> when the caller sent its first INVITE (Unix time)."""
     out: dict[str, float] = {}
