@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from sipdispatchproc import SipdispatchProxy, StateWatcher
 
-from sipphelpers import SippGateway, SippLab
+from sipphelpers import SippGateway, SippLab, Transport
 
 pytestmark = pytest.mark.sipp
 
@@ -258,3 +258,23 @@ def test_forged_probe_replies_do_not_bring_a_dead_gateway_back(
     assert forged_states == ["IP"]
     assert dropped >= forged  # every forged reply with a live branch was dropped, and counted
     assert back.state == "AP"
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_probe_replies_from_the_gateway_itself_are_accepted_over_each_transport(
+    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path, transport: Transport
+) -> None:
+    """The address check is no trouble for real gateways: over TCP the reply comes back on the
+    connection the proxy opened, over UDP from the gateway's own port."""
+    gw = sipp_lab.gateway("gw", transport=transport)
+    args = ["--probe-interval", "0.2", "--probe-timeout", "0.15", "--success-threshold", "1"]
+    proxy = SipdispatchProxy(tmp_path / "proxy", [gw], transport=transport, extra_args=args)
+    proxies.append(proxy.start())
+    time.sleep(2.0)
+    state = proxy.destination(gw.uri)
+    probes = proxy.metric('sipdispatch_probes_total{result="success",set="1"}')
+    dropped = proxy.metric('sipdispatch_probe_replies_rejected_total{set="1"}')
+    print(f"\n{transport}: {probes:g} probes answered, {dropped:g} replies dropped, {state}")
+    assert state["state"] == "AP"
+    assert probes >= 5
+    assert dropped == 0
