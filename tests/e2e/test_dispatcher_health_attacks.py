@@ -1,5 +1,5 @@
 """Health under attack from one unauthenticated host, with sipp callers and gateways on
-loopback.
+loopback, on the development install and on the compiled build.
 
 * **Refused INVITEs.** The gateways refuse calls to one number with 503 (a trunk that cannot
   route it); one INVITE to that number fails over across both gateways. With default settings
@@ -41,11 +41,15 @@ def invites(gateway: SippGateway) -> int:
 
 
 def test_refused_invites_take_no_gateway_down_and_fail_no_legitimate_call(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     gw1 = sipp_lab.gateway("gw1", scenario="uas_refuse_blocked")
     gw2 = sipp_lab.gateway("gw2", scenario="uas_refuse_blocked")
-    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2]).start()  # default settings
+    # Default settings.
+    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2], command=proxy_build).start()
     proxies.append(proxy)
 
     # The three-INVITE attack: each INVITE is refused by both gateways (failover on 5xx).
@@ -114,14 +118,19 @@ probing:
 
 
 def test_callers_cancelling_while_ringing_take_no_gateway_down(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     """4xx failover and 4xx marking on, the strictest settings: a 487 still counts for nothing,
     and a cancelled call is never failed over."""
     gw1 = sipp_lab.gateway("gw1", scenario="uas_ring")
     gw2 = sipp_lab.gateway("gw2", scenario="uas_ring")
     config = CANCEL_CONFIG.format(gw1=gw1.uri, gw2=gw2.uri)
-    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2], config_text=config).start()
+    proxy = SipdispatchProxy(
+        tmp_path / "proxy", [gw1, gw2], config_text=config, command=proxy_build
+    ).start()
     proxies.append(proxy)
     calls = 20
     caller = sipp_lab.caller(
@@ -225,14 +234,19 @@ def with_branch(message: bytes, branch: bytes) -> bytes:
 
 
 def test_forged_probe_replies_do_not_bring_a_dead_gateway_back(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     gw1 = sipp_lab.gateway("gw1")
     gw2 = sipp_lab.gateway("gw2")
     # One probe answered would be enough to come back (success threshold 1): the worst case.
     args = ["--probe-interval", "0.5", "--probe-timeout", "0.4"]
     args += ["--failure-threshold", "2", "--success-threshold", "1"]
-    proxy = SipdispatchProxy(tmp_path / "proxy", [gw1, gw2], extra_args=args).start()
+    proxy = SipdispatchProxy(
+        tmp_path / "proxy", [gw1, gw2], extra_args=args, command=proxy_build
+    ).start()
     proxies.append(proxy)
     rejected = 'sipdispatch_probe_replies_rejected_total{set="1"}'
     with StateWatcher(proxy, gw1.uri) as watch:
