@@ -468,3 +468,17 @@ def test_coming_up_to_active_in_inactive_mode_says_why_though_the_code_stays_ax(
     assert (record.code, record.eligible) == ("AX", True)
     assert record.reason != coming_up_reason
     assert record.changed_at == 10.0
+
+
+def test_takes_down_says_which_result_would_end_eligibility() -> None:
+    policy = health.HealthPolicy(failure_threshold=2)
+    record = HealthRecord()
+    failure = Result.failure("x")
+    assert not health.takes_down(record, failure, policy)  # the first failure only makes it TRYING
+    health.apply(record, failure, policy, 1.0)
+    assert health.takes_down(record, failure, policy)
+    assert health.takes_down(record, Result.timeout(1.0), policy)
+    assert not health.takes_down(record, Result.success(), policy)
+    assert health.takes_down(HealthRecord(), Result.overloaded(5.0), policy)  # a drain
+    health.apply(record, failure, policy, 2.0)
+    assert not health.takes_down(record, failure, policy)  # already out

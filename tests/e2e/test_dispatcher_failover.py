@@ -129,13 +129,15 @@ def test_a_gateway_answering_503_loses_no_call(
     tmp_path: Path,
     proxy_build: list[str] | None,
 ) -> None:
-    """Every INVITE the 503 gateway refuses fails over to the other one; none fails. Passive
-    marking takes the refusing gateway out after the threshold, and its probes (it answers
-    OPTIONS) bring it back for another try, so it keeps being tried now and then."""
+    """Every INVITE the 503 gateway refuses fails over to the other one; none fails. With 5xx
+    replies made to count (``--passive-codes``; by default a reply proves the box alive),
+    passive marking takes the refusing gateway out after the threshold, and its probes (it
+    answers OPTIONS) bring it back for another try, so it keeps being tried now and then."""
     bad = sipp_lab.gateway("bad", scenario="uas_503")
     good = sipp_lab.gateway("good")
+    args = [*PROBING, "--passive-codes", "5xx"]
     proxy = SipdispatchProxy(
-        tmp_path / "proxy", [bad, good], extra_args=PROBING, command=proxy_build
+        tmp_path / "proxy", [bad, good], extra_args=args, command=proxy_build
     ).start()
     proxies.append(proxy)
     calls = RATE * 6

@@ -31,7 +31,7 @@ def test_harness_importable_from_tests_dir() -> None:
     assert Path(sipphelpers.__file__).resolve() == Path(__file__).resolve().parents[1] / (
         "sipphelpers.py"
     )
-    for name in ("uac", "uas", "uas_503", "uas_486"):
+    for name in ("uac", "uas", "uas_503", "uas_486", "uas_refuse_blocked", "uas_ring"):
         assert scenario_path(name) == SCENARIO_DIR / f"{name}.xml"
     with pytest.raises(HarnessError):
         scenario_path("no-such-scenario")

@@ -33,8 +33,17 @@ def test_flags_become_the_probing_settings() -> None:
     assert not spec.accepts(403)
 
 
+def test_passive_codes_and_the_retry_after_cap_are_flags_too() -> None:
+    spec = probing("--passive-codes=5xx, 480", "--max-retry-after=60")
+    assert spec.passive_codes == ["5xx", "480"]
+    assert spec.max_retry_after == 60.0
+
+
 def test_no_flags_give_the_defaults() -> None:
     assert probing() == ProbingSpec()
+    # Replies prove a destination alive: none counts against it unless configured.
+    assert ProbingSpec().passive_codes == []
+    assert ProbingSpec().max_retry_after == 300.0
 
 
 @pytest.mark.parametrize(
@@ -46,6 +55,8 @@ def test_no_flags_give_the_defaults() -> None:
         (["--probe-from=nope"], "--probe-from: "),
         (["--probe-mode=sometimes"], "--probe-mode: "),
         (["--probe-jitter=1.5"], "--probe-jitter: "),
+        (["--passive-codes=603"], "--passive-codes: "),
+        (["--max-retry-after=0"], "--max-retry-after: "),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(

@@ -19,6 +19,7 @@ from sipdispatch.proxy.settings import ProbeSettings
 
 GW1 = "sip:127.0.0.2:5060"
 GW2 = "sip:127.0.0.3:5060"
+GW3 = "sip:127.0.0.4:5060"
 
 
 def probing(**fields: object) -> ProbeSettings:
@@ -28,6 +29,11 @@ def probing(**fields: object) -> ProbeSettings:
 def table(*uris: str, previous: DestinationTable | None = None) -> DestinationTable:
     dests = tuple(Destination.create(1, uri) for uri in uris)
     return DestinationTable.build(TableConfig((SetConfig(1, dests),)), previous, 0.0)
+
+
+def timed_out(uri: str) -> BranchFailed:
+    """A call to ``uri`` that got no reply in time."""
+    return BranchFailed(DestinationKey.parse(1, uri), 408, "c", replied=False)
 
 
 class Book:
@@ -41,7 +47,6 @@ class Book:
         self.book = HealthBook(
             settings or probing(failureThreshold=2),
             clock=lambda: self.now,
-            failover_codes=lambda: frozenset({408, 500}),
             max_dialog_age=100.0,
             metrics=metrics,
         )
@@ -61,7 +66,7 @@ class Book:
 
 def test_changes_name_the_destination_by_its_key_and_say_where_they_came_from() -> None:
     book = Book()
-    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
+    book.book.observe([timed_out(GW1)])
     book.book.set_state(1, "sip:127.0.0.3", "dx")  # however the URI is spelled
     assert [(c.key, c.source, c.previous, c.code) for c in book.changes] == [
         (DestinationKey(1, "sip:127.0.0.2:5060;transport=udp"), "traffic", "AP", "TP"),
@@ -77,7 +82,7 @@ def test_changes_name_the_destination_by_its_key_and_say_where_they_came_from() 
 
 
 def test_set_state_needs_a_table_and_a_known_destination() -> None:
-    book = HealthBook(probing(), clock=lambda: 0.0, failover_codes=frozenset, max_dialog_age=1.0)
+    book = HealthBook(probing(), clock=lambda: 0.0, max_dialog_age=1.0)
     with pytest.raises(LookupError, match="no destination table"):
         book.set_state(1, GW1, "dx")
     book.follow(table(GW1))
@@ -109,13 +114,13 @@ def test_new_thresholds_apply_to_the_next_result() -> None:
     book = Book(probing(failureThreshold=3))
     book.book.observe(
         [
-            BranchFailed(DestinationKey.parse(1, GW1), 500),
-            BranchFailed(DestinationKey.parse(1, GW1), 500),
+            timed_out(GW1),
+            timed_out(GW1),
         ]
     )
     assert book.code(GW1) == "TP"
     book.book.configure(probing(failureThreshold=2))
-    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
+    book.book.observe([timed_out(GW1)])
     assert book.code(GW1) == "IP"
 
 
@@ -128,13 +133,13 @@ def test_without_a_prober_probe_completions_are_ignored() -> None:
 
 def test_a_reload_keeps_serving_the_carried_records() -> None:
     book = Book()
-    book.book.observe([BranchFailed(DestinationKey.parse(1, GW1), 500)])
-    book.table = table(GW1, previous=book.table)
+    book.book.observe([timed_out(GW1)])
+    book.table = table(GW1, GW3, previous=book.table)
     book.book.follow(book.table)
     book.book.observe(
         [
-            BranchFailed(DestinationKey.parse(1, GW1), 500),
-            BranchFailed(DestinationKey.parse(1, GW2), 500),
+            timed_out(GW1),
+            timed_out(GW2),
         ]
     )
     assert book.code(GW1) == "IP"  # the streak went on in the carried record

@@ -4,6 +4,7 @@ probing real loopback SIP make_peer through the proxy core's client transactions
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
@@ -265,7 +266,9 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
     ) -> Lab:
         loop = asyncio.get_running_loop()
         policy = HealthPolicy(failures, successes, mode)
-        settings = ProbeSettings(interval, probe_timeout, jitter, from_uri, accepted, policy)
+        settings = ProbeSettings(
+            interval, probe_timeout, jitter, from_uri, accepted, policy, frozenset(), 300.0
+        )
         port = free_udp_port()
         config = TableConfig((SetConfig(1, tuple(dests)),))
         table = DestinationTable.build(config, None, loop.time(), policy=policy)
@@ -274,9 +277,7 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
             advertise=("127.0.0.1", port),
             timers=Timers(t1=0.02, t2=0.16, t4=0.2),
         )
-        book = HealthBook(
-            settings, clock=loop.time, failover_codes=frozenset, max_dialog_age=3600.0
-        )
+        book = HealthBook(settings, clock=loop.time, max_dialog_age=3600.0)
         book.follow(table)
         results: list[HealthChange] = []
         book.watchers.append(results.append)
@@ -423,7 +424,7 @@ async def test_the_interval_follows_the_settings(
     await asyncio.sleep(0.2)
     assert len(peer.options()) <= 1
     old = lab.book.probing
-    lab.book.configure(ProbeSettings(0.05, 0.04, 0.2, old.from_uri, old.accepted, old.policy))
+    lab.book.configure(dataclasses.replace(old, interval=0.05, timeout=0.04))
     await until(lambda: len(peer.options()) >= 5, within=2.0)
 
 

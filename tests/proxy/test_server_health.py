@@ -114,21 +114,24 @@ async def test_failed_calls_mark_their_destination_and_count_failovers(
     start: Callable[..., asyncio.Future[Running]],
 ) -> None:
     # Probing off: only real traffic moves the state.
-    off = ProbingSpec.model_validate({"mode": "off", "failureThreshold": 3})
+    off = ProbingSpec.model_validate(
+        {"mode": "off", "failureThreshold": 3, "passiveCodes": ["500"]}
+    )
     run = await start("1 sip:127.0.0.2:5060\n1 sip:127.0.0.3:5060\n", probing=off)
     gw1, gw2 = "sip:127.0.0.2:5060", "sip:127.0.0.3:5060"
     run.events(*[BranchFailed(DestinationKey.parse(1, gw2), 486)] * 4)  # busy: says nothing
+    run.events(*[BranchFailed(DestinationKey.parse(1, gw2), 503)] * 4)  # alive: says nothing
     assert run.record(gw2).code == "AX"
     run.events(
-        BranchFailed(DestinationKey.parse(1, gw1), 503),
-        BranchFailed(DestinationKey.parse(1, gw1), 408),
+        BranchFailed(DestinationKey.parse(1, gw1), 503, "a", replied=False),  # transport error
+        BranchFailed(DestinationKey.parse(1, gw1), 408, "b", replied=False),  # timeout
     )
     assert run.record(gw1).code == "TX"  # trying, not probed in mode off
-    run.events(BranchFailed(DestinationKey.parse(1, gw1), 500))
+    run.events(BranchFailed(DestinationKey.parse(1, gw1), 500))  # a passive code
     assert run.record(gw1).code == "IX"
     failovers = f'sipdispatch_failovers_total{{set="1",uri="{gw1}"}}'
     assert run.metric(failovers) == 3
-    assert run.metric(f'sipdispatch_failovers_total{{set="1",uri="{gw2}"}}') == 0
+    assert run.metric(f'sipdispatch_failovers_total{{set="1",uri="{gw2}"}}') == 4
 
 
 @pytest.mark.slow
@@ -225,6 +228,7 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
     text = (
         "sets: [{{id: 1, destinations: [{{uri: 'sip:127.0.0.2:5060'}}]}}]\n"
         "failover: {{codes: [{codes}], maxAttempts: {attempts}}}\n"
+        "probing: {{passiveCodes: [{codes}]}}\n"
     )
     path.write_text(text.format(codes="'502'", attempts=2))
     source = FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None)
@@ -240,7 +244,7 @@ async def test_a_reload_applies_the_configs_new_failover_section(tmp_path: Path)
         await server.reload()
         assert server.engine.core.settings.failover_codes == {408, 480, *range(500, 600)}
         assert server.engine.core.settings.max_attempts == 4
-        assert server.health.traffic.marks(480)  # passive marking follows the same codes
+        assert server.health.probing.passive == {480, *range(500, 600)}  # so does marking
     finally:
         await server.close()
 

@@ -64,7 +64,6 @@ def keeper_for(path: Path) -> tuple[TableKeeper, HealthBook]:
     book = HealthBook(
         probe_settings(None, DEFAULTS),
         clock=lambda: 1.0,
-        failover_codes=frozenset,
         max_dialog_age=1.0,
     )
     source = FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None)

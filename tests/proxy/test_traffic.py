@@ -21,7 +21,7 @@ from sipdispatch.proxy.settings import ProbeSettings
 
 GW1 = "sip:127.0.0.2:5060"
 GW2 = "sip:127.0.0.3:5060"
-FAILOVER = frozenset({408, *range(500, 600)})
+GW3 = "sip:127.0.0.4:5060"
 PROBING = ProbeSettings.from_spec(ProbingSpec.model_validate({"failureThreshold": 3}))
 POLICY = PROBING.policy
 
@@ -38,15 +38,17 @@ def build(
 
 
 class World:
-    def __init__(self, failover: frozenset[int] = FAILOVER, max_age: float = 100.0) -> None:
-        self.table = build()
-        self.failover = failover
+    def __init__(
+        self,
+        passive: tuple[str, ...] = (),
+        max_age: float = 100.0,
+        uris: tuple[str, ...] = (GW1, GW2),
+    ) -> None:
+        self.table = build(uris)
         self.now = 0.0
+        spec = ProbingSpec.model_validate({"failureThreshold": 3, "passiveCodes": list(passive)})
         self.book = HealthBook(
-            PROBING,
-            clock=lambda: self.now,
-            failover_codes=lambda: self.failover,
-            max_dialog_age=max_age,
+            ProbeSettings.from_spec(spec), clock=lambda: self.now, max_dialog_age=max_age
         )
         self.book.follow(self.table)
         self.traffic = self.book.traffic
@@ -64,11 +66,24 @@ class World:
     def calls(self, uri: str) -> int:
         return self.table.find(1, uri).runtime.active_calls
 
-    def fail(self, uri: str, status: int, now: float = 1.0) -> health.Event | None:
-        """The event of the change a failed branch made, if it made one."""
+    def fail(
+        self,
+        uri: str,
+        status: int,
+        now: float = 1.0,
+        *,
+        replied: bool = True,
+        cancelled: bool = False,
+    ) -> health.Event | None:
+        """A branch to ``uri`` ended with ``status`` (a reply, or the core's own 408/503 when
+        ``replied`` is False); the event of the change it made, if it made one."""
         seen = len(self.changes)
-        self.observe(BranchFailed(DestinationKey.parse(1, uri), status), now)
+        key = DestinationKey.parse(1, uri)
+        self.observe(BranchFailed(key, status, "c", replied, cancelled), now)
         return self.changes[-1].event if len(self.changes) > seen else None
+
+    def time_out(self, uri: str, now: float = 1.0) -> health.Event | None:
+        return self.fail(uri, 408, now, replied=False)
 
     def send(self, uri: str, call_id: str, now: float = 1.0, method: str = "INVITE") -> None:
         self.observe(BranchStarted(DestinationKey.parse(1, uri), method, call_id), now)
@@ -86,59 +101,107 @@ class World:
 # --- passive marking ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [408, 503, 500, 502, 504, 599])
-def test_failover_codes_timeouts_and_transport_errors_count_like_failed_probes(
-    status: int,
-) -> None:
+@pytest.mark.parametrize("status", [408, 503])
+def test_timeouts_and_transport_errors_count_like_failed_probes(status: int) -> None:
     world = World()
-    assert world.fail(GW1, status) is None
+    assert world.fail(GW1, status, replied=False) is None
     assert world.code(GW1) == "TP"
-    world.fail(GW1, status)
-    event = world.fail(GW1, status)
+    world.fail(GW1, status, replied=False)
+    event = world.fail(GW1, status, replied=False)
     assert isinstance(event, health.DestinationDown)
     assert world.code(GW1) == "IP"
     assert world.code(GW2) == "AP"
 
 
-@pytest.mark.parametrize("status", [486, 404, 403, 480, 487, 600, 603, 302])
-def test_answers_that_say_nothing_about_the_destination_do_not_mark(status: int) -> None:
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504, 599, 486, 404, 403, 480, 487, 603])
+def test_by_default_no_reply_counts_against_the_destination_that_sent_it(status: int) -> None:
+    # Anyone can send an INVITE a gateway refuses: a reply proves the box is alive.
     world = World()
     for _ in range(5):
         assert world.fail(GW1, status) is None
+    assert (world.code(GW1), world.code(GW2)) == ("AP", "AP")
+    assert world.table.find(1, GW1).runtime.health.failures == 0
+
+
+def test_replies_with_the_configured_passive_codes_count() -> None:
+    world = World(passive=("5xx", "404"))
+    for _ in range(3):
+        world.fail(GW1, 486)
+    assert world.code(GW1) == "AP"
+    for _ in range(3):
+        world.fail(GW1, 503)
+    assert world.code(GW1) == "IP"
+    for _ in range(3):
+        world.fail(GW2, 404)
+    assert world.code(GW2) == "TP"  # the last eligible destination: see below
+
+
+def test_a_487_never_counts_even_when_its_class_is_configured() -> None:
+    world = World(passive=("4xx",))
+    for _ in range(5):
+        assert world.fail(GW1, 487) is None
+    assert world.code(GW1) == "AP"
+    world.fail(GW1, 480)
+    assert world.code(GW1) == "TP"
+
+
+@pytest.mark.parametrize(("status", "replied"), [(480, True), (503, True), (408, False)])
+def test_nothing_that_ends_a_cancelled_branch_counts(status: int, replied: bool) -> None:
+    # The caller hung up (or Timer C, or another fork answered): how the branch ends says
+    # nothing about the destination, whatever the passive codes say.
+    world = World(passive=("4xx", "5xx"))
+    for _ in range(5):
+        assert world.fail(GW1, status, replied=replied, cancelled=True) is None
     assert world.code(GW1) == "AP"
     assert world.table.find(1, GW1).runtime.health.failures == 0
 
 
-def test_only_the_configured_failover_codes_mark_besides_timeouts_and_503() -> None:
-    world = World(failover=frozenset({408, 502}))
+def test_traffic_never_takes_the_last_eligible_destination_of_a_set_out() -> None:
+    world = World()
     for _ in range(3):
-        world.fail(GW1, 500)
-    assert world.code(GW1) == "AP"
-    for _ in range(3):
-        world.fail(GW1, 503)  # transport errors always count
+        world.time_out(GW1)
     assert world.code(GW1) == "IP"
-    for _ in range(3):
-        world.fail(GW2, 502)
+    for _ in range(10):
+        assert world.time_out(GW2) is None
+    assert world.code(GW2) == "TP"  # still taking calls: the set has nowhere else to go
+    assert world.book.spared == 8
+    # Probes can: they are the proxy's own questions, not what a caller made happen.
+    target = world.table.find(1, GW2)
+    world.book.apply_probe(target, health.Result.timeout(1.0), 2.0)
     assert world.code(GW2) == "IP"
 
 
+def test_the_last_eligible_destination_is_counted_in_its_own_set_only() -> None:
+    world = World(uris=(GW1,))
+    for _ in range(5):
+        world.time_out(GW1)
+    assert world.code(GW1) == "TP"
+    world.reload((GW1, GW3))  # another destination to go to: now it may go
+    world.time_out(GW1)
+    assert world.code(GW1) == "IP"
+
+
 def test_the_failure_reason_says_what_happened() -> None:
-    world = World()
-    world.fail(GW1, 408)
+    world = World(passive=("500",))
+    world.time_out(GW1)
     assert world.table.find(1, GW1).runtime.health.reason == "call timed out"
     world.fail(GW2, 500)
     assert world.table.find(1, GW2).runtime.health.reason == "call answered 500"
+    world.fail(GW1, 503, replied=False)
+    result = world.changes[-1].result
+    assert result is not None
+    assert result.reason == "call failed: transport error"
 
 
 def test_a_call_answered_breaks_a_failure_streak() -> None:
     world = World()
-    world.fail(GW1, 408)
-    world.fail(GW1, 408)
+    world.time_out(GW1)
+    world.time_out(GW1)
     assert world.code(GW1) == "TP"
     world.answer(GW1, "c1")
     assert world.code(GW1) == "AP"
-    world.fail(GW1, 408)
-    world.fail(GW1, 408)
+    world.time_out(GW1)
+    world.time_out(GW1)
     assert world.code(GW1) == "TP"  # the streak started over
 
 
@@ -146,7 +209,7 @@ def test_admin_disabled_is_never_lifted_or_changed_by_traffic() -> None:
     world = World()
     world.table.set_state(1, GW1, "dx", 0.0)
     for _ in range(5):
-        world.fail(GW1, 408)
+        world.time_out(GW1)
     world.answer(GW1, "c1")
     assert world.code(GW1) == "DX"
     assert world.table.find(1, GW1).runtime.health.learned is health.HealthState.ACTIVE
@@ -154,8 +217,8 @@ def test_admin_disabled_is_never_lifted_or_changed_by_traffic() -> None:
 
 def test_events_for_unknown_destinations_are_ignored() -> None:
     world = World()
-    assert world.fail("sip:10.9.9.9", 408) is None
-    world.observe(BranchFailed(DestinationKey.parse(7, GW1), 408), 1.0)
+    assert world.time_out("sip:10.9.9.9") is None
+    world.observe(BranchFailed(DestinationKey.parse(7, GW1), 408, "c", replied=False), 1.0)
     assert world.changes == []
     world.observe(BranchAnswered(DestinationKey.parse(1, "sip:10.9.9.9"), 0.1, "INVITE", "x"), 1.0)
     assert world.traffic.dialogs == 0
@@ -163,12 +226,12 @@ def test_events_for_unknown_destinations_are_ignored() -> None:
 
 def test_marking_follows_the_table_being_served() -> None:
     world = World()
-    world.fail(GW1, 408)
-    world.fail(GW1, 408)
-    world.reload((GW1,))  # GW2 removed, GW1 carried with its streak
-    world.fail(GW1, 408)
+    world.time_out(GW1)
+    world.time_out(GW1)
+    world.reload((GW1, GW3))  # GW2 removed, GW1 carried with its streak
+    world.time_out(GW1)
     assert world.code(GW1) == "IP"
-    assert world.fail(GW2, 408) is None
+    assert world.time_out(GW2) is None
 
 
 # --- call load ---------------------------------------------------------------------

@@ -60,6 +60,11 @@ FIELD_DOCS: Mapping[tuple[str, str], str] = {
     ("ProbingSpec", "replyCodes"): "Answers to OPTIONS that count as success: codes (200) or "
     "classes ('2xx').",
     ("ProbingSpec", "from"): "From URI of the probes.",
+    ("ProbingSpec", "passiveCodes"): "Replies to calls that count against their destination "
+    "like a failed probe: 4xx or 5xx codes or classes. Timeouts and transport errors always "
+    "count; 487 and replies to cancelled calls never do. Default: none.",
+    ("ProbingSpec", "maxRetryAfter"): "Longest drain, in seconds, that a probe's 503 "
+    "Retry-After may ask for (longer ones are cut to it). Default: 300.",
     ("FailoverSpec", "codes"): "Answers that make the proxy try the next destination: 4xx or "
     "5xx codes or classes.",
     ("FailoverSpec", "onTimeout"): "Also fail over when a destination does not answer.",
@@ -135,6 +140,10 @@ RULES: Mapping[tuple[str, str], Schema] = {
     ("ProbingSpec", "replyCodes"): {
         "maxItems": 50,
         "items": _code_rule("1-6", 100, 699, "a SIP status code (100-699) or class such as '2xx'"),
+    },
+    ("ProbingSpec", "passiveCodes"): {
+        "maxItems": 50,
+        "items": _code_rule("45", 400, 599, "a 4xx or 5xx status code or class such as '5xx'"),
     },
     ("FailoverSpec", "codes"): {
         "maxItems": 50,

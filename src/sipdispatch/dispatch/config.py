@@ -253,6 +253,12 @@ class ProbingSpec(_Model):
     success_threshold: int = Field(default=_POLICY.success_threshold, ge=1)
     reply_codes: list[ReplyCode] = Field(default_factory=lambda: ["2xx"], min_length=1)
     from_: str = Field(default="sip:sipdispatch@localhost", alias="from")
+    #: replies to calls that count against their destination, like a failed probe (passive
+    #: marking). Timeouts and transport errors always count; a reply proves the box alive, so
+    #: none does by default, and a 487 or any reply to a CANCELled call never does.
+    passive_codes: list[FailoverCode] = Field(default_factory=list)
+    #: the longest drain a 503's Retry-After may ask for, in seconds (longer ones are cut)
+    max_retry_after: float = Field(default=300.0, gt=0)
 
     @field_validator("from_")
     @classmethod

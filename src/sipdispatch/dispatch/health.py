@@ -85,6 +85,7 @@ __all__ = [
     "apply",
     "expire_drain",
     "set_admin_state",
+    "takes_down",
     "wants_probe",
 ]
 
@@ -312,6 +313,18 @@ def wants_probe(record: HealthRecord, policy: HealthPolicy) -> bool:
     if record.disabled or policy.mode is ProbingMode.OFF:
         return False
     return policy.mode is ProbingMode.ALL or record.probing
+
+
+def takes_down(record: HealthRecord, result: Result, policy: HealthPolicy) -> bool:
+    """Whether applying ``result`` would make an eligible destination ineligible (the
+    failure that reaches the threshold, or a drain signal)."""
+    if not record.eligible or record.disabled:
+        return False
+    if result.outcome is Outcome.SUCCESS:
+        return False
+    if result.outcome is Outcome.OVERLOADED:
+        return result.retry_after > 0
+    return record.failures + 1 >= policy.failure_threshold
 
 
 def apply(record: HealthRecord, result: Result, policy: HealthPolicy, now: float) -> Event | None:

@@ -114,7 +114,11 @@ _PROBING_FLAGS = {
     "success_threshold": "success_threshold",
     "probe_from": "from_",
     "probe_codes": "reply_codes",
+    "passive_codes": "passive_codes",
+    "max_retry_after": "max_retry_after",
 }
+# Flags that take a comma-separated list of codes.
+_CODE_LISTS = ("reply_codes", "passive_codes")
 
 
 def _add_probing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +169,19 @@ def _add_probing_arguments(parser: argparse.ArgumentParser) -> None:
         f"({','.join(spec.reply_codes)})",
     )
     add(
+        "--passive-codes",
+        metavar="CODES",
+        help="replies to calls that count against their destination like a failed probe, "
+        "comma separated 4xx/5xx codes or classes; timeouts and transport errors always count, "
+        "487 never (none)",
+    )
+    add(
+        "--max-retry-after",
+        type=float,
+        metavar="SECONDS",
+        help=f"longest drain a probe's 503 Retry-After may ask for ({spec.max_retry_after:g})",
+    )
+    add(
         "--max-dialog-age",
         type=float,
         default=DEFAULTS.max_dialog_age,
@@ -184,8 +201,9 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         logging.getLogger(__name__).warning(
             "probing flags are ignored: the --config file's probing section applies"
         )
-    if "reply_codes" in given:
-        given["reply_codes"] = [c.strip() for c in given["reply_codes"].split(",") if c.strip()]
+    for name in _CODE_LISTS:
+        if name in given:
+            given[name] = [c.strip() for c in given[name].split(",") if c.strip()]
     try:
         return ProbingSpec.model_validate(given)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ __all__ = [
     "MessageRejected",
     "NoDestination",
     "ProbeCompleted",
+    "ProbeReplyRejected",
 ]
 
 
@@ -63,16 +64,29 @@ class BranchStarted:
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class BranchFailed:
-    """A destination answered with a failure, or timed out (``status`` 408)."""
+    """A destination answered with a failure, or did not answer: ``replied`` False, ``status``
+    408 for a timeout, 503 for a transport error. ``cancelled``: the branch had been cancelled
+    (by the caller, by Timer C or by another fork's 2xx) before it ended."""
 
     destination: DestinationKey
     status: int
     call_id: str = ""
+    replied: bool = True
+    cancelled: bool = False
 
-    def __init__(self, destination: DestinationKey, status: int, call_id: str = "") -> None:
+    def __init__(
+        self,
+        destination: DestinationKey,
+        status: int,
+        call_id: str = "",
+        replied: bool = True,
+        cancelled: bool = False,
+    ) -> None:
         self.destination = destination
         self.status = status
         self.call_id = call_id
+        self.replied = replied
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,15 @@ class ProbeCompleted:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeReplyRejected:
+    """A reply to a probe came from elsewhere than the probed destination: dropped."""
+
+    destination: DestinationKey
+    source: tuple[str, int]
+    transport: str
+
+
 @dataclass(slots=True, init=False, unsafe_hash=True)
 class DialogEnded:
     """A BYE for ``call_id`` passed through: the dialog no longer loads its destination."""
@@ -121,5 +144,6 @@ CoreEvent = (
     | MessageRejected
     | NoDestination
     | ProbeCompleted
+    | ProbeReplyRejected
     | DialogEnded
 )

@@ -6,7 +6,9 @@ the only place that logs a change and counts it (Up/Down events, probe results):
 
 * **probe results**: the core's ``ProbeCompleted`` reaches `HealthBook.observe`, the `Prober`
   matches it to the probe it sent and says what the reply means, the book applies it;
-* **what real calls say** (passive marking, ``traffic.py``), from the same events;
+* **what real calls say** (passive marking, ``traffic.py``), from the same events. Traffic
+  alone never takes the last eligible destination of a set out of service: callers can make
+  calls fail at will, and a set with nowhere to send answers every caller 503. Probes can;
 * **an admin's set-state** (the control API);
 * **Retry-After drains that are due**, and dialogs too old to count, from `run_housekeeping`.
 
@@ -70,7 +72,6 @@ class HealthBook:
         probing: ProbeSettings,
         *,
         clock: Callable[[], float],
-        failover_codes: Callable[[], frozenset[int]],
         max_dialog_age: float,
         metrics: ProxyMetrics | None = None,
     ) -> None:
@@ -78,7 +79,9 @@ class HealthBook:
         self.clock = clock
         self.metrics = metrics
         self.index = TargetIndex()
-        self.traffic = TrafficObserver(self.index, failover_codes, max_dialog_age)
+        self.traffic = TrafficObserver(self.index, lambda: self.probing.passive, max_dialog_age)
+        #: failed calls not held against the last eligible destination of their set
+        self.spared = 0
         self.probes: ProbeOwner | None = None
         #: hear every change applied (tests, and whatever else wants to)
         self.watchers: list[Callable[[HealthChange], None]] = []
@@ -114,7 +117,24 @@ class HealthBook:
                 continue
             observed = traffic.observe(event, now)
             if observed is not None:
-                self.apply(observed[0], observed[1], "traffic", now)
+                self.apply_traffic(observed[0], observed[1], now)
+
+    def apply_traffic(self, target: Target, result: health.Result, now: float) -> None:
+        """What a call said, unless it would leave the target's set with nowhere to go."""
+        record = target.runtime.health
+        if health.takes_down(record, result, self.probing.policy) and self._last_eligible(target):
+            self.spared += 1
+            return
+        self.apply(target, result, "traffic", now)
+
+    def _last_eligible(self, target: Target) -> bool:
+        table = self.table
+        dest_set = table.sets.get(target.identity.set_id) if table is not None else None
+        if dest_set is None:
+            return False
+        return not any(
+            other is not target and other.runtime.health.eligible for other in dest_set.targets
+        )
 
     def apply_probe(self, target: Target, result: health.Result, now: float) -> None:
         if self.metrics is not None:

@@ -22,6 +22,7 @@ from sipdispatch.proxy.events import (
     CoreEvent,
     MessageRejected,
     NoDestination,
+    ProbeReplyRejected,
 )
 
 __all__ = ["ProxyMetrics"]
@@ -151,6 +152,13 @@ class ProxyMetrics:
             ["set", "uri", "event"],
             registry=registry,
         )
+        self.probe_replies_rejected = Counter(
+            "sipdispatch_probe_replies_rejected",
+            "Replies to OPTIONS probes dropped: they came from another address or transport "
+            "than the probed destination's",
+            ["set"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -161,8 +169,9 @@ class ProxyMetrics:
         registry.register(_TableCollector(table, in_flight))
 
     def _failed_over(self, event: BranchFailed) -> bool:
-        """Whether a failed branch was a failover trigger (a parallel set forks, not fails over)."""
-        if event.status not in self._failover_codes():
+        """Whether a failed branch was a failover trigger (a parallel set forks, not fails over;
+        a branch ended by a CANCEL is not counted: the caller hung up)."""
+        if event.cancelled or event.status not in self._failover_codes():
             return False
         table = self._table()
         dest_set = table.sets.get(event.destination.set_id) if table is not None else None
@@ -230,3 +239,5 @@ class ProxyMetrics:
                 self.rejected.labels(str(event.status)).inc()
             elif isinstance(event, NoDestination):
                 self.no_destination.inc()
+            elif isinstance(event, ProbeReplyRejected):
+                self.probe_replies_rejected.labels(str(event.destination.set_id)).inc()

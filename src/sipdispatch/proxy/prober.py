@@ -20,7 +20,8 @@ Kamailio's ``ds_ping_interval`` with the rough edges filed off:
   address changed is dropped;
 * **what a reply means** (`classify`): an accepted reply code is a success (its round trip
   feeds the latency statistics), a 503 with Retry-After is a drain signal, no reply in time
-  is a timeout (408), anything else, or a transport error, is a failure.
+  is a timeout (408), anything else, or a transport error, is a failure. Replies from
+  anywhere but the probed destination never get here: the core drops them.
 
 Which destinations are probed is ``health.wants_probe`` (the probing mode and flag), asked
 again at every turn, so a mode change or a destination that starts failing is picked up at
@@ -63,14 +64,15 @@ def classify(
     """What one probe's outcome says about the destination.
 
     A 503 with Retry-After is a drain signal even when 503 is an accepted code: the
-    destination asked for no traffic for that long.
+    destination asked for no traffic for that long, at most ``max_retry_after`` (a year-long
+    Retry-After would otherwise keep it out until an admin steps in).
     """
     if rtt is None:  # the core answered for the destination: no reply in time, or no route
         if status == 408:
             return health.Result.timeout(settings.timeout, "OPTIONS timeout")
         return health.Result.failure(f"OPTIONS {status} (transport error)")
     if status == 503 and retry_after is not None:
-        return health.Result.overloaded(retry_after, rtt)
+        return health.Result.overloaded(min(retry_after, settings.max_retry_after), rtt)
     if status in settings.accepted:
         return health.Result.success(rtt, f"OPTIONS {status}")
     return health.Result.failure(f"OPTIONS {status}", rtt)

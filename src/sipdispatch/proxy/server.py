@@ -83,7 +83,6 @@ class ProxyServer:
         self.health = HealthBook(
             probe_settings(None, settings),
             clock=self.now,
-            failover_codes=self._failover_codes,
             max_dialog_age=settings.max_dialog_age,
             metrics=self.metrics,
         )

@@ -72,6 +72,10 @@ class ProbeSettings:
     from_uri: str
     accepted: frozenset[int]
     policy: health.HealthPolicy
+    #: replies to calls that count against a destination (passive marking)
+    passive: frozenset[int]
+    #: a probe's 503 Retry-After is cut to this many seconds
+    max_retry_after: float
 
     @classmethod
     def from_spec(cls, spec: ProbingSpec) -> ProbeSettings:
@@ -82,6 +86,8 @@ class ProbeSettings:
             from_uri=spec.from_,
             accepted=expand_codes(spec.reply_codes),
             policy=spec.policy(),
+            passive=expand_codes(spec.passive_codes),
+            max_retry_after=spec.max_retry_after,
         )
 
 

@@ -3,9 +3,12 @@
 Pure (``now`` is given), fed with the core's events by the health owner (``healthbook.py``),
 which applies what it reports:
 
-* passive marking: a branch that failed with a failover code, a timeout (408) or a transport
-  error (503) counts like a failed probe on its destination; a 486 or a 404 says nothing about
-  the destination. A 2xx from a destination that is trying breaks its failure streak.
+* passive marking: a branch that got no reply (a timeout, a transport error) counts like a
+  failed probe on its destination. A reply proves the destination alive, so replies count only
+  when their code is one of the ``passive`` codes the probing settings name (none by default):
+  anyone can send an INVITE that a gateway refuses, and one refused INVITE fails over across
+  several gateways. A 487, and anything that ends a cancelled branch, never counts: hanging up
+  is the caller's doing. A 2xx from a destination that is trying breaks its failure streak.
 * call load (algorithm 10, Kamailio's ``duid``/``maxload``): an INVITE counts on its destination
   from the moment it is sent there (``BranchStarted``), as Kamailio counts at selection, so a
   burst of calls cannot all land on the least loaded box before any answers. A failed branch
@@ -37,18 +40,18 @@ Observation = tuple[Target, health.Result]
 class TrafficObserver:
     """Passive marking and call-load accounting from the core's events.
 
-    ``index`` follows the table being served; ``failover_codes`` is read at every event, so
-    a reload's new failover section applies at once.
+    ``index`` follows the table being served; ``passive_codes`` is read at every failure, so
+    a reload's new probing section applies at once.
     """
 
     def __init__(
         self,
         index: TargetIndex,
-        failover_codes: Callable[[], frozenset[int]],
+        passive_codes: Callable[[], frozenset[int]],
         max_dialog_age: float,
     ) -> None:
         self.index = index
-        self.failover_codes = failover_codes
+        self.passive_codes = passive_codes
         self.max_dialog_age = max_dialog_age
         #: Call-ID -> calls counted on a destination (runtime, destination, since); oldest first
         self._calls: dict[str, list[tuple[Runtime, DestinationKey, float]]] = {}
@@ -58,9 +61,13 @@ class TrafficObserver:
         """Calls currently counted on some destination."""
         return sum(len(entries) for entries in self._calls.values())
 
-    def marks(self, status: int) -> bool:
-        """Whether a branch that ended with ``status`` says the destination is unwell."""
-        return status in (408, 503) or status in self.failover_codes()
+    def marks(self, event: BranchFailed) -> bool:
+        """Whether a failed branch says its destination is unwell."""
+        if event.cancelled:
+            return False
+        if not event.replied:
+            return True  # no reply in time, or no way to send: the box may well be gone
+        return event.status != 487 and event.status in self.passive_codes()
 
     def observe(self, event: CoreEvent, now: float) -> Observation | None:
         """Count or release call load; what the event says about health, if anything."""
@@ -99,17 +106,17 @@ class TrafficObserver:
             del self._calls[call_id]
 
     def _failed(self, event: BranchFailed) -> Observation | None:
-        if not self.marks(event.status):
+        if not self.marks(event):
             return None
         target = self.index.get(event.destination)
         if target is None:
             return None
-        if event.status == 408:
-            reason = "call timed out"
-        elif event.status == 503:
-            reason = "call failed: 503 or transport error"
-        else:
+        if event.replied:
             reason = f"call answered {event.status}"
+        elif event.status == 408:
+            reason = "call timed out"
+        else:
+            reason = "call failed: transport error"
         return target, health.Result.failure(reason)
 
     def _answered(self, event: BranchAnswered) -> Observation | None:

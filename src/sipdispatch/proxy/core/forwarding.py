@@ -191,6 +191,7 @@ class Forwarder:
         client = branch.client
         if client is None or client.final:
             return
+        branch.cancelled = True
         if not branch.provisional:
             branch.cancel_pending = True  # RFC 3261 9.1: wait for a provisional first
             return
@@ -288,7 +289,8 @@ class Forwarder:
         branch.ringing_until = None
         self._deadlines.schedule(branch)
         hop = branch.hop
-        out.report(BranchFailed(hop.key, response.status, txn.request.call_id))
+        cancelled = branch.cancelled or txn.cancelled
+        out.report(BranchFailed(hop.key, response.status, txn.request.call_id, True, cancelled))
         txn.offer(response)
 
     # ------------------------------------------------------------------ timers and failures
@@ -340,7 +342,8 @@ class Forwarder:
     def _fail_branch(self, branch: Branch, status: int, now: float, out: Outbox) -> None:
         """A branch ended without a response (timeout 408, transport error 503): go on."""
         txn = branch.owner
-        out.report(BranchFailed(branch.hop.key, status, txn.request.call_id))
+        cancelled = branch.cancelled or txn.cancelled
+        out.report(BranchFailed(branch.hop.key, status, txn.request.call_id, False, cancelled))
         if txn.best is None:
             txn.best = build_response(txn.request, 408)
         if status == 408 and not self.settings.failover_on_timeout:

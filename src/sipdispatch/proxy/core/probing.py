@@ -3,17 +3,22 @@
 A probe is a non-INVITE client transaction with a deadline of its own: the probing timeout,
 usually far shorter than Timer F. ``Probing`` owns the probes in flight; its result for each is
 one ``ProbeCompleted`` event (status, round trip, a 503's Retry-After).
+
+A forged reply could bring a dead destination back, so a probe cannot be answered blind: its
+branch and Call-ID are random (``secrets``: no I/O, and not guessable from earlier probes), and
+a reply counts only when it comes from the probed destination's own address over the
+transport the probe went by. Any other is dropped and reported (``ProbeReplyRejected``).
 """
 
 from __future__ import annotations
 
-import itertools
+import ipaddress
 import secrets
 
 from sipdispatch.proxy.core.deadlines import Deadlines, Timed
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, via_value
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop
-from sipdispatch.proxy.events import ProbeCompleted
+from sipdispatch.proxy.events import ProbeCompleted, ProbeReplyRejected
 from sipdispatch.sip.message import Headers, Request, Response
 from sipdispatch.sip.transaction import Action, ClientTransaction
 from sipdispatch.sip.uri import format_host
@@ -24,7 +29,7 @@ __all__ = ["Probe", "Probing", "build_options", "retry_after"]
 class Probe(Timed):
     """One OPTIONS in flight to one destination."""
 
-    __slots__ = ("client", "give_up_at", "hop", "id", "request", "started")
+    __slots__ = ("client", "give_up_at", "hop", "id", "literal", "request", "started")
 
     def __init__(
         self, probe_id: str, hop: Hop, request: bytes, client: ClientTransaction, now: float
@@ -36,6 +41,14 @@ class Probe(Timed):
         self.client = client
         self.started = now
         self.give_up_at = now
+        #: the destination is an IP address, not a name the transport resolves when sending
+        self.literal = _is_ip(hop.host)
+
+    def from_host(self, host: str) -> bool:
+        """Whether a reply from ``host`` comes from the probed destination. A destination named
+        by a host name is resolved by the socket layer, out of sight: its port and transport
+        are all that can be checked."""
+        return host == self.hop.host or not self.literal
 
     @property
     def deadline(self) -> float | None:
@@ -53,7 +66,6 @@ class Probing:
         self.settings = settings
         self._deadlines = deadlines
         self._probes: dict[str, Probe] = {}
-        self._ids = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._probes)
@@ -61,7 +73,7 @@ class Probing:
     def start(self, hop: Hop, from_uri: str, timeout: float, now: float, out: Outbox) -> str:
         """Send an OPTIONS to ``hop``; returns the probe id. A hop whose transport has no
         listener completes at once with a 503, so the prober sees it as down."""
-        probe_id = f"{BRANCH_PREFIX}P{next(self._ids):x}"
+        probe_id = f"{BRANCH_PREFIX}P{secrets.token_hex(8)}"
         local = self.settings.local.get(hop.transport)
         if local is None:
             out.report(ProbeCompleted(probe_id, hop.key, 503, None))
@@ -77,9 +89,23 @@ class Probing:
         self._deadlines.schedule(probe)
         return probe_id
 
-    def on_response(self, probe_id: str, response: Response, now: float, out: Outbox) -> None:
+    def on_response(  # noqa: PLR0917 - the reply, where it came from, the time, the outbox
+        self,
+        probe_id: str,
+        response: Response,
+        source: Address,
+        transport: str,
+        now: float,
+        out: Outbox,
+    ) -> None:
         probe = self._probes.get(probe_id)
-        if probe is not None and response.status >= 200:
+        if probe is None:
+            return  # late (the probe timed out) or never ours
+        hop = probe.hop
+        if source[1] != hop.port or transport != hop.transport or not probe.from_host(source[0]):
+            out.report(ProbeReplyRejected(hop.key, source, transport))
+            return
+        if response.status >= 200:
             rtt = now - probe.started
             self._finish(probe, response.status, rtt, out, retry_after(response))
 
@@ -108,6 +134,14 @@ class Probing:
         self._deadlines.unschedule(probe)
         hop = probe.hop
         out.report(ProbeCompleted(probe.id, hop.key, status, rtt, retry))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def build_options(hop: Hop, local: Address, branch: str, from_uri: str) -> Request:

@@ -69,7 +69,7 @@ class Proxy:
         if isinstance(message, Request):
             self._on_request(message, source, transport, now, out)
         else:
-            self._on_response(message, now, out)
+            self._on_response(message, source, transport, now, out)
         return out
 
     def next_deadline(self) -> float | None:
@@ -191,7 +191,9 @@ class Proxy:
 
     # ------------------------------------------------------------------ responses
 
-    def _on_response(self, response: Response, now: float, out: Outbox) -> None:
+    def _on_response(
+        self, response: Response, source: Address, transport: str, now: float, out: Outbox
+    ) -> None:
         try:
             top = validation.validate_response(response)
         except RemoteProtocolError as exc:
@@ -202,7 +204,7 @@ class Proxy:
             return  # not a Via of ours (RFC 4475 bcast): dropped
         sender = branch_id[_AFTER_PREFIX]
         if sender == "P":
-            self._probing.on_response(branch_id, response, now, out)
+            self._probing.on_response(branch_id, response, source, transport, now, out)
         elif sender == "S":
             self._dialogs.relay(response, branch_id, out)
         elif sender == "T":

@@ -126,6 +126,7 @@ class Branch(Timed):
     __slots__ = (
         "answer_by",
         "cancel_pending",
+        "cancelled",
         "client",
         "hop",
         "id",
@@ -150,6 +151,8 @@ class Branch(Timed):
         self.ringing_until: float | None = None  # Timer C
         self.provisional = False
         self.cancel_pending = False  # a CANCEL waits for the first provisional (RFC 3261 9.1)
+        #: a CANCEL was asked for: how the branch ends says nothing about the destination
+        self.cancelled = False
 
     @property
     def deadline(self) -> float | None:
