@@ -19,6 +19,7 @@ __all__ = [
     "MessageRejected",
     "NoDestination",
     "ProbeCompleted",
+    "RouteRefused",
 ]
 
 
@@ -114,6 +115,14 @@ class DialogEnded:
         self.call_id = call_id
 
 
+@dataclass(frozen=True, slots=True)
+class RouteRefused:
+    """An in-dialog request's signed Route was refused: ``reason`` says why (see
+    ``core.dialogs.REFUSALS``)."""
+
+    reason: str
+
+
 CoreEvent = (
     BranchStarted
     | BranchAnswered
@@ -122,4 +131,5 @@ CoreEvent = (
     | NoDestination
     | ProbeCompleted
     | DialogEnded
+    | RouteRefused
 )

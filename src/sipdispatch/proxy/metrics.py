@@ -22,6 +22,7 @@ from sipdispatch.proxy.events import (
     CoreEvent,
     MessageRejected,
     NoDestination,
+    RouteRefused,
 )
 
 __all__ = ["ProxyMetrics"]
@@ -151,6 +152,13 @@ class ProxyMetrics:
             ["set", "uri", "event"],
             registry=registry,
         )
+        self.routes_refused = Counter(
+            "sipdispatch_routes_refused",
+            "In-dialog requests whose signed Route was refused, by reason: foreign, unsigned, "
+            "signature, expired, direction (403), gone (404: the gateway left the table)",
+            ["reason"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -230,3 +238,5 @@ class ProxyMetrics:
                 self.rejected.labels(str(event.status)).inc()
             elif isinstance(event, NoDestination):
                 self.no_destination.inc()
+            elif isinstance(event, RouteRefused):
+                self.routes_refused.labels(event.reason).inc()
