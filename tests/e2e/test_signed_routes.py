@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sipdispatchproc import SipdispatchProxy
 
+from sipdispatch.proxy.routekeys import fingerprint
 from sipphelpers import SippCaller, SippLab, free_port, scenario_path
 
 pytestmark = [pytest.mark.sipp, pytest.mark.slow]
@@ -34,6 +35,20 @@ def bye_answers(caller: SippCaller) -> dict[str, int]:
         for m in caller.messages()
         if m.direction == "R" and m.cseq == 2 and m.cseq_method == "BYE" and (m.status or 0) >= 200
     }
+
+
+def keys_in_use(proxy: SipdispatchProxy) -> tuple[str, ...]:
+    """The keys ``proxy`` checks routes with, signing key first, from ``sipdispatch_route_keys``
+    (by fingerprint, which the test maps back to its keys)."""
+    by_fingerprint = {fingerprint(key.encode()): key for key in (OLD_KEY, NEW_KEY)}
+    uses = {}
+    for line in proxy.metrics().splitlines():
+        if line.startswith("sipdispatch_route_keys{") and line.endswith(" 1.0"):
+            labels = dict(
+                part.split("=") for part in line[line.index("{") + 1 : line.index("}")].split(",")
+            )
+            uses[by_fingerprint[labels["fingerprint"].strip('"')]] = labels["use"].strip('"')
+    return tuple(sorted(uses, key=lambda key: uses[key] != "signing"))
 
 
 def wait_for_answers(caller: SippCaller, calls: int, within: float = 10.0) -> None:
@@ -134,24 +149,22 @@ def test_a_key_rotation_under_20_calls_per_second_loses_no_bye(
         for start, end in ((first, second), (second, first))
     ]
 
-    def step(content: str, at: float, started: float) -> None:
-        """Write the key file at ``at`` s into the run; return once both replicas use it."""
+    def step(keys_in_order: tuple[str, ...], at: float, started: float) -> None:
+        """Write the key file at ``at`` s into the run; return once both replicas use it, as
+        their ``/metrics`` show it."""
         time.sleep(max(0.0, started + at - time.monotonic()))
-        reloads = [proxy.log().count("route keys reloaded") for proxy in (first, second)]
-        keys.write_text(content)
+        keys.write_text("".join(f"{key}\n" for key in keys_in_order))
         deadline = time.monotonic() + 10
-        while any(
-            proxy.log().count("route keys reloaded") == before
-            for proxy, before in zip((first, second), reloads, strict=True)
-        ):
-            assert time.monotonic() < deadline, "a replica did not reload the key file"
+        while any(keys_in_use(proxy) != keys_in_order for proxy in (first, second)):
+            assert time.monotonic() < deadline, "a replica did not apply the key file"
             time.sleep(0.1)
 
+    assert keys_in_use(first) == keys_in_use(second) == (OLD_KEY,)
     started = time.monotonic()
-    step(f"{OLD_KEY}\n{NEW_KEY}\n", 4.0, started)  # 1. the new key, accepted everywhere
-    step(f"{NEW_KEY}\n{OLD_KEY}\n", 8.0, started)  # 2. signing with it; the old one accepted
+    step((OLD_KEY, NEW_KEY), 4.0, started)  # 1. the new key, accepted everywhere
+    step((NEW_KEY, OLD_KEY), 8.0, started)  # 2. signing with it; the old one accepted
     # 3. once every call signed with the old key ended (4 s calls): the old key goes
-    step(f"{NEW_KEY}\n", 17.0, started)
+    step((NEW_KEY,), 17.0, started)
     results = [caller.wait() for caller in callers]
     print(
         f"key rotation: {sum(r.successful for r in results)} calls at 20 calls/s, "

@@ -60,7 +60,13 @@ def test_a_changed_file_is_applied_and_a_broken_one_keeps_the_keys_in_use(tmp_pa
     path = tmp_path / "keys"
     path.write_text(f"{OLD}\n")
     signer = Signer(OLD.encode())
-    watch = routekeys.KeyFileWatch(path, signer, routekeys.read_key_file(path, "--secret-file"))
+    told: list[list[str]] = []
+    watch = routekeys.KeyFileWatch(
+        path,
+        signer,
+        routekeys.read_key_file(path, "--secret-file"),
+        on_change=lambda fingerprints: told.append(list(fingerprints)),
+    )
     old_signature = signer.sign("call")
     assert not watch.check()  # unchanged
 
@@ -80,6 +86,8 @@ def test_a_changed_file_is_applied_and_a_broken_one_keeps_the_keys_in_use(tmp_pa
     path.write_text(f"{NEW}\n")  # step 3: the old key goes
     assert watch.check()
     assert not signer.verify(old_signature, "call")
+    old, new = routekeys.fingerprint(OLD.encode()), routekeys.fingerprint(NEW.encode())
+    assert told == [[old, new], [new, old], [new]]  # what /metrics shows after each step
 
 
 def test_logs_name_keys_by_fingerprint_only() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -159,6 +159,13 @@ class ProxyMetrics:
             ["reason"],
             registry=registry,
         )
+        self.route_keys = Gauge(
+            "sipdispatch_route_keys",
+            "1 for each key signed routes are checked with, by fingerprint (logged with each "
+            "reload): use=signing for the one new routes are signed with, accepting for others",
+            ["fingerprint", "use"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -218,6 +225,12 @@ class ProxyMetrics:
             if target.identity == key:
                 return str(key.set_id), target.destination.uri
         return str(key.set_id), key.uri
+
+    def keys_in_use(self, fingerprints: Sequence[str]) -> None:
+        """The route keys now in use, signing key first (at start and after each reload)."""
+        self.route_keys.clear()
+        for index, fingerprint in enumerate(fingerprints):
+            self.route_keys.labels(fingerprint, "accepting" if index else "signing").set(1)
 
     def health_event(self, set_id: int, uri: str, event: health.Event) -> None:
         name = "up" if isinstance(event, health.DestinationUp) else "down"

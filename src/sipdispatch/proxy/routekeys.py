@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sipdispatch.proxy.core import Signer
@@ -28,6 +29,7 @@ __all__ = [
     "KeyFileWatch",
     "KeyListError",
     "describe",
+    "fingerprint",
     "parse_keys",
     "read_key_file",
 ]
@@ -93,12 +95,20 @@ class KeyFileWatch:
     """
 
     def __init__(
-        self, path: Path, signer: Signer, keys: tuple[bytes, ...], interval: float = POLL_INTERVAL
+        self,
+        path: Path,
+        signer: Signer,
+        keys: tuple[bytes, ...],
+        *,
+        interval: float = POLL_INTERVAL,
+        on_change: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.path = path
         self.signer = signer
         self.keys = keys
         self.interval = interval
+        #: told the fingerprints of each new list, signing key first (the metrics)
+        self.on_change = on_change
         self._broken = False
 
     async def run(self) -> None:
@@ -121,4 +131,6 @@ class KeyFileWatch:
         self.keys = keys
         self.signer.use(*keys)
         log.info("route keys reloaded from %s: %s", self.path, describe(keys))
+        if self.on_change is not None:
+            self.on_change([fingerprint(key) for key in keys])
         return True

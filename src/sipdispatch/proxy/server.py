@@ -154,6 +154,7 @@ class ProxyServer:
         keys = settings.secret_keys
         if keys:
             log.info("route keys: %s", routekeys.describe(keys))
+            self.metrics.keys_in_use([routekeys.fingerprint(key) for key in keys])
         else:
             log.warning(
                 "no shared secret configured: Record-Routes are valid for this process only"
@@ -203,7 +204,10 @@ class ProxyServer:
             *(companion(self) for companion in self.companions),
         ]
         if settings.secret_file is not None:
-            work.append(routekeys.KeyFileWatch(settings.secret_file, signer, keys).run())
+            watch = routekeys.KeyFileWatch(
+                settings.secret_file, signer, keys, on_change=self.metrics.keys_in_use
+            )
+            work.append(watch.run())
         for coroutine in work:
             # a task that fails says so at once: an exception nobody awaits would surface
             # only when the task is collected
