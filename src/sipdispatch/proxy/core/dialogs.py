@@ -249,12 +249,7 @@ def route_target(
     """Where an in-dialog request carrying our Route ``route`` goes; raises `RouteRefusedError`
     for anything not signed by us, expired, leading to a gateway no longer in ``destinations``, or
     sent against the dialog's direction."""
-    ftag, did, exp, sig = (
-        route.param("ftag"),
-        route.param("did"),
-        route.param("exp"),
-        route.param("sig"),
-    )
+    ftag, did, exp, sig = _signed_fields(route.params)
     if ftag is None or did is None or exp is None or sig is None or not exp.isdigit():
         raise RouteRefusedError("unsigned", "Route carries no dialog signature")
     if not signer.verify(sig, request.call_id, ftag, did, exp):
@@ -281,6 +276,24 @@ def route_target(
         raise RemoteProtocolError("next hop is not a SIP URI", 416, "Unsupported URI Scheme")
     host = next_uri.param("maddr") or next_uri.host_address
     return next_uri.transport, (host, next_uri.default_port())
+
+
+def _signed_fields(params: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """``ftag``, ``did``, ``exp`` and ``sig`` of a Route's parameters, in one pass over them
+    (``SipUri.param`` would split them once per name, on every in-dialog request)."""
+    ftag = did = exp = sig = None
+    for item in params.split(";"):
+        key, _, value = item.partition("=")
+        key = key.lower()
+        if key == "ftag":
+            ftag = value
+        elif key == "did":
+            did = value
+        elif key == "exp":
+            exp = value
+        elif key == "sig":
+            sig = value
+    return ftag, did, exp, sig
 
 
 def _parse_did(did: str) -> NextHop:
