@@ -76,10 +76,6 @@ class Signer:
         self._keys = tuple(k if len(k) <= 64 else hashlib.sha256(k).digest() for k in usable)
         self._signing = self._keys[0]
 
-    @property
-    def key_count(self) -> int:
-        return len(self._keys)
-
     def sign(self, *parts: str) -> str:
         return _mac(self._signing, "\x00".join(parts).encode("utf-8", "surrogateescape"))
 
