@@ -158,9 +158,47 @@ def test_an_upgrade_keeps_the_generated_secret(
     assert notes.startswith("WARNING: The SIP Service is a LoadBalancer"), notes
     helm("upgrade", name, str(CHART), "-n", ns, "--reset-values")
     assert _secret_data(kubectl, ns, "keep-sipdispatch-secret") == first
+    # A key rotation edits the generated key list in place: upgrades keep the edit.
+    old = base64.b64decode(first["record-route-secret"]).decode()
+    rotated = base64.b64encode(f"{'n' * 64}\n{old}\n".encode()).decode()
+    patch = json.dumps({"data": {"record-route-secret": rotated}})
+    kubectl("patch", "secret", "keep-sipdispatch-secret", "-n", ns, "--type", "merge", "-p", patch)
+    helm("upgrade", name, str(CHART), "-n", ns)
+    kept = _secret_data(kubectl, ns, "keep-sipdispatch-secret")
+    assert kept == {**first, "record-route-secret": rotated}
     other = release("other")
     helm("install", other, str(CHART), "-n", ns)
     assert _secret_data(kubectl, ns, "other-sipdispatch-secret") != first, "random per release"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("too-short", "holds a route key of 9 characters; at least 32 are"),
+        ("# no key, only a comment", "holds no route key"),
+    ],
+)
+def test_notes_warn_of_an_existing_secret_whose_route_keys_cannot_start_a_proxy(
+    helm: Callable[..., str],
+    kubectl: Kubectl,
+    kube_namespace: str,
+    release: Callable[[str], str],
+    case: tuple[str, str],
+) -> None:
+    route_keys, warning = case
+    ns = kube_namespace
+    _install_crds(kubectl)
+    kubectl(
+        "create", "secret", "generic", "mine", "-n", ns,
+        f"--from-literal=record-route-secret={route_keys}",
+        "--from-literal=control-token=token",
+    )  # fmt: skip
+    out = helm(
+        "install", release("weak"), str(CHART), "-n", ns,
+        "--set", "proxy.secret.existingSecret=mine",
+    )  # fmt: skip
+    notes = out.split("NOTES:\n", 1)[1]
+    assert f'Secret {ns}/mine key "record-route-secret" {warning}' in notes, notes
 
 
 def test_the_charts_crds_are_accepted_by_the_api_server(

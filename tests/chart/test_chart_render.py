@@ -39,6 +39,7 @@ from sipdispatch.operator import k8s as operator_k8s
 from sipdispatch.operator.__main__ import build_parser as operator_parser
 from sipdispatch.proxy.cli import build_parser as proxy_parser
 from sipdispatch.proxy.reporting import report_name
+from sipdispatch.proxy.routekeys import parse_keys
 
 VARIANTS = [pytest.param([], id="defaults")] + [
     pytest.param(["-f", str(path)], id=path.name) for path in CI_VALUES
@@ -404,6 +405,7 @@ def test_the_shared_secret_is_mounted_and_named_in_the_args(
     pod = deployment["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "secret")
     mount = next(m for m in container(deployment, "proxy")["volumeMounts"] if m["name"] == "secret")
+    # mounted whole, no subPath: the kubelet then updates an edited key list in the pods
     assert mount == {"name": "secret", "mountPath": SECRET_DIR, "readOnly": True}
     files = option(args, "--secret-file") + option(args, "--control-token-file")
     assert option(args, "--secret-file"), "every replica signs with the shared secret"
@@ -412,7 +414,11 @@ def test_the_shared_secret_is_mounted_and_named_in_the_args(
     name = volume["secret"]["secretName"]
     generated = [s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == name]
     if generated:
-        assert keys <= generated[0]["data"].keys()
+        data = generated[0]["data"]
+        assert keys <= data.keys()
+        # the generated key list is one the proxy starts with (placeholders in snapshots)
+        route_keys = base64.b64decode(data[Path(option(args, "--secret-file")[0]).name]).decode()
+        assert len(parse_keys(route_keys, "--secret-file")) == 1
     else:
         assert name == "sipdispatch-secret"  # ci/gitops-values.yaml: the user's own Secret
 

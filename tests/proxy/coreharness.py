@@ -16,6 +16,7 @@ from sipdispatch.proxy.core import (
     Selection,
     Send,
     Signer,
+    destination_id,
 )
 from sipdispatch.proxy.events import BranchFailed, CoreEvent
 from sipdispatch.sip import codec
@@ -106,7 +107,9 @@ def make_proxy(
         timers=Timers(),
         **settings,  # type: ignore[arg-type]
     )
-    return CoreDriver(Proxy(core_settings, selector, Signer(secret))), selector
+    core = Proxy(core_settings, selector, Signer(secret))
+    core.destinations = frozenset(destination_id(h.host, h.port, h.transport) for h in hops)
+    return CoreDriver(core), selector
 
 
 def invite(call_id: str | None = None, *, branch: str | None = None, extra: str = "") -> bytes:

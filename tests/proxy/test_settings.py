@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
+import pytest
+
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy import cli
 from sipdispatch.proxy.core import CoreSettings
@@ -25,6 +30,7 @@ def test_the_command_lines_defaults_are_the_settings_defaults() -> None:
         "drain_timeout": args.drain_timeout,
         "control": args.control,
         "max_dialog_age": args.max_dialog_age,
+        "dialog_lifetime": args.dialog_lifetime,
     }
     assert chosen == {name: getattr(DEFAULTS, name) for name in chosen}
     assert cli._probing(args) == DEFAULTS.probing
@@ -33,7 +39,10 @@ def test_the_command_lines_defaults_are_the_settings_defaults() -> None:
 def test_the_cores_own_defaults_are_the_proxys() -> None:
     core = CoreSettings(local={"udp": ADDRESS}, advertise=ADDRESS)
     built = core_settings(None, DEFAULTS, {"udp": ADDRESS}, ADDRESS)
-    assert built == core  # a dispatcher.list with no flags runs the core as it comes
+    # a dispatcher.list with no flags runs the core as it comes, on the wall clock (routes
+    # expire by the time every replica shares, not by one process's monotonic clock)
+    assert dataclasses.replace(built, clock_offset=0.0) == core
+    assert built.clock_offset == pytest.approx(time.time() - time.monotonic(), abs=1.0)
 
 
 def test_a_configs_probing_wins_over_the_command_lines() -> None:

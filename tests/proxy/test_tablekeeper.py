@@ -84,7 +84,7 @@ async def test_a_reload_carries_health_and_reaches_the_engine(config: Path) -> N
     loaded = await keeper.first()
     assert keeper.table is not None
     engine = Engine(
-        core_settings(loaded.config, DEFAULTS, {}, ("127.0.0.1", 5060)), keeper.table, Signer(None)
+        core_settings(loaded.config, DEFAULTS, {}, ("127.0.0.1", 5060)), keeper.table, Signer()
     )
     keeper.engine = engine
     record = keeper.table.find(1, "sip:10.0.0.1").runtime.health

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import kubemode
+from sipdispatch.proxy import kubemode, routekeys
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
@@ -62,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--secret-file",
         type=Path,
-        help="file with the secret that signs Record-Routes, shared by all replicas "
-        "(or set SIPDISPATCH_SECRET)",
+        help="the keys that sign Record-Routes, shared by all replicas: one per line, at least "
+        f"{routekeys.MIN_KEY_LENGTH} characters, the first signs, any is accepted; read again "
+        "when it changes (or set SIPDISPATCH_SECRET, read once)",
+    )
+    parser.add_argument(
+        "--dialog-lifetime",
+        type=float,
+        default=DEFAULTS.dialog_lifetime,
+        metavar="SECONDS",
+        help="how long a call's signed Record-Route is honoured: longer than any call lasts",
     )
     parser.add_argument(
         "--answer-timeout",
@@ -220,12 +228,15 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         raise ValueError("; ".join(problems)) from None
 
 
-def _secret(args: argparse.Namespace) -> bytes | None:
+def _secret_keys(args: argparse.Namespace) -> tuple[bytes, ...]:
+    """The route keys the command line names (none: a random key of this process only);
+    raises ``routekeys.KeyListError`` naming the flag or variable."""
     if args.secret_file is not None:
-        path: Path = args.secret_file
-        return path.read_bytes().strip()
+        return routekeys.read_key_file(args.secret_file, "--secret-file")
     from_env = os.environ.get("SIPDISPATCH_SECRET")
-    return from_env.encode() if from_env else None
+    if from_env is None:
+        return ()
+    return routekeys.parse_keys(from_env, "SIPDISPATCH_SECRET")
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -255,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         probing = _probing(args)
+        secret_keys = _secret_keys(args)  # KeyListError is a ValueError
+        if args.dialog_lifetime <= 0:
+            raise ValueError("--dialog-lifetime: must be more than 0 seconds")
         source, companions = _source(args)  # KubeConfigError is a ValueError
     except ValueError as exc:
         print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
@@ -262,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ProxySettings(
         listen=tuple(args.listen),
         advertise=args.advertise,
-        secret=_secret(args),
+        secret_keys=secret_keys,
+        secret_file=args.secret_file,
         answer_timeout=args.answer_timeout,
         timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,
@@ -270,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         probing=probing,
         max_dialog_age=args.max_dialog_age,
+        dialog_lifetime=args.dialog_lifetime,
     )
     try:
         _run(ProxyServer(source, settings, companions))

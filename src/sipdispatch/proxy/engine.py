@@ -28,6 +28,7 @@ from sipdispatch.proxy.core import (
     RequestSelection,
     Selection,
     Signer,
+    destination_id,
 )
 from sipdispatch.proxy.events import CoreEvent, MessageRejected
 from sipdispatch.proxy.transport.tcp import TcpTransport
@@ -50,6 +51,7 @@ class Engine:
     ) -> None:
         self.core = Proxy(settings, self._select, signer)
         self.table = table
+        self.core.destinations = _destination_ids(table)
         self.on_events = on_events
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpTransport | None = None
@@ -64,6 +66,7 @@ class Engine:
         """Serve a new table from the next request on (in-flight calls keep their hops)."""
         self.table = table
         self._hops = {}
+        self.core.destinations = _destination_ids(table)
 
     def _select(self, ctx: RequestSelection) -> Selection:
         table = self.table
@@ -142,6 +145,14 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _destination_ids(table: DestinationTable) -> frozenset[str]:
+    """Every gateway of ``table`` as signed routes name it: the only ones they may lead to."""
+    return frozenset(
+        destination_id(dest.host, dest.port, dest.transport)
+        for dest in (target.destination for target in table.targets())
+    )
 
 
 def _log_rejected(events: Sequence[CoreEvent]) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "NoDestination",
     "ProbeCompleted",
     "ProbeReplyRejected",
+    "RouteRefused",
 ]
 
 
@@ -137,6 +138,14 @@ class DialogEnded:
         self.call_id = call_id
 
 
+@dataclass(frozen=True, slots=True)
+class RouteRefused:
+    """An in-dialog request's signed Route was refused: ``reason`` says why (see
+    ``core.dialogs.REFUSALS``)."""
+
+    reason: str
+
+
 CoreEvent = (
     BranchStarted
     | BranchAnswered
@@ -146,4 +155,5 @@ CoreEvent = (
     | ProbeCompleted
     | ProbeReplyRejected
     | DialogEnded
+    | RouteRefused
 )

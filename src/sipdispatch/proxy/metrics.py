@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,7 @@ from sipdispatch.proxy.events import (
     MessageRejected,
     NoDestination,
     ProbeReplyRejected,
+    RouteRefused,
 )
 
 __all__ = ["ProxyMetrics"]
@@ -159,6 +160,20 @@ class ProxyMetrics:
             ["set"],
             registry=registry,
         )
+        self.routes_refused = Counter(
+            "sipdispatch_routes_refused",
+            "In-dialog requests whose signed Route was refused, by reason: foreign, unsigned, "
+            "signature, expired, direction (403), gone (404: the gateway left the table)",
+            ["reason"],
+            registry=registry,
+        )
+        self.route_keys = Gauge(
+            "sipdispatch_route_keys",
+            "1 for each key signed routes are checked with, by fingerprint (logged with each "
+            "reload): use=signing for the one new routes are signed with, accepting for others",
+            ["fingerprint", "use"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -220,6 +235,12 @@ class ProxyMetrics:
                 return str(key.set_id), target.destination.uri
         return str(key.set_id), key.uri
 
+    def keys_in_use(self, fingerprints: Sequence[str]) -> None:
+        """The route keys now in use, signing key first (at start and after each reload)."""
+        self.route_keys.clear()
+        for index, fingerprint in enumerate(fingerprints):
+            self.route_keys.labels(fingerprint, "accepting" if index else "signing").set(1)
+
     def health_event(self, set_id: int, uri: str, event: health.Event) -> None:
         name = "up" if isinstance(event, health.DestinationUp) else "down"
         self.health_events.labels(str(set_id), uri, name).inc()
@@ -241,3 +262,5 @@ class ProxyMetrics:
                 self.no_destination.inc()
             elif isinstance(event, ProbeReplyRejected):
                 self.probe_replies_rejected.labels(str(event.destination.set_id)).inc()
+            elif isinstance(event, RouteRefused):
+                self.routes_refused.labels(event.reason).inc()

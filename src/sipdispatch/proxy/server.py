@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
+from sipdispatch.proxy import routekeys
 from sipdispatch.proxy.control.app import make_app, start_control
 from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
@@ -149,10 +150,15 @@ class ProxyServer:
         for listener in self.listeners:
             host = advertise[0] if listener.host in _WILDCARDS else listener.host
             local.setdefault(listener.transport, (host, listener.port))
-        if settings.secret is None:
+        keys = settings.secret_keys
+        if keys:
+            log.info("route keys: %s", routekeys.describe(keys))
+            self.metrics.keys_in_use([routekeys.fingerprint(key) for key in keys])
+        else:
             log.warning(
                 "no shared secret configured: Record-Routes are valid for this process only"
             )
+        signer = Signer(*keys)
         metrics, health = self.metrics, self.health
 
         def on_events(events: Sequence[CoreEvent]) -> None:
@@ -162,7 +168,7 @@ class ProxyServer:
         engine = Engine(
             core_settings(loaded.config, settings, local, advertise),
             table,
-            Signer(settings.secret),
+            signer,
             on_events,
         )
         self.engine = self.tables.engine = engine
@@ -196,6 +202,11 @@ class ProxyServer:
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),
         ]
+        if settings.secret_file is not None:
+            watch = routekeys.KeyFileWatch(
+                settings.secret_file, signer, keys, on_change=self.metrics.keys_in_use
+            )
+            work.append(watch.run())
         for coroutine in work:
             # a task that fails says so at once: an exception nobody awaits would surface
             # only when the task is collected

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.wallclock import clock_offset
 from sipdispatch.sip.transaction import Timers
 
 __all__ = [
@@ -37,8 +39,11 @@ class ProxySettings:
     listen: tuple[str, ...] = ()
     #: ``host[:port]`` written in Record-Route; default: the first listener's address
     advertise: str | None = None
-    #: signs Record-Routes; None: a key of this process only
-    secret: bytes | None = None
+    #: the keys that sign Record-Routes, the first signs, any is accepted (``routekeys``);
+    #: none: a random key of this process only
+    secret_keys: tuple[bytes, ...] = ()
+    #: the file ``secret_keys`` came from, read again when it changes; None: they are fixed
+    secret_file: Path | None = None
     #: no response at all from a destination within this time counts as a 408
     answer_timeout: float = _CORE.answer_timeout
     #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it
@@ -56,6 +61,9 @@ class ProxySettings:
     max_dialog_age: float = 4 * 3600.0
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
+    #: a signed Record-Route is honoured this long after the call began (in-dialog requests
+    #: of longer calls are refused with 403)
+    dialog_lifetime: float = _CORE.dialog_lifetime
 
 
 #: the defaults, for the command line's help and flags
@@ -106,7 +114,14 @@ def core_settings(
     (a table without a config fails over as an empty section says)."""
     t1 = settings.timer_t1
     timers = Timers(t1=t1, t2=max(_CORE.timers.t2, 8 * t1), t4=_CORE.timers.t4)
-    base = CoreSettings(local, advertise, timers, answer_timeout=settings.answer_timeout)
+    base = CoreSettings(
+        local,
+        advertise,
+        timers,
+        answer_timeout=settings.answer_timeout,
+        dialog_lifetime=settings.dialog_lifetime,
+        clock_offset=clock_offset(),
+    )
     return with_failover(base, config)
 
 

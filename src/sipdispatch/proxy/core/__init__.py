@@ -11,7 +11,7 @@ Its components import one way only, top to bottom (an import contract holds it):
 * ``records`` (settings, hops, selections, sends).
 """
 
-from sipdispatch.proxy.core.dialogs import Signer
+from sipdispatch.proxy.core.dialogs import REFUSALS, Signer, destination_id
 from sipdispatch.proxy.core.outbox import Outbox
 from sipdispatch.proxy.core.proxy import Proxy
 from sipdispatch.proxy.core.records import (
@@ -25,6 +25,7 @@ from sipdispatch.proxy.core.records import (
 )
 
 __all__ = [
+    "REFUSALS",
     "Address",
     "CoreSettings",
     "Hop",
@@ -35,4 +36,5 @@ __all__ = [
     "Selector",
     "Send",
     "Signer",
+    "destination_id",
 ]

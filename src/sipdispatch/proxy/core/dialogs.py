@@ -4,17 +4,24 @@ Two things come back to the proxy in messages it did not keep state for, and bot
 with a keyed MAC (``Signer``) whose secret every replica of a deployment shares:
 
 * its Record-Route, in the Route of every in-dialog request. When it forwards a dialog-creating
-  request the proxy Record-Routes with the advertised address and three parameters: ``ftag``
+  request the proxy Record-Routes with the advertised address and four parameters: ``ftag``
   (the caller's From tag, which tells the two directions apart), ``did`` (the gateway the branch
-  went to) and ``sig`` (a MAC over them and the Call-ID). Any replica can then route the
-  dialog's later requests from the Route alone: caller to gateway always goes to the signed
-  gateway, and only that gateway may send requests the other way. Nothing else is followed, so
-  the proxy is never an open relay.
+  went to), ``exp`` (when the route stops being honoured, Unix seconds: the dialog lifetime
+  after it was made) and ``sig`` (a MAC over them and the Call-ID). Any replica can then route
+  the dialog's later requests from the Route alone: caller to gateway always goes to the signed
+  gateway, and only that gateway (its address, over its transport) may send requests the other
+  way. A route is honoured only while it has not expired and its gateway is still in the table
+  (in any state: a draining gateway still takes in-dialog requests), so a route captured once
+  cannot reach a gateway that left, or whatever later took its address. Nothing else is
+  followed, so the proxy is never an open relay. Refusals say why (`RouteRefusedError`): 403 for
+  a route that is not ours, or no longer, 404 for a gateway that left the table.
 * the Via branch of statelessly forwarded requests: the signature covers the Via below ours, so
   a response is relayed only to the hop that really sent the request (RFC 4475 bcast).
 
 The MAC is BLAKE2b in its keyed mode (RFC 7693), a MAC by design and one call per signature,
-which matters at two signatures per in-dialog request.
+which matters at two signatures per in-dialog request. ``Signer`` holds a list of keys: it signs
+with the first and accepts any, so a key is rotated without dropping a call (add the new key
+second on every replica, make it first, remove the old one once the dialogs it signed ended).
 """
 
 from __future__ import annotations
@@ -25,13 +32,22 @@ import secrets
 
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, count_hop, via_value
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Send
-from sipdispatch.proxy.events import DialogEnded
+from sipdispatch.proxy.events import DialogEnded, RouteRefused
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
-__all__ = ["Dialogs", "Signer", "from_tag", "record_route", "route_target"]
+__all__ = [
+    "REFUSALS",
+    "Dialogs",
+    "RouteRefusedError",
+    "Signer",
+    "destination_id",
+    "from_tag",
+    "record_route",
+    "route_target",
+]
 
 #: where an in-dialog request goes next: its transport and address (not a table destination)
 NextHop = tuple[str, Address]
@@ -40,22 +56,61 @@ _SIGNATURE_BYTES = 10  # 80 bits: forging one takes 2**79 tries on average
 
 
 class Signer:
-    """Makes and checks short hex signatures with one shared secret."""
+    """Makes short hex signatures with the first of its keys, and accepts those of any."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_keys", "_signing")
 
-    def __init__(self, secret: bytes | None = None) -> None:
-        # A random secret works for one standalone process; replicas must share theirs.
-        key = secret if secret else secrets.token_bytes(32)
+    def __init__(self, *keys: bytes) -> None:
+        self._keys: tuple[bytes, ...] = ()
+        self._signing = b""
+        self.use(*keys)
+
+    def use(self, *keys: bytes) -> None:
+        """Sign with ``keys[0]`` from now on and accept any of ``keys`` (a rotation step).
+
+        No key at all: a random one, which works for one standalone process only; replicas must
+        share theirs.
+        """
+        usable = keys or (secrets.token_bytes(32),)
         # BLAKE2b takes keys of up to 64 bytes; longer secrets are hashed down first.
-        self._key = key if len(key) <= 64 else hashlib.sha256(key).digest()
+        self._keys = tuple(k if len(k) <= 64 else hashlib.sha256(k).digest() for k in usable)
+        self._signing = self._keys[0]
 
     def sign(self, *parts: str) -> str:
-        data = "\x00".join(parts).encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(data, key=self._key, digest_size=_SIGNATURE_BYTES).hexdigest()
+        return _mac(self._signing, "\x00".join(parts).encode("utf-8", "surrogateescape"))
 
     def verify(self, signature: str, *parts: str) -> bool:
-        return hmac.compare_digest(signature, self.sign(*parts))
+        data = "\x00".join(parts).encode("utf-8", "surrogateescape")
+        # The signing key first: outside a rotation, the only one. (A loop: any() would
+        # allocate a generator per request.)
+        for key in self._keys:  # noqa: SIM110
+            if hmac.compare_digest(signature, _mac(key, data)):
+                return True
+        return False
+
+
+def _mac(key: bytes, data: bytes) -> str:
+    return hashlib.blake2b(data, key=key, digest_size=_SIGNATURE_BYTES).hexdigest()
+
+
+#: why a Route was refused (the ``reason`` label of the refusal counter), with the status
+REFUSALS = {
+    "foreign": 403,  # the Route names another host
+    "unsigned": 403,  # no dialog signature, or a malformed one (routes of an older format too)
+    "signature": 403,  # signed with no key this proxy holds
+    "expired": 403,  # older than the dialog lifetime
+    "direction": 403,  # towards the caller, but not from the dialog's gateway
+    "gone": 404,  # the dialog's gateway is no longer in the table
+}
+
+
+class RouteRefusedError(Exception):
+    """An in-dialog request the proxy will not route; ``reason`` is a key of `REFUSALS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = REFUSALS[reason]
 
 
 class Dialogs:
@@ -64,6 +119,9 @@ class Dialogs:
     def __init__(self, settings: CoreSettings, signer: Signer) -> None:
         self.settings = settings
         self.signer = signer
+        #: `destination_id` of every gateway in the table being served: the only ones a
+        #: signed route may still lead to (the owner of the table keeps it current)
+        self.destinations: frozenset[str] = frozenset()
 
     def route(
         self,
@@ -72,6 +130,8 @@ class Dialogs:
         via: str,
         upstream: tuple[str, Address],
         out: Outbox,
+        *,
+        now: float,
     ) -> None:
         """Loose routing (RFC 3261 16.4, 16.12) through our own signed Record-Route.
 
@@ -80,7 +140,14 @@ class Dialogs:
         """
         transport, source = upstream
         try:
-            next_transport, address = self._target(request, route, source)
+            next_transport, address = self._target(request, route, upstream, now)
+        except RouteRefusedError as refusal:
+            out.report(RouteRefused(refusal.reason))
+            exc = RemoteProtocolError(str(refusal), refusal.status)
+            if request.method != "ACK":
+                out.respond(request, exc.status, source, transport)
+            out.rejected(request, exc, source)
+            return
         except RemoteProtocolError as exc:
             if request.method != "ACK":
                 out.respond(request, exc.status, source, transport, reason=exc.reason)
@@ -99,11 +166,21 @@ class Dialogs:
         if request.method == "BYE":
             out.report(DialogEnded(request.call_id))
 
-    def _target(self, request: Request, route: str, source: Address) -> NextHop:
+    def _target(
+        self, request: Request, route: str, upstream: tuple[str, Address], now: float
+    ) -> NextHop:
         uri = values.parse_name_addr(route).uri
-        if not isinstance(uri, SipUri) or not self.settings.is_local(uri):
-            raise RemoteProtocolError("Route does not point at this proxy", 403, "Forbidden")
-        return route_target(request, uri, source, self.signer)
+        settings = self.settings
+        if not isinstance(uri, SipUri) or not settings.is_local(uri):
+            raise RouteRefusedError("foreign", "Route does not point at this proxy")
+        return route_target(
+            request,
+            uri,
+            upstream,
+            self.signer,
+            unix_now=now + settings.clock_offset,
+            destinations=self.destinations,
+        )
 
     def relay(self, response: Response, branch_id: str, out: Outbox) -> None:
         """Relay a response by the Via below ours, if our signature in ``branch_id`` covers it:
@@ -130,32 +207,63 @@ def from_tag(value: str | None) -> str | None:
     return (match.group(1) or None) if match else None
 
 
+def destination_id(host: str, port: int, transport: str) -> str:
+    """How a signed route names its gateway (``did``): host, port and transport."""
+    return f"{format_host(host, None)}~{port}~{transport}"
+
+
 def record_route(
-    request: Request, hop: Hop, advertise: Address, caller_transport: str, signer: Signer
+    request: Request,
+    hop: Hop,
+    advertise: Address,
+    caller_transport: str,
+    signer: Signer,
+    *,
+    expires: int,
 ) -> str:
-    """The Record-Route value for ``request`` forwarded to ``hop``."""
+    """The Record-Route value for ``request`` forwarded to ``hop``, honoured until ``expires``
+    (Unix seconds)."""
     ftag = from_tag(request.headers.get("from")) or ""
-    did = f"{format_host(hop.host, None)}~{hop.port}~{hop.transport}"
-    sig = signer.sign(request.call_id, ftag, did)
+    did = destination_id(hop.host, hop.port, hop.transport)
+    exp = str(expires)
+    sig = signer.sign(request.call_id, ftag, did, exp)
     transport = ";transport=tcp" if caller_transport == "tcp" else ""
-    return f"<sip:{format_host(*advertise)}{transport};lr;ftag={ftag};did={did};sig={sig}>"
+    return (
+        f"<sip:{format_host(*advertise)}{transport};lr;ftag={ftag};did={did};exp={exp};sig={sig}>"
+    )
 
 
-def route_target(request: Request, route: SipUri, source: Address, signer: Signer) -> NextHop:
-    """Where an in-dialog request carrying our Route ``route`` goes; raises a 403 error for
-    anything not signed by us or sent against the dialog's direction."""
-    ftag, did, sig = route.param("ftag"), route.param("did"), route.param("sig")
-    if ftag is None or did is None or sig is None:
-        raise RemoteProtocolError("Route carries no dialog signature", 403, "Forbidden")
-    if not signer.verify(sig, request.call_id, ftag, did):
-        raise RemoteProtocolError("Route signature does not match", 403, "Forbidden")
+def route_target(
+    request: Request,
+    route: SipUri,
+    upstream: tuple[str, Address],
+    signer: Signer,
+    *,
+    unix_now: float,
+    destinations: frozenset[str],
+) -> NextHop:
+    """Where an in-dialog request carrying our Route ``route`` goes; raises `RouteRefusedError`
+    for anything not signed by us, expired, leading to a gateway no longer in ``destinations``, or
+    sent against the dialog's direction."""
+    ftag, did, exp, sig = _signed_fields(route.params)
+    if ftag is None or did is None or exp is None or sig is None or not exp.isdigit():
+        raise RouteRefusedError("unsigned", "Route carries no dialog signature")
+    if not signer.verify(sig, request.call_id, ftag, did, exp):
+        raise RouteRefusedError("signature", "Route signature does not match")
+    if int(exp) < unix_now:
+        raise RouteRefusedError("expired", "Route has expired (dialog lifetime)")
+    if did not in destinations:
+        raise RouteRefusedError("gone", "the dialog's destination is no longer in the table")
     gateway = _parse_did(did)
     if from_tag(request.headers.get("from")) == ftag:
         return gateway  # caller to gateway: always the box that answered the dialog
-    # Gateway to caller: only the gateway may send this way, to where the request says.
-    _, (gateway_host, _) = gateway
-    if source[0] != gateway_host:
-        raise RemoteProtocolError("request against the dialog direction", 403, "Forbidden")
+    # Gateway to caller: only the gateway may send this way, to where the request says. Its
+    # address and transport are checked, not its port: over TCP it is the ephemeral port of a
+    # connection the gateway opened.
+    gateway_transport, (gateway_host, _) = gateway
+    transport, source = upstream
+    if source[0] != gateway_host or transport != gateway_transport:
+        raise RouteRefusedError("direction", "request against the dialog direction")
     remaining = request.headers.values("route")[1:]
     next_uri = parse_uri(
         values.parse_name_addr(remaining[0]).uri_text if remaining else request.uri
@@ -166,9 +274,27 @@ def route_target(request: Request, route: SipUri, source: Address, signer: Signe
     return next_uri.transport, (host, next_uri.default_port())
 
 
+def _signed_fields(params: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """``ftag``, ``did``, ``exp`` and ``sig`` of a Route's parameters, in one pass over them
+    (``SipUri.param`` would split them once per name, on every in-dialog request)."""
+    ftag = did = exp = sig = None
+    for item in params.split(";"):
+        key, _, value = item.partition("=")
+        key = key.lower()
+        if key == "ftag":
+            ftag = value
+        elif key == "did":
+            did = value
+        elif key == "exp":
+            exp = value
+        elif key == "sig":
+            sig = value
+    return ftag, did, exp, sig
+
+
 def _parse_did(did: str) -> NextHop:
     host, _, rest = did.partition("~")
     port, _, transport = rest.partition("~")
     if not port.isdigit() or transport not in ("udp", "tcp", "tls"):
-        raise RemoteProtocolError("Route carries a malformed destination", 403, "Forbidden")
+        raise RouteRefusedError("unsigned", "Route carries a malformed destination")
     return transport, (host.strip("[]"), int(port))

@@ -166,8 +166,10 @@ class Forwarder:
         outgoing = txn.request_for_downstream()
         count_hop(outgoing)
         if outgoing.method in _DIALOG_METHODS:
+            settings = self.settings
+            expires = int(now + settings.clock_offset + settings.dialog_lifetime)
             value = record_route(
-                outgoing, hop, self.settings.advertise, txn.upstream[0], self.signer
+                outgoing, hop, settings.advertise, txn.upstream[0], self.signer, expires=expires
             )
             outgoing.headers.push_first("Record-Route", value)
         outgoing.headers.push_first("Via", via)

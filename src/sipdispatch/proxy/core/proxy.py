@@ -94,6 +94,16 @@ class Proxy:
         return out
 
     @property
+    def destinations(self) -> frozenset[str]:
+        """The gateways signed routes may lead to (``dialogs.destination_id`` of each)."""
+        return self._dialogs.destinations
+
+    @destinations.setter
+    def destinations(self, ids: frozenset[str]) -> None:
+        """Set by the table's owner with every table it serves."""
+        self._dialogs.destinations = ids
+
+    @property
     def transaction_count(self) -> int:
         return len(self._forwarder.transactions)
 
@@ -149,7 +159,7 @@ class Proxy:
             if not forwarder.on_ack(key, now):
                 route = request.headers.first_value("route")
                 if route is not None:
-                    self._dialogs.route(request, route, via, upstream, out)
+                    self._dialogs.route(request, route, via, upstream, out, now=now)
                 # An ACK nobody can route is dropped: it cannot be answered.
             return
         if method == "CANCEL":
@@ -159,7 +169,7 @@ class Proxy:
             return
         route = request.headers.first_value("route")
         if route is not None:
-            self._dialogs.route(request, route, via, upstream, out)
+            self._dialogs.route(request, route, via, upstream, out, now=now)
         elif validation.has_to_tag(request):
             out.respond(request, 404, source, transport, reason="Not Here")
         elif self._is_for_us(request):

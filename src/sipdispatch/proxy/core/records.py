@@ -152,6 +152,10 @@ class CoreSettings:
     ringing_timeout: float = 180.0
     #: destinations tried for one request (failover.maxAttempts)
     max_attempts: int = codes.MAX_ATTEMPTS
+    #: how long a signed Record-Route is honoured: longer than any call may last
+    dialog_lifetime: float = 12 * 3600.0
+    #: what to add to ``now`` for Unix time: routes expire by the clock every replica shares
+    clock_offset: float = 0.0
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
