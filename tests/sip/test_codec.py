@@ -111,11 +111,33 @@ def test_stream_framer_cuts_messages_and_skips_keepalives() -> None:
 
 
 def test_stream_framer_requires_content_length_and_bounds_size() -> None:
-    with pytest.raises(RemoteProtocolError):
-        codec.StreamFramer().feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
+    head = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x"
+    with pytest.raises(codec.FramingError) as missing:
+        codec.StreamFramer().feed(head + b"\r\n\r\n")
+    assert missing.value.head == head  # handed on to be answered before the close
     with pytest.raises(RemoteProtocolError) as info:
         codec.StreamFramer(max_size=100).feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"y" * 200)
-    assert info.value.status == 413
+    assert info.value.status == 513
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u0663", "+5", "99999999999"])
+def test_stream_framer_refuses_content_lengths_that_are_not_ascii_digits(value: str) -> None:
+    with pytest.raises(codec.FramingError):
+        codec.StreamFramer().feed(f"OPTIONS sip:a SIP/2.0\r\nl: {value}\r\n\r\n".encode())
+
+
+def test_stream_framer_passes_an_oversized_message_on_bodiless_and_goes_on() -> None:
+    big = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 300\r\n\r\n" + b"x" * 300
+    after = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    framer = codec.StreamFramer(max_size=200)
+    stream = big + after
+    out: list[bytes] = []
+    for i in range(0, len(stream), 64):  # the body arrives in pieces, after its head
+        out += framer.feed(stream[i : i + 64])
+    assert out == [big[: big.index(b"\r\n\r\n") + 4], after]
+    with pytest.raises(codec.MessageError) as info:
+        codec.parse(out[0], datagram=False, max_size=200)
+    assert (info.value.status, info.value.reason) == (513, "Message Too Large")
 
 
 def test_keepalive() -> None:

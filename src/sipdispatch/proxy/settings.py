@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.transaction import Timers
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 _CORE = CoreSettings(local={}, advertise=("", 0))
+_LIMITS = MessageLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,26 @@ class ProxySettings:
     max_dialog_age: float = 4 * 3600.0
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
+    #: bytes of one message (UDP datagram or framed TCP message); larger ones get 513
+    max_message_size: int = _LIMITS.max_message_size
+    #: header lines of one message; more get 400 Too Many Headers
+    max_headers: int = _LIMITS.max_headers
+    #: bytes of one header line; longer get 400 Header Line Too Long
+    max_line_length: int = _LIMITS.max_line_length
+    #: elements of the Via list; more get 400 Too Many Via Entries
+    max_via: int = _LIMITS.max_via
+    #: elements of the Route list, and of the Record-Route list; more get 400
+    max_route: int = _LIMITS.max_route
+
+    def limits(self) -> MessageLimits:
+        """The message limits, as the core and the TCP framer take them."""
+        return MessageLimits(
+            self.max_message_size,
+            self.max_headers,
+            self.max_line_length,
+            self.max_via,
+            self.max_route,
+        )
 
 
 #: the defaults, for the command line's help and flags
@@ -100,7 +122,13 @@ def core_settings(
     (a table without a config fails over as an empty section says)."""
     t1 = settings.timer_t1
     timers = Timers(t1=t1, t2=max(_CORE.timers.t2, 8 * t1), t4=_CORE.timers.t4)
-    base = CoreSettings(local, advertise, timers, answer_timeout=settings.answer_timeout)
+    base = CoreSettings(
+        local,
+        advertise,
+        timers,
+        answer_timeout=settings.answer_timeout,
+        limits=settings.limits(),
+    )
     return with_failover(base, config)
 
 

@@ -2,7 +2,9 @@
 
 ``parse`` reads one message: start line, header fields (unfolded, names as tokens) and the body
 framed by Content-Length. It checks only what framing needs; ``validation`` checks the rest.
-``StreamFramer`` cuts a TCP byte stream into messages, with a size bound.
+``StreamFramer`` cuts a TCP byte stream into messages, with a size bound: a message over it
+whose header section is complete is passed on without its body (``parse`` then says 513) and
+the stream goes on after the body.
 
 Written by hand: no maintained Python SIP parser is fast enough for a proxy's hot path.
 """
@@ -13,7 +15,14 @@ from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
-__all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "FramingError",
+    "MessageError",
+    "StreamFramer",
+    "is_keepalive",
+    "parse",
+]
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
 MAX_MESSAGE_SIZE = 65535
@@ -22,9 +31,25 @@ MAX_MESSAGE_SIZE = 65535
 class MessageError(RemoteProtocolError):
     """A framing error that still carries what could be read, so that a request can be answered."""
 
-    def __init__(self, message: str, partial: Request | Response | None, status: int = 400) -> None:
-        super().__init__(message, status)
+    def __init__(
+        self,
+        message: str,
+        partial: Request | Response | None,
+        status: int = 400,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, status, reason)
         self.partial = partial
+
+
+class FramingError(RemoteProtocolError):
+    """A stream whose next message cannot be delimited (its Content-Length is missing or
+    garbled): ``head`` is its complete header section when there is one, so that the message
+    can be answered before the connection is closed."""
+
+    def __init__(self, message: str, head: bytes | None = None) -> None:
+        super().__init__(message)
+        self.head = head
 
 
 def is_keepalive(data: bytes) -> bool:
@@ -86,7 +111,7 @@ def _content_length(headers: Headers) -> int | None:
         values = headers.get_all("content-length")
         if len(set(values)) > 1:
             raise RemoteProtocolError(f"conflicting Content-Length values {values}")
-    if not text.isdigit() or len(text) > 10:
+    if not grammar.is_digits(text) or len(text) > 10:
         raise RemoteProtocolError(f"bad Content-Length {text!r}")
     return int(text)
 
@@ -106,13 +131,17 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
     return Request(match.group(1), match.group(2), headers, version=match.group(3))
 
 
-def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
+def parse(
+    data: bytes, *, datagram: bool = True, max_size: int = MAX_MESSAGE_SIZE
+) -> Request | Response:
     """Parse one SIP message.
 
     Over UDP (``datagram=True``) bytes after the Content-Length-delimited body are ignored
     (RFC 3261 18.3, RFC 4475 dblreq) and a missing Content-Length means "the rest of the
     datagram". Raises ``RemoteProtocolError``; once the start line and headers are known it is a
-    ``MessageError`` carrying the partial message, so a request can still get its 400.
+    ``MessageError`` carrying the partial message, so a request can still get its 400 (513 for
+    a stream message whose Content-Length takes it over ``max_size``: the framer passes such a
+    message on without its body).
     """
     data = data.lstrip(b"\r\n")
     head, body_start = _split_head(data, datagram)
@@ -135,6 +164,13 @@ def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
         if not datagram:
             raise MessageError("Content-Length is required on a stream", message)
         length = available
+    elif not datagram and body_start + length > max_size:
+        raise MessageError(
+            f"message of {body_start + length} bytes over the limit of {max_size}",
+            message,
+            513,
+            "Message Too Large",
+        )
     elif length > available:
         raise MessageError(f"Content-Length {length} exceeds the {available} bytes sent", message)
     message.body = data[body_start : body_start + length]
@@ -144,18 +180,25 @@ def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
 class StreamFramer:
     """Cuts a stream (TCP) into message byte strings by Content-Length.
 
-    ``feed`` returns complete messages; a header section or message over ``max_size`` bytes, or a
-    missing/garbled Content-Length, raises ``RemoteProtocolError``: the connection must be closed,
-    since the stream can no longer be resynchronised (RFC 3261 18.3).
+    ``feed`` returns complete messages. A message over ``max_size`` bytes whose header section
+    is complete comes out as that header section alone, and its body is skipped as it arrives:
+    the message is answered (513) and the stream goes on. A header section over ``max_size``
+    (``RemoteProtocolError``), or a missing or garbled Content-Length (``FramingError``), means
+    the connection must be closed, since the stream cannot be resynchronised (RFC 3261 18.3).
     """
 
-    __slots__ = ("_buffer", "max_size")
+    __slots__ = ("_buffer", "_skip", "max_size")
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
+        self._skip = 0  # bytes of an oversized message's body still to discard
         self.max_size = max_size
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         self._buffer += data
         messages: list[bytes] = []
         while True:
@@ -168,12 +211,19 @@ class StreamFramer:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > self.max_size:
-                    raise RemoteProtocolError("header section too large", status=413)
+                    raise RemoteProtocolError("header section too large", 513, "Message Too Large")
                 return messages
-            length = self._length(bytes(self._buffer[:end]))
+            head = bytes(self._buffer[:end])
+            length = self._length(head)
             total = end + 4 + length
             if total > self.max_size:
-                raise RemoteProtocolError(f"message of {total} bytes is too large", status=413)
+                messages.append(head + b"\r\n\r\n")  # answered 513 by parse(max_size=...)
+                held = len(self._buffer)
+                del self._buffer[:total]
+                self._skip = max(0, total - held)
+                if self._skip:
+                    return messages
+                continue
             if len(self._buffer) < total:
                 return messages
             messages.append(bytes(self._buffer[:total]))
@@ -186,10 +236,10 @@ class StreamFramer:
             name, colon, value = line.partition(b":")
             if not colon or header_key(name.strip().decode("latin-1")) != "content-length":
                 continue
-            text = value.strip()
-            if not text.isdigit() or (found is not None and int(text) != found):
-                raise RemoteProtocolError("bad Content-Length on a stream")
+            text = value.strip(b" \t")
+            if not text.isdigit() or len(text) > 10 or (found is not None and int(text) != found):
+                raise FramingError("bad Content-Length on a stream", head)
             found = int(text)
         if found is None:
-            raise RemoteProtocolError("Content-Length is required on a stream")
+            raise FramingError("Content-Length is required on a stream", head)
         return found

@@ -14,6 +14,7 @@ from sipdispatch.proxy.core.deadlines import Deadlines, Timed
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, via_value
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop
 from sipdispatch.proxy.events import ProbeCompleted
+from sipdispatch.sip import grammar
 from sipdispatch.sip.message import Headers, Request, Response
 from sipdispatch.sip.transaction import Action, ClientTransaction
 from sipdispatch.sip.uri import format_host
@@ -131,4 +132,4 @@ def retry_after(response: Response) -> float | None:
     if value is None:
         return None
     digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
-    return float(digits) if digits.isdigit() else None
+    return float(digits) if grammar.is_digits(digits) else None

@@ -16,6 +16,7 @@ from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.message import Request, header_key
 from sipdispatch.sip.transaction import Timers
 from sipdispatch.sip.uri import SipUri, parse_uri
@@ -152,6 +153,8 @@ class CoreSettings:
     ringing_timeout: float = 180.0
     #: destinations tried for one request (failover.maxAttempts)
     max_attempts: int = codes.MAX_ATTEMPTS
+    #: bounds on one message's size, header lines and lists, checked before it is parsed
+    limits: MessageLimits = field(default_factory=MessageLimits)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""

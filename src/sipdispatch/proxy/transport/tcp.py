@@ -2,8 +2,10 @@
 
 SIP over a stream is framed by Content-Length (``codec.StreamFramer``). Responses go back over
 the connection the request came on (RFC 3261 18.2.2): the core addresses them to the request's
-source, which is exactly the registry key. A connection whose stream cannot be framed any more
-is closed, since it cannot be resynchronised.
+source, which is exactly the registry key. A malformed message whose framing is intact is
+the core's business (it answers 400 and the connection goes on); a connection whose stream
+cannot be framed any more is closed, since it cannot be resynchronised, after the message that
+broke it is handed on to be answered when its header section is complete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import cast
 
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.transport.udp import DatagramSink
-from sipdispatch.sip.codec import StreamFramer
+from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, FramingError, StreamFramer
 from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["TcpConnection", "TcpTransport"]
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 class TcpConnection(asyncio.Protocol):
     def __init__(self, owner: TcpTransport) -> None:
         self.owner = owner
-        self.framer = StreamFramer()
+        self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
 
@@ -37,16 +39,24 @@ class TcpConnection(asyncio.Protocol):
         self.owner.register(self)
 
     def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
         try:
             messages = self.framer.feed(data)
-        except RemoteProtocolError as exc:
-            log.warning("closing TCP connection from %s: %s", self.peer, exc)
-            if self.transport is not None:
-                self.transport.close()
+        except FramingError as broken:
+            if broken.head is not None:  # answered (400) before the connection closes
+                self.owner.sink.message_received(broken.head + b"\r\n\r\n", self.peer, "tcp")
+            self._close(broken)
             return
-        assert self.peer is not None
+        except RemoteProtocolError as exc:
+            self._close(exc)
+            return
         for message in messages:
             self.owner.sink.message_received(message, self.peer, "tcp")
+
+    def _close(self, reason: RemoteProtocolError) -> None:
+        log.info("closing TCP connection from %s: %s", self.peer, reason)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.unregister(self)
@@ -60,10 +70,14 @@ class TcpTransport:
     """All TCP connections of the proxy, inbound and outbound."""
 
     def __init__(
-        self, sink: DatagramSink, on_error: Callable[[Address], None] | None = None
+        self,
+        sink: DatagramSink,
+        on_error: Callable[[Address], None] | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         self.sink = sink
         self.on_error = on_error
+        self.max_message_size = max_message_size
         self.connections: dict[Address, TcpConnection] = {}
         self._connecting: dict[Address, list[bytes]] = {}
         self._servers: list[asyncio.Server] = []
