@@ -7,6 +7,7 @@ import pytest
 from corpus import MESSAGES
 from sipdispatch.sip import codec, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, parse_uri, unescape
 
@@ -136,7 +137,7 @@ def test_stream_framer_passes_an_oversized_message_on_bodiless_and_goes_on() -> 
         out += framer.feed(stream[i : i + 64])
     assert out == [big[: big.index(b"\r\n\r\n") + 4], after]
     with pytest.raises(codec.MessageError) as info:
-        codec.parse(out[0], datagram=False, max_size=200)
+        codec.parse(out[0], datagram=False, limits=MessageLimits(max_message_size=200))
     assert (info.value.status, info.value.reason) == (513, "Message Too Large")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
 MAX_MESSAGE_SIZE = 65535
+#: what ``parse`` holds a message to unless told otherwise: the largest a datagram can be
+_UNLIMITED = MessageLimits(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, 1 << 20, 1 << 20)
 
 
 class MessageError(RemoteProtocolError):
@@ -132,7 +135,7 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
 
 
 def parse(
-    data: bytes, *, datagram: bool = True, max_size: int = MAX_MESSAGE_SIZE
+    data: bytes, *, datagram: bool = True, limits: MessageLimits = _UNLIMITED
 ) -> Request | Response:
     """Parse one SIP message.
 
@@ -140,14 +143,24 @@ def parse(
     (RFC 3261 18.3, RFC 4475 dblreq) and a missing Content-Length means "the rest of the
     datagram". Raises ``RemoteProtocolError``; once the start line and headers are known it is a
     ``MessageError`` carrying the partial message, so a request can still get its 400 (513 for
-    a stream message whose Content-Length takes it over ``max_size``: the framer passes such a
-    message on without its body).
+    a stream message whose Content-Length takes it over the size limit: the framer passes such
+    a message on without its body).
+
+    ``limits`` are checked on the bytes before any header is read, and on the list headers
+    before any of their values is: a message over one raises ``LimitExceededError``.
     """
     data = data.lstrip(b"\r\n")
+    if len(data) > limits.max_message_size:
+        raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
+    count = head.count(b"\n")  # the header lines, with or without CR
+    if count > limits.max_headers or len(head) > limits.max_line_length:
+        check_head(head, count, limits)
     text = head.decode("utf-8", "surrogateescape")
     lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
     headers = Headers(_parse_headers(lines[1:]))
+    if count + head.count(b",") > limits.shortest_list:
+        check_lists(headers, limits)
     try:
         message = _start_line(lines[0], headers)
     except RemoteProtocolError as exc:
@@ -164,9 +177,9 @@ def parse(
         if not datagram:
             raise MessageError("Content-Length is required on a stream", message)
         length = available
-    elif not datagram and body_start + length > max_size:
+    elif not datagram and body_start + length > limits.max_message_size:
         raise MessageError(
-            f"message of {body_start + length} bytes over the limit of {max_size}",
+            f"message of {body_start + length} bytes over the limit of {limits.max_message_size}",
             message,
             513,
             "Message Too Large",
@@ -217,7 +230,7 @@ class StreamFramer:
             length = self._length(head)
             total = end + 4 + length
             if total > self.max_size:
-                messages.append(head + b"\r\n\r\n")  # answered 513 by parse(max_size=...)
+                messages.append(head + b"\r\n\r\n")  # answered 513 by parse
                 held = len(self._buffer)
                 del self._buffer[:total]
                 self._skip = max(0, total - held)

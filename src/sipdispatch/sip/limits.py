@@ -1,10 +1,11 @@
 """Bounds on what one message may cost, checked on its bytes before it is parsed.
 
 Parsing is the expensive part of a message: a datagram of a few thousand tiny header lines
-costs two hundred times a normal INVITE. ``check_bytes`` therefore looks only at the raw bytes
+costs two hundred times a normal INVITE. ``codec.parse`` therefore checks the raw bytes first
 (length, line count, longest line), with C-speed ``bytes`` methods and no per-line Python work
-for a message of ordinary size. ``check_lists`` bounds the list headers (Via, Route,
-Record-Route) of a parsed message before any of their values is read. Each failure is a
+for a message of ordinary size, before it reads a single header; ``check_lists`` bounds the
+list headers (Via, Route, Record-Route) before any of their values is read, and runs only when
+the header section holds more lines and commas than the shortest list bound. Each failure is a
 ``LimitExceededError`` naming the limit, answered 513 (RFC 3261 21.5.14) for size and 400 with a
 reason phrase naming the limit otherwise.
 
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Header, Headers, Request, header_key
 
-__all__ = ["LimitExceededError", "MessageLimits", "check_bytes", "check_lists", "salvage"]
+__all__ = [
+    "LimitExceededError",
+    "MessageLimits",
+    "check_head",
+    "check_lists",
+    "salvage",
+    "too_large",
+]
 
 
 # A record read on every message: a hand-written __init__, as in values.py, for mypyc.
@@ -38,6 +46,7 @@ class MessageLimits:
     max_via: int
     #: elements of the Route list, and of the Record-Route list, each
     max_route: int
+    shortest_list: int
 
     def __init__(
         self,
@@ -52,6 +61,8 @@ class MessageLimits:
         self.max_line_length = max_line_length
         self.max_via = max_via
         self.max_route = max_route
+        #: a header section with fewer lines and commas than this has no list too long
+        self.shortest_list = min(max_via, max_route)
 
 
 class LimitExceededError(RemoteProtocolError):
@@ -62,39 +73,31 @@ class LimitExceededError(RemoteProtocolError):
         self.limit = limit
 
 
-def check_bytes(data: bytes, limits: MessageLimits) -> LimitExceededError | None:
-    """The limits that the raw bytes show: size, header lines, line length.
+def too_large(size: int, limits: MessageLimits) -> LimitExceededError:
+    return LimitExceededError(
+        "message-size",
+        f"message of {size} bytes over the limit of {limits.max_message_size}",
+        513,
+        "Message Too Large",
+    )
 
-    Returns the first one exceeded (not raised: the caller answers it without a parse).
-    """
-    size = len(data)
-    if size > limits.max_message_size:
-        return LimitExceededError(
-            "message-size",
-            f"message of {size} bytes over the limit of {limits.max_message_size}",
-            513,
-            "Message Too Large",
-        )
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        end = data.find(b"\n\n")
-    head = data if end < 0 else data[:end]
-    # Lines end in LF, with or without CR: counting LFs counts them either way.
-    lines = head.count(b"\n")
+
+def check_head(head: bytes, lines: int, limits: MessageLimits) -> None:
+    """Raise ``LimitExceededError`` when a header section of ``lines`` lines has too many of
+    them or one too long. Worth calling only when ``lines`` or ``len(head)`` is over a limit."""
     if lines > limits.max_headers:
-        return LimitExceededError(
+        raise LimitExceededError(
             "header-count",
             f"{lines} header lines over the limit of {limits.max_headers}",
             reason="Too Many Headers",
         )
     longest = limits.max_line_length
     if len(head) > longest and max(map(len, head.split(b"\n"))) > longest + 1:  # + its CR
-        return LimitExceededError(
+        raise LimitExceededError(
             "line-length",
             f"a header line over the limit of {longest} bytes",
             reason="Header Line Too Long",
         )
-    return None
 
 
 #: the list headers bounded, with the limit and reason phrase for each
@@ -108,12 +111,13 @@ _LISTS = (
 def check_lists(headers: Headers, limits: MessageLimits) -> None:
     """Raise ``LimitExceededError`` when a Via, Route or Record-Route list is too long.
 
-    Counts header fields and commas first, which never under-counts; only a list that may be
-    too long is split properly (commas inside quotes or ``<>`` do not separate elements).
+    Meant for messages with more header lines and commas than ``limits.shortest_list``. Counts
+    header fields and commas first, which never under-counts; only a list that may be too long
+    is split properly (commas inside quotes or ``<>`` do not separate elements).
     """
     counts: dict[str, int] = {}
     for key, _, value in headers:
-        if key == "via" or key == "route" or key == "record-route":  # noqa: PLR1714 - mypyc
+        if key in ("via", "route", "record-route"):
             counts[key] = counts.get(key, 0) + 1 + value.count(",")
     if not counts:
         return

@@ -23,7 +23,7 @@ from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
 from sipdispatch.sip import codec, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
-from sipdispatch.sip.limits import LimitExceededError, check_bytes, check_lists, salvage
+from sipdispatch.sip.limits import LimitExceededError, salvage
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
@@ -59,24 +59,16 @@ class Proxy:
         out = Outbox()
         if codec.is_keepalive(data):
             return out
-        limits = self._settings.limits
-        over = check_bytes(data, limits)
-        if over is not None:
-            out.reject(salvage(data), over, source, transport)
-            return out
         try:
-            message = codec.parse(
-                data, datagram=transport == "udp", max_size=limits.max_message_size
-            )
-            check_lists(message.headers, limits)
+            message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
         except codec.MessageError as partial_error:
             error: RemoteProtocolError = partial_error
             if partial_error.status == 513:  # a stream message the framer passed on bodiless
                 error = LimitExceededError("message-size", str(error), 513, "Message Too Large")
             out.reject(partial_error.partial, error, source, transport)
             return out
-        except LimitExceededError as list_error:
-            out.reject(salvage(data), list_error, source, transport)
+        except LimitExceededError as over:  # answered without a full parse
+            out.reject(salvage(data), over, source, transport)
             return out
         except RemoteProtocolError as parse_error:  # (distinct names: mypyc types each one)
             out.rejected(None, parse_error, source)
