@@ -112,19 +112,22 @@ def test_stream_framer_cuts_messages_and_skips_keepalives() -> None:
 
 
 def test_stream_framer_requires_content_length_and_bounds_size() -> None:
-    head = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x"
-    with pytest.raises(codec.FramingError) as missing:
-        codec.StreamFramer().feed(head + b"\r\n\r\n")
-    assert missing.value.head == head  # handed on to be answered before the close
+    without = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"
+    assert codec.StreamFramer().feed(without) == [without]  # passed on to be answered
+    with pytest.raises(codec.MessageError, match="Content-Length is required"):
+        codec.parse(without, datagram=False)
     with pytest.raises(RemoteProtocolError) as info:
         codec.StreamFramer(max_size=100).feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"y" * 200)
     assert info.value.status == 513
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "1\u0663", "+5", "99999999999"])
-def test_stream_framer_refuses_content_lengths_that_are_not_ascii_digits(value: str) -> None:
-    with pytest.raises(codec.FramingError):
-        codec.StreamFramer().feed(f"OPTIONS sip:a SIP/2.0\r\nl: {value}\r\n\r\n".encode())
+def test_an_unreadable_content_length_is_answered_and_the_stream_goes_on(value: str) -> None:
+    bad = f"OPTIONS sip:a SIP/2.0\r\nl: {value}\r\n\r\n".encode()
+    good = b"OPTIONS sip:a SIP/2.0\r\nl: 2\r\n\r\nok"
+    assert codec.StreamFramer().feed(bad + good) == [bad, good]
+    with pytest.raises(codec.MessageError, match="Content-Length"):
+        codec.parse(bad, datagram=False)
 
 
 def test_stream_framer_passes_an_oversized_message_on_bodiless_and_goes_on() -> None:

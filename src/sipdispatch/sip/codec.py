@@ -4,7 +4,8 @@
 framed by Content-Length. It checks only what framing needs; ``validation`` checks the rest.
 ``StreamFramer`` cuts a TCP byte stream into messages, with a size bound: a message over it
 whose header section is complete is passed on without its body (``parse`` then says 513) and
-the stream goes on after the body.
+the stream goes on after the body; one whose Content-Length cannot be read is passed on as its
+header section (``parse`` says 400) and the stream goes on after that.
 
 Written by hand: no maintained Python SIP parser is fast enough for a proxy's hot path.
 """
@@ -18,7 +19,6 @@ from sipdispatch.sip.message import Header, Headers, Request, Response, header_k
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
-    "FramingError",
     "MessageError",
     "StreamFramer",
     "is_keepalive",
@@ -43,16 +43,6 @@ class MessageError(RemoteProtocolError):
     ) -> None:
         super().__init__(message, status, reason)
         self.partial = partial
-
-
-class FramingError(RemoteProtocolError):
-    """A stream whose next message cannot be delimited (its Content-Length is missing or
-    garbled): ``head`` is its complete header section when there is one, so that the message
-    can be answered before the connection is closed."""
-
-    def __init__(self, message: str, head: bytes | None = None) -> None:
-        super().__init__(message)
-        self.head = head
 
 
 def is_keepalive(data: bytes) -> bool:
@@ -195,9 +185,12 @@ class StreamFramer:
 
     ``feed`` returns complete messages. A message over ``max_size`` bytes whose header section
     is complete comes out as that header section alone, and its body is skipped as it arrives:
-    the message is answered (513) and the stream goes on. A header section over ``max_size``
-    (``RemoteProtocolError``), or a missing or garbled Content-Length (``FramingError``), means
-    the connection must be closed, since the stream cannot be resynchronised (RFC 3261 18.3).
+    the message is answered (513) and the stream goes on. A message whose Content-Length is
+    missing, garbled or repeated with two values comes out as its header section, to be
+    answered (400), and the stream goes on right after it: should a body follow, it is read as
+    the next message, which costs the sender nothing it could not send anyway. Only a header
+    section over ``max_size`` raises ``RemoteProtocolError``: the connection must then be
+    closed, since the stream cannot be resynchronised (RFC 3261 18.3).
     """
 
     __slots__ = ("_buffer", "_skip", "max_size")
@@ -228,6 +221,10 @@ class StreamFramer:
                 return messages
             head = bytes(self._buffer[:end])
             length = self._length(head)
+            if length is None:  # answered 400 by parse; the stream goes on after the head
+                messages.append(head + b"\r\n\r\n")
+                del self._buffer[: end + 4]
+                continue
             total = end + 4 + length
             if total > self.max_size:
                 messages.append(head + b"\r\n\r\n")  # answered 513 by parse
@@ -243,7 +240,8 @@ class StreamFramer:
             del self._buffer[:total]
 
     @staticmethod
-    def _length(head: bytes) -> int:
+    def _length(head: bytes) -> int | None:
+        """The Content-Length of a header section; None when it is missing or unreadable."""
         found: int | None = None
         for line in head.split(b"\r\n")[1:]:
             name, colon, value = line.partition(b":")
@@ -251,8 +249,6 @@ class StreamFramer:
                 continue
             text = value.strip(b" \t")
             if not text.isdigit() or len(text) > 10 or (found is not None and int(text) != found):
-                raise FramingError("bad Content-Length on a stream", head)
+                return None
             found = int(text)
-        if found is None:
-            raise FramingError("Content-Length is required on a stream", head)
         return found

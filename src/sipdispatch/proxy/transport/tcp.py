@@ -2,10 +2,9 @@
 
 SIP over a stream is framed by Content-Length (``codec.StreamFramer``). Responses go back over
 the connection the request came on (RFC 3261 18.2.2): the core addresses them to the request's
-source, which is exactly the registry key. A malformed message whose framing is intact is
-the core's business (it answers 400 and the connection goes on); a connection whose stream
-cannot be framed any more is closed, since it cannot be resynchronised, after the message that
-broke it is handed on to be answered when its header section is complete.
+source, which is exactly the registry key. A malformed message is the core's business (it
+answers 400 and the connection goes on, see ``StreamFramer``); only a connection whose header
+section outgrows the size limit is closed, since that stream cannot be resynchronised.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import cast
 
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.transport.udp import DatagramSink
-from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, FramingError, StreamFramer
+from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, StreamFramer
 from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["TcpConnection", "TcpTransport"]
@@ -42,21 +41,13 @@ class TcpConnection(asyncio.Protocol):
         assert self.peer is not None
         try:
             messages = self.framer.feed(data)
-        except FramingError as broken:
-            if broken.head is not None:  # answered (400) before the connection closes
-                self.owner.sink.message_received(broken.head + b"\r\n\r\n", self.peer, "tcp")
-            self._close(broken)
-            return
         except RemoteProtocolError as exc:
-            self._close(exc)
+            log.info("closing TCP connection from %s: %s", self.peer, exc)
+            if self.transport is not None:
+                self.transport.close()
             return
         for message in messages:
             self.owner.sink.message_received(message, self.peer, "tcp")
-
-    def _close(self, reason: RemoteProtocolError) -> None:
-        log.info("closing TCP connection from %s: %s", self.peer, reason)
-        if self.transport is not None:
-            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.unregister(self)
