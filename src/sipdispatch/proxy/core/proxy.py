@@ -30,6 +30,7 @@ from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 __all__ = ["Proxy"]
 
 _AFTER_PREFIX = len(BRANCH_PREFIX)
+_NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
 
 
 class Proxy:
@@ -211,7 +212,9 @@ class Proxy:
             return
         branch_id = top.branch or ""
         if not branch_id.startswith(BRANCH_PREFIX) or len(branch_id) == _AFTER_PREFIX:
-            return  # not a Via of ours (RFC 4475 bcast): dropped
+            # Not a Via of ours (RFC 4475 bcast, a bare "z9hG4bKsd"): dropped, and counted.
+            out.rejected(response, _NOT_OURS, None)
+            return
         sender = branch_id[_AFTER_PREFIX]
         if sender == "P":
             self._probing.on_response(branch_id, response, now, out)
