@@ -43,8 +43,6 @@ from sipdispatch.proxy.transport.udp import UdpEndpoint
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
-#: malformed messages and failures come at the network's rate: the log gets a few per interval
-_limited = RateLimitedLog(log)
 
 
 class Engine:
@@ -66,6 +64,8 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Malformed messages and failures come at the network's rate: the log gets a few.
+        self._limited = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ table
 
@@ -128,7 +128,7 @@ class Engine:
                 self.tcp.send(send.address, send.data)
         events = out.events
         if events:
-            _log_rejected(events)
+            self._log_rejected(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -157,28 +157,27 @@ class Engine:
     def _failed(self, stage: str, exc: Exception, source: Address | None) -> None:
         """Report and log (rate-limited, sanitised) a failure of the core, and go on."""
         error = f"{type(exc).__name__}: {sanitise(exc)}"
-        if _limited.allow():
+        if self._limited.allow():
             log.warning("handling a %s from %s failed, dropped: %s", stage, source, error)
             log.debug("the failure", exc_info=exc)
         if self.on_events is not None:
             self.on_events([HandlingFailed(stage, error)])
 
+    def _log_rejected(self, events: Sequence[CoreEvent]) -> None:
+        """One warning per malformed or refused message, said where it came from: rate-limited,
+        and what the peer wrote sanitised."""
+        for event in events:
+            if isinstance(event, MessageRejected) and self._limited.allow():
+                log.warning(
+                    "rejected %s (Call-ID %s) from %s: %s (%d)",
+                    event.kind,
+                    sanitise(event.call_id),
+                    event.source,
+                    sanitise(event.reason),
+                    event.status,
+                )
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _log_rejected(events: Sequence[CoreEvent]) -> None:
-    """One warning per malformed or refused message, said where it came from: rate-limited,
-    and what the peer wrote sanitised."""
-    for event in events:
-        if isinstance(event, MessageRejected) and _limited.allow():
-            log.warning(
-                "rejected %s (Call-ID %s) from %s: %s (%d)",
-                event.kind,
-                sanitise(event.call_id),
-                event.source,
-                sanitise(event.reason),
-                event.status,
-            )
