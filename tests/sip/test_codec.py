@@ -7,7 +7,7 @@ import pytest
 from corpus import MESSAGES
 from sipdispatch.sip import codec, values
 from sipdispatch.sip.errors import RemoteProtocolError
-from sipdispatch.sip.limits import MessageLimits
+from sipdispatch.sip.limits import LimitExceededError, MessageLimits
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, parse_uri, unescape
 
@@ -139,9 +139,13 @@ def test_stream_framer_passes_an_oversized_message_on_bodiless_and_goes_on() -> 
     for i in range(0, len(stream), 64):  # the body arrives in pieces, after its head
         out += framer.feed(stream[i : i + 64])
     assert out == [big[: big.index(b"\r\n\r\n") + 4], after]
-    with pytest.raises(codec.MessageError) as info:
+    with pytest.raises(LimitExceededError) as info:
         codec.parse(out[0], datagram=False, limits=MessageLimits(max_message_size=200))
-    assert (info.value.status, info.value.reason) == (513, "Message Too Large")
+    assert (info.value.status, info.value.reason, info.value.limit) == (
+        513,
+        "Message Too Large",
+        "message-size",
+    )
 
 
 def test_keepalive() -> None:

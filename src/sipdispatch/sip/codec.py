@@ -17,13 +17,7 @@ from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
-__all__ = [
-    "MAX_MESSAGE_SIZE",
-    "MessageError",
-    "StreamFramer",
-    "is_keepalive",
-    "parse",
-]
+__all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
 MAX_MESSAGE_SIZE = 65535
@@ -34,14 +28,8 @@ _UNLIMITED = MessageLimits(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE,
 class MessageError(RemoteProtocolError):
     """A framing error that still carries what could be read, so that a request can be answered."""
 
-    def __init__(
-        self,
-        message: str,
-        partial: Request | Response | None,
-        status: int = 400,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message, status, reason)
+    def __init__(self, message: str, partial: Request | Response | None, status: int = 400) -> None:
+        super().__init__(message, status)
         self.partial = partial
 
 
@@ -132,12 +120,12 @@ def parse(
     Over UDP (``datagram=True``) bytes after the Content-Length-delimited body are ignored
     (RFC 3261 18.3, RFC 4475 dblreq) and a missing Content-Length means "the rest of the
     datagram". Raises ``RemoteProtocolError``; once the start line and headers are known it is a
-    ``MessageError`` carrying the partial message, so a request can still get its 400 (513 for
-    a stream message whose Content-Length takes it over the size limit: the framer passes such
-    a message on without its body).
+    ``MessageError`` carrying the partial message, so a request can still get its 400.
 
     ``limits`` are checked on the bytes before any header is read, and on the list headers
-    before any of their values is: a message over one raises ``LimitExceededError``.
+    before any of their values is: a message over one raises ``LimitExceededError``, as does a
+    stream message whose Content-Length takes it over the size limit (the framer passes such a
+    message on without its body).
     """
     data = data.lstrip(b"\r\n")
     if len(data) > limits.max_message_size:
@@ -168,12 +156,7 @@ def parse(
             raise MessageError("Content-Length is required on a stream", message)
         length = available
     elif not datagram and body_start + length > limits.max_message_size:
-        raise MessageError(
-            f"message of {body_start + length} bytes over the limit of {limits.max_message_size}",
-            message,
-            513,
-            "Message Too Large",
-        )
+        raise too_large(body_start + length, limits)  # the framer passed it on bodiless
     elif length > available:
         raise MessageError(f"Content-Length {length} exceeds the {available} bytes sent", message)
     message.body = data[body_start : body_start + length]

@@ -46,6 +46,7 @@ class MessageLimits:
     max_via: int
     #: elements of the Route list, and of the Record-Route list, each
     max_route: int
+    #: the smaller list bound: a header section with fewer lines and commas is within both
     shortest_list: int
 
     def __init__(
@@ -61,7 +62,6 @@ class MessageLimits:
         self.max_line_length = max_line_length
         self.max_via = max_via
         self.max_route = max_route
-        #: a header section with fewer lines and commas than this has no list too long
         self.shortest_list = min(max_via, max_route)
 
 
@@ -74,6 +74,7 @@ class LimitExceededError(RemoteProtocolError):
 
 
 def too_large(size: int, limits: MessageLimits) -> LimitExceededError:
+    """The error for a message of ``size`` bytes over the size limit (513, RFC 3261 21.5.14)."""
     return LimitExceededError(
         "message-size",
         f"message of {size} bytes over the limit of {limits.max_message_size}",

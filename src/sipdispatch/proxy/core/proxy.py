@@ -63,10 +63,7 @@ class Proxy:
         try:
             message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
         except codec.MessageError as partial_error:
-            error: RemoteProtocolError = partial_error
-            if partial_error.status == 513:  # a stream message the framer passed on bodiless
-                error = LimitExceededError("message-size", str(error), 513, "Message Too Large")
-            out.reject(partial_error.partial, error, source, transport)
+            out.reject(partial_error.partial, partial_error, source, transport)
             return out
         except LimitExceededError as over:  # answered without a full parse
             out.reject(salvage(data), over, source, transport)
