@@ -131,13 +131,14 @@ def parse(
     if len(data) > limits.max_message_size:
         raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
-    count = head.count(b"\n")  # the header lines, with or without CR
-    if count > limits.max_headers or len(head) > limits.max_line_length:
-        check_head(head, count, limits)
     text = head.decode("utf-8", "surrogateescape")
     lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    # Cutting lines is C work: the limits are checked before any header is read.
+    count = len(lines)  # the header lines and the start line
+    if count > limits.max_headers or len(head) > limits.max_line_length:
+        check_head(head, count - 1, limits)
     headers = Headers(_parse_headers(lines[1:]))
-    if count + head.count(b",") > limits.shortest_list:
+    if count + text.count(",") > limits.shortest_list:
         check_lists(headers, limits)
     try:
         message = _start_line(lines[0], headers)
