@@ -102,6 +102,7 @@ class Engine:
             self._emit(self.core.receive(data, source, transport, self._now()))
         except Exception as exc:  # the catch-all the module docstring describes
             self._failed("message", exc, source)
+            self._rearm()  # the core may have scheduled something before it raised
 
     def probe(self, hop: Hop, from_uri: str, timeout: float) -> str:
         """Send one OPTIONS probe; its result arrives as a ``ProbeCompleted`` event."""
