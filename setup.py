@@ -24,6 +24,7 @@ HOT_PATH = [
     "src/sipdispatch/sip/values.py",
     "src/sipdispatch/sip/message.py",
     "src/sipdispatch/sip/codec.py",
+    "src/sipdispatch/sip/limits.py",
     "src/sipdispatch/sip/validation.py",
     "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",

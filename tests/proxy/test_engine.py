@@ -18,6 +18,7 @@ from sipdispatch.proxy.events import (
     BranchFailed,
     BranchStarted,
     CoreEvent,
+    HandlingFailed,
     MessageRejected,
     ProbeCompleted,
 )
@@ -211,3 +212,48 @@ async def test_a_tcp_destination_that_cannot_be_reached_fails_over_at_once(
     assert isinstance(moved, Request)
     assert moved.call_id == "e5"
     assert [e.status for e in events if isinstance(e, BranchFailed)] == [503]
+
+
+async def test_a_failure_of_the_core_is_survived_counted_and_logged_sanitised(
+    make_engine: Callable[..., asyncio.Future[Lab]],
+    boxes: Callable[[], Box],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caller, gateway = boxes(), boxes()
+    engine, address, events = await make_engine(_table(gateway.uri))
+    real = engine.core.receive
+
+    def receive(data: bytes, source: tuple[str, int], transport: str, now: float) -> object:
+        # A stand-in for a bug of the core: no real input is known to make it raise any more.
+        if b"X-Bug" in data:
+            raise IndexError("bug\r\nFORGED LOG LINE")
+        return real(data, source, transport, now)
+
+    engine.core.receive = receive  # type: ignore[method-assign, assignment]
+    buggy = _invite(caller, "bug").replace(b"Max-Forwards", b"X-Bug: 1\r\nMax-Forwards")
+    with caplog.at_level(logging.WARNING, logger="sipdispatch.proxy.engine"):
+        for _ in range(30):
+            caller.send(buggy, address)
+        caller.send(_invite(caller, "after-udp"), address)
+        trying = await caller.next()
+        assert isinstance(trying, Response)
+        assert (trying.status, trying.call_id) == (100, "after-udp")
+        # over TCP the connection survives the failure and serves the next request
+        assert engine.tcp is not None
+        reader, writer = await asyncio.open_connection(*await engine.tcp.listen("127.0.0.1", 0))
+        writer.write(buggy.replace(b"UDP", b"TCP") + _invite(caller, "after-tcp"))
+        framer = codec.StreamFramer()
+        answers: list[bytes] = []
+        while not answers:
+            answers += framer.feed(await asyncio.wait_for(reader.read(65535), 2.0))
+        writer.close()
+        await writer.wait_closed()
+    answer = codec.parse(answers[0], datagram=False)
+    assert isinstance(answer, Response)
+    assert (answer.status, answer.call_id) == (100, "after-tcp")
+    failed = [e for e in events if isinstance(e, HandlingFailed)]
+    assert len(failed) == 31
+    assert failed[0] == HandlingFailed("message", "IndexError: bug\\x0d\\x0aFORGED LOG LINE")
+    records = [r for r in caplog.records if "failed, dropped" in r.getMessage()]
+    assert len(records) == 10  # rate-limited: not one per datagram
+    assert all("\n" not in r.getMessage() and r.exc_info is None for r in records)

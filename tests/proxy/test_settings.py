@@ -18,6 +18,7 @@ from sipdispatch.proxy.settings import (
     probe_settings,
     with_failover,
 )
+from sipdispatch.sip.limits import MessageLimits
 
 ADDRESS = ("127.0.0.1", 5060)
 
@@ -65,3 +66,15 @@ def test_a_failover_section_replaces_only_what_it_changes() -> None:
     changed = with_failover(current, config)
     assert changed.failover_codes == {408, 502}
     assert (changed.max_attempts, changed.answer_timeout) == (2, 1.5)
+
+
+def test_the_message_limits_flags_reach_the_core_and_default_to_the_limits_own() -> None:
+    args = cli.build_parser().parse_args(["--dispatcher-list", "x", "--max-via", "9"])
+    limits = ("max_message_size", "max_headers", "max_line_length", "max_route")
+    assert {n: getattr(args, n) for n in limits} == {n: getattr(DEFAULTS, n) for n in limits}
+    assert DEFAULTS.limits() == MessageLimits()
+    settings = ProxySettings(max_via=args.max_via, max_message_size=4000)
+    core = core_settings(None, settings, {}, ADDRESS)
+    assert (core.limits.max_via, core.limits.max_message_size) == (9, 4000)
+    reloaded = with_failover(core, ProxyConfig.model_validate({"failover": {"maxAttempts": 2}}))
+    assert reloaded.limits == core.limits  # a reload changes failover only

@@ -7,6 +7,7 @@ import pytest
 from corpus import MESSAGES
 from sipdispatch.sip import codec, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import LimitExceededError, MessageLimits
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, parse_uri, unescape
 
@@ -111,11 +112,40 @@ def test_stream_framer_cuts_messages_and_skips_keepalives() -> None:
 
 
 def test_stream_framer_requires_content_length_and_bounds_size() -> None:
-    with pytest.raises(RemoteProtocolError):
-        codec.StreamFramer().feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
+    without = b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"
+    assert codec.StreamFramer().feed(without) == [without]  # passed on to be answered
+    with pytest.raises(codec.MessageError, match="Content-Length is required"):
+        codec.parse(without, datagram=False)
     with pytest.raises(RemoteProtocolError) as info:
         codec.StreamFramer(max_size=100).feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"y" * 200)
-    assert info.value.status == 413
+    assert info.value.status == 513
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u0663", "+5", "99999999999"])
+def test_an_unreadable_content_length_is_answered_and_the_stream_goes_on(value: str) -> None:
+    bad = f"OPTIONS sip:a SIP/2.0\r\nl: {value}\r\n\r\n".encode()
+    good = b"OPTIONS sip:a SIP/2.0\r\nl: 2\r\n\r\nok"
+    assert codec.StreamFramer().feed(bad + good) == [bad, good]
+    with pytest.raises(codec.MessageError, match="Content-Length"):
+        codec.parse(bad, datagram=False)
+
+
+def test_stream_framer_passes_an_oversized_message_on_bodiless_and_goes_on() -> None:
+    big = b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 300\r\n\r\n" + b"x" * 300
+    after = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    framer = codec.StreamFramer(max_size=200)
+    stream = big + after
+    out: list[bytes] = []
+    for i in range(0, len(stream), 64):  # the body arrives in pieces, after its head
+        out += framer.feed(stream[i : i + 64])
+    assert out == [big[: big.index(b"\r\n\r\n") + 4], after]
+    with pytest.raises(LimitExceededError) as info:
+        codec.parse(out[0], datagram=False, limits=MessageLimits(max_message_size=200))
+    assert (info.value.status, info.value.reason, info.value.limit) == (
+        513,
+        "Message Too Large",
+        "message-size",
+    )
 
 
 def test_keepalive() -> None:

@@ -108,7 +108,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
+    _add_limit_arguments(parser)
     return parser
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "message limits", "checked on a message's bytes before it is parsed"
+    )
+    add = group.add_argument
+    add(
+        "--max-message-size",
+        type=int,
+        default=DEFAULTS.max_message_size,
+        metavar="BYTES",
+        help="one UDP datagram or TCP message; larger ones get 513 (%(default)s)",
+    )
+    add(
+        "--max-headers",
+        type=int,
+        default=DEFAULTS.max_headers,
+        metavar="N",
+        help="header lines of one message; more get 400 (%(default)s)",
+    )
+    add(
+        "--max-line-length",
+        type=int,
+        default=DEFAULTS.max_line_length,
+        metavar="BYTES",
+        help="one header line; longer ones get 400 (%(default)s)",
+    )
+    add(
+        "--max-via",
+        type=int,
+        default=DEFAULTS.max_via,
+        metavar="N",
+        help="elements of the Via list; more get 400 (%(default)s)",
+    )
+    add(
+        "--max-route",
+        type=int,
+        default=DEFAULTS.max_route,
+        metavar="N",
+        help="elements of the Route list, and of the Record-Route list; more get 400 (%(default)s)",
+    )
 
 
 # Probing flags -> ProbingSpec fields. They apply to a --dispatcher-list table; a --config
@@ -286,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         probing=probing,
         max_dialog_age=args.max_dialog_age,
         dialog_lifetime=args.dialog_lifetime,
+        max_message_size=args.max_message_size,
+        max_headers=args.max_headers,
+        max_line_length=args.max_line_length,
+        max_via=args.max_via,
+        max_route=args.max_route,
     )
     try:
         _run(ProxyServer(source, settings, companions))

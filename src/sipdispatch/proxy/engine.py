@@ -5,6 +5,12 @@ goes through ``message_received`` / ``_fire``, which call the core with ``now`` 
 returns to the transports, and the events it returns to ``on_events``. One ``loop.call_at``
 handle is re-armed from ``next_deadline()``. Rejected messages are logged here: the core, being
 sans-I/O, only reports them.
+
+This is also the transport boundary's catch-all: should the core raise on a message or a
+timer (a bug; the fuzz tests look for them), the engine drops what it was handling, reports a
+``HandlingFailed`` event (counted in metrics) and logs one sanitised line, rate-limited, so
+that a packet that finds a bug can neither stop the proxy, close a TCP connection, nor flood
+the log.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from sipdispatch.proxy.core import (
     Signer,
     destination_id,
 )
-from sipdispatch.proxy.events import CoreEvent, MessageRejected
+from sipdispatch.proxy.events import CoreEvent, HandlingFailed, MessageRejected
+from sipdispatch.proxy.ratelog import RateLimitedLog, sanitise
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint
 
@@ -59,6 +66,8 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Malformed messages and failures come at the network's rate: the log gets a few.
+        self._limited = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ table
 
@@ -92,7 +101,11 @@ class Engine:
     # ------------------------------------------------------------------ traffic
 
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
-        self._emit(self.core.receive(data, source, transport, self._now()))
+        try:
+            self._emit(self.core.receive(data, source, transport, self._now()))
+        except Exception as exc:  # the catch-all the module docstring describes
+            self._failed("message", exc, source)
+            self._rearm()  # the core may have scheduled something before it raised
 
     def probe(self, hop: Hop, from_uri: str, timeout: float) -> str:
         """Send one OPTIONS probe; its result arrives as a ``ProbeCompleted`` event."""
@@ -119,7 +132,7 @@ class Engine:
                 self.tcp.send(send.address, send.data)
         events = out.events
         if events:
-            _log_rejected(events)
+            self._log_rejected(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -139,7 +152,34 @@ class Engine:
         self._timer = None
         self._timer_at = None
         loop = self._loop or asyncio.get_running_loop()
-        self._emit(self.core.on_timer(loop.time()))
+        try:
+            self._emit(self.core.on_timer(loop.time()))
+        except Exception as exc:  # the catch-all the module docstring describes
+            self._failed("timer", exc, None)
+            self._rearm()
+
+    def _failed(self, stage: str, exc: Exception, source: Address | None) -> None:
+        """Report and log (rate-limited, sanitised) a failure of the core, and go on."""
+        error = f"{type(exc).__name__}: {sanitise(exc)}"
+        if self._limited.allow():
+            log.warning("handling a %s from %s failed, dropped: %s", stage, source, error)
+            log.debug("the failure", exc_info=exc)
+        if self.on_events is not None:
+            self.on_events([HandlingFailed(stage, error)])
+
+    def _log_rejected(self, events: Sequence[CoreEvent]) -> None:
+        """One warning per malformed or refused message, said where it came from: rate-limited,
+        and what the peer wrote sanitised."""
+        for event in events:
+            if isinstance(event, MessageRejected) and self._limited.allow():
+                log.warning(
+                    "rejected %s (Call-ID %s) from %s: %s (%d)",
+                    event.kind,
+                    sanitise(event.call_id),
+                    event.source,
+                    sanitise(event.reason),
+                    event.status,
+                )
 
     def close(self) -> None:
         if self._timer is not None:
@@ -153,17 +193,3 @@ def _destination_ids(table: DestinationTable) -> frozenset[str]:
         destination_id(dest.host, dest.port, dest.transport)
         for dest in (target.destination for target in table.targets())
     )
-
-
-def _log_rejected(events: Sequence[CoreEvent]) -> None:
-    """One warning per malformed or refused message, said where it came from."""
-    for event in events:
-        if isinstance(event, MessageRejected):
-            log.warning(
-                "rejected %s (Call-ID %s) from %s: %s (%d)",
-                event.kind,
-                event.call_id,
-                event.source,
-                event.reason,
-                event.status,
-            )

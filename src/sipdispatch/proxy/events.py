@@ -16,6 +16,7 @@ __all__ = [
     "BranchStarted",
     "CoreEvent",
     "DialogEnded",
+    "HandlingFailed",
     "MessageRejected",
     "NoDestination",
     "ProbeCompleted",
@@ -99,6 +100,17 @@ class MessageRejected:
     kind: str = "message"  # "request" when it parsed as one, else "message"
     call_id: str = "?"
     source: tuple[str, int] | None = None  # None for responses: their source is not checked
+    #: the `MessageLimits` field it exceeded ("message-size", "via-count"...), else ""
+    limit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingFailed:
+    """The core raised while handling a message or timer (a bug): the owner caught it, dropped
+    what was being handled, and went on. ``stage`` says where: "message", "timer"..."""
+
+    stage: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,4 +168,5 @@ CoreEvent = (
     | ProbeReplyRejected
     | DialogEnded
     | RouteRefused
+    | HandlingFailed
 )

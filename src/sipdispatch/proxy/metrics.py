@@ -20,6 +20,7 @@ from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
     CoreEvent,
+    HandlingFailed,
     MessageRejected,
     NoDestination,
     ProbeReplyRejected,
@@ -174,6 +175,19 @@ class ProxyMetrics:
             ["fingerprint", "use"],
             registry=registry,
         )
+        self.over_limit = Counter(
+            "sipdispatch_messages_over_limit",
+            "Messages refused before parsing, by the limit exceeded (message-size, "
+            "header-count, line-length, via-count, route-count, record-route-count)",
+            ["limit"],
+            registry=registry,
+        )
+        self.handling_failed = Counter(
+            "sipdispatch_handling_failures",
+            "Messages or timers whose handling raised (a bug): dropped, the proxy went on",
+            ["stage"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -258,6 +272,10 @@ class ProxyMetrics:
                 self._failed(event)
             elif isinstance(event, MessageRejected):
                 self.rejected.labels(str(event.status)).inc()
+                if event.limit:
+                    self.over_limit.labels(event.limit).inc()
+            elif isinstance(event, HandlingFailed):
+                self.handling_failed.labels(event.stage).inc()
             elif isinstance(event, NoDestination):
                 self.no_destination.inc()
             elif isinstance(event, ProbeReplyRejected):

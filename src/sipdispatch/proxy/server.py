@@ -223,7 +223,11 @@ class ProxyServer:
                 self.bound["udp"] = engine.udp.local_address
             elif listener.transport == "tcp":
                 if self._tcp is None:
-                    self._tcp = TcpTransport(engine, on_error=engine.connection_failed)
+                    self._tcp = TcpTransport(
+                        engine,
+                        on_error=engine.connection_failed,
+                        max_message_size=self.settings.max_message_size,
+                    )
                     engine.tcp = self._tcp
                 self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)
             else:

@@ -17,6 +17,7 @@ from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
 from sipdispatch.proxy.wallclock import clock_offset
+from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.transaction import Timers
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 _CORE = CoreSettings(local={}, advertise=("", 0))
+_LIMITS = MessageLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,26 @@ class ProxySettings:
     #: a signed Record-Route is honoured this long after the call began (in-dialog requests
     #: of longer calls are refused with 403)
     dialog_lifetime: float = _CORE.dialog_lifetime
+    #: bytes of one message (UDP datagram or framed TCP message); larger ones get 513
+    max_message_size: int = _LIMITS.max_message_size
+    #: header lines of one message; more get 400 Too Many Headers
+    max_headers: int = _LIMITS.max_headers
+    #: bytes of one header line; longer get 400 Header Line Too Long
+    max_line_length: int = _LIMITS.max_line_length
+    #: elements of the Via list; more get 400 Too Many Via Entries
+    max_via: int = _LIMITS.max_via
+    #: elements of the Route list, and of the Record-Route list; more get 400
+    max_route: int = _LIMITS.max_route
+
+    def limits(self) -> MessageLimits:
+        """The message limits, as the core and the TCP framer take them."""
+        return MessageLimits(
+            self.max_message_size,
+            self.max_headers,
+            self.max_line_length,
+            self.max_via,
+            self.max_route,
+        )
 
 
 #: the defaults, for the command line's help and flags
@@ -121,6 +143,7 @@ def core_settings(
         answer_timeout=settings.answer_timeout,
         dialog_lifetime=settings.dialog_lifetime,
         clock_offset=clock_offset(),
+        limits=settings.limits(),
     )
     return with_failover(base, config)
 

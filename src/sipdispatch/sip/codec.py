@@ -2,7 +2,10 @@
 
 ``parse`` reads one message: start line, header fields (unfolded, names as tokens) and the body
 framed by Content-Length. It checks only what framing needs; ``validation`` checks the rest.
-``StreamFramer`` cuts a TCP byte stream into messages, with a size bound.
+``StreamFramer`` cuts a TCP byte stream into messages, with a size bound: a message over it
+whose header section is complete is passed on without its body (``parse`` then says 513) and
+the stream goes on after the body; one whose Content-Length cannot be read is passed on as its
+header section (``parse`` says 400) and the stream goes on after that.
 
 Written by hand: no maintained Python SIP parser is fast enough for a proxy's hot path.
 """
@@ -11,12 +14,15 @@ from __future__ import annotations
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
 __all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
 MAX_MESSAGE_SIZE = 65535
+#: what ``parse`` holds a message to unless told otherwise: the largest a datagram can be
+_UNLIMITED = MessageLimits(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, 1 << 20, 1 << 20)
 
 
 class MessageError(RemoteProtocolError):
@@ -86,7 +92,7 @@ def _content_length(headers: Headers) -> int | None:
         values = headers.get_all("content-length")
         if len(set(values)) > 1:
             raise RemoteProtocolError(f"conflicting Content-Length values {values}")
-    if not text.isdigit() or len(text) > 10:
+    if not grammar.is_digits(text) or len(text) > 10:
         raise RemoteProtocolError(f"bad Content-Length {text!r}")
     return int(text)
 
@@ -106,19 +112,34 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
     return Request(match.group(1), match.group(2), headers, version=match.group(3))
 
 
-def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
+def parse(
+    data: bytes, *, datagram: bool = True, limits: MessageLimits = _UNLIMITED
+) -> Request | Response:
     """Parse one SIP message.
 
     Over UDP (``datagram=True``) bytes after the Content-Length-delimited body are ignored
     (RFC 3261 18.3, RFC 4475 dblreq) and a missing Content-Length means "the rest of the
     datagram". Raises ``RemoteProtocolError``; once the start line and headers are known it is a
     ``MessageError`` carrying the partial message, so a request can still get its 400.
+
+    ``limits`` are checked on the bytes before any header is read, and on the list headers
+    before any of their values is: a message over one raises ``LimitExceededError``, as does a
+    stream message whose Content-Length takes it over the size limit (the framer passes such a
+    message on without its body).
     """
     data = data.lstrip(b"\r\n")
+    if len(data) > limits.max_message_size:
+        raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
     text = head.decode("utf-8", "surrogateescape")
     lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    # Cutting lines is C work: the limits are checked before any header is read.
+    count = len(lines)  # the header lines and the start line
+    if count > limits.max_headers or len(head) > limits.max_line_length:
+        check_head(head, count - 1, limits)
     headers = Headers(_parse_headers(lines[1:]))
+    if count + text.count(",") > limits.shortest_list:
+        check_lists(headers, limits)
     try:
         message = _start_line(lines[0], headers)
     except RemoteProtocolError as exc:
@@ -135,6 +156,8 @@ def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
         if not datagram:
             raise MessageError("Content-Length is required on a stream", message)
         length = available
+    elif not datagram and body_start + length > limits.max_message_size:
+        raise too_large(body_start + length, limits)  # the framer passed it on bodiless
     elif length > available:
         raise MessageError(f"Content-Length {length} exceeds the {available} bytes sent", message)
     message.body = data[body_start : body_start + length]
@@ -144,18 +167,28 @@ def parse(data: bytes, *, datagram: bool = True) -> Request | Response:
 class StreamFramer:
     """Cuts a stream (TCP) into message byte strings by Content-Length.
 
-    ``feed`` returns complete messages; a header section or message over ``max_size`` bytes, or a
-    missing/garbled Content-Length, raises ``RemoteProtocolError``: the connection must be closed,
-    since the stream can no longer be resynchronised (RFC 3261 18.3).
+    ``feed`` returns complete messages. A message over ``max_size`` bytes whose header section
+    is complete comes out as that header section alone, and its body is skipped as it arrives:
+    the message is answered (513) and the stream goes on. A message whose Content-Length is
+    missing, garbled or repeated with two values comes out as its header section, to be
+    answered (400), and the stream goes on right after it: should a body follow, it is read as
+    the next message, which costs the sender nothing it could not send anyway. Only a header
+    section over ``max_size`` raises ``RemoteProtocolError``: the connection must then be
+    closed, since the stream cannot be resynchronised (RFC 3261 18.3).
     """
 
-    __slots__ = ("_buffer", "max_size")
+    __slots__ = ("_buffer", "_skip", "max_size")
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
+        self._skip = 0  # bytes of an oversized message's body still to discard
         self.max_size = max_size
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         self._buffer += data
         messages: list[bytes] = []
         while True:
@@ -168,28 +201,38 @@ class StreamFramer:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > self.max_size:
-                    raise RemoteProtocolError("header section too large", status=413)
+                    raise RemoteProtocolError("header section too large", 513, "Message Too Large")
                 return messages
-            length = self._length(bytes(self._buffer[:end]))
+            head = bytes(self._buffer[:end])
+            length = self._length(head)
+            if length is None:  # answered 400 by parse; the stream goes on after the head
+                messages.append(head + b"\r\n\r\n")
+                del self._buffer[: end + 4]
+                continue
             total = end + 4 + length
             if total > self.max_size:
-                raise RemoteProtocolError(f"message of {total} bytes is too large", status=413)
+                messages.append(head + b"\r\n\r\n")  # answered 513 by parse
+                held = len(self._buffer)
+                del self._buffer[:total]
+                self._skip = max(0, total - held)
+                if self._skip:
+                    return messages
+                continue
             if len(self._buffer) < total:
                 return messages
             messages.append(bytes(self._buffer[:total]))
             del self._buffer[:total]
 
     @staticmethod
-    def _length(head: bytes) -> int:
+    def _length(head: bytes) -> int | None:
+        """The Content-Length of a header section; None when it is missing or unreadable."""
         found: int | None = None
         for line in head.split(b"\r\n")[1:]:
             name, colon, value = line.partition(b":")
             if not colon or header_key(name.strip().decode("latin-1")) != "content-length":
                 continue
-            text = value.strip()
-            if not text.isdigit() or (found is not None and int(text) != found):
-                raise RemoteProtocolError("bad Content-Length on a stream")
+            text = value.strip(b" \t")
+            if not text.isdigit() or len(text) > 10 or (found is not None and int(text) != found):
+                return None
             found = int(text)
-        if found is None:
-            raise RemoteProtocolError("Content-Length is required on a stream")
         return found

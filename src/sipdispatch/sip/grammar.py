@@ -39,6 +39,7 @@ __all__ = [
     "USERINFO",
     "VIA_FAST",
     "WSP",
+    "is_digits",
 ]
 
 # --- basic rules (25.1) ------------------------------------------------------------------
@@ -60,6 +61,13 @@ PARAM_NAME: Final = TOKEN
 # gen-value = token / host / quoted-string, without the quoted-string (read by hand, it has
 # escapes). ":" and "[]" let an IPv6 reference through (received=, RFC 5118 4.5).
 GEN_VALUE: Final = re.compile(rf"[{TOKEN_CHARS}:\[\]]+")
+
+
+def is_digits(text: str) -> bool:
+    """``1*DIGIT`` with DIGIT = %x30-39: ``str.isdigit`` alone also takes "²" and other
+    Unicode digits, which ``int`` then refuses or reads as something else."""
+    return text.isascii() and text.isdigit()
+
 
 # --- start lines (25.1) ------------------------------------------------------------------
 

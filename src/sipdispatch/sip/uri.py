@@ -53,7 +53,7 @@ def parse_host_port(text: str, what: str = "host") -> tuple[str, int | None]:
             raise RemoteProtocolError(f"{what}: bad host {host!r}")
     if not rest:
         return host, None
-    if rest[0] != ":" or not rest[1:].isdigit() or len(rest) > 6 or int(rest[1:]) > 65535:
+    if rest[0] != ":" or not grammar.is_digits(rest[1:]) or len(rest) > 6 or int(rest[1:]) > 65535:
         raise RemoteProtocolError(f"{what}: bad port in {text!r}")
     return host, int(rest[1:])
 

@@ -43,8 +43,8 @@ def _check_headers(message: Request | Response) -> values.Via:
 
 
 def _check_uint32(text: str, what: str, upper: int = _MAX_UINT32) -> int:
-    stripped = text.strip()
-    if not stripped.isdigit() or len(stripped) > 10 or int(stripped) > upper:
+    stripped = text.strip(grammar.WSP)
+    if not grammar.is_digits(stripped) or len(stripped) > 10 or int(stripped) > upper:
         raise RemoteProtocolError(f"{what} out of range: {text!r}")
     return int(stripped)
 

@@ -110,11 +110,29 @@ async def test_a_stream_that_cannot_be_framed_is_closed(
     tcp: tuple[TcpTransport, Received, list[Address]],
 ) -> None:
     transport, sink, _ = tcp
+    transport.max_message_size = 1000
     address = await transport.listen("127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*address)
-    writer.write(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: nine\r\n\r\n")
+    writer.write(b"OPTIONS sip:x SIP/2.0\r\nX: " + b"y" * 1200)  # no end of headers in sight
     assert await asyncio.wait_for(reader.read(), 2.0) == b""  # closed by the proxy
     assert sink.messages == []
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_garbled_content_length_is_handed_on_and_the_stream_goes_on(
+    tcp: tuple[TcpTransport, Received, list[Address]],
+) -> None:
+    transport, sink, _ = tcp
+    address = await transport.listen("127.0.0.1", 0)
+    _, writer = await asyncio.open_connection(*address)
+    garbled = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: nine\r\n\r\n"
+    writer.write(garbled + _message("next"))
+    await until(lambda: len(sink.messages) == 2)
+    # the first for the core to answer (400), then the next one on the same connection
+    assert [data for data, _, _ in sink.messages] == [garbled, _message("next")]
+    writer.close()
+    await writer.wait_closed()
     writer.close()
     await writer.wait_closed()
 

@@ -197,7 +197,7 @@ class Dialogs:
         via = values.parse_via(previous)
         host = via.params.get("received") or via.host.strip("[]")
         rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
+        port = int(rport) if rport and grammar.is_digits(rport) else (via.port or 5060)
         out.sends.append(Send(via.transport.lower(), (host, port), response.to_bytes()))
 
 
@@ -295,6 +295,6 @@ def _signed_fields(params: str) -> tuple[str | None, str | None, str | None, str
 def _parse_did(did: str) -> NextHop:
     host, _, rest = did.partition("~")
     port, _, transport = rest.partition("~")
-    if not port.isdigit() or transport not in ("udp", "tcp", "tls"):
+    if not grammar.is_digits(port) or transport not in ("udp", "tcp", "tls"):
         raise RouteRefusedError("unsigned", "Route carries a malformed destination")
     return transport, (host.strip("[]"), int(port))

@@ -16,6 +16,7 @@ from sipdispatch.proxy.core.records import Address, Hop, Send
 from sipdispatch.proxy.events import CoreEvent, MessageRejected
 from sipdispatch.sip import values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import LimitExceededError
 from sipdispatch.sip.message import Headers, Request, Response
 from sipdispatch.sip.uri import format_host
 
@@ -90,7 +91,8 @@ class Outbox:
     ) -> None:
         kind = "request" if isinstance(message, Request) else "message"
         call_id = message.call_id if message is not None else "?"
-        self.events.append(MessageRejected(exc.status, str(exc), kind, call_id, source))
+        limit = exc.limit if isinstance(exc, LimitExceededError) else ""
+        self.events.append(MessageRejected(exc.status, str(exc), kind, call_id, source, limit))
 
 
 REASONS = {
@@ -110,6 +112,7 @@ REASONS = {
     500: "Server Internal Error",
     503: "Service Unavailable",
     505: "Version Not Supported",
+    513: "Message Too Large",
 }
 _COPIED = ("via", "from", "to", "call-id", "cseq")
 

@@ -19,6 +19,7 @@ from sipdispatch.proxy.core.deadlines import Deadlines, Timed
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, via_value
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop
 from sipdispatch.proxy.events import ProbeCompleted, ProbeReplyRejected
+from sipdispatch.sip import grammar
 from sipdispatch.sip.message import Headers, Request, Response
 from sipdispatch.sip.transaction import Action, ClientTransaction
 from sipdispatch.sip.uri import format_host
@@ -165,4 +166,4 @@ def retry_after(response: Response) -> float | None:
     if value is None:
         return None
     digits = value.strip().split(";", 1)[0].split("(", 1)[0].strip()
-    return float(digits) if digits.isdigit() else None
+    return float(digits) if grammar.is_digits(digits) else None

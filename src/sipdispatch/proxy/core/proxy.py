@@ -23,12 +23,14 @@ from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
 from sipdispatch.sip import codec, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import LimitExceededError, salvage
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Proxy"]
 
 _AFTER_PREFIX = len(BRANCH_PREFIX)
+_NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
 
 
 class Proxy:
@@ -59,17 +61,25 @@ class Proxy:
         if codec.is_keepalive(data):
             return out
         try:
-            message = codec.parse(data, datagram=transport == "udp")
+            message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
         except codec.MessageError as partial_error:
             out.reject(partial_error.partial, partial_error, source, transport)
             return out
-        except RemoteProtocolError as error:  # (distinct names: mypyc types each one)
-            out.rejected(None, error, source)
+        except LimitExceededError as over:  # answered without a full parse
+            out.reject(salvage(data), over, source, transport)
             return out
-        if isinstance(message, Request):
-            self._on_request(message, source, transport, now, out)
-        else:
-            self._on_response(message, source, transport, now, out)
+        except RemoteProtocolError as parse_error:  # (distinct names: mypyc types each one)
+            out.rejected(None, parse_error, source)
+            return out
+        try:
+            if isinstance(message, Request):
+                self._on_request(message, source, transport, now, out)
+            else:
+                self._on_response(message, source, transport, now, out)
+        except RemoteProtocolError as late_error:
+            # A field read only on the way (an in-dialog request's Route, a relayed response's
+            # Via) can still be malformed: the message is answered or dropped like any other.
+            out.reject(message, late_error, source, transport)
         return out
 
     def next_deadline(self) -> float | None:
@@ -211,7 +221,9 @@ class Proxy:
             return
         branch_id = top.branch or ""
         if not branch_id.startswith(BRANCH_PREFIX) or len(branch_id) == _AFTER_PREFIX:
-            return  # not a Via of ours (RFC 4475 bcast): dropped
+            # Not a Via of ours (RFC 4475 bcast, a bare "z9hG4bKsd"): dropped, and counted.
+            out.rejected(response, _NOT_OURS, None)
+            return
         sender = branch_id[_AFTER_PREFIX]
         if sender == "P":
             self._probing.on_response(branch_id, response, source, transport, now, out)

@@ -16,6 +16,7 @@ from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.message import Request, header_key
 from sipdispatch.sip.transaction import Timers
 from sipdispatch.sip.uri import SipUri, parse_uri
@@ -156,6 +157,8 @@ class CoreSettings:
     dialog_lifetime: float = 12 * 3600.0
     #: what to add to ``now`` for Unix time: routes expire by the clock every replica shares
     clock_offset: float = 0.0
+    #: bounds on one message's size, header lines and lists, checked before it is parsed
+    limits: MessageLimits = field(default_factory=MessageLimits)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""

@@ -2,8 +2,9 @@
 
 SIP over a stream is framed by Content-Length (``codec.StreamFramer``). Responses go back over
 the connection the request came on (RFC 3261 18.2.2): the core addresses them to the request's
-source, which is exactly the registry key. A connection whose stream cannot be framed any more
-is closed, since it cannot be resynchronised.
+source, which is exactly the registry key. A malformed message is the core's business (it
+answers 400 and the connection goes on, see ``StreamFramer``); only a connection whose header
+section outgrows the size limit is closed, since that stream cannot be resynchronised.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import cast
 
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.transport.udp import DatagramSink
-from sipdispatch.sip.codec import StreamFramer
+from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, StreamFramer
 from sipdispatch.sip.errors import RemoteProtocolError
 
 __all__ = ["TcpConnection", "TcpTransport"]
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class TcpConnection(asyncio.Protocol):
     def __init__(self, owner: TcpTransport) -> None:
         self.owner = owner
-        self.framer = StreamFramer()
+        self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
 
@@ -37,14 +38,14 @@ class TcpConnection(asyncio.Protocol):
         self.owner.register(self)
 
     def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
         try:
             messages = self.framer.feed(data)
         except RemoteProtocolError as exc:
-            log.warning("closing TCP connection from %s: %s", self.peer, exc)
+            log.info("closing TCP connection from %s: %s", self.peer, exc)
             if self.transport is not None:
                 self.transport.close()
             return
-        assert self.peer is not None
         for message in messages:
             self.owner.sink.message_received(message, self.peer, "tcp")
 
@@ -60,10 +61,14 @@ class TcpTransport:
     """All TCP connections of the proxy, inbound and outbound."""
 
     def __init__(
-        self, sink: DatagramSink, on_error: Callable[[Address], None] | None = None
+        self,
+        sink: DatagramSink,
+        on_error: Callable[[Address], None] | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         self.sink = sink
         self.on_error = on_error
+        self.max_message_size = max_message_size
         self.connections: dict[Address, TcpConnection] = {}
         self._connecting: dict[Address, list[bytes]] = {}
         self._servers: list[asyncio.Server] = []

@@ -1,0 +1,67 @@
+"""Logging what the network sends without letting the network write the log.
+
+Anything a peer controls (a Call-ID, a header value in an error message) is ``sanitise``-d:
+cut to a bounded length, every byte outside printable ASCII escaped, so that a log line is one
+line and cannot forge another. ``RateLimitedLog`` lets a burst of bad messages write a few
+lines per interval and then one line saying how many were left out, whatever the packet rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+__all__ = ["RateLimitedLog", "sanitise"]
+
+#: characters of peer-controlled text kept in a log line
+SANITISED_LENGTH = 120
+
+
+def sanitise(text: object, limit: int = SANITISED_LENGTH) -> str:
+    """``text`` as one printable ASCII line of at most about ``limit`` characters."""
+    raw = str(text)
+    cut = raw[:limit]
+    clean = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in cut)
+    if len(raw) > limit:
+        clean += f"...(+{len(raw) - limit})"
+    return clean
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``interval`` seconds; the rest are counted and summed up."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        burst: int = 10,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.interval = interval
+        self.clock = clock
+        self._window_end = 0.0
+        self._written = 0
+        self._suppressed = 0
+
+    def allow(self) -> bool:
+        """Whether one more line may be written now (counts it when not)."""
+        now = self.clock()
+        if now >= self._window_end:
+            if self._suppressed:
+                self.logger.warning(
+                    "%d similar lines left out in the last %gs", self._suppressed, self.interval
+                )
+            self._window_end = now + self.interval
+            self._written = self._suppressed = 0
+        if self._written < self.burst:
+            self._written += 1
+            return True
+        self._suppressed += 1
+        return False
+
+    def warning(self, message: str, *args: object) -> None:
+        if self.allow():
+            self.logger.warning(message, *args)
