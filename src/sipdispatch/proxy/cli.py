@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token that write calls of the control API must carry "
         "(or set SIPDISPATCH_CONTROL_TOKEN)",
     )
+    parser.add_argument(
+        "--challenge-affinity-ttl",
+        type=float,
+        default=DEFAULTS.challenge_affinity_ttl,
+        metavar="SECONDS",
+        help="after a 401/407, the Call-ID's retry goes to the same destination for this long",
+    )
+    parser.add_argument(
+        "--challenge-affinity-size",
+        type=int,
+        default=DEFAULTS.challenge_affinity_size,
+        metavar="CALLS",
+        help="challenged Call-IDs remembered at most (the oldest go first; 0 turns it off)",
+    )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
     return parser
@@ -250,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain_timeout=args.drain_timeout,
         probing=probing,
         max_dialog_age=args.max_dialog_age,
+        challenge_affinity_ttl=args.challenge_affinity_ttl,
+        challenge_affinity_size=args.challenge_affinity_size,
     )
     try:
         _run(ProxyServer(source, settings, companions))

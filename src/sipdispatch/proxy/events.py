@@ -16,9 +16,11 @@ __all__ = [
     "BranchStarted",
     "CoreEvent",
     "DialogEnded",
+    "HashKeyMissing",
     "MessageRejected",
     "NoDestination",
     "ProbeCompleted",
+    "RequestRefused",
 ]
 
 
@@ -114,6 +116,27 @@ class DialogEnded:
         self.call_id = call_id
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """Routing answered a request itself with ``status`` instead of dispatching it."""
+
+    cause: str  # route, untrusted-source, hairpin, unrouted, missing-hash-key
+    route: str  # the route that refused it, "" when none did
+    status: int
+    method: str
+    call_id: str
+    source: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HashKeyMissing:
+    """A request lacked its set's hash key and was hashed by its Call-ID instead."""
+
+    set_id: int
+    call_id: str
+    source: tuple[str, int]
+
+
 CoreEvent = (
     BranchStarted
     | BranchAnswered
@@ -122,4 +145,6 @@ CoreEvent = (
     | NoDestination
     | ProbeCompleted
     | DialogEnded
+    | RequestRefused
+    | HashKeyMissing
 )

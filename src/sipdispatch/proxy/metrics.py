@@ -20,8 +20,10 @@ from sipdispatch.proxy.events import (
     BranchAnswered,
     BranchFailed,
     CoreEvent,
+    HashKeyMissing,
     MessageRejected,
     NoDestination,
+    RequestRefused,
 )
 
 __all__ = ["ProxyMetrics"]
@@ -151,6 +153,19 @@ class ProxyMetrics:
             ["set", "uri", "event"],
             registry=registry,
         )
+        self.refused = Counter(
+            "sipdispatch_requests_refused",
+            "Requests routing answered itself, by cause (route, untrusted-source, hairpin,"
+            " unrouted, missing-hash-key) and the route that refused them",
+            ["reason", "route"],
+            registry=registry,
+        )
+        self.hash_key_missing = Counter(
+            "sipdispatch_hash_key_missing",
+            "Requests without their set's hash key, hashed by Call-ID instead",
+            ["set"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -230,3 +245,7 @@ class ProxyMetrics:
                 self.rejected.labels(str(event.status)).inc()
             elif isinstance(event, NoDestination):
                 self.no_destination.inc()
+            elif isinstance(event, RequestRefused):
+                self.refused.labels(event.cause, event.route).inc()
+            elif isinstance(event, HashKeyMissing):
+                self.hash_key_missing.labels(str(event.set_id)).inc()

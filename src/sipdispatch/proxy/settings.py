@@ -56,6 +56,10 @@ class ProxySettings:
     max_dialog_age: float = 4 * 3600.0
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
+    #: after a 401/407, the Call-ID's next request goes to the same destination for this long
+    challenge_affinity_ttl: float = _CORE.challenge_affinity_ttl
+    #: challenged Call-IDs remembered at most; 0 turns challenge affinity off
+    challenge_affinity_size: int = _CORE.challenge_affinity_size
 
 
 #: the defaults, for the command line's help and flags
@@ -100,7 +104,14 @@ def core_settings(
     (a table without a config fails over as an empty section says)."""
     t1 = settings.timer_t1
     timers = Timers(t1=t1, t2=max(_CORE.timers.t2, 8 * t1), t4=_CORE.timers.t4)
-    base = CoreSettings(local, advertise, timers, answer_timeout=settings.answer_timeout)
+    base = CoreSettings(
+        local,
+        advertise,
+        timers,
+        answer_timeout=settings.answer_timeout,
+        challenge_affinity_ttl=settings.challenge_affinity_ttl,
+        challenge_affinity_size=settings.challenge_affinity_size,
+    )
     return with_failover(base, config)
 
 

@@ -14,6 +14,7 @@ from functools import cached_property
 
 from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
+from sipdispatch.dispatch.routes import Refusal
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, header_key
@@ -68,10 +69,16 @@ class Hop:
 
 
 class RequestSelection:
-    """Implements ``SelectionContext`` lazily over a parsed request."""
+    """Implements ``SelectionContext`` and ``RoutingContext`` lazily over a parsed request."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, source_host: str = "") -> None:
         self.request = request
+        #: the address the request came from (the packet's)
+        self.source_host = source_host
+
+    @property
+    def method(self) -> str:
+        return self.request.method
 
     @property
     def call_id(self) -> str:
@@ -90,9 +97,19 @@ class RequestSelection:
         return self.request.uri
 
     @cached_property
-    def request_uri_user(self) -> str | None:
+    def _sip_request_uri(self) -> SipUri | None:
         uri = parse_uri(self.request.uri)
-        return uri.user if isinstance(uri, SipUri) else None
+        return uri if isinstance(uri, SipUri) else None
+
+    @property
+    def request_uri_user(self) -> str | None:
+        uri = self._sip_request_uri
+        return None if uri is None else uri.user
+
+    @property
+    def request_uri_host(self) -> str | None:
+        uri = self._sip_request_uri
+        return None if uri is None else uri.host_address
 
     @cached_property
     def auth_username(self) -> str | None:
@@ -126,6 +143,10 @@ class Selection:
     hops: Sequence[Hop]
     #: try every candidate at once (algorithm 12, parallel forking); first 2xx wins
     parallel: bool = False
+    #: the request is answered by the proxy instead (a route, an untrusted source, a hairpin)
+    refusal: Refusal | None = None
+    #: the set whose hash key the request lacked (hashed by Call-ID instead), if any
+    key_missing: int | None = None
 
 
 Selector = Callable[[RequestSelection], Selection]
@@ -152,6 +173,10 @@ class CoreSettings:
     ringing_timeout: float = 180.0
     #: destinations tried for one request (failover.maxAttempts)
     max_attempts: int = codes.MAX_ATTEMPTS
+    #: how long the destination that answered 401/407 stays first for the Call-ID's retry
+    challenge_affinity_ttl: float = 32.0
+    #: Call-IDs remembered for that at most (the oldest go first); 0 turns it off
+    challenge_affinity_size: int = 10_000
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
