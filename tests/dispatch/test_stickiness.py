@@ -53,3 +53,17 @@ def test_reject_is_a_setting_and_other_algorithms_have_no_key_to_miss() -> None:
     assert not table(URIS, "hash-from").sets[1].key_missing(ctx("call-1"))
     with pytest.raises(ValueError, match="fallback or reject"):
         hash_key_table("drop")
+
+
+def test_a_retry_after_a_challenge_goes_first_to_its_destination_and_moves_no_cursor() -> None:
+    dtable = table(URIS, "round-robin")
+    dest_set = dtable.sets[1]
+    first = dest_set.select(ctx("a"))[0]
+    third = dest_set.targets[2]
+    retry = dest_set.select_first(third.identity)
+    assert retry is not None
+    assert [t.destination.uri for t in retry] == [URIS[2], URIS[0], URIS[1]]
+    assert dest_set.select(ctx("b"))[0] is not first  # the cursor moved once, for "a" only
+    assert dest_set.select(ctx("b"))[0] is third
+    third.runtime.health.disabled = True
+    assert dest_set.select_first(third.identity) is None  # it cannot take calls now

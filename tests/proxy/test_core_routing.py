@@ -85,10 +85,11 @@ def test_challenge_affinity_is_bounded() -> None:
     for i in range(5):
         affinity.remember(f"c{i}", GW1, float(i))
     assert len(affinity) == 3
+    assert affinity.lookup("c0", 5.0) is None  # forgotten: the oldest went first
+    assert affinity.lookup("c4", 5.0) == GW1.key
     hops = [GW2, GW1]
-    affinity.first("c0", hops, 5.0)  # forgotten: the oldest went first
-    assert hops == [GW2, GW1]
-    affinity.first("c4", hops, 5.0)
+    ChallengeAffinity.put_first(GW1.key, hops)
     assert hops == [GW1, GW2]
     affinity.remember("c5", GW1, 40.0)  # everything older than 30 s has expired
     assert len(affinity) == 1
+    assert affinity.lookup("c5", 70.0) is None

@@ -223,6 +223,18 @@ class DestinationSet:
             candidates = _below_max_load(candidates)
         return self.selector.order(ctx, candidates)
 
+    def select_first(self, identity: DestinationKey) -> list[Target] | None:
+        """The failover order with ``identity`` first and the others in table order, without
+        asking the algorithm (a retry is not a new call: a round-robin cursor stays where it
+        is); None when that destination cannot take the request now."""
+        candidates = self.eligible()
+        if self._limited:
+            candidates = _below_max_load(candidates)
+        for i, target in enumerate(candidates):
+            if target.identity == identity:
+                return [target, *candidates[:i], *candidates[i + 1 :]]
+        return None
+
     def key_missing(self, ctx: _context.SelectionContext) -> bool:
         """Whether a hash-key set's key is absent from the request (always False for others)."""
         key = self.required_key

@@ -87,7 +87,12 @@ class Engine:
             if dest_set.refuse_missing_key:
                 return Selection((), refusal=MISSING_HASH_KEY)
             key_missing = set_id
-        hops = [self.hop_for(target) for target in dest_set.select(ctx)]
+        targets = None
+        if ctx.affinity is not None:  # a retry after a challenge: not a new call
+            targets = dest_set.select_first(ctx.affinity)
+        if targets is None:
+            targets = dest_set.select(ctx)
+        hops = [self.hop_for(target) for target in targets]
         return Selection(hops, dest_set.algorithm == "parallel", key_missing=key_missing)
 
     def hop_for(self, target: Target) -> Hop:

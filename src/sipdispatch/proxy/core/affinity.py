@@ -4,7 +4,9 @@ A back end doing digest authentication (Asterisk, a registrar) checks the creden
 the nonce it issued itself. The caller retries with a new transaction and the same Call-ID, so
 an algorithm that spreads transactions (round-robin, weight, call-load) would take the retry to
 another box, which rejects the foreign nonce. The forwarder records which destination
-challenged each Call-ID and puts that destination first for the Call-ID's next request.
+challenged each Call-ID and asks the selector to put that destination first for the Call-ID's
+next request (``RequestSelection.affinity``), without moving a round-robin cursor: the retry
+is not a new call.
 
 Bounded in size and time: entries live ``ttl`` seconds (a caller retries at once), and past
 ``size`` entries the oldest go first. Memory of this replica only (see docs/stateful-backends.md).
@@ -12,6 +14,7 @@ Bounded in size and time: entries live ``ttl`` seconds (a caller retries at once
 
 from __future__ import annotations
 
+from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core.records import Hop
 
 __all__ = ["ChallengeAffinity"]
@@ -42,17 +45,21 @@ class ChallengeAffinity:
             del entries[next(iter(entries))]
         self._expire(now)
 
-    def first(self, call_id: str, hops: list[Hop], now: float) -> None:
-        """Move the hop that challenged ``call_id`` to the front of ``hops`` (in place), when
-        it is still a candidate; the rest keep their order."""
+    def lookup(self, call_id: str, now: float) -> DestinationKey | None:
+        """The destination that challenged ``call_id``, while that is recent enough."""
         entry = self._entries.get(call_id)
         if entry is None:
-            return
-        until, wanted = entry
+            return None
+        until, hop = entry
         if until <= now:
             del self._entries[call_id]
-            return
-        key = wanted.key
+            return None
+        return hop.key
+
+    @staticmethod
+    def put_first(key: DestinationKey, hops: list[Hop]) -> None:
+        """Move the hop of ``key`` to the front of ``hops`` (in place) when it is a candidate;
+        the others keep their order."""
         for i, hop in enumerate(hops):
             if hop.key == key:
                 if i:

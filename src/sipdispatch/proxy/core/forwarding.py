@@ -130,7 +130,10 @@ class Forwarder:
         )
         txn = ProxyTransaction(key, request, via, upstream, server)
         self.transactions[key] = txn
-        selection = self.select(RequestSelection(request, upstream[1][0]))
+        ctx = RequestSelection(request, upstream[1][0])
+        if self.challenged:
+            ctx.affinity = self.challenged.lookup(request.call_id, now)
+        selection = self.select(ctx)
         refusal = selection.refusal
         if refusal is not None:
             out.report(
@@ -152,8 +155,8 @@ class Forwarder:
             out.report(HashKeyMissing(selection.key_missing, request.call_id, upstream[1]))
         txn.candidates = list(selection.hops)
         txn.parallel = selection.parallel
-        if self.challenged and not txn.parallel:
-            self.challenged.first(request.call_id, txn.candidates, now)
+        if ctx.affinity is not None and not txn.parallel:
+            ChallengeAffinity.put_first(ctx.affinity, txn.candidates)  # whatever the selector did
         if not txn.candidates:
             out.report(NoDestination(request.method))
             self._answer(txn, build_response(request, 503, "No Destination Available"), now, out)

@@ -75,6 +75,8 @@ class RequestSelection:
         self.request = request
         #: the address the request came from (the packet's)
         self.source_host = source_host
+        #: the destination that challenged this Call-ID (401/407): to be tried first
+        self.affinity: DestinationKey | None = None
 
     @property
     def method(self) -> str:
