@@ -28,6 +28,7 @@ HOT_PATH = [
     "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",
     "src/sipdispatch/proxy/core/records.py",
+    "src/sipdispatch/proxy/core/affinity.py",
     "src/sipdispatch/proxy/core/outbox.py",
     "src/sipdispatch/proxy/core/deadlines.py",
     "src/sipdispatch/proxy/core/transaction.py",
@@ -47,6 +48,7 @@ HOT_PATH = [
     "src/sipdispatch/dispatch/health.py",
     "src/sipdispatch/dispatch/algorithms.py",
     "src/sipdispatch/dispatch/destinations.py",
+    "src/sipdispatch/dispatch/routes.py",
 ]
 
 ext_modules = []

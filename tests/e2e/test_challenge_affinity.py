@@ -37,7 +37,10 @@ def auth_calls(sipp_lab: SippLab, proxy: SipdispatchProxy, calls: int) -> tuple[
 
 
 def test_100_of_100_digest_calls_succeed_behind_round_robin(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     gateways = [
         KamailioAuthGateway(tmp_path / "gateways", f"auth{i}", f"127.0.0.{i + 1}", PASSWORD)
@@ -47,7 +50,9 @@ def test_100_of_100_digest_calls_succeed_behind_round_robin(
         for gateway in gateways:
             gateway.start()
         table = "".join(f"1 {gw.uri}\n" for gw in gateways)
-        proxy = SipdispatchProxy(tmp_path / "proxy", [], table_text=table).start()
+        proxy = SipdispatchProxy(
+            tmp_path / "proxy", [], table_text=table, command=proxy_build
+        ).start()
         proxies.append(proxy)
 
         successful, call_ids = auth_calls(sipp_lab, proxy, 100)
@@ -67,6 +72,7 @@ def test_100_of_100_digest_calls_succeed_behind_round_robin(
             [],
             table_text=table,
             extra_args=["--challenge-affinity-size", "0"],
+            command=proxy_build,
         ).start()
         proxies.append(without)
         successful, call_ids = auth_calls(sipp_lab, without, 20)

@@ -79,13 +79,17 @@ def final_statuses(caller: SippCaller) -> set[int]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_inbound_and_outbound_calls_take_their_routes_and_nothing_hairpins(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path, transport: Transport
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    transport: Transport,
+    proxy_build: list[str] | None,
 ) -> None:
     ast1, ast2, car1, car2 = (
         sipp_lab.gateway(name, transport=transport) for name in ("ast1", "ast2", "car1", "car2")
     )
     text = CONFIG.format(ast1=ast1.uri, ast2=ast2.uri, car1=car1.uri, car2=car2.uri)
-    proxy = SipdispatchProxy(tmp_path / "proxy", [], config_text=text).start()
+    proxy = SipdispatchProxy(tmp_path / "proxy", [], config_text=text, command=proxy_build).start()
     proxies.append(proxy)
     everyone = [ast1, ast2, car1, car2]
 
