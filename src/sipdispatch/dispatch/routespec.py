@@ -66,8 +66,8 @@ class _Model(BaseModel):
 
 
 class HeaderMatchSpec(_Model):
-    name: str
-    regex: str
+    name: str = Field(description="Header name, e.g. X-Tenant.")
+    regex: str = Field(description="Regular expression searched in the header's first value.")
 
     @field_validator("name")
     @classmethod
@@ -82,11 +82,22 @@ class HeaderMatchSpec(_Model):
 class MatchSpec(_Model):
     """Every part given must hold; an empty match takes every request."""
 
-    source: list[str] = Field(default_factory=list)
-    methods: list[str] = Field(default_factory=list)
-    request_user: str | None = None
-    request_host: str | None = None
-    header: HeaderMatchSpec | None = None
+    source: list[str] = Field(
+        default_factory=list,
+        description="Where the request comes from (the packet's address): CIDRs or IP "
+        "addresses, or set:N for the members of set N. Sources no route names get 403.",
+    )
+    methods: list[str] = Field(default_factory=list, description="Request methods, e.g. INVITE.")
+    request_user: str | None = Field(
+        default=None,
+        description="Regular expression searched in the Request-URI's user, e.g. ^\\+?4930.",
+    )
+    request_host: str | None = Field(
+        default=None, description="The Request-URI's host (compared without case)."
+    )
+    header: HeaderMatchSpec | None = Field(
+        default=None, description="A header whose first value must match a regex."
+    )
 
     @field_validator("source")
     @classmethod
