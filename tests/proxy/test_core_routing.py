@@ -93,3 +93,19 @@ def test_challenge_affinity_is_bounded() -> None:
     affinity.remember("c5", GW1, 40.0)  # everything older than 30 s has expired
     assert len(affinity) == 1
     assert affinity.lookup("c5", 70.0) is None
+
+
+def test_source_tagging_names_the_real_source_and_drops_a_forged_one() -> None:
+    core, _ = make_proxy((GW1,), source_header="X-Sipdispatch-Source")
+    forged = invite("tag@x", extra="X-Sipdispatch-Source: udp:10.0.0.66:5060\r\n")
+    sends = core.receive(forged, CALLER, "udp", 0.0)
+    (sent,) = sent_to(sends, address_of(GW1))
+    values = request_of(sent).headers.values("x-sipdispatch-source")
+    assert values == [f"udp:{CALLER[0]}:{CALLER[1]}"]
+
+
+def test_without_source_tagging_the_header_is_not_the_proxys_business() -> None:
+    core, _ = make_proxy((GW1,))
+    sends = core.receive(invite(extra="X-Sipdispatch-Source: anything\r\n"), CALLER, "udp", 0.0)
+    (sent,) = sent_to(sends, address_of(GW1))
+    assert request_of(sent).headers.values("x-sipdispatch-source") == ["anything"]

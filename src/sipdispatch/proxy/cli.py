@@ -19,6 +19,7 @@ from sipdispatch.proxy import kubetable, reporting
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
+from sipdispatch.sip.grammar import HEADER_NAME
 
 __all__ = ["main"]
 
@@ -108,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.challenge_affinity_size,
         metavar="CALLS",
         help="challenged Call-IDs remembered at most (the oldest go first; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--source-header",
+        type=_header_name,
+        default=DEFAULTS.source_header,
+        metavar="NAME",
+        help="add this header (e.g. X-Sipdispatch-Source) to forwarded requests, naming where "
+        "each came from as transport:ip:port; a copy that arrives is removed (default: off)",
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
@@ -213,6 +222,12 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         raise ValueError("; ".join(problems)) from None
 
 
+def _header_name(value: str) -> str:
+    if not HEADER_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a header name")
+    return value
+
+
 def _secret(args: argparse.Namespace) -> bytes | None:
     if args.secret_file is not None:
         path: Path = args.secret_file
@@ -266,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_dialog_age=args.max_dialog_age,
         challenge_affinity_ttl=args.challenge_affinity_ttl,
         challenge_affinity_size=args.challenge_affinity_size,
+        source_header=args.source_header,
     )
     try:
         _run(ProxyServer(source, settings, companions))

@@ -60,6 +60,8 @@ class ProxySettings:
     challenge_affinity_ttl: float = _CORE.challenge_affinity_ttl
     #: challenged Call-IDs remembered at most; 0 turns challenge affinity off
     challenge_affinity_size: int = _CORE.challenge_affinity_size
+    #: header naming each request's source (transport:ip:port) toward the destinations; None: off
+    source_header: str | None = _CORE.source_header
 
 
 #: the defaults, for the command line's help and flags
@@ -111,6 +113,7 @@ def core_settings(
         answer_timeout=settings.answer_timeout,
         challenge_affinity_ttl=settings.challenge_affinity_ttl,
         challenge_affinity_size=settings.challenge_affinity_size,
+        source_header=settings.source_header,
     )
     return with_failover(base, config)
 

@@ -179,6 +179,9 @@ class CoreSettings:
     challenge_affinity_ttl: float = 32.0
     #: Call-IDs remembered for that at most (the oldest go first); 0 turns it off
     challenge_affinity_size: int = 10_000
+    #: a header naming where each request came from (``udp:192.0.2.7:5060``), added to the
+    #: requests the proxy forwards after removing any copy that arrived; None: off
+    source_header: str | None = None
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
