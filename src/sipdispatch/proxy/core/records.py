@@ -137,18 +137,31 @@ def _uri_of(value: str | None) -> str:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Selection:
-    """The dispatcher's answer for one new request."""
+    """The dispatcher's answer for one new request (one per request: a hand-written
+    ``__init__``, see above; treat it as immutable)."""
 
     #: ordered candidates: first = chosen, then the failover order (``ds_next_dst``)
     hops: Sequence[Hop]
     #: try every candidate at once (algorithm 12, parallel forking); first 2xx wins
-    parallel: bool = False
+    parallel: bool
     #: the request is answered by the proxy instead (a route, an untrusted source, a hairpin)
-    refusal: Refusal | None = None
+    refusal: Refusal | None
     #: the set whose hash key the request lacked (hashed by Call-ID instead), if any
-    key_missing: int | None = None
+    key_missing: int | None
+
+    def __init__(
+        self,
+        hops: Sequence[Hop],
+        parallel: bool = False,
+        refusal: Refusal | None = None,
+        key_missing: int | None = None,
+    ) -> None:
+        self.hops = hops
+        self.parallel = parallel
+        self.refusal = refusal
+        self.key_missing = key_missing
 
 
 Selector = Callable[[RequestSelection], Selection]
