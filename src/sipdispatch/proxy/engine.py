@@ -172,14 +172,14 @@ class Engine:
                 earlier = self._quiet.admit(kind, self._now())
                 if earlier is not None:
                     log.warning(
-                        "refused %s (Call-ID %s) from %s with %d: %s%s (and %d more since the"
+                        "refused %s (Call-ID %s) from %s: %s%s (%d; and %d more since the"
                         " last line)",
                         event.method,
                         event.call_id,
                         event.source[0],
-                        event.status,
                         event.cause,
                         f" by route {event.route}" if event.route else "",
+                        event.status,
                         earlier,
                     )
             elif isinstance(event, HashKeyMissing):
