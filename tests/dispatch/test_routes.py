@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +204,17 @@ def test_a_bad_route_is_refused_naming_file_line_and_field(
     with pytest.raises(ConfigError) as info:
         configfile.parse_config(CONFIG.replace(old, new, 1), "routes.yaml")
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_the_routing_example_loads_and_routes_as_it_says() -> None:
+    path = Path(__file__).parents[2] / "examples" / "routing.yaml"
+    config = configfile.load_config(path)
+    table = DestinationTable.build(config.to_table_config(), None, 0.0)
+    assert decide(table, Req("127.0.0.4", request_uri_user="+493055")) == 1
+    assert decide(table, Req("198.51.100.9", request_uri_user="493055")) == 1
+    assert decide(table, Req("127.0.0.3", request_uri_user="0049891")) == 2
+    assert decide(table, Req("127.0.0.5", request_uri_user="0049891")) == routes.HAIRPIN
+    assert decide(table, Req("127.0.0.9")) == routes.UNTRUSTED
+    register = decide(table, Req("127.0.0.2", method="REGISTER"))
+    assert isinstance(register, routes.Refusal)
+    assert (register.status, register.route) == (403, "no-registrations")
