@@ -29,6 +29,7 @@ HOT_PATH = [
     "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",
     "src/sipdispatch/proxy/core/records.py",
+    "src/sipdispatch/proxy/core/affinity.py",
     "src/sipdispatch/proxy/core/outbox.py",
     "src/sipdispatch/proxy/core/deadlines.py",
     "src/sipdispatch/proxy/core/transaction.py",
@@ -48,6 +49,7 @@ HOT_PATH = [
     "src/sipdispatch/dispatch/health.py",
     "src/sipdispatch/dispatch/algorithms.py",
     "src/sipdispatch/dispatch/destinations.py",
+    "src/sipdispatch/dispatch/routes.py",
 ]
 
 ext_modules = []

@@ -13,6 +13,11 @@ by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-nativ
 
 To compare two commits, build each from a clean checkout of it (``NATIVE_VENV=<dir>
 hack/build-native``) and run them in turn, a few times each: the machine's noise is a few %.
+
+``--routes N`` selects through the proxy's own engine and a real table of two sets instead of
+a stub, with N routes (0 to 5) in front of it: the last one takes the calls, the others are
+tried and passed over (source CIDRs, a method, a header, a Request-URI host and user), so
+``--routes 0`` and ``--routes 5``, run in turn, give what routing costs per call.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import cProfile
 import pstats
 import time
 
-from sipdispatch.dispatch.destinations import DestinationKey
+from sipdispatch.dispatch import configfile
+from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, RequestSelection, Selection, Signer
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
@@ -94,10 +100,39 @@ def one_call(proxy: Proxy, n: int, now: float) -> int:
     return 6
 
 
+TABLE = """
+sets:
+  - id: 1
+    destinations: [{uri: "sip:127.0.0.2:5060"}, {uri: "sip:127.0.0.3:5060"}]
+  - id: 2
+    destinations: [{uri: "sip:127.0.0.4:5060"}, {uri: "sip:127.0.0.5:5060"}]
+"""
+ROUTES = [
+    "{name: no-register, match: {methods: [REGISTER]}, reject: {code: 403}}",
+    '{name: asterisk-out, match: {source: ["set:1"]}, set: 2}',
+    '{name: tenant, match: {source: ["10.0.0.0/8"], header: {name: X-Org, regex: "^a"}}, set: 2}',
+    '{name: by-host, match: {source: ["192.0.2.0/24"], requestHost: sip.example.com}, set: 2}',
+    '{name: carriers-in, match: {source: ["127.0.0.0/24"], requestUser: "^serv"}, set: 1}',
+]
+
+
+def engine_proxy(routes: int) -> Proxy:
+    """The core behind the engine's own selection, over a table with ``routes`` routes."""
+    from sipdispatch.proxy.engine import Engine  # noqa: PLC0415 (only this mode needs it)
+
+    chosen = ROUTES[len(ROUTES) - routes :] if routes else []
+    text = TABLE + ("routes:\n" + "".join(f"  - {r}\n" for r in chosen) if chosen else "")
+    config = configfile.parse_config(text, "bench.yaml")
+    table = DestinationTable.build(config.to_table_config(), None, 0.0)
+    settings = CoreSettings(local={"udp": PROXY}, advertise=PROXY)
+    return Engine(settings, table, Signer(b"k" * 32)).core
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--routes", type=int, choices=range(len(ROUTES) + 1), default=None)
     args = parser.parse_args()
     counter = iter(range(10**9))
 
@@ -105,7 +140,11 @@ def main() -> None:
         i = next(counter)
         return Selection([GATEWAYS[i % 2], GATEWAYS[(i + 1) % 2]])
 
-    proxy = Proxy(CoreSettings(local={"udp": PROXY}, advertise=PROXY), select, Signer(b"k" * 32))
+    if args.routes is None:
+        settings = CoreSettings(local={"udp": PROXY}, advertise=PROXY)
+        proxy = Proxy(settings, select, Signer(b"k" * 32))
+    else:
+        proxy = engine_proxy(args.routes)
     # The replies above are built by parsing what the proxy sent: subtract that cost.
     overhead = _parse_cost(args.calls // 10)
     profiler = cProfile.Profile() if args.profile else None

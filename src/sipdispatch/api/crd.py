@@ -305,6 +305,7 @@ def dispatcherset_crd() -> Schema:
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             },
+            {"name": "Takes", "type": "string", "jsonPath": ".status.takes"},
             {"name": "Proxy", "type": "string", "jsonPath": ".spec.proxy", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],

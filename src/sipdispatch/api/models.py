@@ -20,6 +20,8 @@ from pydantic.alias_generators import to_camel
 
 from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GROUP, VERSION
 from sipdispatch.dispatch import config as _config
+from sipdispatch.dispatch import routespec as _routespec
+from sipdispatch.dispatch import tableconfig as _tableconfig
 
 __all__ = [
     "API_VERSION",
@@ -160,6 +162,24 @@ class DispatcherSetSpec(ApiModel):
         "draining (DR: in-dialog requests pass, no new dialogs) before it is removed. "
         "Default: 30.",
     )
+    match: _routespec.MatchSpec | None = Field(
+        default=None,
+        description="Which requests this set takes (the proxy's routes): every part given "
+        "must hold. Sets without a match take what no match takes, through the proxy's "
+        "default set. A request is never sent back into the set it came from.",
+    )
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="Order of this set's match among the sets of its proxy: higher first, "
+        "equal priorities by set id. Default: 0.",
+    )
+    missing_hash_key: Literal["fallback", "reject"] = Field(
+        default=_tableconfig.MISSING_KEY_DEFAULT,
+        description="A request without the hash key of algorithm hash-key: hashed by its "
+        "Call-ID (fallback, counted and logged) or refused with 400 (reject).",
+    )
 
 
 class Condition(ApiModel):
@@ -241,6 +261,11 @@ class DispatcherSetStatus(ApiModel):
     )
     destinations: list[DestinationStatus] = Field(
         default_factory=list, description="Every destination with its state."
+    )
+    takes: str | None = Field(
+        default=None,
+        description="Which requests the set takes, from its match as the table carries it "
+        "('unmatched': only what no match takes, when it is the proxy's default set).",
     )
 
 

@@ -20,7 +20,7 @@ with file, line and field path.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -39,6 +39,8 @@ from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import codes as _codes
 from sipdispatch.dispatch import health as _health
 from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import routes as _routes
+from sipdispatch.dispatch import routespec as _routespec
 from sipdispatch.dispatch import tableconfig as _tableconfig
 from sipdispatch.dispatch import uris as _uris
 from sipdispatch.dispatch.codes import code_matches, expand_codes
@@ -208,6 +210,8 @@ class SetSpec(_Model):
     id: int = Field(ge=0)
     algorithm: AlgorithmName | None = None
     hash_key: str | None = None
+    #: a request without the hash key: hashed by its Call-ID (counted, logged), or refused (400)
+    missing_hash_key: Literal["fallback", "reject"] = _tableconfig.MISSING_KEY_DEFAULT
     destinations: list[DestinationSpec] = Field(default_factory=list)
 
     @field_validator("hash_key")
@@ -239,6 +243,7 @@ class SetSpec(_Model):
             tuple(spec.to_destination(self.id) for spec in self.destinations),
             self.algorithm or _algorithms.resolve(default_algorithm),
             self.hash_key,
+            self.missing_hash_key,
         )
 
 
@@ -304,6 +309,10 @@ class ProxyConfig(_Model):
     sets: list[SetSpec] = Field(default_factory=list)
     probing: ProbingSpec = Field(default_factory=ProbingSpec)
     failover: FailoverSpec = Field(default_factory=FailoverSpec)
+    #: which set takes a request (``routespec``); none: the default set takes every one
+    routes: list[_routespec.RouteSpec] = Field(default_factory=list)
+    #: refuse a request no route takes; unset: the default set takes it
+    unrouted: _routespec.RejectSpec | None = None
 
     @field_validator("advertise")
     @classmethod
@@ -323,7 +332,34 @@ class ProxyConfig(_Model):
             first[spec.id] = i
         if self.default_set is not None and self.default_set not in first:
             raise _issue(f"set {self.default_set} is not defined in sets", "defaultSet")
+        self._check_routes(set(first))
         return self
+
+    def _check_routes(self, set_ids: set[int]) -> None:
+        names: dict[str, int] = {}
+        for i, route in enumerate(self.routes):
+            if route.name is not None:
+                if route.name in names:
+                    raise _issue(
+                        f"already the name of routes[{names[route.name]}]", "routes", i, "name"
+                    )
+                names[route.name] = i
+            if route.set_id is not None and route.set_id not in set_ids:
+                raise _issue(f"set {route.set_id} is not defined in sets", "routes", i, "set")
+            for j, text in enumerate(route.match.source):
+                source = _routespec.parse_source(text)
+                if isinstance(source, int) and source not in set_ids:
+                    raise _issue(
+                        f"set {source} is not defined in sets", "routes", i, "match", "source", j
+                    )
+
+    def routing(self) -> _routes.RoutingConfig | None:
+        """The compiled routes; None when there are none (every request to the default set)."""
+        if not self.routes and self.unrouted is None:
+            return None
+        unrouted = None if self.unrouted is None else self.unrouted.refusal("unrouted")
+        routes = tuple(route.compile(i) for i, route in enumerate(self.routes))
+        return _routes.RoutingConfig(routes, unrouted)
 
     def listeners(self) -> list[_uris.SocketAddress]:
         return [_listener(value) for value in self.listen]
@@ -338,4 +374,5 @@ class ProxyConfig(_Model):
         return _tableconfig.TableConfig(
             tuple(spec.to_set_config(default_algorithm) for spec in self.sets),
             self.default_set,
+            self.routing(),
         )

@@ -34,6 +34,8 @@ from typing import Final
 from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import context as _context
 from sipdispatch.dispatch import health as _health
+from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import tableconfig as _tableconfig
 from sipdispatch.dispatch import uris as _uris
 from sipdispatch.dispatch.tableconfig import (
@@ -201,12 +203,52 @@ class DestinationSet:
         self.selector = selector
         # Table order: highest priority first, then configuration order.
         self.targets = tuple(sorted(targets, key=lambda t: -t.destination.priority))
+        # Checked per request only when some destination has a limit.
+        self._limited = any(t.maxload for t in self.targets)
+        #: the key a hash-key set hashes, checked for presence per request; None for the others
+        self.required_key = (
+            _keys.parse(config.hash_key)
+            if config.algorithm == "hash-key" and config.hash_key
+            else None
+        )
+        self.refuse_missing_key = config.missing_hash_key == "reject"
 
     def eligible(self) -> list[Target]:
         return [t for t in self.targets if t.runtime.health.eligible]
 
     def select(self, ctx: _context.SelectionContext) -> list[Target]:
-        return self.selector.order(ctx, self.eligible())
+        """The failover order over eligible destinations below their ``maxLoad``."""
+        candidates = self.eligible()
+        if self._limited:
+            candidates = _below_max_load(candidates)
+        return self.selector.order(ctx, candidates)
+
+    def select_first(self, identity: DestinationKey) -> list[Target] | None:
+        """The failover order with ``identity`` first and the others in table order, without
+        asking the algorithm (a retry is not a new call: a round-robin cursor stays where it
+        is); None when that destination cannot take the request now."""
+        candidates = self.eligible()
+        if self._limited:
+            candidates = _below_max_load(candidates)
+        for i, target in enumerate(candidates):
+            if target.identity == identity:
+                return [target, *candidates[:i], *candidates[i + 1 :]]
+        return None
+
+    def key_missing(self, ctx: _context.SelectionContext) -> bool:
+        """Whether a hash-key set's key is absent from the request (always False for others)."""
+        key = self.required_key
+        return key is not None and key.extract(ctx) is None
+
+
+def _below_max_load(candidates: list[Target]) -> list[Target]:
+    """Leave out destinations at their ``maxLoad``: active calls pooled by ``duid`` (two URIs
+    of one gateway share its load), as call-load counts them."""
+    load: dict[str, int] = {}
+    for target in candidates:
+        pool = target.duid or target.key
+        load[pool] = load.get(pool, 0) + target.active_calls
+    return [t for t in candidates if not (t.maxload and load[t.duid or t.key] >= t.maxload)]
 
 
 def _new_record(
@@ -262,10 +304,27 @@ def _carry(
 class DestinationTable:
     """An immutable snapshot of all sets. Build with `DestinationTable.build`."""
 
-    def __init__(self, sets: Mapping[int, DestinationSet], default_set: int | None) -> None:
+    def __init__(
+        self,
+        sets: Mapping[int, DestinationSet],
+        default_set: int | None,
+        routing: _routes.RoutingConfig | None = None,
+    ) -> None:
         self.sets: Mapping[int, DestinationSet] = MappingProxyType(dict(sets))
         self.default_set = default_set
+        #: the set that takes requests no route decides: ``default_set``, else the lowest id
+        self.fallback_set = default_set if default_set is not None else min(sets, default=0)
         self._by_key = {t.key: t for s in self.sets.values() for t in s.targets}
+        #: which set takes a request; None when every request goes to ``fallback_set``
+        self.routes = (
+            None
+            if routing is None
+            else _routes.RouteTable.compile(
+                routing,
+                {i: [t.destination.host for t in s.targets] for i, s in self.sets.items()},
+                self.fallback_set if self.sets else None,
+            )
+        )
 
     @classmethod
     def build(
@@ -302,7 +361,7 @@ class DestinationTable:
                     set_config.algorithm, hash_key=set_config.hash_key, rng=rng
                 )
             sets[set_config.set_id] = DestinationSet(set_config, tuple(targets), selector)
-        return cls(sets, config.default_set)
+        return cls(sets, config.default_set, config.routing)
 
     def get_set(self, set_id: int) -> DestinationSet:
         try:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import uris as _uris
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_ALGORITHM = "round-robin"
+#: what a hash-key set does with a request that lacks the key: hash its Call-ID instead
+MISSING_KEY_DEFAULT: Final = "fallback"
 
 # dispatcher.list flags (bit values as in Kamailio).
 FLAG_INACTIVE = 1
@@ -179,9 +182,13 @@ class SetConfig:
     destinations: tuple[Destination, ...]
     algorithm: str = DEFAULT_ALGORITHM
     hash_key: str | None = None
+    #: "fallback" (hash the Call-ID) or "reject" (refuse with 400), for algorithm hash-key
+    missing_hash_key: str = MISSING_KEY_DEFAULT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))
+        if self.missing_hash_key not in ("fallback", "reject"):
+            raise ValueError(f"set {self.set_id}: missing_hash_key is fallback or reject")
         if self.algorithm == "hash-key" and not self.hash_key:
             raise ValueError(f"set {self.set_id}: algorithm hash-key needs a hash key")
         if self.hash_key is not None:
@@ -201,6 +208,8 @@ class TableConfig:
 
     sets: tuple[SetConfig, ...]
     default_set: int | None = None
+    #: which set takes a request; None: the default set takes every one
+    routing: _routes.RoutingConfig | None = None
 
     def __post_init__(self) -> None:
         ids = [s.set_id for s in self.sets]
@@ -208,3 +217,12 @@ class TableConfig:
             raise ValueError(f"set ids are not unique: {ids}")
         if self.default_set is not None and self.default_set not in ids:
             raise ValueError(f"default set {self.default_set} is not defined")
+        for route in self.routing.routes if self.routing is not None else ():
+            named = (
+                route.match.member_sets
+                if route.set_id is None
+                else (route.set_id, *route.match.member_sets)
+            )
+            for set_id in named:
+                if set_id not in ids:
+                    raise ValueError(f"route {route.name!r}: set {set_id} is not defined")

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch.configfile import Issue
 from sipdispatch.operator import endpoints as _endpoints
+from sipdispatch.operator import routes as _routes
 from sipdispatch.operator.endpoints import Endpoint, Order
 from sipdispatch.operator.memory import EndpointMemory, GoodSpec, Memory
 from sipdispatch.operator.specs import ValidSpec, parse_spec
@@ -98,6 +99,7 @@ class SetRendering:
     destinations: tuple[RenderedDestination, ...] = ()
     not_ready: tuple[Endpoint, ...] = ()
     warnings: tuple[str, ...] = ()
+    takes: str | None = None  # which requests the set takes (its match), for kubectl
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,32 @@ def _choose(sets: Iterable[SetObject], memory: Memory) -> list[_Choice]:
         if choice.valid is not None:
             taken[choice.valid.spec.set_id] = obj.name
         choices.append(choice)
+    return _check_matches(choices, memory)
+
+
+def _check_matches(choices: list[_Choice], memory: Memory) -> list[_Choice]:
+    """A set whose match cannot be used with the others falls back to its last good spec, or
+    stays out of the table when that one cannot be used either."""
+    for attempt in range(2):
+        named = [(c.obj.name, c.valid) for c in choices if c.valid is not None]
+        found = _routes.match_issues(named)
+        if not found:
+            break
+        for i, choice in enumerate(choices):
+            issues = found.get(choice.obj.name)
+            if issues is None:
+                continue
+            issues = (*choice.issues, *issues)
+            if attempt == 0:
+                taken = {
+                    c.valid.spec.set_id: c.obj.name
+                    for c in choices
+                    if c.valid is not None and c is not choice
+                }
+                last = memory.good.get(choice.obj.name)
+                choices[i] = _fallback(choice.obj, issues, last, taken)
+            else:
+                choices[i] = _Choice(choice.obj, None, issues, choice.obj.generation, None)
     return choices
 
 
@@ -251,6 +279,7 @@ def _render_set(
         destinations=(*static, *endpoints),
         not_ready=tuple(not_ready),
         warnings=(*warnings, *notes),
+        takes=_routes.describe(valid),
     )
     table_set = valid.static.model_copy(update={"destinations": entries})
     return _SetResult(rendering, table_set, current, wake)
@@ -275,10 +304,13 @@ def _table_data(
     sets: Iterable[_config.SetSpec],
     probing: _config.ProbingSpec | None,
     failover: _config.FailoverSpec | None,
+    routes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The proxy configuration as written: defaults left out, but the sets and each set's
     destinations stated even when there are none."""
     data: dict[str, Any] = {"sets": []}
+    if routes:
+        data["routes"] = routes
     for table_set in sets:
         entry = _dump(table_set)
         entry.setdefault("destinations", [])  # its last key, as in the model
@@ -316,7 +348,12 @@ def render(
     table_sets = [s for c, _ in in_table if (s := results[c.obj.name].table_set) is not None]
     wakes = [r.wake for r in results.values() if r.wake is not None]
     return TableRendering(
-        data=_table_data(table_sets, probing, failover),
+        data=_table_data(
+            table_sets,
+            probing,
+            failover,
+            _routes.table_routes([(c.obj.name, v) for c, v in in_table]),
+        ),
         memory=Memory(
             {c.obj.name: c.good for c in choices if c.good is not None},
             {name: r.endpoints for name, r in results.items() if r.endpoints},

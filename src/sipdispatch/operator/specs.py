@@ -49,6 +49,7 @@ def parse_spec(data: Mapping[str, Any]) -> tuple[ValidSpec | None, tuple[Issue, 
                 "id": spec.set_id,
                 "algorithm": spec.algorithm or _tableconfig.DEFAULT_ALGORITHM,
                 "hashKey": spec.hash_key,
+                "missingHashKey": spec.missing_hash_key,
                 "destinations": spec.destinations,  # validated instances: kept as they are
             }
         )

@@ -315,6 +315,7 @@ def set_status(
         counts=counts,
         conditions=[ready, degraded, invalid],
         destinations=destinations,
+        takes=rendering.takes,
     )
     before = {
         d.get("uri", ""): (d.get("state", UNKNOWN), bool(d.get("eligible")))

@@ -20,6 +20,7 @@ from sipdispatch.proxy import kubemode, routekeys
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
+from sipdispatch.sip.grammar import HEADER_NAME
 
 if TYPE_CHECKING:
     from sipdispatch.proxy.reporting import Companion
@@ -105,6 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="bearer token that write calls of the control API must carry "
         "(or set SIPDISPATCH_CONTROL_TOKEN)",
+    )
+    parser.add_argument(
+        "--challenge-affinity-ttl",
+        type=float,
+        default=DEFAULTS.challenge_affinity_ttl,
+        metavar="SECONDS",
+        help="after a 401/407, the Call-ID's retry goes to the same destination for this long",
+    )
+    parser.add_argument(
+        "--challenge-affinity-size",
+        type=int,
+        default=DEFAULTS.challenge_affinity_size,
+        metavar="CALLS",
+        help="challenged Call-IDs remembered at most (the oldest go first; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--source-header",
+        type=_header_name,
+        default=DEFAULTS.source_header,
+        metavar="NAME",
+        help="add this header (e.g. X-Sipdispatch-Source) to forwarded requests, naming where "
+        "each came from as transport:ip:port; a copy that arrives is removed (default: off)",
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
@@ -271,6 +294,12 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         raise ValueError("; ".join(problems)) from None
 
 
+def _header_name(value: str) -> str:
+    if not HEADER_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a header name")
+    return value
+
+
 def _secret_keys(args: argparse.Namespace) -> tuple[bytes, ...]:
     """The route keys the command line names (none: a random key of this process only);
     raises ``routekeys.KeyListError`` naming the flag or variable."""
@@ -334,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_line_length=args.max_line_length,
         max_via=args.max_via,
         max_route=args.max_route,
+        challenge_affinity_ttl=args.challenge_affinity_ttl,
+        challenge_affinity_size=args.challenge_affinity_size,
+        source_header=args.source_header,
     )
     try:
         _run(ProxyServer(source, settings, companions))

@@ -25,6 +25,7 @@ from sipdispatch.dispatch.destinations import (
     Target,
     UnknownSetError,
 )
+from sipdispatch.dispatch.routes import MISSING_HASH_KEY, Refusal
 from sipdispatch.proxy.core import (
     Address,
     CoreSettings,
@@ -36,8 +37,14 @@ from sipdispatch.proxy.core import (
     Signer,
     destination_id,
 )
-from sipdispatch.proxy.events import CoreEvent, HandlingFailed, MessageRejected
-from sipdispatch.proxy.ratelog import RateLimitedLog, sanitise
+from sipdispatch.proxy.events import (
+    CoreEvent,
+    HandlingFailed,
+    HashKeyMissing,
+    MessageRejected,
+    RequestRefused,
+)
+from sipdispatch.proxy.ratelog import LogThrottle, RateLimitedLog, sanitise
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint
 
@@ -68,6 +75,7 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Malformed messages and failures come at the network's rate: the log gets a few.
         self._limited = RateLimitedLog(log)
+        self._quiet = LogThrottle()
 
     # ------------------------------------------------------------------ table
 
@@ -79,13 +87,30 @@ class Engine:
 
     def _select(self, ctx: RequestSelection) -> Selection:
         table = self.table
-        set_id = table.default_set if table.default_set is not None else min(table.sets, default=0)
+        routes = table.routes
+        if routes is None:
+            set_id = table.fallback_set
+        else:
+            decision = routes.decide(ctx)
+            if isinstance(decision, Refusal):
+                return Selection((), refusal=decision)
+            set_id = decision
         try:
             dest_set = table.get_set(set_id)
         except UnknownSetError:
             return Selection(())
-        hops = [self.hop_for(target) for target in dest_set.select(ctx)]
-        return Selection(hops, parallel=dest_set.algorithm == "parallel")
+        key_missing = None
+        if dest_set.required_key is not None and dest_set.key_missing(ctx):
+            if dest_set.refuse_missing_key:
+                return Selection((), refusal=MISSING_HASH_KEY)
+            key_missing = set_id
+        targets = None
+        if ctx.affinity is not None:  # a retry after a challenge: not a new call
+            targets = dest_set.select_first(ctx.affinity)
+        if targets is None:
+            targets = dest_set.select(ctx)
+        hops = [self.hop_for(target) for target in targets]
+        return Selection(hops, dest_set.algorithm == "parallel", key_missing=key_missing)
 
     def hop_for(self, target: Target) -> Hop:
         """The hop the core sends to for a table target (probes use it too): made once per
@@ -133,6 +158,7 @@ class Engine:
         events = out.events
         if events:
             self._log_rejected(events)
+            self._log_refused(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -185,6 +211,36 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _log_refused(self, events: Sequence[CoreEvent]) -> None:
+        """Routing refusals and missing hash keys, at most one line per kind every 10 s."""
+        for event in events:
+            if isinstance(event, RequestRefused):
+                kind = f"refused:{event.cause}:{event.route}"
+                earlier = self._quiet.admit(kind, self._now())
+                if earlier is not None:
+                    log.warning(
+                        "refused %s (Call-ID %s) from %s: %s%s (%d; and %d more since the"
+                        " last line)",
+                        event.method,
+                        sanitise(event.call_id),
+                        event.source[0],
+                        event.cause,
+                        f" by route {event.route}" if event.route else "",
+                        event.status,
+                        earlier,
+                    )
+            elif isinstance(event, HashKeyMissing):
+                earlier = self._quiet.admit(f"hash-key:{event.set_id}", self._now())
+                if earlier is not None:
+                    log.warning(
+                        "request (Call-ID %s) from %s has no hash key for set %d: hashed by its"
+                        " Call-ID (and %d more since the last line)",
+                        sanitise(event.call_id),
+                        event.source[0],
+                        event.set_id,
+                        earlier,
+                    )
 
 
 def _destination_ids(table: DestinationTable) -> frozenset[str]:

@@ -17,10 +17,12 @@ __all__ = [
     "CoreEvent",
     "DialogEnded",
     "HandlingFailed",
+    "HashKeyMissing",
     "MessageRejected",
     "NoDestination",
     "ProbeCompleted",
     "ProbeReplyRejected",
+    "RequestRefused",
     "RouteRefused",
 ]
 
@@ -158,6 +160,27 @@ class RouteRefused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """Routing answered a request itself with ``status`` instead of dispatching it."""
+
+    cause: str  # route, untrusted-source, hairpin, unrouted, missing-hash-key
+    route: str  # the route that refused it, "" when none did
+    status: int
+    method: str
+    call_id: str
+    source: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HashKeyMissing:
+    """A request lacked its set's hash key and was hashed by its Call-ID instead."""
+
+    set_id: int
+    call_id: str
+    source: tuple[str, int]
+
+
 CoreEvent = (
     BranchStarted
     | BranchAnswered
@@ -169,4 +192,6 @@ CoreEvent = (
     | DialogEnded
     | RouteRefused
     | HandlingFailed
+    | RequestRefused
+    | HashKeyMissing
 )

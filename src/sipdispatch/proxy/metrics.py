@@ -21,9 +21,11 @@ from sipdispatch.proxy.events import (
     BranchFailed,
     CoreEvent,
     HandlingFailed,
+    HashKeyMissing,
     MessageRejected,
     NoDestination,
     ProbeReplyRejected,
+    RequestRefused,
     RouteRefused,
 )
 
@@ -188,6 +190,19 @@ class ProxyMetrics:
             ["stage"],
             registry=registry,
         )
+        self.refused = Counter(
+            "sipdispatch_requests_refused",
+            "Requests routing answered itself, by cause (route, untrusted-source, hairpin,"
+            " unrouted, missing-hash-key) and the route that refused them",
+            ["reason", "route"],
+            registry=registry,
+        )
+        self.hash_key_missing = Counter(
+            "sipdispatch_hash_key_missing",
+            "Requests without their set's hash key, hashed by Call-ID instead",
+            ["set"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -282,3 +297,7 @@ class ProxyMetrics:
                 self.probe_replies_rejected.labels(str(event.destination.set_id)).inc()
             elif isinstance(event, RouteRefused):
                 self.routes_refused.labels(event.reason).inc()
+            elif isinstance(event, RequestRefused):
+                self.refused.labels(event.cause, event.route).inc()
+            elif isinstance(event, HashKeyMissing):
+                self.hash_key_missing.labels(str(event.set_id)).inc()

@@ -4,6 +4,8 @@ Anything a peer controls (a Call-ID, a header value in an error message) is ``sa
 cut to a bounded length, every byte outside printable ASCII escaped, so that a log line is one
 line and cannot forge another. ``RateLimitedLog`` lets a burst of bad messages write a few
 lines per interval and then one line saying how many were left out, whatever the packet rate.
+``LogThrottle`` does the same per kind of line (a routing refusal by reason and route, a missing
+hash key by set): one line per kind and interval, saying how many it stands for.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog", "sanitise"]
+__all__ = ["LogThrottle", "RateLimitedLog", "sanitise"]
 
 #: characters of peer-controlled text kept in a log line
 SANITISED_LENGTH = 120
@@ -65,3 +67,22 @@ class RateLimitedLog:
     def warning(self, message: str, *args: object) -> None:
         if self.allow():
             self.logger.warning(message, *args)
+
+
+class LogThrottle:
+    """Decides which occurrences of each kind get a log line."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        # kind -> (when the last line was written, occurrences since then without a line)
+        self._state: dict[str, tuple[float, int]] = {}
+
+    def admit(self, kind: str, now: float) -> int | None:
+        """None to stay quiet; else write a line now, which also stands for the returned
+        number of earlier occurrences that were not logged."""
+        state = self._state.get(kind)
+        if state is not None and now - state[0] < self.interval:
+            self._state[kind] = (state[0], state[1] + 1)
+            return None
+        self._state[kind] = (now, 0)
+        return 0 if state is None else state[1]

@@ -87,6 +87,13 @@ class ProxySettings:
             self.max_route,
         )
 
+    #: after a 401/407, the Call-ID's next request goes to the same destination for this long
+    challenge_affinity_ttl: float = _CORE.challenge_affinity_ttl
+    #: challenged Call-IDs remembered at most; 0 turns challenge affinity off
+    challenge_affinity_size: int = _CORE.challenge_affinity_size
+    #: header naming each request's source (transport:ip:port) toward the destinations; None: off
+    source_header: str | None = _CORE.source_header
+
 
 #: the defaults, for the command line's help and flags
 DEFAULTS = ProxySettings()
@@ -144,6 +151,9 @@ def core_settings(
         dialog_lifetime=settings.dialog_lifetime,
         clock_offset=clock_offset(),
         limits=settings.limits(),
+        challenge_affinity_ttl=settings.challenge_affinity_ttl,
+        challenge_affinity_size=settings.challenge_affinity_size,
+        source_header=settings.source_header,
     )
     return with_failover(base, config)
 

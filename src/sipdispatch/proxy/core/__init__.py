@@ -5,7 +5,8 @@ Its components import one way only, top to bottom (an import contract holds it):
 * ``proxy``: the ``Proxy`` facade, which sorts what comes in;
 * ``forwarding`` (stateful forwarding, failover, CANCEL) and ``probing`` (OPTIONS probes);
 * ``dialogs`` (stateless routing by signed Record-Route and Via) and ``transaction`` (the proxy
-  transaction and its branches, with the table of what a response does);
+  transaction and its branches, with the table of what a response does) and ``affinity``
+  (which destination challenged a Call-ID: its retry goes there);
 * ``deadlines`` (the timers, and the answers kept for retransmissions);
 * ``outbox`` (what one call gives back, and the messages the proxy writes itself);
 * ``records`` (settings, hops, selections, sends).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from sipdispatch.proxy.core.affinity import ChallengeAffinity
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers
 from sipdispatch.proxy.core.dialogs import Signer, record_route
 from sipdispatch.proxy.core.outbox import (
@@ -30,7 +31,14 @@ from sipdispatch.proxy.core.transaction import (
     Upstream,
     response_class,
 )
-from sipdispatch.proxy.events import BranchAnswered, BranchFailed, BranchStarted, NoDestination
+from sipdispatch.proxy.events import (
+    BranchAnswered,
+    BranchFailed,
+    BranchStarted,
+    HashKeyMissing,
+    NoDestination,
+    RequestRefused,
+)
 from sipdispatch.sip.errors import LocalProtocolError
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import (
@@ -43,6 +51,7 @@ from sipdispatch.sip.transaction import (
 __all__ = ["Forwarder"]
 
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+_CHALLENGES = frozenset({401, 407})
 
 
 class Forwarder:
@@ -60,6 +69,10 @@ class Forwarder:
         self.recent = RecentAnswers()
         self._deadlines = deadlines
         self._ids = itertools.count(1)
+        #: who challenged which Call-ID: its retry goes back there
+        self.challenged = ChallengeAffinity(
+            settings.challenge_affinity_ttl, settings.challenge_affinity_size
+        )
 
     # ------------------------------------------------------------------ requests
 
@@ -117,11 +130,33 @@ class Forwarder:
         )
         txn = ProxyTransaction(key, request, via, upstream, server)
         self.transactions[key] = txn
+        ctx = RequestSelection(request, upstream[1][0])
+        if self.challenged:
+            ctx.affinity = self.challenged.lookup(request.call_id, now)
+        selection = self.select(ctx)
+        refusal = selection.refusal
+        if refusal is not None:
+            out.report(
+                RequestRefused(
+                    refusal.cause,
+                    refusal.route,
+                    refusal.status,
+                    request.method,
+                    request.call_id,
+                    upstream[1],
+                )
+            )
+            response = build_response(request, refusal.status, refusal.reason or None)
+            self._answer(txn, response, now, out)
+            return
         if invite:
             self._answer(txn, build_response(request, 100), now, out)
-        selection = self.select(RequestSelection(request))
+        if selection.key_missing is not None:
+            out.report(HashKeyMissing(selection.key_missing, request.call_id, upstream[1]))
         txn.candidates = list(selection.hops)
         txn.parallel = selection.parallel
+        if ctx.affinity is not None and not txn.parallel:
+            ChallengeAffinity.put_first(ctx.affinity, txn.candidates)  # whatever the selector did
         if not txn.candidates:
             out.report(NoDestination(request.method))
             self._answer(txn, build_response(request, 503, "No Destination Available"), now, out)
@@ -227,7 +262,7 @@ class Forwarder:
         elif cls == 2:
             self._accepted(branch, now, out)
         else:
-            self._rejected(branch, response, out)
+            self._rejected(branch, response, now, out)
         response.headers.pop_first("via")
         self._follow(STEPS[(txn.upstream_state, cls)], branch, response, now, out)
 
@@ -279,13 +314,15 @@ class Forwarder:
         request = branch.owner.request
         latency = now - branch.started
         out.report(BranchAnswered(hop.key, latency, request.method, request.call_id))
+        if self.challenged:
+            self.challenged.forget(request.call_id)
         if branch.client is not None:
             branch.client.terminate()
         branch.answer_by = branch.ringing_until = None
         self.branches.pop(branch.id, None)
         self._deadlines.unschedule(branch)
 
-    def _rejected(self, branch: Branch, response: Response, out: Outbox) -> None:
+    def _rejected(self, branch: Branch, response: Response, now: float, out: Outbox) -> None:
         """A failure ends the branch (its client transaction absorbs retransmissions)."""
         txn = branch.owner
         branch.ringing_until = None
@@ -293,6 +330,8 @@ class Forwarder:
         hop = branch.hop
         cancelled = branch.cancelled or txn.cancelled
         out.report(BranchFailed(hop.key, response.status, txn.request.call_id, True, cancelled))
+        if response.status in _CHALLENGES:
+            self.challenged.remember(txn.request.call_id, hop, now)
         txn.offer(response)
 
     # ------------------------------------------------------------------ timers and failures

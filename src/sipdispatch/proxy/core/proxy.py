@@ -24,7 +24,7 @@ from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
 from sipdispatch.sip import codec, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import LimitExceededError, salvage
-from sipdispatch.sip.message import Request, Response
+from sipdispatch.sip.message import Request, Response, header_key
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Proxy"]
@@ -161,6 +161,8 @@ class Proxy:
         # what goes downstream and what our branch signatures cover.
         via = _stamped(top, source)
         request.headers.replace_first("via", via)
+        if self._settings.source_header is not None:
+            _tag_source(request, self._settings.source_header, transport, source)
         key = _server_key(request, top)
         upstream = (transport, source)
         forwarder = self._forwarder
@@ -256,6 +258,14 @@ def _stamped(top: values.Via, source: Address) -> str:
         parts.append(f";received={host}")
     parts.append(f";rport={port}")
     return "".join(parts)
+
+
+def _tag_source(request: Request, name: str, transport: str, source: Address) -> None:
+    """Say where the request came from in header ``name``, so that a gateway behind the proxy
+    can tell callers apart; a copy sent by anyone else is removed first, never trusted."""
+    headers = request.headers
+    headers.remove_all(header_key(name))
+    headers.append(name, f"{transport}:{format_host(source[0], source[1])}")
 
 
 def _server_key(request: Request, top: values.Via) -> str:

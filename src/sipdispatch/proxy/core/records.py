@@ -14,6 +14,7 @@ from functools import cached_property
 
 from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
+from sipdispatch.dispatch.routes import Refusal
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
@@ -69,10 +70,18 @@ class Hop:
 
 
 class RequestSelection:
-    """Implements ``SelectionContext`` lazily over a parsed request."""
+    """Implements ``SelectionContext`` and ``RoutingContext`` lazily over a parsed request."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, source_host: str = "") -> None:
         self.request = request
+        #: the address the request came from (the packet's)
+        self.source_host = source_host
+        #: the destination that challenged this Call-ID (401/407): to be tried first
+        self.affinity: DestinationKey | None = None
+
+    @property
+    def method(self) -> str:
+        return self.request.method
 
     @property
     def call_id(self) -> str:
@@ -91,9 +100,19 @@ class RequestSelection:
         return self.request.uri
 
     @cached_property
-    def request_uri_user(self) -> str | None:
+    def _sip_request_uri(self) -> SipUri | None:
         uri = parse_uri(self.request.uri)
-        return uri.user if isinstance(uri, SipUri) else None
+        return uri if isinstance(uri, SipUri) else None
+
+    @property
+    def request_uri_user(self) -> str | None:
+        uri = self._sip_request_uri
+        return None if uri is None else uri.user
+
+    @property
+    def request_uri_host(self) -> str | None:
+        uri = self._sip_request_uri
+        return None if uri is None else uri.host_address
 
     @cached_property
     def auth_username(self) -> str | None:
@@ -119,14 +138,31 @@ def _uri_of(value: str | None) -> str:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Selection:
-    """The dispatcher's answer for one new request."""
+    """The dispatcher's answer for one new request (one per request: a hand-written
+    ``__init__``, see above; treat it as immutable)."""
 
     #: ordered candidates: first = chosen, then the failover order (``ds_next_dst``)
     hops: Sequence[Hop]
     #: try every candidate at once (algorithm 12, parallel forking); first 2xx wins
-    parallel: bool = False
+    parallel: bool
+    #: the request is answered by the proxy instead (a route, an untrusted source, a hairpin)
+    refusal: Refusal | None
+    #: the set whose hash key the request lacked (hashed by Call-ID instead), if any
+    key_missing: int | None
+
+    def __init__(
+        self,
+        hops: Sequence[Hop],
+        parallel: bool = False,
+        refusal: Refusal | None = None,
+        key_missing: int | None = None,
+    ) -> None:
+        self.hops = hops
+        self.parallel = parallel
+        self.refusal = refusal
+        self.key_missing = key_missing
 
 
 Selector = Callable[[RequestSelection], Selection]
@@ -159,6 +195,13 @@ class CoreSettings:
     clock_offset: float = 0.0
     #: bounds on one message's size, header lines and lists, checked before it is parsed
     limits: MessageLimits = field(default_factory=MessageLimits)
+    #: how long the destination that answered 401/407 stays first for the Call-ID's retry
+    challenge_affinity_ttl: float = 32.0
+    #: Call-IDs remembered for that at most (the oldest go first); 0 turns it off
+    challenge_affinity_size: int = 10_000
+    #: a header naming where each request came from (``udp:192.0.2.7:5060``), added to the
+    #: requests the proxy forwards after removing any copy that arrived; None: off
+    source_header: str | None = None
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
