@@ -92,7 +92,7 @@ def test_the_algorithm_rule_knows_every_algorithm() -> None:
 )
 def test_the_uri_rule_agrees_with_the_proxy_parser(uri: str) -> None:
     # RE2 (CEL) and Python's re read this pattern alike. Host checks that need arithmetic
-    # (an octet over 255) are left to the operator, which reports them as Invalid.
+    # (an octet over 255) are left to the operator, which reports them as Stalled.
     match = re.fullmatch(r"self\.matches\(r'(.*)'\)", _rule(["spec", "destinations", "[]", "uri"]))
     assert match is not None
     accepted_by_schema = re.search(match.group(1), uri) is not None

@@ -106,10 +106,10 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
         {"destinations": [{"uri": FIXED}, {"uri": "SIP:127.0.0.11:5060"}]},
     )
     invalid = wait_for(
-        "the Invalid condition",
+        "the Stalled condition",
         lambda: (
-            condition(kube.status("trunks"), "Invalid").get("status") == "True"
-            and condition(kube.status("trunks"), "Invalid")
+            condition(kube.status("trunks"), "Stalled").get("status") == "True"
+            and condition(kube.status("trunks"), "Stalled")
         ),
         10,
     )
@@ -131,8 +131,8 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     wait_for("the fixed spec served", lambda: FIXED in proxy.destinations(), 10)
     assert TRUNK not in proxy.destinations()
     wait_for(
-        "Invalid cleared",
-        lambda: condition(kube.status("trunks"), "Invalid").get("status") == "False",
+        "Stalled cleared",
+        lambda: condition(kube.status("trunks"), "Stalled").get("status") == "False",
         10,
     )
 
@@ -141,7 +141,7 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     apply(kube.kubectl, kube.namespace, dispatcherset("late", {"setId": 2, "algorithm": 6}))
     late = wait_for(
         "the conflict reported",
-        lambda: condition(kube.status("late"), "Invalid").get("message"),
+        lambda: condition(kube.status("late"), "Stalled").get("message"),
         10,
     )
     assert late == (

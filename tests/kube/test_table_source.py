@@ -41,7 +41,7 @@ class ScriptedApi:
     """Lists answer the current ConfigMap; each watch plays the next script and ends."""
 
     def __init__(self) -> None:
-        self.current = configmap(10, table("sip:10.0.0.1"))
+        self.current: dict[str, Any] | None = configmap(10, table("sip:10.0.0.1"))
         self.scripts: list[list[dict[str, Any]]] = []
         self.watches: list[dict[str, str]] = []
 
@@ -49,6 +49,8 @@ class ScriptedApi:
         assert request.query["fieldSelector"] == "metadata.name=sipdispatch-table"
         assert request.headers["Authorization"] == "Bearer secret"
         if "watch" not in request.query:
+            if self.current is None:  # no such ConfigMap
+                return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
             rv = self.current["metadata"]["resourceVersion"]
             return web.json_response({"metadata": {"resourceVersion": rv}, "items": [self.current]})
         self.watches.append(dict(request.query))
@@ -147,6 +149,28 @@ async def test_a_missing_table_is_waited_for_and_reload_says_so(
     assert not waiting.done()
     scripted.current = configmap(4, table("sip:10.0.0.9"))
     assert uris(await asyncio.wait_for(waiting, 5)) == ["sip:10.0.0.9"]
+
+
+async def test_without_a_table_no_sets_are_served_until_one_appears(
+    api: tuple[ScriptedApi, Kube],
+) -> None:
+    """A fresh install: no DispatcherSet names the proxy yet, so the operator has rendered no
+    table. The proxy serves an empty one (it is ready, calls get 503) and takes the table the
+    moment it appears."""
+    scripted, kube = api
+    scripted.current = None
+    source = KubeTableSource(kube, "voice", "sipdispatch-table")
+    assert uris(await asyncio.wait_for(source.first(), 5)) == []
+    assert uris(await source.reload()) == []
+    scripted.scripts.append([{"type": "ADDED", "object": configmap(5, table("sip:10.0.0.7"))}])
+    changes = source.changes()
+    change = await asyncio.wait_for(anext(changes), 5)
+    assert isinstance(change, LoadedTable)
+    assert uris(change) == ["sip:10.0.0.7"]
+    await changes.aclose()
+    scripted.current = None  # deleted later: a reload keeps the last table
+    with pytest.raises(TableError, match="not found"):
+        await source.reload()
 
 
 def test_a_kubeconfig_without_the_current_context_is_refused(tmp_path: Path) -> None:

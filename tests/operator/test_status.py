@@ -61,8 +61,9 @@ def test_before_any_report_ready_is_unknown() -> None:
     result = status_of([])
     assert conditions(result) == {
         "Ready": ("Unknown", "NoReports"),
+        "Reconciling": ("True", "AwaitingReports"),
+        "Stalled": ("False", "Valid"),
         "Degraded": ("False", "AsExpected"),
-        "Invalid": ("False", "Valid"),
     }
     states = {d["uri"]: (d["state"], d["origin"]) for d in result.status["destinations"]}
     assert states == {
@@ -177,14 +178,18 @@ def test_an_invalid_spec_names_the_field_once_per_generation() -> None:
     result = set_status(
         bad.sets["asterisk"], 2, replica_views(read_reports(reports), NOW), before.status, NOW
     )
-    invalid = next(c for c in result.status["conditions"] if c["type"] == "Invalid")
-    assert (invalid["status"], invalid["reason"]) == ("True", "InvalidSpec")
-    assert invalid["message"] == (
+    stalled = next(c for c in result.status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert stalled["message"] == (
         "spec.hashKey: only used by algorithm hash-key, not round-robin "
         "(the table keeps serving generation 1)"
     )
-    assert invalid["observedGeneration"] == 2
-    assert conditions(result)["Ready"] == ("True", "DestinationsUp")  # still serving
+    assert stalled["observedGeneration"] == 2
+    # The change is not rolled out: not Ready, whatever the last good generation still serves
+    # (GitOps tools must not report a refused change as applied).
+    assert conditions(result)["Ready"] == ("False", "InvalidSpec")
+    assert conditions(result)["Reconciling"] == ("False", "InvalidSpec")
+    assert result.status["counts"]["up"] == 2  # the destinations of generation 1 still take calls
     assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
     again = set_status(
         bad.sets["asterisk"], 2, replica_views(read_reports(reports), NOW), result.status, NOW + 5
@@ -200,7 +205,8 @@ def test_transition_times_hold_while_the_status_holds() -> None:
     ready = status_of([report("r1", [(2, A, "AP")])], first.status, now=NOW + 60)
     stamps = {c["type"]: c["lastTransitionTime"] for c in ready.status["conditions"]}
     assert stamps["Ready"] == iso(NOW + 60)
-    assert stamps["Invalid"] == iso(NOW)
+    assert stamps["Stalled"] == iso(NOW)
+    assert stamps["Reconciling"] == iso(NOW + 60)
 
 
 def test_a_destination_coming_up_is_not_up_until_the_replicas_send_it_calls() -> None:

@@ -185,7 +185,7 @@ class DispatcherSetSpec(ApiModel):
 class Condition(ApiModel):
     """A Kubernetes condition (metav1.Condition)."""
 
-    type: str = Field(description="Ready, Degraded or Invalid.")
+    type: str = Field(description="Ready, Reconciling, Stalled or Degraded.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word saying why.")
     message: str = Field(default="", description="What happened, for people.")
@@ -257,7 +257,9 @@ class DispatcherSetStatus(ApiModel):
         default_factory=DestinationCounts, description="Destinations by state."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Degraded and Invalid."
+        default_factory=list,
+        description="Ready, Reconciling, Stalled and Degraded (kstatus reads Reconciling "
+        "and Stalled).",
     )
     destinations: list[DestinationStatus] = Field(
         default_factory=list, description="Every destination with its state."

@@ -8,9 +8,14 @@ one of them. A state is a pair: the two-letter code and whether the replica send
 there (``eligible``, as its selection decides). Up means eligible, whatever the code: ``AX``
 coming up is not up. Conditions:
 
-* ``Invalid``: the spec cannot be used; the message names the field and the reason.
-* ``Ready``: at least one destination is up (True), none is (False), or no replica has
-  reported yet (Unknown).
+* ``Ready``: at least one destination is up (True), none is or the spec cannot be used
+  (False), or no replica has reported yet (Unknown).
+* ``Reconciling``: True until a proxy replica reports the set.
+* ``Stalled``: the spec cannot be used (reason ``InvalidSpec``); the message names the field
+  and the reason, and which generation the table keeps serving. With ``Reconciling``, this is
+  what kstatus (Flux, Helm's ``--wait``) and the Argo CD health check in ``examples/gitops/``
+  read: Stalled is Failed, Reconciling is InProgress, neither with ``observedGeneration`` equal
+  to the generation is Current.
 * ``Degraded``: some destination is down (not eligible, neither draining nor disabled),
   replicas disagree, or a gateway has a problem.
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,6 +244,25 @@ def _events(
     return events
 
 
+def _progress(
+    condition: Callable[[str, models.ConditionStatus, str, str], models.Condition],
+    counts: models.DestinationCounts,
+    replicas: int,
+) -> tuple[models.Condition, models.Condition]:
+    """Ready and Reconciling of a valid set: it is reconciled once a replica reports it."""
+    if not replicas:
+        waiting = "no proxy replica has reported yet"
+        return (
+            condition("Ready", "Unknown", "NoReports", waiting),
+            condition("Reconciling", "True", "AwaitingReports", waiting),
+        )
+    reconciled = condition("Reconciling", "False", "Reconciled", f"{replicas} replicas report")
+    if counts.up:
+        up = f"{counts.up} of {counts.total} destinations up on {replicas} replicas"
+        return condition("Ready", "True", "DestinationsUp", up), reconciled
+    return condition("Ready", "False", "NoDestinationsUp", "no destination is up"), reconciled
+
+
 def set_status(
     rendering: SetRendering,
     generation: int,
@@ -277,22 +301,15 @@ def set_status(
             if set_id is not None
             else "the set is not in the table"
         )
-        invalid = condition("Invalid", "True", "InvalidSpec", f"{issues} ({fallback})")
-    else:
-        invalid = condition("Invalid", "False", "Valid", "the spec is in the table")
-    if set_id is None:
-        ready = condition("Ready", "False", "NotInTable", "the spec is invalid: " + issues)
-    elif not replicas:
-        ready = condition("Ready", "Unknown", "NoReports", "no proxy replica has reported yet")
-    elif counts.up:
+        why = f"{issues} ({fallback})"
+        stalled = condition("Stalled", "True", "InvalidSpec", why)
         ready = condition(
-            "Ready",
-            "True",
-            "DestinationsUp",
-            f"{counts.up} of {counts.total} destinations up on {len(replicas)} replicas",
+            "Ready", "False", "InvalidSpec" if set_id is not None else "NotInTable", why
         )
+        reconciling = condition("Reconciling", "False", "InvalidSpec", "waiting for a valid spec")
     else:
-        ready = condition("Ready", "False", "NoDestinationsUp", "no destination is up")
+        stalled = condition("Stalled", "False", "Valid", "the spec is in the table")
+        ready, reconciling = _progress(condition, counts, len(replicas))
     problems = []
     if counts.down:
         problems.append(("DestinationsDown", f"{counts.down} destinations down"))
@@ -313,7 +330,7 @@ def set_status(
         up_total=f"{counts.up}/{counts.total}",
         replicas=len(replicas),
         counts=counts,
-        conditions=[ready, degraded, invalid],
+        conditions=[ready, reconciling, stalled, degraded],
         destinations=destinations,
         takes=rendering.takes,
     )
@@ -322,9 +339,9 @@ def set_status(
         for d in previous.get("destinations") or []
     }
     events = _events(before, destinations, set_id, len(replicas))
-    was_invalid = old_conditions.get("Invalid", {})
+    was_stalled = old_conditions.get("Stalled", {})
     if issues and (
-        was_invalid.get("status") != "True" or was_invalid.get("observedGeneration") != generation
+        was_stalled.get("status") != "True" or was_stalled.get("observedGeneration") != generation
     ):
-        events.append(SetEvent("Warning", "InvalidSpec", invalid.message))
+        events.append(SetEvent("Warning", "InvalidSpec", stalled.message))
     return StatusResult(models.dump(status), events)

@@ -69,15 +69,18 @@ class KubeTableSource:
         return found[0] if found else None
 
     async def first(self) -> LoadedTable:
-        """The first table; waits (the pod stays unready) until the operator has one."""
+        """The first table: an empty one while no DispatcherSet names this proxy (the
+        operator has rendered nothing yet), so that a fresh install becomes ready (GitOps
+        tools wait for that) and answers calls 503 until it has sets. Waits (the pod stays
+        unready) while the API cannot be read or the table is broken."""
         delay = 0.5
         while True:
             try:
                 found = await self._find()
                 if found is None:
-                    log.warning("waiting for %s: not found", self.description)
-                else:
-                    return self._load(found)
+                    log.info("%s not found: serving no sets until it exists", self.description)
+                    return self._empty()
+                return self._load(found)
             except TableError as exc:
                 log.error("waiting for a valid table: %s", exc)
             except KubeError as exc:
@@ -91,8 +94,16 @@ class KubeTableSource:
         except KubeError as exc:
             raise TableError(f"{self.description}: {exc}") from None
         if found is None:
-            raise TableError(f"{self.description}: not found")
+            if self._text is not None:
+                # A deleted ConfigMap keeps the last table, as the watch does.
+                raise TableError(f"{self.description}: not found")
+            return self._empty()
         return self._load(found)
+
+    def _empty(self) -> LoadedTable:
+        self._text = None
+        config = configfile.parse_config("sets: []\n", f"{self.description} (absent)")
+        return LoadedTable(config.to_table_config(self.algorithm), config)
 
     async def changes(self) -> AsyncIterator[LoadedTable | TableError]:
         async for event in self.follow.events():
