@@ -3,7 +3,7 @@ routes, a Kubernetes-mode proxy on a real API server follows them, real sipp cal
 
 Set 1 (``asterisk``) takes the DIDs of the asterisk range, set 2 (``carriers``) the national
 numbers; both sets take calls, their statuses agree (Ready, what each set takes). A match that
-names no set of the proxy makes its set Invalid, naming the field, and the last good routes
+names no set of the proxy makes its set Stalled, naming the field, and the last good routes
 keep serving. Gateways run in the test's network namespace (see test_operator_gateways.py).
 """
 
@@ -137,7 +137,7 @@ def test_two_sets_with_their_matches_both_take_calls(
     assert "user~^\\+?4930" in listed
     assert "user~^00" in listed
 
-    # A match naming a set the proxy does not have: Invalid, and the last good routes serve.
+    # A match naming a set the proxy does not have: Stalled, and the last good routes serve.
     apply(
         kube.kubectl,
         kube.namespace,
@@ -145,9 +145,9 @@ def test_two_sets_with_their_matches_both_take_calls(
     )
 
     def invalid() -> dict[str, Any] | None:
-        found = condition(kube.status("carriers"), "Invalid")
+        found = condition(kube.status("carriers"), "Stalled")
         return found if found.get("status") == "True" else None
 
-    message = wait_for("carriers Invalid", invalid, 10)["message"]
+    message = wait_for("carriers Stalled", invalid, 10)["message"]
     assert "spec.match.source[0]: set 9 is not a set of proxy sipdispatch" in message
     assert calls_to(sipp_lab, gateway_net, proxy, "004989555", [ast, car]) == {"ast": 0, "car": 10}
