@@ -231,6 +231,14 @@ def _get(url: str, token: str = "", method: str = "GET", body: Any = None) -> in
         return 0
 
 
+def _body(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
 def _wait(what: str, check: Callable[[], Any], timeout: float, *logs: ManagedProcess) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -308,6 +316,10 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
             30,
             *processes,
         )
+        # Ready with no DispatcherSet yet (GitOps tools wait for it): an empty table.
+        control = f"http://127.0.0.1:{control_port}"
+        _wait("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
+        assert _get(f"{control}/healthz") == 200
         dispatcherset = {
             "apiVersion": "sipdispatch.io/v1alpha1",
             "kind": "DispatcherSet",
@@ -315,9 +327,12 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
             "spec": {"setId": 1, "destinations": [{"uri": "sip:127.0.0.1:9"}]},
         }
         kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dispatcherset))
-        control = f"http://127.0.0.1:{control_port}"
-        _wait("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
-        assert _get(f"{control}/healthz") == 200
+        _wait(
+            "the DispatcherSet's destination in the proxy's table",
+            lambda: "sip:127.0.0.1:9" in _body(f"{control}/v1/destinations"),
+            30,
+            *processes,
+        )
         # SIP on "the pod IP" it was given through the downward API.
         assert sip_options_ping("127.0.0.1", sip_port) == 200
         # Its report, named after the pod, for the operator's status.

@@ -44,7 +44,7 @@ def test_crds_then_every_example_apply(kubectl: Callable[..., str], kube_namespa
         if doc and doc["kind"] == "DispatcherSet"
     }
     table = kubectl("get", "dset", "-n", kube_namespace).splitlines()
-    assert table[0].split() == ["NAME", "SET", "ALGORITHM", "UP/TOTAL", "READY", "AGE"]
+    assert table[0].split() == ["NAME", "SET", "ALGORITHM", "UP/TOTAL", "READY", "TAKES", "AGE"]
     assert {line.split()[0] for line in table[1:]} == names
 
 

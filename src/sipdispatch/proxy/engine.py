@@ -73,8 +73,9 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Malformed messages and failures come at the network's rate: the log gets a few.
-        self._limited = RateLimitedLog(log)
+        # Malformed messages and failures come at the network's rate: the log gets at most
+        # 100 lines per 10 s (a scan's worth of distinct lines, not one per packet of a flood).
+        self._limited = RateLimitedLog(log, burst=100, interval=10.0)
         self._quiet = LogThrottle()
 
     # ------------------------------------------------------------------ table
