@@ -141,6 +141,16 @@ def machine_busy() -> tuple[float, float]:
     return float(total - idle), float(total)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """sipdispatch with a feature switched on: YAML appended to the bench config, flags added
+    to its command line. The bench measures each beside the plain proxy in the same run."""
+
+    name: str
+    config: str = ""
+    args: tuple[str, ...] = ()
+
+
 class SipdispatchBalancer:
     """``sipdispatch-proxy`` from a YAML config of our own (so probing is configured the same
     way as Kamailio's), UDP and TCP on one free port of 127.0.0.1, control API on another."""
@@ -152,6 +162,8 @@ class SipdispatchBalancer:
         settings: Settings,
         name: str,
         command: list[str] | None = None,
+        *,
+        variant: Variant | None = None,
     ) -> None:
         self.ip = "127.0.0.1"
         self.port = free_port(self.ip)
@@ -177,7 +189,7 @@ class SipdispatchBalancer:
             "failover:\n"
             '  codes: ["5xx"]\n'
             "  onTimeout: true\n"
-            "  maxAttempts: 2\n"
+            "  maxAttempts: 2\n" + (variant.config if variant else "")
         )
         argv = [
             *(command or proxy_command()),
@@ -191,6 +203,7 @@ class SipdispatchBalancer:
             f"{self.ip}:{self.control_port}",
             "--log-level",
             "warning",
+            *(variant.args if variant else ()),
         ]
         self.process = ManagedProcess(name, argv, workdir)
 
@@ -358,10 +371,15 @@ class SipdispatchRig(Rig):
         settings: Settings,
         tag: str = "sd",
         build: SipdispatchBuild | None = None,
+        *,
+        variant: Variant | None = None,
     ) -> None:
         super().__init__(lab, workdir, settings, tag)
         self.build = build
+        self.variant = variant
         self.label = "sipdispatch (1 worker" + (f", {build.name})" if build else ")")
+        if variant is not None:
+            self.label += f" {variant.name}"
         self._starts = 0
 
     def _start_balancer(self) -> None:
@@ -372,6 +390,7 @@ class SipdispatchRig(Rig):
             self.settings,
             f"{self.tag}-proxy-{self._starts}",
             command=self.build.command if self.build else None,
+            variant=self.variant,
         )
         balancer.start()
         self._balancer = balancer

@@ -30,6 +30,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +63,7 @@ from rigs import (  # noqa: E402
     SipdispatchRig,
     sipdispatch_builds,
 )
+from variants import VARIANTS  # noqa: E402
 
 from sipphelpers import SippLab, kamailio_binary, sipp_binary  # noqa: E402
 
@@ -590,6 +592,51 @@ class Bench:
             log(f"  endpoint-change propagation: {why}")
         self.save()
 
+    # ---------------------------------------------------------------- feature costs
+
+    def feature_costs(self) -> None:
+        """CPU per call with each feature of ``variants.VARIANTS`` on, beside the plain proxy:
+        fresh rigs, the same rate, taking turns; the median of the tries counts."""
+        top = self.results.get("max_per_core", {}).get("sipdispatch") or 0
+        rate = 2000 if top >= 2400 else max(100, round(top * 0.8 / 100) * 100)
+        seconds, tries = (4, 2) if self.quick else (8, 3)
+        rigs = [SipdispatchRig(self.lab, self.out / "logs", self.settings, "fc", self.build)]
+        rigs += [
+            SipdispatchRig(
+                self.lab, self.out / "logs", self.settings, f"fc{i}", self.build, variant=variant
+            )
+            for i, variant in enumerate(VARIANTS, 1)
+        ]
+        figures: dict[str, list[float]] = {}
+        steps: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for rig in rigs:
+                rig.start()
+            for _ in range(tries):
+                for rig in rigs:
+                    step = run_step(self.lab, rig, rate, seconds)
+                    steps.setdefault(rig.label, []).append(step.as_dict())
+                    if step.passed:
+                        figures.setdefault(rig.label, []).append(step.cpu_ms_per_call)
+                    else:
+                        rig.restart()
+        finally:
+            for rig in rigs:
+                rig.stop()
+        plain = statistics.median(figures.get(rigs[0].label) or [float("nan")])
+        rows = []
+        for rig in rigs:
+            cpu = statistics.median(figures.get(rig.label) or [float("nan")])
+            name = rig.variant.name if rig.variant else "plain"
+            rows.append({"name": name, "cpu_s_per_1000_calls": cpu, "ratio": cpu / plain})
+            log(
+                f"  {name:24s} {rate:5d} cps: {cpu:.3f} CPU s per 1,000 calls "
+                f"({cpu / plain - 1:+.1%} against plain; {len(figures.get(rig.label, []))} "
+                f"of {tries} tries passed)"
+            )
+        self.results["feature_costs"] = {"rate": rate, "rows": rows, "steps": steps}
+        self.save()
+
     # ---------------------------------------------------------------- all
 
     def run(self) -> None:
@@ -613,6 +660,7 @@ class Bench:
         phases: list[tuple[str, Any, float]] = [
             ("ladder per core", self.ladder_per_core, 99),
             ("latency", self.latency, 99),
+            ("feature costs", self.feature_costs, 99 if self.quick else 12.0),
             ("ladder all cores", self.ladder_all_cores, 9.0),
         ]
         if not self.quick:

@@ -1,0 +1,37 @@
+"""Features whose cost per call the bench measures beside the plain proxy, in the same run.
+
+Each is a ``Variant``: YAML added to the bench's config, flags added to the command line. The
+calls are the ladder's (INVITE, 100, 180, 200, ACK, BYE), from the caller on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from rigs import Variant
+
+__all__ = ["VARIANTS"]
+
+# Five routes, the call's INVITE matching only the last: four are tried and passed over,
+# each kind of match once (method, Request-URI user, header, source).
+FIVE_ROUTES = Variant(
+    "five routes",
+    config=(
+        "routes:\n"
+        "  - name: no-registrations\n"
+        "    match: {methods: [REGISTER]}\n"
+        "    reject: {code: 403, reason: Forbidden}\n"
+        "  - name: no-subscriptions\n"
+        "    match: {methods: [SUBSCRIBE, PUBLISH]}\n"
+        "    reject: {code: 405, reason: Method Not Allowed}\n"
+        "  - name: emergency\n"
+        '    match: {requestUser: "^(112|911)$"}\n'
+        "    set: 1\n"
+        "  - name: tenant-acme\n"
+        '    match: {header: {name: X-Tenant, regex: "^acme$"}}\n'
+        "    set: 1\n"
+        "  - name: local-callers\n"
+        '    match: {source: ["127.0.0.1/32"], methods: [INVITE]}\n'
+        "    set: 1\n"
+    ),
+)
+
+VARIANTS: list[Variant] = [FIVE_ROUTES]
