@@ -327,6 +327,17 @@ def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
             + ("" if p99 is None else (": met" if p99 < 1.0 else f": missed by {p99 - 1:.2f} s")),
         ]
     )
+    costs = results.get("feature_costs") or {}
+    for row in costs.get("rows", [])[1:]:
+        change = row["ratio"] - 1
+        rows.append(
+            [
+                f"CPU per call with {row['name']} at {costs['rate']:,} calls/s",
+                f"{row['cpu_s_per_1000_calls']:.3f} s per 1,000 calls, {change:+.1%} against "
+                f"none ({costs['rows'][0]['cpu_s_per_1000_calls']:.3f})",
+                "within 5 %" + (": met" if change <= 0.05 else ": missed"),
+            ]
+        )
     for p in results.get("probing", []):
         rows.append(  # noqa: PERF401
             [
