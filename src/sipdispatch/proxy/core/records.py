@@ -14,6 +14,7 @@ from functools import cached_property
 
 from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
+from sipdispatch.proxy.core.admission import AdmissionSettings
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
@@ -155,6 +156,8 @@ class CoreSettings:
     max_attempts: int = codes.MAX_ATTEMPTS
     #: bounds on one message's size, header lines and lists, checked before it is parsed
     limits: MessageLimits = field(default_factory=MessageLimits)
+    #: per-source request rates and the cap on live transactions
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
