@@ -33,6 +33,10 @@ __all__ = ["TcpConnection", "TcpLimits", "TcpTransport"]
 
 log = logging.getLogger(__name__)
 
+#: connections the kernel queues before they are accepted: asyncio's 100 makes a burst of
+#: callers (after a restart, say) wait seconds for SYN retransmissions
+ACCEPT_BACKLOG = 1024
+
 #: why connections were refused or closed, as counted (and labelled in metrics)
 CAPACITY = "capacity"
 SOURCE_CAPACITY = "source-capacity"
@@ -149,7 +153,9 @@ class TcpTransport:
 
     async def listen(self, host: str, port: int) -> Address:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: TcpConnection(self, inbound=True), host, port)
+        server = await loop.create_server(
+            lambda: TcpConnection(self, inbound=True), host, port, backlog=ACCEPT_BACKLOG
+        )
         self._servers.append(server)
         interval = self._sweep_interval()
         if interval and self._sweeper is None:
