@@ -315,6 +315,20 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
     return rows
 
 
+def protections_row(results: dict[str, Any]) -> list[str] | None:
+    """CPU per call with the default protections on and off (bench/protections.py)."""
+    prot = results.get("protections", {})
+    ratio = prot.get("ratio_on_off")
+    if ratio is None:
+        return None
+    cpu = prot["cpu_s_per_1000_calls"]
+    return [
+        f"CPU s per 1,000 calls at {prot['rate']:,.0f} calls/s, default protections on / off",
+        f"{cpu['on']:.3f} / {cpu['off']:.3f} ({(ratio - 1) * 100:+.1f} %)",
+        "within 5 %: " + ("met" if ratio <= 1.05 else "missed"),
+    ]
+
+
 def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     prop = results.get("propagation", {})
@@ -347,6 +361,9 @@ def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
                 else "",
             ]
         )
+    protections = protections_row(results)
+    if protections is not None:
+        rows.append(protections)
     for row in results.get("remap", []):
         if row["n"] in (4, 16):
             rows.append(  # noqa: PERF401

@@ -152,6 +152,8 @@ class SipdispatchBalancer:
         settings: Settings,
         name: str,
         command: list[str] | None = None,
+        *,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.ip = "127.0.0.1"
         self.port = free_port(self.ip)
@@ -191,6 +193,7 @@ class SipdispatchBalancer:
             f"{self.ip}:{self.control_port}",
             "--log-level",
             "warning",
+            *(extra_args or []),
         ]
         self.process = ManagedProcess(name, argv, workdir)
 
@@ -358,10 +361,14 @@ class SipdispatchRig(Rig):
         settings: Settings,
         tag: str = "sd",
         build: SipdispatchBuild | None = None,
+        *,
+        extra_args: list[str] | None = None,
+        label: str | None = None,
     ) -> None:
         super().__init__(lab, workdir, settings, tag)
         self.build = build
-        self.label = "sipdispatch (1 worker" + (f", {build.name})" if build else ")")
+        self.extra_args = extra_args
+        self.label = label or "sipdispatch (1 worker" + (f", {build.name})" if build else ")")
         self._starts = 0
 
     def _start_balancer(self) -> None:
@@ -372,6 +379,7 @@ class SipdispatchRig(Rig):
             self.settings,
             f"{self.tag}-proxy-{self._starts}",
             command=self.build.command if self.build else None,
+            extra_args=self.extra_args,
         )
         balancer.start()
         self._balancer = balancer

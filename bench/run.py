@@ -42,6 +42,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import extras  # noqa: E402
 import failover  # noqa: E402
+import protections  # noqa: E402
 import report  # noqa: E402
 from ladder import (  # noqa: E402
     LadderSpec,
@@ -590,9 +591,27 @@ class Bench:
             log(f"  endpoint-change propagation: {why}")
         self.save()
 
+    # ---------------------------------------------------------------- protections
+
+    def protections(self) -> None:
+        """CPU per call at 2,000 calls/s with the default protections on and off."""
+        self.results["protections"] = protections.protections_cost(
+            self.lab,
+            self.out / "logs" / "protections",
+            self.settings,
+            self.build,
+            log,
+            step_s=4.0 if self.quick else 6.0,
+            rounds=2 if self.quick else 3,
+        )
+        self.save()
+
     # ---------------------------------------------------------------- all
 
     def run(self) -> None:
+        if self.args.protections_only:
+            self._run_phases([("protections", self.protections, 99)])
+            return
         self.results["machine"] = machine_info()
         m = self.results["machine"]
         log(
@@ -623,6 +642,10 @@ class Bench:
         if not self.quick:
             phases.append(("memory with calls in progress", self.memory_dialogs, 11.0))
         phases.append(("sipdispatch only", self.sipdispatch_only, 99))
+        phases.append(("protections", self.protections, 99))
+        self._run_phases(phases)
+
+    def _run_phases(self, phases: list[tuple[str, Any, float]]) -> None:
         self.results["phase_seconds"] = {}
         for name, phase, latest in phases:
             if time.monotonic() - T0 > latest * 60:
@@ -666,6 +689,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results directory")
     parser.add_argument("--no-kamailio", action="store_true", help="sipdispatch alone")
     parser.add_argument(
+        "--protections-only",
+        action="store_true",
+        help="only CPU per call at 2,000 calls/s with the default protections on and off "
+        "(about 1 minute)",
+    )
+    parser.add_argument(
         "--with-cluster",
         action="store_true",
         help="also measure endpoint-change propagation on the test cluster",
@@ -683,7 +712,7 @@ def main() -> int:
         "hack/build-native, which bench/run builds, and the pure Python one beside it)",
     )
     args = parser.parse_args()
-    if not args.no_kamailio and kamailio_binary() is None:
+    if not (args.no_kamailio or args.protections_only) and kamailio_binary() is None:
         parser.error("kamailio is not installed (bench/run installs it; or use --no-kamailio)")
     out = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -695,6 +724,10 @@ def main() -> int:
         bench.close()
         bench.save()
     results = bench.results
+    if args.protections_only:
+        row = report.protections_row(results)
+        log(f"{row[0]}: {row[1]}  [{row[2]}]" if row else "protections: no figure")
+        return 1 if results.get("errors") else 0
     print()
     print(report.ratio_table_text(results))
     print()
