@@ -9,7 +9,9 @@ This module only sorts what comes in; the components do the work. New out-of-dia
 to ``Forwarder`` (stateful, with failover and CANCEL). In-dialog requests (ACK for 2xx, BYE,
 re-INVITE) are routed by ``Dialogs`` from the signed Record-Route they carry and forwarded
 statelessly, so any replica can route them; their responses go back by Via. ``Probing`` sends
-OPTIONS to destinations, and ``Deadlines`` says when each of them must act next.
+OPTIONS to destinations, and ``Deadlines`` says when each of them must act next. Before any
+of that, a request over its source's rate is refused by ``SourceLimiter`` (``admission``)
+unparsed; the cap on live transactions is the forwarder's.
 """
 
 from __future__ import annotations
