@@ -149,6 +149,8 @@ class Variant:
     name: str
     config: str = ""
     args: tuple[str, ...] = ()
+    #: the variant turns features off: their cost is the plain proxy's figure against it
+    turns_off: bool = False
 
 
 class SipdispatchBalancer:

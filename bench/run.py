@@ -629,7 +629,11 @@ class Bench:
         for rig in rigs:
             cpu = statistics.median(figures.get(rig.label) or [float("nan")])
             name = rig.variant.name if rig.variant else "plain"
-            rows.append({"name": name, "cpu_s_per_1000_calls": cpu, "ratio": cpu / plain})
+            turns_off = rig.variant is not None and rig.variant.turns_off
+            rows.append(
+                {"name": name, "cpu_s_per_1000_calls": cpu, "ratio": cpu / plain}
+                | {"turns_off": turns_off}
+            )
             log(
                 f"  {name:24s} {rate:5d} cps: {cpu:.3f} CPU s per 1,000 calls "
                 f"({cpu / plain - 1:+.1%} against plain; {len(figures.get(rig.label, []))} "

@@ -34,4 +34,17 @@ FIVE_ROUTES = Variant(
     ),
 )
 
-VARIANTS: list[Variant] = [FIVE_ROUTES]
+# Every protection that can be off, off (0: off): the plain proxy has the defaults, so what
+# the default protections cost is the plain figure against this one. A new protection with an
+# off switch belongs here. Message limits stay on: they are checked inside the parse.
+PROTECTIONS_OFF = Variant(
+    "protections off",
+    args=(
+        *("--source-rate", "0", "--dialog-rate", "0", "--max-transactions", "0"),
+        *("--tcp-max-connections", "0", "--tcp-max-per-source", "0"),
+        *("--tcp-idle-timeout", "0", "--tcp-message-timeout", "0"),
+    ),
+    turns_off=True,
+)
+
+VARIANTS: list[Variant] = [FIVE_ROUTES, PROTECTIONS_OFF]

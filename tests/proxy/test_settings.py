@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from sipdispatch.proxy import cli
 from sipdispatch.proxy.core import CoreSettings
 from sipdispatch.proxy.settings import (
     DEFAULTS,
+    TCP_CONNECTIONS,
     ProbeSettings,
     ProxySettings,
     core_settings,
@@ -78,3 +80,26 @@ def test_the_message_limits_flags_reach_the_core_and_default_to_the_limits_own()
     assert (core.limits.max_via, core.limits.max_message_size) == (9, 4000)
     reloaded = with_failover(core, ProxyConfig.model_validate({"failover": {"maxAttempts": 2}}))
     assert reloaded.limits == core.limits  # a reload changes failover only
+
+
+def test_the_admission_flags_default_to_the_settings_and_reach_the_core() -> None:
+    args = cli.build_parser().parse_args(["--dispatcher-list", "x"])
+    names = ("source_rate", "dialog_rate", "source_ban", "rate_sources", "max_transactions")
+    names += ("retry_after", "tcp_max_connections", "tcp_max_per_source", "tcp_idle_timeout")
+    assert {n: getattr(args, n) for n in names} == {n: getattr(DEFAULTS, n) for n in names}
+    assert args.rate_reply == "drop"
+    settings = ProxySettings(source_rate=7, max_transactions=9, rate_reply_udp=True)
+    admission = core_settings(None, settings, {}, ADDRESS).admission
+    assert (admission.source_rate, admission.max_transactions, admission.reply_udp) == (7, 9, True)
+
+
+def test_the_tcp_connection_cap_stays_below_the_descriptor_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert DEFAULTS.tcp_limits().max_connections == 512
+        assert ProxySettings(tcp_max_connections=0).tcp_limits().max_connections == 0
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft >= 2 * TCP_CONNECTIONS:
+        assert DEFAULTS.tcp_limits().max_connections == TCP_CONNECTIONS

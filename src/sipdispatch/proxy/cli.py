@@ -132,7 +132,92 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
     _add_limit_arguments(parser)
+    _add_admission_arguments(parser)
     return parser
+
+
+def _add_admission_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "admission control", "per-source rates, live transactions, TCP connections (0: off)"
+    )
+    add = group.add_argument
+    add(
+        "--source-rate",
+        type=int,
+        default=DEFAULTS.source_rate,
+        metavar="N",
+        help="new requests per second from one source IP; more are refused (%(default)s)",
+    )
+    add(
+        "--dialog-rate",
+        type=int,
+        default=DEFAULTS.dialog_rate,
+        metavar="N",
+        help="in-dialog requests per second from one source IP (%(default)s)",
+    )
+    add(
+        "--source-ban",
+        type=float,
+        default=DEFAULTS.source_ban,
+        metavar="SECONDS",
+        help="refuse every request of a source over a rate for this long (%(default)s)",
+    )
+    add(
+        "--rate-reply",
+        choices=("drop", "503"),
+        default="503" if DEFAULTS.rate_reply_udp else "drop",
+        help="what a UDP request over its source's rate gets; over TCP always 503 (%(default)s)",
+    )
+    add(
+        "--rate-sources",
+        type=int,
+        default=DEFAULTS.rate_sources,
+        metavar="N",
+        help="source addresses tracked per second; the rest share one count (%(default)s)",
+    )
+    add(
+        "--max-transactions",
+        type=int,
+        default=DEFAULTS.max_transactions,
+        metavar="N",
+        help="live transactions; a new request beyond them gets 503 (%(default)s)",
+    )
+    add(
+        "--retry-after",
+        type=int,
+        default=DEFAULTS.retry_after,
+        metavar="SECONDS",
+        help="Retry-After of admission control's 503s (%(default)s)",
+    )
+    add(
+        "--tcp-max-connections",
+        type=int,
+        default=DEFAULTS.tcp_max_connections,
+        metavar="N",
+        help="inbound TCP connections (default: 2048, or half of RLIMIT_NOFILE if lower)",
+    )
+    add(
+        "--tcp-max-per-source",
+        type=int,
+        default=DEFAULTS.tcp_max_per_source,
+        metavar="N",
+        help="inbound TCP connections from one address (%(default)s)",
+    )
+    add(
+        "--tcp-idle-timeout",
+        type=float,
+        default=DEFAULTS.tcp_idle_timeout,
+        metavar="SECONDS",
+        help="close a TCP connection that carried nothing for this long (%(default)s)",
+    )
+    add(
+        "--tcp-message-timeout",
+        type=float,
+        default=DEFAULTS.tcp_message_timeout,
+        metavar="SECONDS",
+        help="close a TCP connection whose message is still incomplete after this long "
+        "(%(default)s)",
+    )
 
 
 def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -366,6 +451,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         challenge_affinity_ttl=args.challenge_affinity_ttl,
         challenge_affinity_size=args.challenge_affinity_size,
         source_header=args.source_header,
+        source_rate=args.source_rate,
+        dialog_rate=args.dialog_rate,
+        source_ban=args.source_ban,
+        rate_reply_udp=args.rate_reply == "503",
+        rate_sources=args.rate_sources,
+        max_transactions=args.max_transactions,
+        retry_after=args.retry_after,
+        tcp_max_connections=args.tcp_max_connections,
+        tcp_max_per_source=args.tcp_max_per_source,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+        tcp_message_timeout=args.tcp_message_timeout,
     )
     try:
         _run(ProxyServer(source, settings, companions))

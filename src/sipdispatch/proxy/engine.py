@@ -52,6 +52,9 @@ __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 
+#: lines about rejected messages and failures of the core logged per 10 s at most
+LOG_BURST = 100
+
 
 class Engine:
     """Runs one proxy core inside an asyncio loop."""
@@ -73,9 +76,9 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Malformed messages and failures come at the network's rate: the log gets at most
-        # 100 lines per 10 s (a scan's worth of distinct lines, not one per packet of a flood).
-        self._limited = RateLimitedLog(log, burst=100, interval=10.0)
+        # Malformed messages and failures come at the network's rate: the log gets a scan's
+        # worth of distinct lines, not one per packet of a flood.
+        self._limited = RateLimitedLog(log, burst=LOG_BURST, interval=10.0)
         self._quiet = LogThrottle()
 
     # ------------------------------------------------------------------ table

@@ -8,10 +8,10 @@ time by a collector, so a scrape always shows the table being served.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sipdispatch.dispatch import health
@@ -86,6 +86,46 @@ class _TableCollector(Collector):
         )
         in_flight.add_metric([], self._in_flight())
         yield from (state, calls, latency, timeouts, active, total, in_flight)
+
+
+class _AdmissionCollector(Collector):
+    """Admission control's counts, kept as plain integers where they happen (a flood must not
+    pay for a labelled counter per dropped message) and read at scrape time."""
+
+    def __init__(
+        self,
+        requests: Callable[[], Mapping[str, int]],
+        connections: Callable[[], Mapping[str, int]],
+        open_tcp: Callable[[], tuple[int, int]],
+    ) -> None:
+        self._requests = requests
+        self._connections = connections
+        self._open_tcp = open_tcp
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        requests = CounterMetricFamily(
+            "sipdispatch_requests_limited",
+            "Requests refused by admission control, by reason (source-rate, dialog-rate, "
+            "banned, transactions)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._requests().items()):
+            requests.add_metric([reason], count)
+        connections = CounterMetricFamily(
+            "sipdispatch_tcp_connections_closed",
+            "TCP connections refused or closed by a limit, by reason (capacity, "
+            "source-capacity, idle, unfinished-message)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._connections().items()):
+            connections.add_metric([reason], count)
+        open_now = GaugeMetricFamily(
+            "sipdispatch_tcp_connections", "TCP connections open", labels=["direction"]
+        )
+        inbound, outbound = self._open_tcp()
+        open_now.add_metric(["inbound"], inbound)
+        open_now.add_metric(["outbound"], outbound)
+        yield from (requests, connections, open_now)
 
 
 class ProxyMetrics:
@@ -211,6 +251,15 @@ class ProxyMetrics:
         self._failover_children: dict[DestinationKey, Counter] = {}
         self._replies_2xx = self.replies.labels("2xx")
         registry.register(_TableCollector(table, in_flight))
+
+    def watch_admission(
+        self,
+        requests: Callable[[], Mapping[str, int]],
+        connections: Callable[[], Mapping[str, int]],
+        open_tcp: Callable[[], tuple[int, int]],
+    ) -> None:
+        """Export admission control's counts, read from these at each scrape."""
+        self.registry.register(_AdmissionCollector(requests, connections, open_tcp))
 
     def _failed_over(self, event: BranchFailed) -> bool:
         """Whether a failed branch was a failover trigger (a parallel set forks, not fails over;

@@ -81,6 +81,9 @@ class ProxyServer:
         self.metrics = ProxyMetrics(
             self.registry, lambda: self.table, self._in_flight, self._failover_codes
         )
+        self.metrics.watch_admission(
+            self._refused_requests, self._refused_connections, self._tcp_open
+        )
         self.health = HealthBook(
             probe_settings(None, settings),
             clock=self.now,
@@ -122,6 +125,15 @@ class ProxyServer:
 
     def _in_flight(self) -> int:
         return self.engine.core.transaction_count if self.engine is not None else 0
+
+    def _refused_requests(self) -> dict[str, int]:
+        return self.engine.core.admission_counts() if self.engine is not None else {}
+
+    def _refused_connections(self) -> dict[str, int]:
+        return dict(self._tcp.counts) if self._tcp is not None else {}
+
+    def _tcp_open(self) -> tuple[int, int]:
+        return self._tcp.open_connections if self._tcp is not None else (0, 0)
 
     def _failover_codes(self) -> frozenset[int]:
         engine = self.engine
@@ -227,6 +239,7 @@ class ProxyServer:
                         engine,
                         on_error=engine.connection_failed,
                         max_message_size=self.settings.max_message_size,
+                        limits=self.settings.tcp_limits(),
                     )
                     engine.tcp = self._tcp
                 self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)

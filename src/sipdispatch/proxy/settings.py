@@ -10,12 +10,15 @@ by a lower layer are read from there, not repeated: the core's answer timeout an
 from __future__ import annotations
 
 import dataclasses
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.core.admission import AdmissionSettings
+from sipdispatch.proxy.transport.tcp import TcpLimits
 from sipdispatch.proxy.wallclock import clock_offset
 from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.transaction import Timers
@@ -31,6 +34,9 @@ __all__ = [
 
 _CORE = CoreSettings(local={}, advertise=("", 0))
 _LIMITS = MessageLimits()
+_ADMISSION = AdmissionSettings()
+#: Kamailio's tcp_max_connections: the cap on inbound TCP connections when the descriptors allow
+TCP_CONNECTIONS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,37 @@ class ProxySettings:
     #: elements of the Route list, and of the Record-Route list; more get 400
     max_route: int = _LIMITS.max_route
 
+    #: new (out-of-dialog) requests per second from one source IP; more are refused (0: off)
+    source_rate: int = _ADMISSION.source_rate
+    #: in-dialog requests per second from one source IP (0: off)
+    dialog_rate: int = _ADMISSION.dialog_rate
+    #: seconds a source over either rate is refused altogether (0: no ban)
+    source_ban: float = _ADMISSION.ban
+    #: answer a UDP request refused by rate with 503 rather than drop it (TCP always answers)
+    rate_reply_udp: bool = _ADMISSION.reply_udp
+    #: source addresses the rate limits track per second (the rest share one count)
+    rate_sources: int = _ADMISSION.max_sources
+    #: live transactions; a new request beyond them gets 503 (0: no cap)
+    max_transactions: int = _ADMISSION.max_transactions
+    #: Retry-After of admission control's 503s, in seconds
+    retry_after: int = _ADMISSION.retry_after
+    #: inbound TCP connections; None: TCP_CONNECTIONS, or half of RLIMIT_NOFILE when that is
+    #: lower (the control API and outbound connections need descriptors too); 0: no cap
+    tcp_max_connections: int | None = None
+    #: inbound TCP connections from one source address (0: no cap)
+    tcp_max_per_source: int = 256
+    #: a TCP connection that carries nothing for this long is closed (0: never)
+    tcp_idle_timeout: float = 120.0
+    #: a TCP connection with a message begun and not complete after this long is closed (0: never)
+    tcp_message_timeout: float = 10.0
+
+    #: after a 401/407, the Call-ID's next request goes to the same destination for this long
+    challenge_affinity_ttl: float = _CORE.challenge_affinity_ttl
+    #: challenged Call-IDs remembered at most; 0 turns challenge affinity off
+    challenge_affinity_size: int = _CORE.challenge_affinity_size
+    #: header naming each request's source (transport:ip:port) toward the destinations; None: off
+    source_header: str | None = _CORE.source_header
+
     def limits(self) -> MessageLimits:
         """The message limits, as the core and the TCP framer take them."""
         return MessageLimits(
@@ -87,12 +124,37 @@ class ProxySettings:
             self.max_route,
         )
 
-    #: after a 401/407, the Call-ID's next request goes to the same destination for this long
-    challenge_affinity_ttl: float = _CORE.challenge_affinity_ttl
-    #: challenged Call-IDs remembered at most; 0 turns challenge affinity off
-    challenge_affinity_size: int = _CORE.challenge_affinity_size
-    #: header naming each request's source (transport:ip:port) toward the destinations; None: off
-    source_header: str | None = _CORE.source_header
+    def admission(self) -> AdmissionSettings:
+        """Per-source rates and the transaction cap, as the core takes them."""
+        return AdmissionSettings(
+            source_rate=self.source_rate,
+            dialog_rate=self.dialog_rate,
+            ban=self.source_ban,
+            max_sources=self.rate_sources,
+            reply_udp=self.rate_reply_udp,
+            max_transactions=self.max_transactions,
+            retry_after=self.retry_after,
+        )
+
+    def tcp_limits(self) -> TcpLimits:
+        """The TCP caps and timeouts, the connection cap resolved against RLIMIT_NOFILE."""
+        cap = self.tcp_max_connections
+        return TcpLimits(
+            max_connections=default_tcp_connections() if cap is None else cap,
+            max_per_source=self.tcp_max_per_source,
+            idle_timeout=self.tcp_idle_timeout,
+            message_timeout=self.tcp_message_timeout,
+        )
+
+
+def default_tcp_connections() -> int:
+    """``TCP_CONNECTIONS``, or half of this process's descriptor limit when that is lower: the
+    cap must stay well below the limit, or idle peers could take the descriptors the control
+    API (liveness probes), UDP and outbound connections need."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return TCP_CONNECTIONS
+    return max(1, min(TCP_CONNECTIONS, soft // 2))
 
 
 #: the defaults, for the command line's help and flags
@@ -154,6 +216,7 @@ def core_settings(
         challenge_affinity_ttl=settings.challenge_affinity_ttl,
         challenge_affinity_size=settings.challenge_affinity_size,
         source_header=settings.source_header,
+        admission=settings.admission(),
     )
     return with_failover(base, config)
 

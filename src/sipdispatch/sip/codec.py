@@ -184,6 +184,11 @@ class StreamFramer:
         self._skip = 0  # bytes of an oversized message's body still to discard
         self.max_size = max_size
 
+    @property
+    def pending(self) -> bool:
+        """Whether part of a message has arrived and its end has not."""
+        return bool(self._buffer) or self._skip > 0
+
     def feed(self, data: bytes) -> list[bytes]:
         if self._skip:
             dropped = min(self._skip, len(data))

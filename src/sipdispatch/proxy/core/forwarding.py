@@ -73,6 +73,8 @@ class Forwarder:
         self.challenged = ChallengeAffinity(
             settings.challenge_affinity_ttl, settings.challenge_affinity_size
         )
+        #: new requests refused because ``max_transactions`` were alive
+        self.refused = 0
 
     # ------------------------------------------------------------------ requests
 
@@ -124,6 +126,14 @@ class Forwarder:
         out: Outbox,
     ) -> None:
         """A new transaction for ``request``, whose forwarded top Via is ``via``."""
+        admission = self.settings.admission
+        cap = admission.max_transactions
+        if cap and len(self.transactions) >= cap:
+            # Full: refused statelessly, so that the refusal itself costs no state.
+            self.refused += 1
+            retry = [("Retry-After", str(admission.retry_after))]
+            out.respond(request, 503, upstream[1], upstream[0], extra=retry)
+            return
         invite = request.method == "INVITE"
         server = ServerTransaction(
             invite=invite, reliable=upstream[0] != "udp", timers=self.settings.timers

@@ -9,11 +9,14 @@ This module only sorts what comes in; the components do the work. New out-of-dia
 to ``Forwarder`` (stateful, with failover and CANCEL). In-dialog requests (ACK for 2xx, BYE,
 re-INVITE) are routed by ``Dialogs`` from the signed Record-Route they carry and forwarded
 statelessly, so any replica can route them; their responses go back by Via. ``Probing`` sends
-OPTIONS to destinations, and ``Deadlines`` says when each of them must act next.
+OPTIONS to destinations, and ``Deadlines`` says when each of them must act next. Before any
+of that, a request over its source's rate is refused by ``SourceLimiter`` (``admission``)
+unparsed; the cap on live transactions is the forwarder's.
 """
 
 from __future__ import annotations
 
+from sipdispatch.proxy.core.admission import TRANSACTIONS, SourceLimiter
 from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
@@ -31,6 +34,8 @@ __all__ = ["Proxy"]
 
 _AFTER_PREFIX = len(BRANCH_PREFIX)
 _NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
+#: what marks a request as in-dialog before it is parsed: the signature of our own Route
+_DIALOG_MARK = b";sig="
 
 
 class Proxy:
@@ -42,6 +47,7 @@ class Proxy:
         self._dialogs = Dialogs(settings, signer)
         self._probing = Probing(settings, self._deadlines)
         self._settings = settings
+        self._limiter = _limiter(settings)
 
     @property
     def settings(self) -> CoreSettings:
@@ -50,6 +56,8 @@ class Proxy:
     @settings.setter
     def settings(self, settings: CoreSettings) -> None:
         """New settings apply from the next message on (a reload changes failover, say)."""
+        if settings.admission != self._settings.admission:
+            self._limiter = _limiter(settings)
         self._settings = settings
         self._forwarder.settings = self._dialogs.settings = self._probing.settings = settings
 
@@ -60,6 +68,12 @@ class Proxy:
         out = Outbox()
         if codec.is_keepalive(data):
             return out
+        limiter = self._limiter
+        if limiter is not None and not data.startswith(b"SIP/"):
+            refused = limiter.admit(source[0], _DIALOG_MARK in data, now)
+            if refused:
+                self._over_rate(data, source, transport, out)
+                return out
         try:
             message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
         except codec.MessageError as partial_error:
@@ -81,6 +95,25 @@ class Proxy:
             # Via) can still be malformed: the message is answered or dropped like any other.
             out.reject(message, late_error, source, transport)
         return out
+
+    def _over_rate(self, data: bytes, source: Address, transport: str, out: Outbox) -> None:
+        """A request refused by its source's rate: dropped (UDP by default: an answer to a
+        spoofed source would make the proxy a reflector), else a 503 from its salvaged
+        fields, without a full parse."""
+        admission = self._settings.admission
+        if transport == "udp" and not admission.reply_udp:
+            return
+        partial = salvage(data)
+        if partial is None or partial.method == "ACK" or partial.headers.get("via") is None:
+            return
+        retry = [("Retry-After", str(admission.retry_after))]
+        out.respond(partial, 503, source, transport, extra=retry)
+
+    def admission_counts(self) -> dict[str, int]:
+        """Requests refused by admission control so far, by reason."""
+        counts = dict(self._limiter.counts) if self._limiter is not None else {}
+        counts[TRANSACTIONS] = self._forwarder.refused
+        return counts
 
     def next_deadline(self) -> float | None:
         """When ``on_timer`` should be called next, or None when nothing is pending."""
@@ -240,6 +273,12 @@ class Proxy:
             elif cseq_method == "INVITE" and 200 <= response.status < 300:
                 # A 2xx retransmission that outlived its branch (RFC 3261 16.7 step 10).
                 self._dialogs.relay(response, branch_id, out)
+
+
+def _limiter(settings: CoreSettings) -> SourceLimiter | None:
+    """The per-source limiter, or None when neither rate is on (no cost per message then)."""
+    admission = settings.admission
+    return SourceLimiter(admission) if admission.limits_sources else None
 
 
 def _stamped(top: values.Via, source: Address) -> str:

@@ -15,6 +15,7 @@ from functools import cached_property
 from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.dispatch.routes import Refusal
+from sipdispatch.proxy.core.admission import AdmissionSettings
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
@@ -202,6 +203,8 @@ class CoreSettings:
     #: a header naming where each request came from (``udp:192.0.2.7:5060``), added to the
     #: requests the proxy forwards after removing any copy that arrived; None: off
     source_header: str | None = None
+    #: per-source request rates and the cap on live transactions
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""

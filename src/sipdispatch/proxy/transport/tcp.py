@@ -5,40 +5,85 @@ the connection the request came on (RFC 3261 18.2.2): the core addresses them to
 source, which is exactly the registry key. A malformed message is the core's business (it
 answers 400 and the connection goes on, see ``StreamFramer``); only a connection whose header
 section outgrows the size limit is closed, since that stream cannot be resynchronised.
+
+``TcpLimits`` bound what peers can hold (each limit 0 is off): inbound connections in all and
+per source address (one beyond is closed as soon as it is accepted), and how long a connection
+may stay silent (idle) or keep a message begun and unfinished (a slow header section). The
+timeouts cost nothing per message beyond setting a flag: a sweep every quarter of the shorter
+timeout finds the connections to close, so a connection is closed between one and one and a
+quarter timeouts after it went quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from sipdispatch.proxy.core import Address
+from sipdispatch.proxy.ratelog import RateLimitedLog
 from sipdispatch.proxy.transport.udp import DatagramSink
 from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, StreamFramer
 from sipdispatch.sip.errors import RemoteProtocolError
 
-__all__ = ["TcpConnection", "TcpTransport"]
+__all__ = ["TcpConnection", "TcpLimits", "TcpTransport"]
 
 log = logging.getLogger(__name__)
 
+#: connections the kernel queues before they are accepted: asyncio's 100 makes a burst of
+#: callers (after a restart, say) wait seconds for SYN retransmissions
+ACCEPT_BACKLOG = 1024
+
+#: why connections were refused or closed, as counted (and labelled in metrics)
+CAPACITY = "capacity"
+SOURCE_CAPACITY = "source-capacity"
+IDLE = "idle"
+UNFINISHED = "unfinished-message"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    """Bounds on TCP connections; each 0 turns its bound off."""
+
+    #: inbound connections open at once
+    max_connections: int = 0
+    #: inbound connections open at once from one source address
+    max_per_source: int = 0
+    #: seconds a connection may carry nothing either way before it is closed
+    idle_timeout: float = 0.0
+    #: seconds a message (its header section, then its body) may take to arrive in full
+    message_timeout: float = 0.0
+
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: TcpTransport) -> None:
+    def __init__(self, owner: TcpTransport, inbound: bool = False) -> None:
         self.owner = owner
+        self.inbound = inbound
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
+        self.dialled: Address | None = None  # the address an outbound connection was opened to
+        # For the sweep: traffic since it last looked, and a message completed since then.
+        self.active = True
+        self.completed = False
+        self.quiet_since = 0.0
+        self.unfinished_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = (str(host), int(port))
+        if self.inbound and not self.owner.admit(self):
+            self.transport.abort()  # at once, and without a FIN wait holding its descriptor
+            return
         self.owner.register(self)
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
+        self.active = True
         try:
             messages = self.framer.feed(data)
         except RemoteProtocolError as exc:
@@ -46,6 +91,8 @@ class TcpConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        if messages:
+            self.completed = True
         for message in messages:
             self.owner.sink.message_received(message, self.peer, "tcp")
 
@@ -54,7 +101,28 @@ class TcpConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.active = True
             self.transport.write(data)
+
+    def sweep(self, now: float, limits: TcpLimits) -> str:
+        """Whether the connection outlived a timeout at ``now``: "" if not, else which one."""
+        idle = limits.idle_timeout
+        if idle:
+            if self.active:
+                self.active = False
+                self.quiet_since = now
+            elif now - self.quiet_since >= idle:
+                return IDLE
+        timeout = limits.message_timeout
+        if timeout:
+            if not self.framer.pending:
+                self.unfinished_since = None
+            elif self.completed or self.unfinished_since is None:
+                self.unfinished_since = now  # a new message began since the last look
+            elif now - self.unfinished_since >= timeout:
+                return UNFINISHED
+            self.completed = False
+        return ""
 
 
 class TcpTransport:
@@ -65,29 +133,99 @@ class TcpTransport:
         sink: DatagramSink,
         on_error: Callable[[Address], None] | None = None,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        limits: TcpLimits | None = None,
     ) -> None:
         self.sink = sink
         self.on_error = on_error
         self.max_message_size = max_message_size
+        self.limits = limits or TcpLimits()
         self.connections: dict[Address, TcpConnection] = {}
+        self._open: set[TcpConnection] = set()  # every connection registered, once
+        self._inbound = 0
+        self._per_source: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._limited = RateLimitedLog(log)
+        #: connections refused or closed by a limit so far, by reason
+        self.counts: dict[str, int] = {CAPACITY: 0, SOURCE_CAPACITY: 0, IDLE: 0, UNFINISHED: 0}
         self._connecting: dict[Address, list[bytes]] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, host: str, port: int) -> Address:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: TcpConnection(self), host, port)
+        server = await loop.create_server(
+            lambda: TcpConnection(self, inbound=True), host, port, backlog=ACCEPT_BACKLOG
+        )
         self._servers.append(server)
+        interval = self._sweep_interval()
+        if interval and self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep_forever(interval))
         sockname = server.sockets[0].getsockname()
         return (str(sockname[0]), int(sockname[1]))
+
+    @property
+    def open_connections(self) -> tuple[int, int]:
+        """Connections open now: (inbound, outbound)."""
+        return self._inbound, len(self._open) - self._inbound
+
+    def admit(self, connection: TcpConnection) -> bool:
+        """Whether an inbound connection fits the caps (it is counted in if so)."""
+        assert connection.peer is not None
+        limits = self.limits
+        host = connection.peer[0]
+        from_host = self._per_source.get(host, 0)
+        if limits.max_connections and self._inbound >= limits.max_connections:
+            reason = CAPACITY
+        elif limits.max_per_source and from_host >= limits.max_per_source:
+            reason = SOURCE_CAPACITY
+        else:
+            self._inbound += 1
+            self._per_source[host] = from_host + 1
+            return True
+        self.counts[reason] += 1
+        if self._limited.allow():
+            log.warning("refused a TCP connection from %s: %s limit reached", host, reason)
+        return False
 
     def register(self, connection: TcpConnection) -> None:
         if connection.peer is not None:
             self.connections[connection.peer] = connection
+            self._open.add(connection)
 
     def unregister(self, connection: TcpConnection) -> None:
-        if connection.peer is not None and self.connections.get(connection.peer) is connection:
-            del self.connections[connection.peer]
+        for address in (connection.peer, connection.dialled):
+            if address is not None and self.connections.get(address) is connection:
+                del self.connections[address]  # else a send there would go nowhere
+        if connection in self._open:
+            self._open.discard(connection)
+            if connection.inbound and connection.peer is not None:
+                self._inbound -= 1
+                host = connection.peer[0]
+                left = self._per_source.get(host, 1) - 1
+                if left > 0:
+                    self._per_source[host] = left
+                else:
+                    self._per_source.pop(host, None)
+
+    def _sweep_interval(self) -> float:
+        timeouts = [t for t in (self.limits.idle_timeout, self.limits.message_timeout) if t > 0]
+        return min(5.0, max(0.05, min(timeouts) / 4)) if timeouts else 0.0
+
+    async def _sweep_forever(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep(loop.time())
+
+    def sweep(self, now: float) -> None:
+        """Close the connections that outlived a timeout."""
+        limits = self.limits
+        for connection in list(self._open):
+            reason = connection.sweep(now, limits)
+            if reason and connection.transport is not None:
+                self.counts[reason] += 1
+                log.debug("closing TCP connection %s: %s", connection.peer, reason)
+                connection.transport.close()
 
     def send(self, address: Address, data: bytes) -> None:
         connection = self.connections.get(address)
@@ -118,10 +256,15 @@ class TcpTransport:
             return
         # Register under the address we dialled too: the peer may report it differently.
         self.connections[address] = connection
+        connection.dialled = address
         for data in self._connecting.pop(address, []):
             connection.write(data)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for server in self._servers:
             server.close()
         for connection in list(self.connections.values()):
