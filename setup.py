@@ -28,6 +28,7 @@ HOT_PATH = [
     "src/sipdispatch/sip/validation.py",
     "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",
+    "src/sipdispatch/proxy/core/policy.py",
     "src/sipdispatch/proxy/core/records.py",
     "src/sipdispatch/proxy/core/outbox.py",
     "src/sipdispatch/proxy/core/deadlines.py",

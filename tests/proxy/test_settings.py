@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy import cli
 from sipdispatch.proxy.core import CoreSettings
+from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.proxy.settings import (
     DEFAULTS,
     ProbeSettings,
@@ -34,7 +37,9 @@ def test_the_command_lines_defaults_are_the_settings_defaults() -> None:
 def test_the_cores_own_defaults_are_the_proxys() -> None:
     core = CoreSettings(local={"udp": ADDRESS}, advertise=ADDRESS)
     built = core_settings(None, DEFAULTS, {"udp": ADDRESS}, ADDRESS)
-    assert built == core  # a dispatcher.list with no flags runs the core as it comes
+    # A dispatcher.list with no flags runs the core as it comes, its policy limited to the
+    # proxy's own addresses (the core alone knows none).
+    assert built == dataclasses.replace(core, policy=RequestPolicy(domains=frozenset({ADDRESS[0]})))
 
 
 def test_a_configs_probing_wins_over_the_command_lines() -> None:

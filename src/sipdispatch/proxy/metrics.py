@@ -165,6 +165,13 @@ class ProxyMetrics:
             ["stage"],
             registry=registry,
         )
+        self.refused = Counter(
+            "sipdispatch_requests_refused",
+            "Requests refused by the request policy, by rule (user-agent, control-character, "
+            "method, loop, domain)",
+            ["rule"],
+            registry=registry,
+        )
         self._probe_children: dict[tuple[int, health.Outcome], tuple[Counter, Histogram]] = {}
         # Per destination (and status): every call counts here, so the labelled children are
         # looked up once, not formatted per event.
@@ -244,6 +251,8 @@ class ProxyMetrics:
                 self.rejected.labels(str(event.status)).inc()
                 if event.limit:
                     self.over_limit.labels(event.limit).inc()
+                if event.rule:
+                    self.refused.labels(event.rule).inc()
             elif isinstance(event, HandlingFailed):
                 self.handling_failed.labels(event.stage).inc()
             elif isinstance(event, NoDestination):

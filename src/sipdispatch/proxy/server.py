@@ -10,6 +10,7 @@ core with its transports, the metrics and the control API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -160,8 +161,9 @@ class ProxyServer:
             metrics.observe(events)
             health.observe(events)
 
+        names = _wildcard_names() if any(x.host in _WILDCARDS for x in self.listeners) else ()
         engine = Engine(
-            core_settings(loaded.config, settings, local, advertise),
+            core_settings(loaded.config, settings, local, advertise, names),
             table,
             Signer(settings.secret),
             on_events,
@@ -262,6 +264,16 @@ class ProxyServer:
                 self.engine.udp.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+
+
+def _wildcard_names() -> set[str]:
+    """What a listener on every address answers for: this host's name, its addresses, and
+    loopback (the Request-URI domains of the request policy)."""
+    hostname = socket.gethostname()
+    names = {hostname, "localhost", "127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):  # a name that does not resolve: it and loopback only
+        names.update(str(info[4][0]) for info in socket.getaddrinfo(hostname, None))
+    return names
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:

@@ -10,11 +10,18 @@ by a lower layer are read from there, not repeated: the core's answer timeout an
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.core.policy import (
+    DEFAULT_METHODS,
+    OFF,
+    SCANNER_USER_AGENTS,
+    RequestPolicy,
+)
 from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.transaction import Timers
 
@@ -29,6 +36,9 @@ __all__ = [
 
 _CORE = CoreSettings(local={}, advertise=("", 0))
 _LIMITS = MessageLimits()
+_POLICY = RequestPolicy()
+#: in ``allow_domains`` or ``allow_methods``: any host, any method
+ANY = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,22 @@ class ProxySettings:
     max_via: int = _LIMITS.max_via
     #: elements of the Route list, and of the Record-Route list; more get 400
     max_route: int = _LIMITS.max_route
+    #: the request policy as a whole; off, every rule below is (for comparisons, benches)
+    request_policy: bool = True
+    #: methods dispatched, ``*``: any; others get 405 with Allow (ACK and CANCEL always pass)
+    allow_methods: tuple[str, ...] = DEFAULT_METHODS
+    #: hosts a new request's Request-URI may name besides the proxy's own (the advertised
+    #: address and the listeners'); ``*``: any host
+    allow_domains: tuple[str, ...] = ()
+    #: User-Agent substrings (case-insensitive) whose requests are dropped without an answer
+    deny_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
+    #: highest Max-Forwards sent downstream: a higher one received is lowered to it
+    max_forwards: int = _POLICY.max_forwards
+    #: answer 482 to a request that comes back unchanged (RFC 3261 16.3 item 4)
+    loop_detection: bool = _POLICY.loops
+    #: answer 400 to a request with a control character (bare CR or LF, NUL...) in its header
+    #: section; a response with one is dropped
+    refuse_control_characters: bool = _POLICY.controls
 
     def limits(self) -> MessageLimits:
         """The message limits, as the core and the TCP framer take them."""
@@ -77,6 +103,27 @@ class ProxySettings:
             self.max_line_length,
             self.max_via,
             self.max_route,
+        )
+
+    def request_policy_for(
+        self, local: dict[str, Address], advertise: Address, names: Iterable[str] = ()
+    ) -> RequestPolicy:
+        """The request policy of a proxy listening on ``local`` and advertising ``advertise``:
+        those hosts, ``names`` (what a wildcard listener answers for) and ``allow_domains``
+        are the hosts a Request-URI may name."""
+        if not self.request_policy:
+            return OFF
+        domains: frozenset[str] | None = None
+        if ANY not in self.allow_domains:
+            hosts = {advertise[0], *(host for host, _ in local.values()), *names}
+            domains = frozenset(hosts.union(self.allow_domains))
+        return RequestPolicy(
+            None if ANY in self.allow_methods else self.allow_methods,
+            domains,
+            self.deny_user_agents,
+            self.max_forwards,
+            loops=self.loop_detection,
+            controls=self.refuse_control_characters,
         )
 
 
@@ -117,6 +164,7 @@ def core_settings(
     settings: ProxySettings,
     local: dict[str, Address],
     advertise: Address,
+    names: Iterable[str] = (),
 ) -> CoreSettings:
     """What the core runs with: timers from ``settings``, failover from the config's section
     (a table without a config fails over as an empty section says)."""
@@ -128,6 +176,7 @@ def core_settings(
         timers,
         answer_timeout=settings.answer_timeout,
         limits=settings.limits(),
+        policy=settings.request_policy_for(local, advertise, names),
     )
     return with_failover(base, config)
 

@@ -18,6 +18,12 @@ from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
+from sipdispatch.proxy.core.policy import (
+    PolicyRefusalError,
+    RequestPolicy,
+    has_control_characters,
+    loop_tag,
+)
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
@@ -31,6 +37,18 @@ __all__ = ["Proxy"]
 
 _AFTER_PREFIX = len(BRANCH_PREFIX)
 _NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
+#: what every transaction branch of this proxy starts with: a request holding none never looped
+_OUR_BRANCH = BRANCH_PREFIX + "T"
+_LOOP_MARK = _OUR_BRANCH.encode()
+
+
+def _control_characters() -> PolicyRefusalError:
+    return PolicyRefusalError(
+        "control-character",
+        "control character in the header section",
+        400,
+        "Control Character In Header",
+    )
 
 
 class Proxy:
@@ -73,7 +91,9 @@ class Proxy:
             return out
         try:
             if isinstance(message, Request):
-                self._on_request(message, source, transport, now, out)
+                self._on_request(message, data, source, transport, now, out)
+            elif self._settings.policy.controls and has_control_characters(data):
+                out.rejected(message, _control_characters(), None)  # never relayed
             else:
                 self._on_response(message, now, out)
         except RemoteProtocolError as late_error:
@@ -139,13 +159,26 @@ class Proxy:
 
     # ------------------------------------------------------------------ requests
 
-    def _on_request(
-        self, request: Request, source: Address, transport: str, now: float, out: Outbox
+    def _on_request(  # noqa: PLR0917 - the message, its bytes, its origin, the time, the outbox
+        self,
+        request: Request,
+        data: bytes,
+        source: Address,
+        transport: str,
+        now: float,
+        out: Outbox,
     ) -> None:
+        policy = self._settings.policy
+        if policy.active and (refusal := _screened(request, data, policy)) is not None:
+            self._refused(request, refusal, source, transport, out)
+            return
         try:
             top = validation.validate_request(request)
         except RemoteProtocolError as exc:
             out.reject(request, exc, source, transport)
+            return
+        if policy.active and (refusal := policy.refused_method(request)) is not None:
+            self._refused(request, refusal, source, transport, out)
             return
         # The top Via is read once, here: its parsed form gives the key, the stamped text is
         # what goes downstream and what our branch signatures cover.
@@ -165,7 +198,9 @@ class Proxy:
         if method == "CANCEL":
             forwarder.on_cancel(request, key, upstream, now, out)
             return
-        if forwarder.retransmission(key, out) or self._refuse(request, source, transport, out):
+        if forwarder.retransmission(key, out) or self._refuse(
+            request, data, source, transport, out
+        ):
             return
         route = request.headers.first_value("route")
         if route is not None:
@@ -174,15 +209,36 @@ class Proxy:
             out.respond(request, 404, source, transport, reason="Not Here")
         elif self._is_for_us(request):
             out.respond(request, 200, source, transport)
+        elif policy.active and (refusal := policy.refused_domain(request)) is not None:
+            self._refused(request, refusal, source, transport, out)
         else:
             forwarder.start(request, key, via, upstream, now, out)
 
-    def _refuse(self, request: Request, source: Address, transport: str, out: Outbox) -> bool:
+    def _refused(
+        self,
+        request: Request,
+        refusal: PolicyRefusalError,
+        source: Address,
+        transport: str,
+        out: Outbox,
+    ) -> None:
+        """Answer (or silently drop) a request the policy refuses, and report it."""
+        out.rejected(request, refusal, source)
+        if refusal.silent or request.method == "ACK" or request.headers.get("via") is None:
+            return
+        extra = [("Allow", self._settings.policy.allow)] if refusal.status == 405 else None
+        out.respond(request, refusal.status, source, transport, reason=refusal.reason, extra=extra)
+
+    def _refuse(
+        self, request: Request, data: bytes, source: Address, transport: str, out: Outbox
+    ) -> bool:
         """Checks of RFC 3261 16.3 that end in a response of our own (reported like errors)."""
         max_forwards = request.headers.get("max-forwards")
+        extra: list[tuple[str, str]] = []
         if max_forwards is not None and int(max_forwards) == 0:
             refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
-            extra: list[tuple[str, str]] = []
+        elif self._settings.policy.loops and _LOOP_MARK in data and self._looped(request):
+            refusal = PolicyRefusalError("loop", "the request came back unchanged", 482)
         elif required := request.headers.values("proxy-require"):
             refusal = RemoteProtocolError(f"Proxy-Require {', '.join(required)}", 420)
             extra = [("Unsupported", ", ".join(required))]
@@ -191,6 +247,27 @@ class Proxy:
         out.rejected(request, refusal, source)
         out.respond(request, refusal.status, source, transport, extra=extra)
         return True
+
+    def _looped(self, request: Request) -> bool:
+        """RFC 3261 16.3 item 4: one of our own Vias (our address, our branch) carries the
+        loop tag this request has now. A spiral (a Request-URI or To changed on the way)
+        has another tag and goes on."""
+        ours = self._settings.local.values()
+        tag: str | None = None
+        for value in request.headers.values("via"):
+            if _OUR_BRANCH not in value:
+                continue
+            via = values.parse_via(value)
+            if (via.host.strip("[]"), via.port or 5060) not in ours:
+                continue
+            parts = (via.branch or "")[len(_OUR_BRANCH) :].split(".")
+            if len(parts) != 3:
+                continue  # a branch made without loop detection
+            if tag is None:
+                tag = loop_tag(request)
+            if parts[1] == tag:
+                return True
+        return False
 
     def _is_for_us(self, request: Request) -> bool:
         """OPTIONS to the balancer itself (a health check) is answered, not dispatched."""
@@ -226,6 +303,15 @@ class Proxy:
             elif cseq_method == "INVITE" and 200 <= response.status < 300:
                 # A 2xx retransmission that outlived its branch (RFC 3261 16.7 step 10).
                 self._dialogs.relay(response, branch_id, out)
+
+
+def _screened(request: Request, data: bytes, policy: RequestPolicy) -> PolicyRefusalError | None:
+    """The rules that apply before a request is even validated: a scanner learns nothing,
+    and a control character is refused before any field is read."""
+    refusal = policy.refused_agent(request)
+    if refusal is None and policy.controls and has_control_characters(data):
+        refusal = _control_characters()
+    return refusal
 
 
 def _stamped(top: values.Via, source: Address) -> str:

@@ -14,6 +14,7 @@ from functools import cached_property
 
 from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
+from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
@@ -155,6 +156,8 @@ class CoreSettings:
     max_attempts: int = codes.MAX_ATTEMPTS
     #: bounds on one message's size, header lines and lists, checked before it is parsed
     limits: MessageLimits = field(default_factory=MessageLimits)
+    #: which requests are refused however well formed (``policy.OFF``: none)
+    policy: RequestPolicy = field(default_factory=RequestPolicy)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""
