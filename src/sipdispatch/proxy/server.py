@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
-from sipdispatch.proxy.control.app import make_app, start_control
+from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
 from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
@@ -136,8 +137,11 @@ class ProxyServer:
         # first table is awaited, which in Kubernetes mode can take until a DispatcherSet exists.
         if settings.control:
             host, _, port = settings.control.rpartition(":")
-            app = make_app(self, self.registry, settings.control_token)
-            self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
+            host = host.strip("[]") or "127.0.0.1"
+            app = make_app(
+                self, self.registry, _control_token(settings, host), open_locally=is_loopback(host)
+            )
+            self._control = await start_control(app, host, int(port))
             log.info("control API on http://%s", settings.control)
         loaded = await self.tables.first()
         table = self.tables.table
@@ -264,6 +268,22 @@ class ProxyServer:
                 self.engine.udp.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+
+
+def _control_token(settings: ProxySettings, host: str) -> str:
+    """The token of the control API's write calls: the one given; with none, none on a
+    loopback address (only this host's clients reach it), else one made for this run and
+    printed, so that writes are never open to the network."""
+    if settings.control_token or is_loopback(host):
+        return settings.control_token
+    token = secrets.token_urlsafe(24)
+    log.warning(
+        "control API on %s with no token given: write calls need this one, made for this "
+        "run (give --control-token-file to choose it): %s",
+        settings.control,
+        token,
+    )
+    return token
 
 
 def _wildcard_names() -> set[str]:

@@ -57,7 +57,8 @@ class ProxySettings:
     timer_t1: float = _CORE.timers.t1
     #: ``IP:PORT`` of the HTTP control API; None disables it
     control: str | None = "127.0.0.1:8080"
-    #: bearer token required by write calls of the control API ("" = none)
+    #: bearer token required by write calls of the control API; "" = none given: writes are
+    #: then open on a loopback ``control`` address only, else a token is made and logged
     control_token: str = ""
     #: on SIGTERM, how long transactions in flight may take to finish before the proxy exits
     drain_timeout: float = 10.0
