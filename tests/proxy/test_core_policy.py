@@ -28,6 +28,8 @@ from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.proxy.events import MessageRejected
 from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.settings import ProxySettings
+from sipdispatch.sip import codec
+from sipdispatch.sip.message import Request
 
 OURS = RequestPolicy(domains=frozenset({PROXY[0], "sip.example.com"}))
 
@@ -189,11 +191,26 @@ def test_a_control_character_in_a_header_gets_400(header: bytes) -> None:
     assert _rejections(proxy)[0].rule == "control-character"
 
 
-def test_tabs_bare_lf_messages_and_bodies_are_no_control_characters() -> None:
-    assert not policy.has_control_characters(b"INVITE x SIP/2.0\r\nSubject:\ta\r\n\r\n\x00\x01")
-    assert not policy.has_control_characters(b"INVITE x SIP/2.0\nSubject: a\n\n\r\x00")
-    assert policy.has_control_characters(b"INVITE x SIP/2.0\nSubject: a\rb\n\n")
-    assert policy.has_control_characters(b"INVITE x SIP/2.0\r\nA: \n\rb\r\n\r\n")
+@pytest.mark.parametrize(
+    ("data", "tainted"),
+    [
+        (b"OPTIONS sip:x SIP/2.0\r\nSubject:\ta\r\n\r\n\x00\x01", False),  # HTAB; a body
+        (b"OPTIONS sip:x SIP/2.0\nSubject: a\n\n\r\x00", False),  # bare LF line ends
+        (b"OPTIONS sip:x SIP/2.0\r\nSubject: a", False),  # a datagram without the blank line
+        (b"OPTIONS sip:x SIP/2.0\nSubject: a\rb\n\n", True),
+        (b"OPTIONS sip:x SIP/2.0\r\nA: \n\rb\r\n\r\n", True),  # LF CR is no line end
+        (b"OPTIONS sip:x SIP/2.0\r\nA: b\x00\r\n\r\n", True),
+        (b"OPTIONS sip:x\x01 SIP/2.0\r\nA: b\r\n\r\n", True),  # the start line too
+    ],
+)
+def test_what_counts_as_a_control_character(data: bytes, tainted: bool) -> None:
+    codec.parse(data)  # off: parsed as before
+    if tainted:
+        with pytest.raises(codec.ControlCharacterError) as raised:
+            codec.parse(data, controls=True)
+        assert isinstance(raised.value.partial, Request)  # all of it: it can be answered
+    else:
+        assert isinstance(codec.parse(data, controls=True), Request)
 
 
 def test_a_response_with_a_control_character_is_dropped() -> None:

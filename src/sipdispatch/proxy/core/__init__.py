@@ -8,7 +8,8 @@ Its components import one way only, top to bottom (an import contract holds it):
   transaction and its branches, with the table of what a response does);
 * ``deadlines`` (the timers, and the answers kept for retransmissions);
 * ``outbox`` (what one call gives back, and the messages the proxy writes itself);
-* ``records`` (settings, hops, selections, sends).
+* ``records`` (settings, hops, selections, sends);
+* ``policy`` (which requests are refused however well formed).
 """
 
 from sipdispatch.proxy.core.dialogs import Signer

@@ -9,7 +9,8 @@ The rules, in the order they apply (docs/dispatcher.md, "Request policy", says w
 
 * ``user-agent``: a User-Agent of a known scanner is dropped without an answer;
 * ``control-character``: a control character in the header section other than the CRLF line
-  ends and HTAB (a bare CR or LF, NUL...) gets 400, a response with one is dropped;
+  ends and HTAB (a bare CR or LF, NUL...) gets 400, a response with one is dropped (found by
+  ``codec.parse``, which cuts the lines anyway, when ``controls`` is on);
 * ``method``: a method outside the allowed set gets 405 with ``Allow``;
 * ``loop``: a request that already went through this proxy unchanged gets 482 (RFC 3261 16.3
   item 4, by the loop tag each of our branches carries);
@@ -22,8 +23,7 @@ The Max-Forwards ceiling is no refusal: a request is forwarded with at most ``ma
 from __future__ import annotations
 
 import re
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request
@@ -34,7 +34,6 @@ __all__ = [
     "SCANNER_USER_AGENTS",
     "PolicyRefusalError",
     "RequestPolicy",
-    "has_control_characters",
     "loop_tag",
     "request_uri_host",
 ]
@@ -102,10 +101,13 @@ class RequestPolicy:
     max_forwards: int
     #: refuse a request that looped back unchanged (482)
     loops: bool
-    #: refuse control characters in the header section (400)
+    #: refuse control characters in the header section (400; ``codec.parse`` finds them)
     controls: bool
     #: whether any rule refuses anything: when not, the proxy skips them all
     active: bool
+    #: User-Agent value -> refused, for the values seen first (a trunk sends one for every
+    #: request): a dict look-up instead of the pattern's search
+    _verdicts: dict[str, bool] = field(compare=False, repr=False)
 
     def __init__(
         self,
@@ -134,6 +136,7 @@ class RequestPolicy:
         self.max_forwards = max_forwards
         self.loops = loops
         self.controls = controls
+        self._verdicts = {}
         self.active = (
             self.methods is not None
             or self.domains is not None
@@ -148,7 +151,14 @@ class RequestPolicy:
         if pattern is None:
             return None
         agent = request.headers.get("user-agent")
-        if agent is None or pattern.search(agent) is None:
+        if agent is None:
+            return None
+        refused = self._verdicts.get(agent)
+        if refused is None:
+            refused = pattern.search(agent) is not None
+            if len(self._verdicts) < _VERDICTS:  # bounded: the values come from the network
+                self._verdicts[agent] = refused
+        if not refused:
             return None
         return PolicyRefusalError(
             "user-agent", f"scanner User-Agent {agent[:60]!r}", 403, silent=True
@@ -177,6 +187,9 @@ class RequestPolicy:
 OFF = RequestPolicy(methods=None, user_agents=(), max_forwards=255, loops=False, controls=False)
 
 
+_VERDICTS = 1024
+
+
 def _host_key(host: str) -> str:
     return host.strip("[]").lower()
 
@@ -192,43 +205,20 @@ def request_uri_host(uri: str) -> str | None:
     return match.group(1) if match is not None else None
 
 
-#: control characters a header section may not hold; CR and LF are counted separately
-_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def has_control_characters(data: bytes) -> bool:
-    """Whether the header section of ``data`` holds a control character that is not part of a
-    line end (CRLF, or LF alone in a message written with bare LFs) or an HTAB.
-
-    Counts and one regular expression over bytes: C work, whatever the message's size.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        end = data.find(b"\n\n")
-        if end < 0:
-            end = len(data)
-    crlf = data.count(b"\r\n", 0, end)
-    if crlf:
-        # Every CR and every LF must belong to a CRLF pair.
-        if data.count(b"\r", 0, end) != crlf or data.count(b"\n", 0, end) != crlf:
-            return True
-    elif data.find(b"\r", 0, end) >= 0:
-        return True  # bare LF line ends: a CR anywhere is one on its own
-    return _CONTROLS.search(data, 0, end) is not None
-
-
 def loop_tag(request: Request) -> str:
     """What a request looks like to loop detection: a short hash of the fields that a loop
     keeps and a spiral changes (RFC 3261 16.6 step 8, without the top Via, which every hop
-    replaces): the Request-URI, From, To, Call-ID and CSeq."""
+    replaces): the Request-URI, From, To, Call-ID and CSeq.
+
+    Python's own hash: salted per process, which is enough, since only this process's own
+    Via is ever compared with it (another replica's address is not ours).
+    """
     headers = request.headers
-    seed = "\x00".join(
-        (
-            request.uri,
-            headers.get("from") or "",
-            headers.get("to") or "",
-            request.call_id,
-            headers.get("cseq") or "",
-        )
+    fields = (
+        request.uri,
+        headers.get("from") or "",
+        headers.get("to") or "",
+        request.call_id,
+        headers.get("cseq") or "",
     )
-    return f"{zlib.crc32(seed.encode('utf-8', 'surrogateescape')):08x}"
+    return f"{hash(fields) & 0xFFFFFFFF:08x}"

@@ -20,8 +20,6 @@ from sipdispatch.proxy.core.forwarding import Forwarder
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
 from sipdispatch.proxy.core.policy import (
     PolicyRefusalError,
-    RequestPolicy,
-    has_control_characters,
     loop_tag,
 )
 from sipdispatch.proxy.core.probing import Probe, Probing
@@ -78,8 +76,17 @@ class Proxy:
         out = Outbox()
         if codec.is_keepalive(data):
             return out
+        settings = self._settings
         try:
-            message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
+            message = codec.parse(
+                data,
+                datagram=transport == "udp",
+                limits=settings.limits,
+                controls=settings.policy.controls,
+            )
+        except codec.ControlCharacterError as tainted:
+            self._tainted(tainted.partial, source, transport, out)
+            return out
         except codec.MessageError as partial_error:
             out.reject(partial_error.partial, partial_error, source, transport)
             return out
@@ -92,8 +99,6 @@ class Proxy:
         try:
             if isinstance(message, Request):
                 self._on_request(message, data, source, transport, now, out)
-            elif self._settings.policy.controls and has_control_characters(data):
-                out.rejected(message, _control_characters(), None)  # never relayed
             else:
                 self._on_response(message, now, out)
         except RemoteProtocolError as late_error:
@@ -169,8 +174,8 @@ class Proxy:
         out: Outbox,
     ) -> None:
         policy = self._settings.policy
-        if policy.active and (refusal := _screened(request, data, policy)) is not None:
-            self._refused(request, refusal, source, transport, out)
+        if policy.active and (refusal := policy.refused_agent(request)) is not None:
+            self._refused(request, refusal, source, transport, out)  # before any validation
             return
         try:
             top = validation.validate_request(request)
@@ -213,6 +218,17 @@ class Proxy:
             self._refused(request, refusal, source, transport, out)
         else:
             forwarder.start(request, key, via, upstream, now, out)
+
+    def _tainted(
+        self, message: Request | Response | None, source: Address, transport: str, out: Outbox
+    ) -> None:
+        """A message with a control character in its header section: a request gets 400
+        (unless a scanner sent it: no answer then either), a response is dropped."""
+        if not isinstance(message, Request):
+            out.rejected(message, _control_characters(), None)  # never relayed
+            return
+        refusal = self._settings.policy.refused_agent(message) or _control_characters()
+        self._refused(message, refusal, source, transport, out)
 
     def _refused(
         self,
@@ -303,15 +319,6 @@ class Proxy:
             elif cseq_method == "INVITE" and 200 <= response.status < 300:
                 # A 2xx retransmission that outlived its branch (RFC 3261 16.7 step 10).
                 self._dialogs.relay(response, branch_id, out)
-
-
-def _screened(request: Request, data: bytes, policy: RequestPolicy) -> PolicyRefusalError | None:
-    """The rules that apply before a request is even validated: a scanner learns nothing,
-    and a control character is refused before any field is read."""
-    refusal = policy.refused_agent(request)
-    if refusal is None and policy.controls and has_control_characters(data):
-        refusal = _control_characters()
-    return refusal
 
 
 def _stamped(top: values.Via, source: Address) -> str:
