@@ -4,7 +4,7 @@ Replays the benchmark call flow (INVITE, 100, 180, 200, ACK, BYE, 200: 13 datagr
 proxy counting its own 100 Trying) through ``Proxy.receive`` and prints microseconds per call.
 Use it to compare changes to the hot path; ``--profile`` prints where the time goes.
 
-    .venv/bin/python bench/core_calls.py [--calls N] [--profile]
+    .venv/bin/python bench/core_calls.py [--calls N] [--profile] [--no-request-policy]
 
 That is the pure Python development install. The production build, with the hot path compiled
 by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-native`` makes:
@@ -24,6 +24,7 @@ import time
 
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, RequestSelection, Selection, Signer
+from sipdispatch.proxy.settings import ProxySettings
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
 
@@ -98,6 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--no-request-policy",
+        dest="request_policy",
+        action="store_false",
+        help="the core without its request policy (by default: the proxy's default policy)",
+    )
     args = parser.parse_args()
     counter = iter(range(10**9))
 
@@ -105,7 +112,11 @@ def main() -> None:
         i = next(counter)
         return Selection([GATEWAYS[i % 2], GATEWAYS[(i + 1) % 2]])
 
-    proxy = Proxy(CoreSettings(local={"udp": PROXY}, advertise=PROXY), select, Signer(b"k" * 32))
+    settings = ProxySettings(request_policy=args.request_policy)
+    local = {"udp": PROXY}
+    policy = settings.request_policy_for(local, PROXY)
+    core = CoreSettings(local=local, advertise=PROXY, policy=policy)
+    proxy = Proxy(core, select, Signer(b"k" * 32))
     # The replies above are built by parsing what the proxy sent: subtract that cost.
     overhead = _parse_cost(args.calls // 10)
     profiler = cProfile.Profile() if args.profile else None

@@ -93,7 +93,7 @@ class ProxySettings:
     #: answer 482 to a request that comes back unchanged (RFC 3261 16.3 item 4)
     loop_detection: bool = _POLICY.loops
     #: answer 400 to a request with a control character (bare CR or LF, NUL...) in its header
-    #: section; a response with one is dropped
+    #: section
     refuse_control_characters: bool = _POLICY.controls
 
     def limits(self) -> MessageLimits:

@@ -8,9 +8,9 @@ O(1) or one C-speed scan, allocates nothing for a request that passes, and is a 
 The rules, in the order they apply (docs/dispatcher.md, "Request policy", says why each answer):
 
 * ``user-agent``: a User-Agent of a known scanner is dropped without an answer;
-* ``control-character``: a control character in the header section other than the CRLF line
-  ends and HTAB (a bare CR or LF, NUL...) gets 400, a response with one is dropped (found by
-  ``codec.parse``, which cuts the lines anyway, when ``controls`` is on);
+* ``control-character``: a control character in a request's header section other than the
+  CRLF line ends and HTAB (a bare CR or LF, NUL...) gets 400 (found by ``codec.parse``, which
+  cuts the lines anyway, when ``controls`` is on);
 * ``method``: a method outside the allowed set gets 405 with ``Allow``;
 * ``loop``: a request that already went through this proxy unchanged gets 482 (RFC 3261 16.3
   item 4, by the loop tag each of our branches carries);

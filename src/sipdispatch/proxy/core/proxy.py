@@ -85,7 +85,7 @@ class Proxy:
                 controls=settings.policy.controls,
             )
         except codec.ControlCharacterError as tainted:
-            self._tainted(tainted.partial, source, transport, out)
+            self._tainted(tainted.request, source, transport, out)
             return out
         except codec.MessageError as partial_error:
             out.reject(partial_error.partial, partial_error, source, transport)
@@ -219,16 +219,11 @@ class Proxy:
         else:
             forwarder.start(request, key, via, upstream, now, out)
 
-    def _tainted(
-        self, message: Request | Response | None, source: Address, transport: str, out: Outbox
-    ) -> None:
-        """A message with a control character in its header section: a request gets 400
-        (unless a scanner sent it: no answer then either), a response is dropped."""
-        if not isinstance(message, Request):
-            out.rejected(message, _control_characters(), None)  # never relayed
-            return
-        refusal = self._settings.policy.refused_agent(message) or _control_characters()
-        self._refused(message, refusal, source, transport, out)
+    def _tainted(self, request: Request, source: Address, transport: str, out: Outbox) -> None:
+        """A request with a control character in its header section gets 400 (unless a
+        scanner sent it: no answer then either)."""
+        refusal = self._settings.policy.refused_agent(request) or _control_characters()
+        self._refused(request, refusal, source, transport, out)
 
     def _refused(
         self,
