@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy import cli
 from sipdispatch.proxy.core import CoreSettings
@@ -74,3 +76,43 @@ def test_the_message_limits_flags_reach_the_core_and_default_to_the_limits_own()
     assert (core.limits.max_via, core.limits.max_message_size) == (9, 4000)
     reloaded = with_failover(core, ProxyConfig.model_validate({"failover": {"maxAttempts": 2}}))
     assert reloaded.limits == core.limits  # a reload changes failover only
+
+
+def test_the_request_policy_flags_reach_the_settings_and_default_to_them() -> None:
+    args = cli.build_parser().parse_args(["--dispatcher-list", "x"])
+    names = ("request_policy", "allow_methods", "deny_user_agents", "max_forwards")
+    assert {n: getattr(args, n) for n in names} == {n: getattr(DEFAULTS, n) for n in names}
+    assert (args.allow_domains, args.loop_detection, args.refuse_control_characters) == (
+        [],
+        True,
+        True,
+    )
+    args = cli.build_parser().parse_args(
+        [
+            *("--dispatcher-list", "x", "--allow-methods", "invite,REGISTER"),
+            *("--allow-domain", "sip.example.com", "--deny-user-agents", ""),
+            *("--max-forwards", "20", "--no-loop-detection", "--allow-control-characters"),
+        ]
+    )
+    settings = ProxySettings(
+        allow_methods=args.allow_methods,
+        allow_domains=tuple(args.allow_domains),
+        deny_user_agents=args.deny_user_agents,
+        max_forwards=args.max_forwards,
+        loop_detection=args.loop_detection,
+        refuse_control_characters=args.refuse_control_characters,
+    )
+    policy = core_settings(None, settings, {"udp": ADDRESS}, ADDRESS).policy
+    assert policy.methods == {"INVITE", "REGISTER", "ACK", "CANCEL"}
+    assert policy.domains == {"sip.example.com", ADDRESS[0]}
+    assert (policy.user_agents, policy.max_forwards, policy.loops, policy.controls) == (
+        None,
+        20,
+        False,
+        False,
+    )
+    off = cli.build_parser().parse_args(["--dispatcher-list", "x", "--no-request-policy"])
+    assert off.request_policy is False
+    for bad in ("0", "256"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["--dispatcher-list", "x", "--max-forwards", bad])

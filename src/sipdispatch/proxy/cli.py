@@ -107,6 +107,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _hops(text: str) -> int:
+    """A Max-Forwards value: 1 to 255 (0 would make every forwarded request a 483)."""
+    value = int(text)
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value} is not within 1-255")
+    return value
+
+
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "request policy", "requests refused however well formed (docs/dispatcher.md)"
@@ -145,7 +153,7 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-forwards",
-        type=int,
+        type=_hops,
         default=DEFAULTS.max_forwards,
         metavar="N",
         help="highest Max-Forwards sent on; higher ones received are lowered (%(default)s)",
