@@ -18,10 +18,7 @@ from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
-from sipdispatch.proxy.core.policy import (
-    PolicyRefusalError,
-    loop_tag,
-)
+from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
