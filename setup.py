@@ -29,6 +29,7 @@ HOT_PATH = [
     "src/sipdispatch/sip/transaction.py",
     "src/sipdispatch/proxy/events.py",
     "src/sipdispatch/proxy/core/admission.py",
+    "src/sipdispatch/proxy/core/policy.py",
     "src/sipdispatch/proxy/core/records.py",
     "src/sipdispatch/proxy/core/affinity.py",
     "src/sipdispatch/proxy/core/outbox.py",

@@ -4,7 +4,7 @@ Replays the benchmark call flow (INVITE, 100, 180, 200, ACK, BYE, 200: 13 datagr
 proxy counting its own 100 Trying) through ``Proxy.receive`` and prints microseconds per call.
 Use it to compare changes to the hot path; ``--profile`` prints where the time goes.
 
-    .venv/bin/python bench/core_calls.py [--calls N] [--profile]
+    .venv/bin/python bench/core_calls.py [--calls N] [--profile] [--no-request-policy]
 
 That is the pure Python development install. The production build, with the hot path compiled
 by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-native`` makes:
@@ -30,6 +30,7 @@ import time
 from sipdispatch.dispatch import configfile
 from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, RequestSelection, Selection, Signer
+from sipdispatch.proxy.settings import ProxySettings
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
 
@@ -116,7 +117,7 @@ ROUTES = [
 ]
 
 
-def engine_proxy(routes: int) -> Proxy:
+def engine_proxy(routes: int, settings: CoreSettings) -> Proxy:
     """The core behind the engine's own selection, over a table with ``routes`` routes."""
     from sipdispatch.proxy.engine import Engine  # noqa: PLC0415 (only this mode needs it)
 
@@ -124,7 +125,6 @@ def engine_proxy(routes: int) -> Proxy:
     text = TABLE + ("routes:\n" + "".join(f"  - {r}\n" for r in chosen) if chosen else "")
     config = configfile.parse_config(text, "bench.yaml")
     table = DestinationTable.build(config.to_table_config(), None, 0.0)
-    settings = CoreSettings(local={"udp": PROXY}, advertise=PROXY)
     return Engine(settings, table, Signer(b"k" * 32)).core
 
 
@@ -133,6 +133,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--routes", type=int, choices=range(len(ROUTES) + 1), default=None)
+    parser.add_argument(
+        "--no-request-policy",
+        dest="request_policy",
+        action="store_false",
+        help="the core without its request policy (by default: the proxy's default policy)",
+    )
     args = parser.parse_args()
     counter = iter(range(10**9))
 
@@ -140,11 +146,14 @@ def main() -> None:
         i = next(counter)
         return Selection([GATEWAYS[i % 2], GATEWAYS[(i + 1) % 2]])
 
+    settings = ProxySettings(request_policy=args.request_policy)
+    local = {"udp": PROXY}
+    policy = settings.request_policy_for(local, PROXY)
+    core = CoreSettings(local=local, advertise=PROXY, policy=policy)
     if args.routes is None:
-        settings = CoreSettings(local={"udp": PROXY}, advertise=PROXY)
-        proxy = Proxy(settings, select, Signer(b"k" * 32))
+        proxy = Proxy(core, select, Signer(b"k" * 32))
     else:
-        proxy = engine_proxy(args.routes)
+        proxy = engine_proxy(args.routes, core)
     # The replies above are built by parsing what the proxy sent: subtract that cost.
     overhead = _parse_cost(args.calls // 10)
     profiler = cProfile.Profile() if args.profile else None

@@ -222,6 +222,8 @@ def _get(url: str, token: str = "", method: str = "GET", body: Any = None) -> in
     request = urllib.request.Request(url, data=data, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")  # writes take JSON only
     try:
         with urllib.request.urlopen(request, timeout=2) as response:
             return int(response.status)

@@ -442,6 +442,20 @@ def test_an_existing_secret_replaces_the_generated_one(render: Render) -> None:
     assert option(args, "--control-token-file") == []
 
 
+def test_requests_may_name_the_service_and_the_hosts_the_values_add(render: Render) -> None:
+    _, args = _proxy_args(render())
+    service = "sipdispatch"
+    names = [
+        service,
+        f"{service}.voice",
+        f"{service}.voice.svc",
+        f"{service}.voice.svc.cluster.local",
+    ]
+    assert option(args, "--allow-domain") == names
+    _, args = _proxy_args(render("--set", "proxy.allowDomains={203.0.113.10,sip.example.com}"))
+    assert option(args, "--allow-domain") == [*names, "203.0.113.10", "sip.example.com"]
+
+
 def test_calls_drain_before_a_replica_stops(render: Render) -> None:
     deployment, _ = _proxy_args(render())
     pod = deployment["spec"]["template"]["spec"]

@@ -11,6 +11,7 @@ import pytest
 from sipdispatch.dispatch.config import ProbingSpec, ProxyConfig
 from sipdispatch.proxy import cli
 from sipdispatch.proxy.core import CoreSettings
+from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.proxy.settings import (
     DEFAULTS,
     TCP_CONNECTIONS,
@@ -42,9 +43,11 @@ def test_the_command_lines_defaults_are_the_settings_defaults() -> None:
 def test_the_cores_own_defaults_are_the_proxys() -> None:
     core = CoreSettings(local={"udp": ADDRESS}, advertise=ADDRESS)
     built = core_settings(None, DEFAULTS, {"udp": ADDRESS}, ADDRESS)
-    # a dispatcher.list with no flags runs the core as it comes, on the wall clock (routes
-    # expire by the time every replica shares, not by one process's monotonic clock)
-    assert dataclasses.replace(built, clock_offset=0.0) == core
+    # A dispatcher.list with no flags runs the core as it comes, on the wall clock (routes
+    # expire by the time every replica shares, not by one process's monotonic clock), its
+    # policy limited to the proxy's own addresses (the core alone knows none).
+    own = RequestPolicy(domains=frozenset({ADDRESS[0]}))
+    assert dataclasses.replace(built, clock_offset=0.0) == dataclasses.replace(core, policy=own)
     assert built.clock_offset == pytest.approx(time.time() - time.monotonic(), abs=1.0)
 
 
@@ -103,3 +106,43 @@ def test_the_tcp_connection_cap_stays_below_the_descriptor_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if soft >= 2 * TCP_CONNECTIONS:
         assert DEFAULTS.tcp_limits().max_connections == TCP_CONNECTIONS
+
+
+def test_the_request_policy_flags_reach_the_settings_and_default_to_them() -> None:
+    args = cli.build_parser().parse_args(["--dispatcher-list", "x"])
+    names = ("request_policy", "allow_methods", "deny_user_agents", "max_forwards")
+    assert {n: getattr(args, n) for n in names} == {n: getattr(DEFAULTS, n) for n in names}
+    assert (args.allow_domains, args.loop_detection, args.refuse_control_characters) == (
+        [],
+        True,
+        True,
+    )
+    args = cli.build_parser().parse_args(
+        [
+            *("--dispatcher-list", "x", "--allow-methods", "invite,REGISTER"),
+            *("--allow-domain", "sip.example.com", "--deny-user-agents", ""),
+            *("--max-forwards", "20", "--no-loop-detection", "--allow-control-characters"),
+        ]
+    )
+    settings = ProxySettings(
+        allow_methods=args.allow_methods,
+        allow_domains=tuple(args.allow_domains),
+        deny_user_agents=args.deny_user_agents,
+        max_forwards=args.max_forwards,
+        loop_detection=args.loop_detection,
+        refuse_control_characters=args.refuse_control_characters,
+    )
+    policy = core_settings(None, settings, {"udp": ADDRESS}, ADDRESS).policy
+    assert policy.methods == {"INVITE", "REGISTER", "ACK", "CANCEL"}
+    assert policy.domains == {"sip.example.com", ADDRESS[0]}
+    assert (policy.user_agents, policy.max_forwards, policy.loops, policy.controls) == (
+        None,
+        20,
+        False,
+        False,
+    )
+    off = cli.build_parser().parse_args(["--dispatcher-list", "x", "--no-request-policy"])
+    assert off.request_policy is False
+    for bad in ("0", "256"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["--dispatcher-list", "x", "--max-forwards", bad])

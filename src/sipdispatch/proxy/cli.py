@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probing_arguments(parser)
     _add_limit_arguments(parser)
     _add_admission_arguments(parser)
+    _add_policy_arguments(parser)
     return parser
 
 
@@ -217,6 +218,76 @@ def _add_admission_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="close a TCP connection whose message is still incomplete after this long "
         "(%(default)s)",
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names, as the policy flags take them ("" is none)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _hops(text: str) -> int:
+    """A Max-Forwards value: 1 to 255 (0 would make every forwarded request a 483)."""
+    value = int(text)
+    if not 1 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value} is not within 1-255")
+    return value
+
+
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "request policy", "requests refused however well formed (docs/dispatcher.md)"
+    )
+    add = group.add_argument
+    add(
+        "--no-request-policy",
+        dest="request_policy",
+        action="store_false",
+        help="turn every rule below off (to compare, or behind another filter)",
+    )
+    add(
+        "--allow-methods",
+        type=_names,
+        default=DEFAULTS.allow_methods,
+        metavar="M1,M2",
+        help="methods dispatched, others get 405; '*' for any "
+        f"(default: {','.join(DEFAULTS.allow_methods)})",
+    )
+    add(
+        "--allow-domain",
+        dest="allow_domains",
+        action="append",
+        default=list(DEFAULTS.allow_domains),
+        metavar="HOST",
+        help="a host new requests' Request-URI may name besides the proxy's own addresses "
+        "(repeatable; '*' for any)",
+    )
+    add(
+        "--deny-user-agents",
+        type=_names,
+        default=DEFAULTS.deny_user_agents,
+        metavar="S1,S2",
+        help="User-Agent substrings whose requests are dropped unanswered ('' for none; "
+        f"default: {','.join(DEFAULTS.deny_user_agents)})",
+    )
+    add(
+        "--max-forwards",
+        type=_hops,
+        default=DEFAULTS.max_forwards,
+        metavar="N",
+        help="highest Max-Forwards sent on; higher ones received are lowered (%(default)s)",
+    )
+    add(
+        "--no-loop-detection",
+        dest="loop_detection",
+        action="store_false",
+        help="do not answer 482 to a request that comes back unchanged",
+    )
+    add(
+        "--allow-control-characters",
+        dest="refuse_control_characters",
+        action="store_false",
+        help="do not answer 400 to control characters (bare CR, NUL...) in header fields",
     )
 
 
@@ -462,6 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tcp_max_per_source=args.tcp_max_per_source,
         tcp_idle_timeout=args.tcp_idle_timeout,
         tcp_message_timeout=args.tcp_message_timeout,
+        request_policy=args.request_policy,
+        allow_methods=args.allow_methods,
+        allow_domains=tuple(args.allow_domains),
+        deny_user_agents=args.deny_user_agents,
+        max_forwards=args.max_forwards,
+        loop_detection=args.loop_detection,
+        refuse_control_characters=args.refuse_control_characters,
     )
     try:
         _run(ProxyServer(source, settings, companions))

@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             view = _call(args.url, "GET", "/v1/destinations", token)
             print(json.dumps(view, indent=2) if args.json else format_table(view))
         elif args.command == "reload":
-            _call(args.url, "POST", "/v1/reload", token)
+            _call(args.url, "POST", "/v1/reload", token, {})  # writes take JSON only
             print("reloaded")
         elif args.command == "set-state":
             body = {"set": args.set_id, "uri": args.uri, "state": args.state}

@@ -104,6 +104,8 @@ class MessageRejected:
     source: tuple[str, int] | None = None  # None for responses: their source is not checked
     #: the `MessageLimits` field it exceeded ("message-size", "via-count"...), else ""
     limit: str = ""
+    #: the request policy rule that refused it ("method", "domain", "user-agent"...), else ""
+    rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)

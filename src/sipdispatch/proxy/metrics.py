@@ -232,8 +232,10 @@ class ProxyMetrics:
         )
         self.refused = Counter(
             "sipdispatch_requests_refused",
-            "Requests routing answered itself, by cause (route, untrusted-source, hairpin,"
-            " unrouted, missing-hash-key) and the route that refused them",
+            "Requests the proxy answered itself instead of dispatching them, by reason: "
+            "routing's (route, untrusted-source, hairpin, unrouted, missing-hash-key, with the "
+            "route that refused them) and the request policy's (user-agent, control-character, "
+            "method, loop, domain; route empty)",
             ["reason", "route"],
             registry=registry,
         )
@@ -338,6 +340,8 @@ class ProxyMetrics:
                 self.rejected.labels(str(event.status)).inc()
                 if event.limit:
                     self.over_limit.labels(event.limit).inc()
+                if event.rule:
+                    self.refused.labels(event.rule, "").inc()
             elif isinstance(event, HandlingFailed):
                 self.handling_failed.labels(event.stage).inc()
             elif isinstance(event, NoDestination):

@@ -10,7 +10,9 @@ core with its transports, the metrics and the control API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy import routekeys
-from sipdispatch.proxy.control.app import make_app, start_control
+from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
 from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
@@ -147,8 +149,11 @@ class ProxyServer:
         # first table is awaited, which in Kubernetes mode can take until a DispatcherSet exists.
         if settings.control:
             host, _, port = settings.control.rpartition(":")
-            app = make_app(self, self.registry, settings.control_token)
-            self._control = await start_control(app, host.strip("[]") or "127.0.0.1", int(port))
+            host = host.strip("[]") or "127.0.0.1"
+            app = make_app(
+                self, self.registry, _control_token(settings, host), open_locally=is_loopback(host)
+            )
+            self._control = await start_control(app, host, int(port))
             log.info("control API on http://%s", settings.control)
         loaded = await self.tables.first()
         table = self.tables.table
@@ -177,8 +182,9 @@ class ProxyServer:
             metrics.observe(events)
             health.observe(events)
 
+        names = _wildcard_names() if any(x.host in _WILDCARDS for x in self.listeners) else ()
         engine = Engine(
-            core_settings(loaded.config, settings, local, advertise),
+            core_settings(loaded.config, settings, local, advertise, names),
             table,
             signer,
             on_events,
@@ -285,6 +291,32 @@ class ProxyServer:
                 self.engine.udp.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+
+
+def _control_token(settings: ProxySettings, host: str) -> str:
+    """The token of the control API's write calls: the one given; with none, none on a
+    loopback address (only this host's clients reach it), else one made for this run and
+    printed, so that writes are never open to the network."""
+    if settings.control_token or is_loopback(host):
+        return settings.control_token
+    token = secrets.token_urlsafe(24)
+    log.warning(
+        "control API on %s with no token given: write calls need this one, made for this "
+        "run (give --control-token-file to choose it): %s",
+        settings.control,
+        token,
+    )
+    return token
+
+
+def _wildcard_names() -> set[str]:
+    """What a listener on every address answers for: this host's name, its addresses, and
+    loopback (the Request-URI domains of the request policy)."""
+    hostname = socket.gethostname()
+    names = {hostname, "localhost", "127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):  # a name that does not resolve: it and loopback only
+        names.update(str(info[4][0]) for info in socket.getaddrinfo(hostname, None))
+    return names
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:

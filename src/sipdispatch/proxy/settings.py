@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.proxy.core import Address, CoreSettings
 from sipdispatch.proxy.core.admission import AdmissionSettings
+from sipdispatch.proxy.core.policy import (
+    DEFAULT_METHODS,
+    OFF,
+    SCANNER_USER_AGENTS,
+    RequestPolicy,
+)
 from sipdispatch.proxy.transport.tcp import TcpLimits
 from sipdispatch.proxy.wallclock import clock_offset
 from sipdispatch.sip.limits import MessageLimits
@@ -37,6 +44,9 @@ _LIMITS = MessageLimits()
 _ADMISSION = AdmissionSettings()
 #: Kamailio's tcp_max_connections: the cap on inbound TCP connections when the descriptors allow
 TCP_CONNECTIONS = 2048
+_POLICY = RequestPolicy()
+#: in ``allow_domains`` or ``allow_methods``: any host, any method
+ANY = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +68,8 @@ class ProxySettings:
     timer_t1: float = _CORE.timers.t1
     #: ``IP:PORT`` of the HTTP control API; None disables it
     control: str | None = "127.0.0.1:8080"
-    #: bearer token required by write calls of the control API ("" = none)
+    #: bearer token required by write calls of the control API; "" = none given: writes are
+    #: then open on a loopback ``control`` address only, else a token is made and logged
     control_token: str = ""
     #: on SIGTERM, how long transactions in flight may take to finish before the proxy exits
     drain_timeout: float = 10.0
@@ -82,6 +93,22 @@ class ProxySettings:
     max_via: int = _LIMITS.max_via
     #: elements of the Route list, and of the Record-Route list; more get 400
     max_route: int = _LIMITS.max_route
+    #: the request policy as a whole; off, every rule below is (for comparisons, benches)
+    request_policy: bool = True
+    #: methods dispatched, ``*``: any; others get 405 with Allow (ACK and CANCEL always pass)
+    allow_methods: tuple[str, ...] = DEFAULT_METHODS
+    #: hosts a new request's Request-URI may name besides the proxy's own (the advertised
+    #: address and the listeners'); ``*``: any host
+    allow_domains: tuple[str, ...] = ()
+    #: User-Agent substrings (case-insensitive) whose requests are dropped without an answer
+    deny_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
+    #: highest Max-Forwards sent downstream: a higher one received is lowered to it
+    max_forwards: int = _POLICY.max_forwards
+    #: answer 482 to a request that comes back unchanged (RFC 3261 16.3 item 4)
+    loop_detection: bool = _POLICY.loops
+    #: answer 400 to a request with a control character (bare CR or LF, NUL...) in its header
+    #: section
+    refuse_control_characters: bool = _POLICY.controls
 
     #: new (out-of-dialog) requests per second from one source IP; more are refused (0: off)
     source_rate: int = _ADMISSION.source_rate
@@ -122,6 +149,27 @@ class ProxySettings:
             self.max_line_length,
             self.max_via,
             self.max_route,
+        )
+
+    def request_policy_for(
+        self, local: dict[str, Address], advertise: Address, names: Iterable[str] = ()
+    ) -> RequestPolicy:
+        """The request policy of a proxy listening on ``local`` and advertising ``advertise``:
+        those hosts, ``names`` (what a wildcard listener answers for) and ``allow_domains``
+        are the hosts a Request-URI may name."""
+        if not self.request_policy:
+            return OFF
+        domains: frozenset[str] | None = None
+        if ANY not in self.allow_domains:
+            hosts = {advertise[0], *(host for host, _ in local.values()), *names}
+            domains = frozenset(hosts.union(self.allow_domains))
+        return RequestPolicy(
+            None if ANY in self.allow_methods else self.allow_methods,
+            domains,
+            self.deny_user_agents,
+            self.max_forwards,
+            loops=self.loop_detection,
+            controls=self.refuse_control_characters,
         )
 
     def admission(self) -> AdmissionSettings:
@@ -200,6 +248,7 @@ def core_settings(
     settings: ProxySettings,
     local: dict[str, Address],
     advertise: Address,
+    names: Iterable[str] = (),
 ) -> CoreSettings:
     """What the core runs with: timers from ``settings``, failover from the config's section
     (a table without a config fails over as an empty section says)."""
@@ -217,6 +266,7 @@ def core_settings(
         challenge_affinity_size=settings.challenge_affinity_size,
         source_header=settings.source_header,
         admission=settings.admission(),
+        policy=settings.request_policy_for(local, advertise, names),
     )
     return with_failover(base, config)
 

@@ -17,7 +17,14 @@ from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
-__all__ = ["MAX_MESSAGE_SIZE", "MessageError", "StreamFramer", "is_keepalive", "parse"]
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "ControlCharacterError",
+    "MessageError",
+    "StreamFramer",
+    "is_keepalive",
+    "parse",
+]
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
 MAX_MESSAGE_SIZE = 65535
@@ -31,6 +38,15 @@ class MessageError(RemoteProtocolError):
     def __init__(self, message: str, partial: Request | Response | None, status: int = 400) -> None:
         super().__init__(message, status)
         self.partial = partial
+
+
+class ControlCharacterError(MessageError):
+    """A request whose header section holds a control character other than HTAB and its line
+    ends (a bare CR or LF, NUL...); ``partial`` is the whole request, parsed."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__("control character in the header section", request)
+        self.request = request
 
 
 def is_keepalive(data: bytes) -> bool:
@@ -113,7 +129,11 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
 
 
 def parse(
-    data: bytes, *, datagram: bool = True, limits: MessageLimits = _UNLIMITED
+    data: bytes,
+    *,
+    datagram: bool = True,
+    limits: MessageLimits = _UNLIMITED,
+    controls: bool = False,
 ) -> Request | Response:
     """Parse one SIP message.
 
@@ -126,17 +146,31 @@ def parse(
     before any of their values is: a message over one raises ``LimitExceededError``, as does a
     stream message whose Content-Length takes it over the size limit (the framer passes such a
     message on without its body).
+
+    ``controls``: raise ``ControlCharacterError`` (once all the rest is parsed) for a request
+    with a control character in its header section other than HTAB and the line ends.
+    Responses are not checked: they come from the destinations, and the fields they copy
+    from a request were checked in it.
     """
     data = data.lstrip(b"\r\n")
     if len(data) > limits.max_message_size:
         raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
     text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    crlf = "\r\n" in text
+    lines = text.split("\r\n") if crlf else text.split("\n")
     # Cutting lines is C work: the limits are checked before any header is read.
     count = len(lines)  # the header lines and the start line
     if count > limits.max_headers or len(head) > limits.max_line_length:
         check_head(head, count - 1, limits)
+    # The line ends are all the control characters a clean header section holds: one
+    # translate (a C loop) deletes every control character, the count says if that was all.
+    tainted = (
+        controls
+        and not text.startswith("SIP/")
+        and len(head) - len(head.translate(None, grammar.CONTROL_BYTES))
+        != (count - 1) * (2 if crlf else 1)
+    )
     headers = Headers(_parse_headers(lines[1:]))
     if count + text.count(",") > limits.shortest_list:
         check_lists(headers, limits)
@@ -161,6 +195,8 @@ def parse(
     elif length > available:
         raise MessageError(f"Content-Length {length} exceeds the {available} bytes sent", message)
     message.body = data[body_start : body_start + length]
+    if tainted and isinstance(message, Request):
+        raise ControlCharacterError(message)
     return message
 
 

@@ -63,6 +63,11 @@ PARAM_NAME: Final = TOKEN
 GEN_VALUE: Final = re.compile(rf"[{TOKEN_CHARS}:\[\]]+")
 
 
+#: the control characters (CTL, RFC 5234 B.1) but HTAB: a header section holds them only as
+#: its line ends (CR LF), and a header value never, quoted-pair or not
+CONTROL_BYTES: Final = bytes([*range(9), *range(10, 32), 127])
+
+
 def is_digits(text: str) -> bool:
     """``1*DIGIT`` with DIGIT = %x30-39: ``str.isdigit`` alone also takes "²" and other
     Unicode digits, which ``int`` then refuses or reads as something else."""

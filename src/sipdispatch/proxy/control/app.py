@@ -1,13 +1,20 @@
 """The control API of DESIGN.md 3.2, served inside the proxy's own loop (AppRunner/TCPSite).
 
-Read calls are open; write calls (reload, set-state) need ``Authorization: Bearer <token>``
-when a token is configured. Errors are JSON objects with a ``message``.
+Read calls are open. Write calls (reload, set-state) take ``application/json`` only, so that no
+web page can make a browser send one without a CORS preflight (which this API never grants):
+a cross-site form or ``text/plain`` POST gets 415. They need ``Authorization: Bearer <token>``
+when the API has a token; without one they are open only when the API is bound to loopback
+(``open_locally``), and then only to a client that names it by a loopback Host, so that a page
+whose DNS name is rebound to 127.0.0.1 cannot reach them either. Errors are JSON objects with a
+``message``.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -18,7 +25,7 @@ from sipdispatch.dispatch.health import ADMIN_CODES
 from sipdispatch.proxy.control.views import table_view
 from sipdispatch.proxy.wallclock import clock_offset
 
-__all__ = ["ControlledProxy", "make_app", "start_control"]
+__all__ = ["ControlledProxy", "is_loopback", "make_app", "start_control"]
 
 
 class ControlledProxy(Protocol):
@@ -42,18 +49,53 @@ class ControlledProxy(Protocol):
 PROXY = web.AppKey("proxy", ControlledProxy)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 TOKEN = web.AppKey("token", str)
+#: write calls without a token are allowed (no token, and the API bound to loopback)
+OPEN_LOCALLY = web.AppKey("open_locally", bool)
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(header: str) -> str:
+    """The host of a Host header (``name:port``, ``[v6]:port``)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 def _authorized(request: web.Request) -> bool:
     token = request.app[TOKEN]
     if not token:
-        return True
+        return request.app[OPEN_LOCALLY] and is_loopback(_host_of(request.host))
     given = request.headers.get("Authorization", "")
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def guard_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every write call: JSON only (no simple cross-site request), then the token."""
+    if request.method in _WRITES:
+        if request.content_type != "application/json":
+            return _error(415, "write calls take a JSON body (Content-Type: application/json)")
+        if not _authorized(request):
+            return _error(401, "a valid bearer token is required")
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -86,8 +128,6 @@ async def destinations(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _error(401, "a valid bearer token is required")
     try:
         await request.app[PROXY].reload()
     except ValueError as exc:
@@ -96,8 +136,6 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def set_state(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _error(401, "a valid bearer token is required")
     try:
         body = await request.json()
     except json.JSONDecodeError:
@@ -119,12 +157,19 @@ async def set_state(request: web.Request) -> web.Response:
 
 
 def make_app(
-    proxy: ControlledProxy, registry: CollectorRegistry, token: str = ""
+    proxy: ControlledProxy,
+    registry: CollectorRegistry,
+    token: str = "",
+    *,
+    open_locally: bool = False,
 ) -> web.Application:
-    app = web.Application()
+    """The control API; write calls need ``token``, or with none, ``open_locally`` (the API
+    is bound to loopback), else they are refused."""
+    app = web.Application(middlewares=[guard_writes])
     app[PROXY] = proxy
     app[REGISTRY] = registry
     app[TOKEN] = token
+    app[OPEN_LOCALLY] = open_locally
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -159,7 +159,7 @@ class Dialogs:
             return
         headers = request.headers
         headers.pop_first("route")
-        count_hop(request)
+        count_hop(request, self.settings.policy.max_forwards)
         branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via)}"
         headers.push_first("Via", via_value(next_transport, local, branch))
         out.sends.append(Send(next_transport, address, request.to_bytes()))

@@ -22,6 +22,7 @@ from sipdispatch.proxy.core.outbox import (
     count_hop,
     via_value,
 )
+from sipdispatch.proxy.core.policy import loop_tag
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, RequestSelection, Selector
 from sipdispatch.proxy.core.transaction import (
     STEPS,
@@ -204,12 +205,17 @@ class Forwarder:
         self, txn: ProxyTransaction, hop: Hop, local: Address, now: float, out: Outbox
     ) -> None:
         # Signed over the Via below ours, like stateless branches: a late 2xx is then relayed
-        # only to the hop that really sent the INVITE.
-        branch_id = f"{BRANCH_PREFIX}T{next(self._ids):x}.{self.signer.sign('via', txn.via)}"
+        # only to the hop that really sent the INVITE. The loop tag between them lets this
+        # proxy know the request if it ever comes back unchanged (``Proxy._looped``).
+        signature = self.signer.sign("via", txn.via)
+        if txn.loop_tag is None and self.settings.policy.loops:
+            txn.loop_tag = loop_tag(txn.request)
+        tag = f".{txn.loop_tag}" if txn.loop_tag is not None else ""
+        branch_id = f"{BRANCH_PREFIX}T{next(self._ids):x}{tag}.{signature}"
         via = via_value(hop.transport, local, branch_id)
         branch = Branch(txn, hop, branch_id, via)
         outgoing = txn.request_for_downstream()
-        count_hop(outgoing)
+        count_hop(outgoing, self.settings.policy.max_forwards)
         if outgoing.method in _DIALOG_METHODS:
             settings = self.settings
             expires = int(now + settings.clock_offset + settings.dialog_lifetime)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 
+from sipdispatch.proxy.core.policy import PolicyRefusalError
 from sipdispatch.proxy.core.records import Address, Hop, Send
 from sipdispatch.proxy.events import CoreEvent, MessageRejected
 from sipdispatch.sip import values
@@ -92,7 +93,10 @@ class Outbox:
         kind = "request" if isinstance(message, Request) else "message"
         call_id = message.call_id if message is not None else "?"
         limit = exc.limit if isinstance(exc, LimitExceededError) else ""
-        self.events.append(MessageRejected(exc.status, str(exc), kind, call_id, source, limit))
+        rule = exc.rule if isinstance(exc, PolicyRefusalError) else ""
+        self.events.append(
+            MessageRejected(exc.status, str(exc), kind, call_id, source, limit, rule)
+        )
 
 
 REASONS = {
@@ -101,6 +105,7 @@ REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Request Entity Too Large",
     416: "Unsupported URI Scheme",
@@ -176,8 +181,10 @@ def via_value(transport: str, local: Address, branch: str) -> str:
     return f"SIP/2.0/{transport.upper()} {format_host(local[0], local[1])};branch={branch};rport"
 
 
-def count_hop(request: Request) -> None:
-    """Max-Forwards one lower, or 70 when the request had none (RFC 3261 16.6 step 3)."""
+def count_hop(request: Request, ceiling: int = 255) -> None:
+    """Max-Forwards one lower, or 70 when the request had none (RFC 3261 16.6 step 3), and
+    never over ``ceiling`` (a sender's 255 would let a loop run 255 hops)."""
     headers = request.headers
     max_forwards = headers.get("max-forwards")
-    headers.set("Max-Forwards", "70" if max_forwards is None else str(int(max_forwards) - 1))
+    hops = 70 if max_forwards is None else int(max_forwards) - 1
+    headers.set("Max-Forwards", str(hops if hops <= ceiling else ceiling))

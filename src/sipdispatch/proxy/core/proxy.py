@@ -21,6 +21,7 @@ from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
+from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
@@ -36,6 +37,18 @@ _AFTER_PREFIX = len(BRANCH_PREFIX)
 _NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
 #: what marks a request as in-dialog before it is parsed: the signature of our own Route
 _DIALOG_MARK = b";sig="
+#: what every transaction branch of this proxy starts with: a request holding none never looped
+_OUR_BRANCH = BRANCH_PREFIX + "T"
+_LOOP_MARK = _OUR_BRANCH.encode()
+
+
+def _control_characters() -> PolicyRefusalError:
+    return PolicyRefusalError(
+        "control-character",
+        "control character in the header section",
+        400,
+        "Control Character In Header",
+    )
 
 
 class Proxy:
@@ -74,8 +87,17 @@ class Proxy:
             if refused:
                 self._over_rate(data, source, transport, out)
                 return out
+        settings = self._settings
         try:
-            message = codec.parse(data, datagram=transport == "udp", limits=self._settings.limits)
+            message = codec.parse(
+                data,
+                datagram=transport == "udp",
+                limits=settings.limits,
+                controls=settings.policy.controls,
+            )
+        except codec.ControlCharacterError as tainted:
+            self._tainted(tainted.request, source, transport, out)
+            return out
         except codec.MessageError as partial_error:
             out.reject(partial_error.partial, partial_error, source, transport)
             return out
@@ -87,7 +109,7 @@ class Proxy:
             return out
         try:
             if isinstance(message, Request):
-                self._on_request(message, source, transport, now, out)
+                self._on_request(message, data, source, transport, now, out)
             else:
                 self._on_response(message, source, transport, now, out)
         except RemoteProtocolError as late_error:
@@ -182,13 +204,26 @@ class Proxy:
 
     # ------------------------------------------------------------------ requests
 
-    def _on_request(
-        self, request: Request, source: Address, transport: str, now: float, out: Outbox
+    def _on_request(  # noqa: PLR0917 - the message, its bytes, its origin, the time, the outbox
+        self,
+        request: Request,
+        data: bytes,
+        source: Address,
+        transport: str,
+        now: float,
+        out: Outbox,
     ) -> None:
+        policy = self._settings.policy
+        if policy.active and (refusal := policy.refused_agent(request)) is not None:
+            self._refused(request, refusal, source, transport, out)  # before any validation
+            return
         try:
             top = validation.validate_request(request)
         except RemoteProtocolError as exc:
             out.reject(request, exc, source, transport)
+            return
+        if policy.active and (refusal := policy.refused_method(request)) is not None:
+            self._refused(request, refusal, source, transport, out)
             return
         # The top Via is read once, here: its parsed form gives the key, the stamped text is
         # what goes downstream and what our branch signatures cover.
@@ -210,7 +245,9 @@ class Proxy:
         if method == "CANCEL":
             forwarder.on_cancel(request, key, upstream, now, out)
             return
-        if forwarder.retransmission(key, out) or self._refuse(request, source, transport, out):
+        if forwarder.retransmission(key, out) or self._refuse(
+            request, data, source, transport, out
+        ):
             return
         route = request.headers.first_value("route")
         if route is not None:
@@ -219,15 +256,42 @@ class Proxy:
             out.respond(request, 404, source, transport, reason="Not Here")
         elif self._is_for_us(request):
             out.respond(request, 200, source, transport)
+        elif policy.active and (refusal := policy.refused_domain(request)) is not None:
+            self._refused(request, refusal, source, transport, out)
         else:
             forwarder.start(request, key, via, upstream, now, out)
 
-    def _refuse(self, request: Request, source: Address, transport: str, out: Outbox) -> bool:
+    def _tainted(self, request: Request, source: Address, transport: str, out: Outbox) -> None:
+        """A request with a control character in its header section gets 400 (unless a
+        scanner sent it: no answer then either)."""
+        refusal = self._settings.policy.refused_agent(request) or _control_characters()
+        self._refused(request, refusal, source, transport, out)
+
+    def _refused(
+        self,
+        request: Request,
+        refusal: PolicyRefusalError,
+        source: Address,
+        transport: str,
+        out: Outbox,
+    ) -> None:
+        """Answer (or silently drop) a request the policy refuses, and report it."""
+        out.rejected(request, refusal, source)
+        if refusal.silent or request.method == "ACK" or request.headers.get("via") is None:
+            return
+        extra = [("Allow", self._settings.policy.allow)] if refusal.status == 405 else None
+        out.respond(request, refusal.status, source, transport, reason=refusal.reason, extra=extra)
+
+    def _refuse(
+        self, request: Request, data: bytes, source: Address, transport: str, out: Outbox
+    ) -> bool:
         """Checks of RFC 3261 16.3 that end in a response of our own (reported like errors)."""
         max_forwards = request.headers.get("max-forwards")
+        extra: list[tuple[str, str]] = []
         if max_forwards is not None and int(max_forwards) == 0:
             refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
-            extra: list[tuple[str, str]] = []
+        elif self._settings.policy.loops and _LOOP_MARK in data and self._looped(request):
+            refusal = PolicyRefusalError("loop", "the request came back unchanged", 482)
         elif required := request.headers.values("proxy-require"):
             refusal = RemoteProtocolError(f"Proxy-Require {', '.join(required)}", 420)
             extra = [("Unsupported", ", ".join(required))]
@@ -236,6 +300,27 @@ class Proxy:
         out.rejected(request, refusal, source)
         out.respond(request, refusal.status, source, transport, extra=extra)
         return True
+
+    def _looped(self, request: Request) -> bool:
+        """RFC 3261 16.3 item 4: one of our own Vias (our address, our branch) carries the
+        loop tag this request has now. A spiral (a Request-URI or To changed on the way)
+        has another tag and goes on."""
+        ours = self._settings.local.values()
+        tag: str | None = None
+        for value in request.headers.values("via"):
+            if _OUR_BRANCH not in value:
+                continue
+            via = values.parse_via(value)
+            if (via.host.strip("[]"), via.port or 5060) not in ours:
+                continue
+            parts = (via.branch or "")[len(_OUR_BRANCH) :].split(".")
+            if len(parts) != 3:
+                continue  # a branch made without loop detection
+            if tag is None:
+                tag = loop_tag(request)
+            if parts[1] == tag:
+                return True
+        return False
 
     def _is_for_us(self, request: Request) -> bool:
         """OPTIONS to the balancer itself (a health check) is answered, not dispatched."""

@@ -16,6 +16,7 @@ from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.dispatch.routes import Refusal
 from sipdispatch.proxy.core.admission import AdmissionSettings
+from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
@@ -205,6 +206,8 @@ class CoreSettings:
     source_header: str | None = None
     #: per-source request rates and the cap on live transactions
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    #: which requests are refused however well formed (``policy.OFF``: none)
+    policy: RequestPolicy = field(default_factory=RequestPolicy)
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: the advertised address or a listener's."""

@@ -65,6 +65,7 @@ class ProxyTransaction(Timed):
         "candidates",
         "key",
         "last_response",
+        "loop_tag",
         "parallel",
         "request",
         "server",
@@ -96,6 +97,9 @@ class ProxyTransaction(Timed):
         self.best: Response | None = None
         self.cancelled = False
         self.parallel = False
+        #: what loop detection knows the request by (``policy.loop_tag``), made at the first
+        #: branch when loop detection is on
+        self.loop_tag: str | None = None
 
     @property
     def deadline(self) -> float | None:
