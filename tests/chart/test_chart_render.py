@@ -307,6 +307,7 @@ def test_the_operator_elects_a_writer_with_liveness_metrics_and_its_namespaces(
     args = operator_parser().parse_args(each["args"])
     assert args.standalone, "no kopf peering: the Lease elects the writer"
     assert args.lease == "sipdispatch-operator"
+    assert args.lease_namespace == "$(POD_NAMESPACE)", "from the downward API, in env"
     assert args.watch_timeout == 60
     assert args.namespace == ["voice", "voice-staging"]
     assert args.liveness == "http://0.0.0.0:8080/healthz"
