@@ -279,7 +279,8 @@ def test_a_second_release_cannot_add_an_overlapping_operator(kube_cluster: KubeC
     )
     first = "first"
     try:
-        helm("install", first, str(CHART), "-n", first_ns)
+        notes = helm("install", first, str(CHART), "-n", first_ns)
+        assert "One operator per namespace: a release in another namespace sets" in notes
         for values in ([], ["--set", f"operator.watchNamespaces={{{second_ns}}}"]):
             with pytest.raises(KubeCommandError) as refused:
                 helm("install", "second", str(CHART), "-n", second_ns, *values)
