@@ -225,6 +225,43 @@ def test_two_operators_one_writer_and_the_other_takes_over(
         assert after["sipdispatch_operator_last_success_timestamp_seconds"] > time.time() - 30
         print(f"\nthe second operator led {took_over:.1f}s after the first stopped")
         assert took_over < 5, "a released Lease is taken at the next attempt (every 2 s)"
+
+        # A leader that dies (SIGKILL: nothing released) is replaced once its Lease was not
+        # renewed for the lease duration (15 s), as the one standing by observed it.
+        ports.append(free_port())
+        operators.append(
+            OperatorProcess(
+                tmp_path,
+                identities.operator,
+                namespace,
+                "--lease",
+                LEASE,
+                "--lease-namespace",
+                namespace,
+                "--metrics",
+                f"http://127.0.0.1:{ports[2]}/metrics",
+                name="operator-2",
+            ).start()
+        )
+        time.sleep(2.5)  # it has seen the Lease held at least once
+        assert _metrics(ports[2])["sipdispatch_operator_leader"] == 0.0
+        killed = time.monotonic()
+        operators[second].process.kill()
+        wait_for(
+            "the third operator to lead",
+            lambda: _metrics(ports[2])["sipdispatch_operator_leader"] == 1.0,
+            30,
+            interval=0.2,
+        )
+        replaced = time.monotonic() - killed
+        print(f"the third operator led {replaced:.1f}s after the second was killed")
+        assert 13 < replaced < 20, "the lease duration (15 s) plus at most a retry (2 s)"
+        apply(kubectl, namespace, _trunk("sip:10.9.0.4:5060"))
+        wait_for(
+            "the third leader's table",
+            lambda: _uris(kubectl, namespace) == ["sip:10.9.0.4:5060"],
+            20,
+        )
         for operator in operators:
             assert "Forbidden" not in operator.log(), operator.log()[-3000:]
     finally:
