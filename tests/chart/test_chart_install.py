@@ -27,7 +27,7 @@ import pytest
 import yaml
 from charthelpers import CHART, CI_VALUES, REPO, container, expand, find
 
-from kubecluster import KubeCluster
+from kubecluster import KubeCluster, KubeCommandError
 from sipphelpers import ManagedProcess, free_port, sip_options_ping
 
 pytestmark = pytest.mark.k8s
@@ -167,7 +167,8 @@ def test_an_upgrade_keeps_the_generated_secret(
     kept = _secret_data(kubectl, ns, "keep-sipdispatch-secret")
     assert kept == {**first, "record-route-secret": rotated}
     other = release("other")
-    helm("install", other, str(CHART), "-n", ns)
+    # One operator per namespace: the second release relies on the first one's.
+    helm("install", other, str(CHART), "-n", ns, "--set", "operator.enabled=false")
     assert _secret_data(kubectl, ns, "other-sipdispatch-secret") != first, "random per release"
 
 
@@ -214,6 +215,137 @@ def test_the_charts_crds_are_accepted_by_the_api_server(
     assert out.count("customresourcedefinition.apiextensions.k8s.io/") == 2
 
 
+# ----------------------------------------------------------------------------- the operator's reach
+
+
+def _refusal(kube_cluster: KubeCluster, kubeconfig: Path, *args: str, body: str = "") -> str:
+    """stderr of a kubectl command that must fail; "" when it succeeded."""
+    proc = kube_cluster.run(
+        "kubectl", *args, kubeconfig=kubeconfig, input=body or None, check=False
+    )
+    return "" if proc.returncode == 0 else proc.stderr
+
+
+def _config_map(name: str, namespace: str, labels: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": {"table.yaml": "sets: []\n"},
+        }
+    )
+
+
+def test_the_cluster_wide_operator_may_write_only_its_tables(
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    release: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """RBAC lets the cluster-wide operator write every ConfigMap; the chart's admission policy
+    refuses all but its tables, shown by real requests as its ServiceAccount."""
+    ns, kubectl = kube_namespace, kube_cluster.kubectl
+    _install_crds(kubectl)
+    if kube_cluster.run(
+        "kubectl", "get", "cm", "coredns", "-n", "kube-system", check=False
+    ).returncode:
+        kubectl(
+            "create", "configmap", "coredns", "-n", "kube-system", "--from-literal=Corefile=.:53"
+        )
+    name = release("reach")
+    kube_cluster.helm("install", name, str(CHART), "-n", ns)
+    operator = kube_cluster.serviceaccount_kubeconfig(
+        f"{name}-sipdispatch-operator", ns, tmp_path / "operator.kubeconfig", create=False
+    )
+    can_i = kube_cluster.run(
+        "kubectl", "auth", "can-i", "patch", "configmaps/coredns", "-n", "kube-system",
+        kubeconfig=operator, check=False,
+    )  # fmt: skip
+    assert can_i.stdout.strip() == "yes", "RBAC alone would allow it (the cluster-wide mode)"
+    patch = ("patch", "configmap", "coredns", "-n", "kube-system", "--type=merge",
+             "-p", '{"data":{"Corefile":"hijacked"}}')  # fmt: skip
+    # Admission runs on a server-side dry run too: wait there until the policy is in force.
+    _wait(
+        "the policy to be in force",
+        lambda: _refusal(kube_cluster, operator, *patch, "--dry-run=server"),
+        30,
+    )
+    refused = _refusal(kube_cluster, operator, *patch)
+    assert "ValidatingAdmissionPolicy" in refused, refused
+    assert "writes only its tables" in refused, refused
+    corefile = json.loads(kubectl("get", "cm", "coredns", "-n", "kube-system", "-o", "json"))
+    assert corefile["data"] == {"Corefile": ".:53"}
+    # Labelling someone else's ConfigMap as a table is no way in either, even one named so.
+    owned = {"app.kubernetes.io/managed-by": "sipdispatch-operator"}
+    kubectl("create", "configmap", "cluster-table", "-n", "kube-system", "--from-literal=k=v")
+    relabel = ("label", "configmap", "cluster-table", "-n", "kube-system",
+               "sipdispatch.io/proxy=cluster", *(f"{k}={v}" for k, v in owned.items()))  # fmt: skip
+    assert "may not take over a ConfigMap" in _refusal(kube_cluster, operator, *relabel)
+    relabel = ("label", "configmap", "coredns", "-n", "kube-system",
+               "sipdispatch.io/proxy=coredns", *(f"{k}={v}" for k, v in owned.items()))  # fmt: skip
+    assert "writes only its tables" in _refusal(kube_cluster, operator, *relabel)
+    # A new ConfigMap that is not a table: refused; its tables, in any namespace: allowed.
+    other = kube_cluster.create_namespace("apps")
+    assert "writes only its tables" in _refusal(
+        kube_cluster, operator, "apply", "--server-side", "--field-manager=sipdispatch-operator",
+        "-f", "-", body=_config_map("app-settings", other, {}),
+    )  # fmt: skip
+    edge = {**owned, "sipdispatch.io/proxy": "edge"}
+    assert "writes only its tables" in _refusal(
+        kube_cluster, operator, "apply", "--server-side", "--field-manager=sipdispatch-operator",
+        "-f", "-", body=_config_map("edge-settings", other, edge),
+    )  # fmt: skip
+    table = _config_map("edge-table", other, edge)
+    for _ in range(2):  # created, then changed
+        assert _refusal(
+            kube_cluster, operator, "apply", "--server-side",
+            "--field-manager=sipdispatch-operator", "-f", "-", body=table,
+        ) == ""  # fmt: skip
+        table = table.replace("sets: []", "sets: [] # again")
+    with pytest.raises(KubeCommandError, match="forbidden"):
+        kubectl("delete", "configmap", "edge-table", "-n", other, kubeconfig=operator)
+    kube_cluster.delete_namespace(other)
+
+
+def test_a_second_release_cannot_add_an_overlapping_operator(kube_cluster: KubeCluster) -> None:
+    helm = kube_cluster.helm
+    _install_crds(kube_cluster.kubectl)
+    first_ns, second_ns = (
+        kube_cluster.create_namespace("first"),
+        kube_cluster.create_namespace("second"),
+    )
+    first = "first"
+    try:
+        notes = helm("install", first, str(CHART), "-n", first_ns)
+        assert "One operator per namespace: a release in another namespace sets" in notes
+        for values in ([], ["--set", f"operator.watchNamespaces={{{second_ns}}}"]):
+            with pytest.raises(KubeCommandError) as refused:
+                helm("install", "second", str(CHART), "-n", second_ns, *values)
+            assert (
+                f"release {first_ns}/{first} runs an operator that watches every namespace"
+                in refused.value.stderr
+            ), refused.value.stderr
+            assert "operator.enabled=false" in refused.value.stderr
+        helm("install", "second", str(CHART), "-n", second_ns, "--set", "operator.enabled=false")
+        helm("upgrade", first, str(CHART), "-n", first_ns, "--set", "proxy.replicas=3")
+        helm("uninstall", "second", "-n", second_ns)
+        helm("uninstall", first, "-n", first_ns)
+        # Namespaced operators side by side are fine; a cluster-wide one over them is not.
+        helm("install", "second", str(CHART), "-n", second_ns,
+             "--set", f"operator.watchNamespaces={{{second_ns}}}")  # fmt: skip
+        helm("install", first, str(CHART), "-n", first_ns,
+             "--set", f"operator.watchNamespaces={{{first_ns}}}")  # fmt: skip
+        with pytest.raises(KubeCommandError) as refused:
+            helm("install", "third", str(CHART), "-n", first_ns, "--set", "fullnameOverride=third")
+        assert f"runs an operator that watches namespace {second_ns}" in refused.value.stderr
+    finally:
+        for namespace, name in ((second_ns, "second"), (first_ns, first)):
+            helm("uninstall", name, "-n", namespace, "--ignore-not-found")
+        kube_cluster.delete_namespace(first_ns)
+        kube_cluster.delete_namespace(second_ns)
+
+
 # ----------------------------------------------------------------------------- the commands
 
 
@@ -233,7 +365,7 @@ def _get(url: str, token: str = "", method: str = "GET", body: Any = None) -> in
         return 0
 
 
-def _body(url: str) -> str:
+def _read(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return str(response.read().decode())
@@ -271,11 +403,13 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
     ns, helm, kubectl = kube_namespace, kube_cluster.helm, kube_cluster.kubectl
     _install_crds(kubectl)
     sip_port, control_port, health_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     name = release("run")
     helm(
         "install", name, str(CHART), "-n", ns,
         "--set", f"operator.watchNamespaces={{{ns}}}",
         "--set", f"operator.healthPort={health_port}",
+        "--set", f"operator.metricsPort={metrics_port}",
         "--set", f"proxy.sipPort={sip_port}",
         "--set", f"proxy.controlPort={control_port}",
     )  # fmt: skip
@@ -292,7 +426,9 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
     mount = container(proxy, "proxy")["volumeMounts"][0]["mountPath"]
     env = {"POD_NAME": "run-sipdispatch-proxy-7d9f-x2", "POD_NAMESPACE": ns, "POD_IP": "127.0.0.1"}
 
-    operator_argv = _command(operator, "operator", {})
+    operator_argv = _command(
+        operator, "operator", {"POD_NAME": "run-sipdispatch-operator-5c4d-q7", "POD_NAMESPACE": ns}
+    )
     proxy_argv = [arg.replace(mount, str(secret_dir)) for arg in _command(proxy, "proxy", env)]
     accounts = {
         part: kube_cluster.serviceaccount_kubeconfig(
@@ -330,11 +466,15 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
         }
         kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dispatcherset))
         _wait(
-            "the DispatcherSet's destination in the proxy's table",
-            lambda: "sip:127.0.0.1:9" in _body(f"{control}/v1/destinations"),
+            "the operator's table in the proxy",
+            lambda: "sip:127.0.0.1:9" in _read(f"{control}/v1/destinations"),
             30,
             *processes,
         )
+        # The operator's metrics, on the port the chart names: it leads, and wrote the table.
+        metrics = _read(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert "sipdispatch_operator_leader 1.0" in metrics
+        assert f'sipdispatch_operator_table_writes_total{{namespace="{ns}"' in metrics
         # SIP on "the pod IP" it was given through the downward API.
         assert sip_options_ping("127.0.0.1", sip_port) == 200
         # Its report, named after the pod, for the operator's status.

@@ -294,21 +294,78 @@ def test_every_workload_has_probes_and_runs_non_root_read_only(
     assert proxy["startupProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_the_operator_runs_alone_with_liveness_and_its_namespaces(render: Render) -> None:
+def test_the_operator_elects_a_writer_with_liveness_metrics_and_its_namespaces(
+    render: Render,
+) -> None:
     docs = render("--set", "operator.watchNamespaces={voice,voice-staging}")
     deployment = find(docs, "Deployment", "sipdispatch-operator")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "strategy" not in deployment["spec"], "rolls: the Lease keeps one writer"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "sipdispatch-operator"
     each = container(deployment, "operator")
     assert each["command"] == ["sipdispatch-operator"]
     args = operator_parser().parse_args(each["args"])
-    assert args.standalone
+    assert args.standalone, "no kopf peering: the Lease elects the writer"
+    assert args.lease == "sipdispatch-operator"
+    assert args.lease_namespace == "$(POD_NAMESPACE)", "from the downward API, in env"
+    assert args.watch_timeout == 60
     assert args.namespace == ["voice", "voice-staging"]
     assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.metrics == "http://0.0.0.0:8081/metrics"
+    assert {e["name"] for e in each["env"]} == {"POD_NAME", "POD_NAMESPACE"}
     assert each["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-health"}
     assert {"containerPort": 8080, "name": "http-health", "protocol": "TCP"} in each["ports"]
+    assert {"containerPort": 8081, "name": "http-metrics", "protocol": "TCP"} in each["ports"]
+    service = find(docs, "Service", "sipdispatch-operator")
+    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
+    assert service["spec"]["selector"] == _template_labels(deployment, service["spec"]["selector"])
+    two = find(render("--set", "operator.replicas=2"), "Deployment", "sipdispatch-operator")
+    assert two["spec"]["replicas"] == 2
+
+
+def _template_labels(deployment: Manifest, wanted: dict[str, str]) -> dict[str, str]:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    return {key: labels.get(key, "") for key in wanted}
+
+
+def test_the_operator_may_write_only_its_tables(render: Render) -> None:
+    """A ValidatingAdmissionPolicy on the operator's ServiceAccount (tests/chart
+    test_chart_install.py shows the API server enforcing it)."""
+    docs = render(namespace="voice")
+    policy = find(docs, "ValidatingAdmissionPolicy", "sipdispatch-operator-tables")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        'request.userInfo.username == "system:serviceaccount:voice:sipdispatch-operator"'
+    )
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    binding = find(docs, "ValidatingAdmissionPolicyBinding", "sipdispatch-operator-tables")
+    assert binding["spec"] == {
+        "policyName": "sipdispatch-operator-tables",
+        "validationActions": ["Deny"],
+    }
+    off = render("--set", "operator.confineConfigMaps=false")
+    assert not of_kind(off, "ValidatingAdmissionPolicy")
+    assert not of_kind(render("--set", "rbac.create=false"), "ValidatingAdmissionPolicy")
+
+
+def test_the_operator_may_touch_only_its_own_lease(render: Render) -> None:
+    docs = render(namespace="voice")
+    role = find(docs, "Role", "sipdispatch-operator-lease")
+    assert role["metadata"]["namespace"] == "voice"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["sipdispatch-operator"],
+            "verbs": ["get", "list", "watch", "update"],
+        },
+    ]
+    binding = find(docs, "RoleBinding", "sipdispatch-operator-lease")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sipdispatch-operator", "namespace": "voice"}
+    ]
 
 
 def _proxy_args(docs: list[Manifest]) -> tuple[Manifest, list[str]]:
@@ -606,8 +663,10 @@ def test_the_rbac_the_e2e_tests_rely_on_is_unchanged(render: Render) -> None:
     )
     assert rbac == [
         ("Role", "sipdispatch-operator", "voice"),
+        ("Role", "sipdispatch-operator-lease", "voice"),
         ("Role", "sipdispatch-proxy", "voice"),
         ("RoleBinding", "sipdispatch-operator", "voice"),
+        ("RoleBinding", "sipdispatch-operator-lease", "voice"),
         ("RoleBinding", "sipdispatch-proxy", "voice"),
         ("ServiceAccount", "sipdispatch-operator", "voice"),
         ("ServiceAccount", "sipdispatch-proxy", "voice"),

@@ -109,9 +109,17 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 class OperatorProcess:
-    """``sipdispatch-operator --standalone --namespace NS`` as the operator's ServiceAccount."""
+    """``sipdispatch-operator --standalone --namespace NS`` as the operator's ServiceAccount
+    (``extra``: more arguments; ``name``: of its log files, for several in one test)."""
 
-    def __init__(self, workdir: Path, kubeconfig: Path, namespace: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        namespace: str,
+        *extra: str,
+        name: str = "operator",
+    ) -> None:
         self.health_port = free_port()
         argv = [
             *_command("sipdispatch-operator", "sipdispatch.operator"),
@@ -128,8 +136,9 @@ class OperatorProcess:
             f"http://127.0.0.1:{self.health_port}/healthz",
             "--log-format",
             "plain",
+            *extra,
         ]
-        self.process = ManagedProcess("operator", argv, workdir)
+        self.process = ManagedProcess(name, argv, workdir)
 
     def start(self, timeout: float = 30.0) -> OperatorProcess:
         self.process.spawn()

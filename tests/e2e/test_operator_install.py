@@ -136,11 +136,31 @@ def test_the_chart_grants_each_part_what_it_needs_and_no_more(
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
-            "Role",
+            "Role",  # the proxy's
+            "RoleBinding",
+            "Role",  # the operator's Lease
             "RoleBinding",
         ]
     )
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=rendered)
+    try:
+        _check_grants(kube_cluster, ns, serviceaccount_kubeconfig)
+    finally:
+        # Cluster-wide objects outlive the namespace here; a cluster-wide operator left
+        # behind would make the chart refuse every later install (one operator per namespace).
+        for kinds, name in (
+            ("clusterrole,clusterrolebinding", "rbac-sipdispatch-operator"),
+            (
+                "validatingadmissionpolicy,validatingadmissionpolicybinding",
+                "rbac-sipdispatch-operator-tables",
+            ),
+        ):
+            kube_cluster.kubectl("delete", kinds, name, "--ignore-not-found")
+
+
+def _check_grants(
+    kube_cluster: KubeCluster, ns: str, serviceaccount_kubeconfig: Callable[..., Path]
+) -> None:
     prefix = "rbac-sipdispatch"
     operator = serviceaccount_kubeconfig(f"{prefix}-operator", ns, create=False)
     proxy = serviceaccount_kubeconfig(f"{prefix}-proxy", ns, create=False)

@@ -101,6 +101,13 @@ characters: "-operator") keeps Service and Deployment names within 63.
 {{- printf "%s-operator" (include "sipdispatch.fullname" .) }}
 {{- end }}
 
+{{/*
+The operator's Lease (leader election: only its holder writes), in the release namespace.
+*/}}
+{{- define "sipdispatch.operatorLeaseName" -}}
+{{- include "sipdispatch.operatorName" . }}
+{{- end }}
+
 {{- define "sipdispatch.proxyName" -}}
 {{- printf "%s-proxy" (include "sipdispatch.fullname" .) }}
 {{- end }}

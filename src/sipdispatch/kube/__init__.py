@@ -12,7 +12,8 @@ the synchronous client about 90 ms and 14 MiB (it loads its models lazily) but b
 * ``client``: ``Kube``, one connection, failures turned into ``KubeError``;
 * ``objects``: get, list, server-side apply, status merge patch, create, delete, as JSON dicts;
 * ``watch``: ``Follow``, list then watch, resumed from the last resourceVersion, listed again
-  on 410 Gone.
+  on 410 Gone;
+* ``lease``: ``Elector``, leader election on a coordination.k8s.io Lease.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from __future__ import annotations
 from sipdispatch.kube.client import Kube
 from sipdispatch.kube.credentials import Credentials, Login, locate
 from sipdispatch.kube.errors import KubeConfigError, KubeError
-from sipdispatch.kube.objects import CONFIG_MAP, EVENT, Kind
+from sipdispatch.kube.lease import Elector
+from sipdispatch.kube.objects import CONFIG_MAP, EVENT, LEASE, Kind
 from sipdispatch.kube.watch import Changed, Follow, Listed
 
 __all__ = [
     "CONFIG_MAP",
     "EVENT",
+    "LEASE",
     "Changed",
     "Credentials",
+    "Elector",
     "Follow",
     "Kind",
     "Kube",

@@ -29,6 +29,7 @@ __all__ = ["Kube"]
 # The generated API classes are not annotated: held as Any, typed at this package's surface.
 _APIS: dict[str, Any] = {
     "core": generated.CoreV1Api,
+    "coordination": generated.CoordinationV1Api,
     "custom": generated.CustomObjectsApi,
 }
 
@@ -70,9 +71,10 @@ class Kube:
     async def call(
         self, api: str, operation: str, *, stream: bool = False, **arguments: Any
     ) -> Any:
-        """``operation`` of the generated ``api`` ("core": CoreV1Api, "custom":
-        CustomObjectsApi) with keyword ``arguments``: the answer's JSON, or with ``stream``
-        the open response (a watch; the caller releases it). ``KubeError`` on failure."""
+        """``operation`` of the generated ``api`` ("core": CoreV1Api, "coordination":
+        CoordinationV1Api, "custom": CustomObjectsApi) with keyword ``arguments``: the
+        answer's JSON, or with ``stream`` the open response (a watch; the caller releases
+        it). ``KubeError`` on failure."""
         arguments.setdefault("_request_timeout", self.timeout)
         arguments["_preload_content"] = False
         for attempt in (1, 2):

@@ -1,8 +1,9 @@
 """What sipdispatch does to API objects, as plain JSON dicts: get, list, server-side apply,
-merge patch of a status subresource, create, delete.
+merge patch of a status subresource, create, replace (optimistic: by resourceVersion), delete.
 
-A ``Kind`` names a namespaced resource: a core one (group "") by the generated client's name
-for it (``config_map``, ``event``), or a custom one by group, version and plural.
+A ``Kind`` names a namespaced resource: a built-in one by the generated client's name for it
+(``config_map``, ``event``, ``lease``) and its API (``core``, ``coordination``), or a custom
+one by group, version and plural.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sipdispatch.kube.client import Kube
 __all__ = [
     "CONFIG_MAP",
     "EVENT",
+    "LEASE",
     "Kind",
     "apply",
     "create",
@@ -23,6 +25,7 @@ __all__ = [
     "get",
     "list_objects",
     "patch_status",
+    "replace",
 ]
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -31,12 +34,14 @@ MERGE_PATCH = "application/merge-patch+json"
 
 @dataclass(frozen=True)
 class Kind:
-    """A namespaced resource. Core kinds: ``group == ""`` and ``core_name`` set."""
+    """A namespaced resource. Built-in kinds: ``core_name`` set, ``api`` the generated
+    client's API ("core" for group "")."""
 
     group: str
     version: str
     plural: str
     core_name: str = ""
+    api: str = "core"
 
     @property
     def api_version(self) -> str:
@@ -44,8 +49,8 @@ class Kind:
 
     def operation(self, verb: str, suffix: str = "") -> tuple[str, str, dict[str, Any]]:
         """(api, method, arguments) of the generated client for ``verb`` on this kind."""
-        if not self.group:
-            return "core", f"{verb}_namespaced_{self.core_name}{suffix}", {}
+        if self.core_name:
+            return self.api, f"{verb}_namespaced_{self.core_name}{suffix}", {}
         custom_verb = "get" if verb == "read" else verb
         arguments = {"group": self.group, "version": self.version, "plural": self.plural}
         return "custom", f"{custom_verb}_namespaced_custom_object{suffix}", arguments
@@ -53,6 +58,7 @@ class Kind:
 
 CONFIG_MAP = Kind("", "v1", "configmaps", "config_map")
 EVENT = Kind("", "v1", "events", "event")
+LEASE = Kind("coordination.k8s.io", "v1", "leases", "lease", api="coordination")
 
 
 async def _call(
@@ -115,6 +121,15 @@ async def patch_status(
 
 async def create(kube: Kube, kind: Kind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return await _call(kube, kind, "create", namespace=namespace, body=dict(body))
+
+
+async def replace(kube: Kube, kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace the object; with ``metadata.resourceVersion`` set, only if nobody changed it
+    since (409 Conflict otherwise)."""
+    meta = body["metadata"]
+    return await _call(
+        kube, kind, "replace", namespace=meta["namespace"], name=meta["name"], body=dict(body)
+    )
 
 
 async def delete(kube: Kube, kind: Kind, namespace: str, name: str) -> None:

@@ -9,6 +9,8 @@ follows (``resourceNames`` with a ``metadata.name`` field selector).
 A stream that stays silent longer than ``idle`` (no event, no bookmark: the API server sends
 one about once a minute) is taken for dead and watched again from the last resourceVersion.
 (aiohttp does not always tell a stream whose connection was closed under it.)
+``heard`` is when the API server last answered (a list, a watch request, an event, a
+bookmark): a liveness check reads a stalled watch from it.
 
 The stream is read here rather than through kubernetes_asyncio's ``Watch``: that one makes an
 extra ``ApiClient`` per request (an SSL context from the system's CA store, about 16 ms with
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,11 +88,14 @@ class Follow:
         #: where the next watch starts ("" before a list, or after a 410)
         self.resource_version = ""
         self.description = f"{kind.plural} in {namespace}"
+        #: time.monotonic() of the API server's last answer on this watch (None: not yet)
+        self.heard: float | None = None
 
     async def list(self) -> list[dict[str, Any]]:
         objects, self.resource_version = await list_objects(
             self.kube, self.kind, self.namespace, **self.selectors
         )
+        self.heard = time.monotonic()
         return objects
 
     async def watch(self) -> AsyncIterator[Changed]:
@@ -113,6 +119,7 @@ class Follow:
             ),
         )
         self.answered.set()
+        self.heard = time.monotonic()
         try:
             while line := await self._next_line(response):
                 event = json.loads(line)
@@ -139,6 +146,7 @@ class Follow:
             async with asyncio.timeout(self.idle):
                 while line := await response.content.readline():
                     if line.strip():
+                        self.heard = time.monotonic()  # an event or a bookmark
                         return line
         except TimeoutError:
             log.warning(

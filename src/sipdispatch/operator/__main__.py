@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,13 +12,18 @@ from typing import Any
 
 import kopf
 
-from sipdispatch.kube import Kube, KubeConfigError, locate
+from sipdispatch.kube import Elector, Kube, KubeConfigError, locate
 from sipdispatch.kube.credentials import EXPIRY_MARGIN
 from sipdispatch.operator import handlers
 from sipdispatch.operator.controller import Controller
 from sipdispatch.operator.k8s import Api
+from sipdispatch.operator.watchdog import WatchDog
 
 __all__ = ["build_parser", "login", "main"]
+
+#: server-side timeout of every watch request, in seconds; a stalled watch fails /healthz
+#: after this plus 10 s of silence
+WATCH_TIMEOUT = 60.0
 
 _LOG_FORMATS = {
     "plain": kopf.LogFormat.PLAIN,
@@ -62,8 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--watch-timeout",
         type=float,
+        default=WATCH_TIMEOUT,
         metavar="SECONDS",
-        help="server-side timeout of watch requests (default: the API server's)",
+        help="server-side timeout of every watch request; with --lease, /healthz fails after "
+        f"this plus 10 s without a word from the API server (default: {WATCH_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--lease",
+        metavar="NAME",
+        help="leader election on this coordination.k8s.io Lease: only its holder writes "
+        "tables and status; the others stand by (default: no election, always write)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        metavar="NAMESPACE",
+        help="namespace of the Lease (default: POD_NAMESPACE, else the credentials')",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="serve Prometheus metrics, e.g. http://0.0.0.0:8081/metrics",
     )
     parser.add_argument("--log-format", choices=sorted(_LOG_FORMATS), default="full")
     verbosity = parser.add_mutually_exclusive_group()
@@ -99,11 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeConfigError as exc:
         print(f"sipdispatch-operator: {exc}", file=sys.stderr)
         return 2
+    elector = watchdog = None
+    if args.lease:
+        side = Kube(locate(args.kubeconfig))  # the Lease's own connection
+        namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or side.namespace
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        elector = Elector(side, namespace, args.lease, identity)
+        watchdog = WatchDog(side, namespace, args.lease, watch_timeout=args.watch_timeout)
     memo = handlers.Options(
         controller=Controller(Api(kube), status_interval=args.status_interval),
         watch_timeout=args.watch_timeout,
         kubeconfig=args.kubeconfig,
         namespaced=bool(args.namespace),
+        elector=elector,
+        watchdog=watchdog,
+        metrics_url=args.metrics,
+        tasks=[],
+        runners=[],
     )
     kopf.run(
         standalone=args.standalone,

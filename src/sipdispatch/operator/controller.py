@@ -11,6 +11,9 @@ The table is written at once (endpoint changes must reach the proxies in well un
 second); a set's status at most once per ``status_interval`` (changes in between are
 coalesced). Timers bring a proxy back when a drain grace ends or a replica's report turns
 stale.
+
+Only a leading controller writes (``lead``: the holder of the operator's Lease); one that
+stands by keeps its indexes warm and, once it leads, renders every proxy it knows.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sipdispatch.api.names import TABLE_KEY
 from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s, render, status
 from sipdispatch.operator.memory import Memory
+from sipdispatch.operator.metrics import OperatorMetrics
 
 __all__ = ["Controller", "Indexes"]
 
@@ -56,6 +60,9 @@ class Controller:
     debounce: float = 0.02
     clock: Callable[[], float] = time.time
     indexes: Indexes | None = None
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    #: whether this controller writes (without leader election: always)
+    leading: bool = True
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, float] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,6 +82,13 @@ class Controller:
             self._dirty.add((namespace, proxy))
         else:
             self._dirty.update(k for k in self._known() if k[0] == namespace)
+        self._wake.set()
+
+    def lead(self, leading: bool) -> None:
+        """Start or stop writing; a new leader renders every proxy it knows."""
+        self.leading = leading
+        if leading:
+            self._dirty.update(self._known())
         self._wake.set()
 
     def _known(self) -> set[Key]:
@@ -99,6 +113,10 @@ class Controller:
         while True:
             now = self.clock()
             due = [k for k, at in self._timers.items() if at <= now]
+            if not self.leading:
+                self._wake.clear()
+                await self._wake.wait()  # lead() wakes it
+                continue
             if not self._dirty and not due:
                 wait = min(self._timers.values(), default=now + 60.0) - now
                 self._wake.clear()
@@ -112,14 +130,25 @@ class Controller:
             for key in keys:
                 self._timers.pop(key, None)
             for key in sorted(keys):
+                if not self._still_leading():
+                    self._dirty.add(key)  # for when this process leads again
+                    continue
                 try:
                     await self.reconcile(*key)
                 except (KubeError, OSError, TimeoutError) as exc:
                     log.warning("proxy %s/%s: %s; trying again in 2s", *key, exc)
+                    self.metrics.reconciled(ok=False, now=self.clock())
                     self._later(key, self.clock() + 2.0)
                 except Exception:
                     log.exception("proxy %s/%s: reconciling failed", *key)
+                    self.metrics.reconciled(ok=False, now=self.clock())
                     self._later(key, self.clock() + 5.0)
+                else:
+                    self.metrics.reconciled(ok=True, now=self.clock())
+
+    def _still_leading(self) -> bool:
+        # Read again between writes: the Lease may have been lost during the last one.
+        return self.leading
 
     def _later(self, key: Key, when: float | None) -> None:
         if when is not None:
@@ -159,6 +188,7 @@ class Controller:
         # the previous version; the repeated apply is then a no-op for the API server.)
         if (text, memory) != current:
             version = await self.api.apply_table(namespace, proxy, text, memory)
+            self.metrics.wrote_table(namespace, proxy, self.clock())
             log.info(
                 "table %s/%s written (resourceVersion %s): %d sets",
                 namespace,
@@ -208,6 +238,7 @@ class Controller:
             self._later(key, now + wait)  # coalesced into a later write
             return
         await self.api.patch_status(namespace, name, result.status)
+        self.metrics.status_writes.inc()
         memory.sent, memory.sent_at = result.status, now
         for event in result.events:
             log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)

@@ -10,6 +10,8 @@ table without it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +21,11 @@ import kopf
 
 from sipdispatch.api import models
 from sipdispatch.api.names import PROXY_LABEL
-from sipdispatch.operator import k8s
+from sipdispatch.kube import Elector
+from sipdispatch.operator import k8s, metrics
 from sipdispatch.operator.controller import Controller, Indexes
 from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL
+from sipdispatch.operator.watchdog import WatchDog, WatchStalledError
 
 __all__ = ["Options"]
 
@@ -29,13 +33,21 @@ Key = tuple[str, str]
 
 
 class Options(kopf.Memo):
-    """The operator-wide memo: the controller and the watch settings."""
+    """The operator-wide memo: the controller, the watch settings and what runs beside kopf."""
 
     controller: Controller
-    watch_timeout: float | None
+    watch_timeout: float
     kubeconfig: Path | None
     #: watching listed namespaces only: no cluster-wide scans (the namespaced RBAC has none)
     namespaced: bool
+    #: leader election on the operator's Lease (None: this process always writes)
+    elector: Elector | None
+    #: the liveness check of the watches (None without a Lease to follow)
+    watchdog: WatchDog | None
+    #: where /metrics is served (None: not served)
+    metrics_url: str | None
+    tasks: list[asyncio.Task[None]]
+    runners: list[Any]
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,15 +133,58 @@ def table_event(
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Options, **_: Any) -> None:
-    if memo.watch_timeout is not None:
-        settings.watching.server_timeout = round(memo.watch_timeout)
+    # Bounded watches (kopf's own advice): the API server ends each request after the timeout,
+    # the client gives up on a silent one soon after, and a stream with no event or bookmark
+    # is opened again; so a stalled API server cannot leave a stream hanging for ever.
+    timeout = memo.watch_timeout
+    settings.watching.server_timeout = max(1, round(timeout))
+    settings.watching.client_timeout = timeout + 10.0
+    settings.watching.connect_timeout = 10.0
+    settings.watching.inactivity_timeout = min(settings.watching.inactivity_timeout, timeout + 10)
+    settings.networking.request_timeout = 30.0
+    settings.networking.connect_timeout = 10.0
     # Watching listed namespaces, kopf need not scan namespaces and CRDs cluster-wide (which
     # a namespaced Role cannot allow): the CRDs must then be installed before it starts.
     settings.scanning.disabled = memo.namespaced
     settings.posting.level = 30  # logging.WARNING: only problems become kopf's own Events
+    loop = asyncio.get_running_loop()
+    if memo.elector is not None:
+        memo.controller.leading = False  # until the Lease is ours
+        memo.elector.on_change = memo.controller.lead
+        memo.tasks.append(loop.create_task(memo.elector.run(), name="lease"))
+    if memo.watchdog is not None:
+        memo.tasks.append(loop.create_task(memo.watchdog.run(), name="watchdog"))
+    if memo.metrics_url:
+        watchdog = memo.watchdog
+        memo.controller.metrics.live(
+            lambda: memo.controller.leading,
+            lambda: None if watchdog is None else round(watchdog.silence(), 1),
+        )
+        memo.runners.append(await metrics.serve(memo.metrics_url, memo.controller.metrics))
     memo.controller.start()
+
+
+@kopf.on.probe(id="watch")
+def watch_probe(memo: Options, **_: Any) -> dict[str, Any]:
+    """Part of /healthz: fails while the watch is stalled (see watchdog.py)."""
+    answer: dict[str, Any] = {"leading": memo.controller.leading}
+    if memo.watchdog is not None:
+        try:
+            answer["silenceSeconds"] = memo.watchdog.check()
+        except WatchStalledError as exc:
+            raise kopf.PermanentError(str(exc)) from None  # no retries: fail the probe now
+    return answer
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Options, **_: Any) -> None:
-    await memo.controller.stop()
+    await memo.controller.stop()  # no writes from here on
+    for task in memo.tasks:  # then the elector releases the Lease, for a successor to start
+        task.cancel()
+    await asyncio.gather(*memo.tasks, return_exceptions=True)
+    for runner in memo.runners:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+    for side in (memo.elector, memo.watchdog):
+        if side is not None:
+            await side.kube.close()
