@@ -63,7 +63,7 @@ from rigs import (  # noqa: E402
     SipdispatchRig,
     sipdispatch_builds,
 )
-from variants import VARIANTS  # noqa: E402
+from variants import DEFAULTS, VARIANTS  # noqa: E402
 
 from sipphelpers import SippLab, kamailio_binary, sipp_binary  # noqa: E402
 
@@ -601,7 +601,11 @@ class Bench:
         top = self.results.get("max_per_core", {}).get("sipdispatch") or 2500
         rate = 2000 if top >= 2400 else max(100, round(top * 0.8 / 100) * 100)
         seconds, tries = (4, 2) if self.quick else (8, 3)
-        rigs = [SipdispatchRig(self.lab, self.out / "logs", self.settings, "fc", self.build)]
+        rigs = [
+            SipdispatchRig(
+                self.lab, self.out / "logs", self.settings, "fc", self.build, variant=DEFAULTS
+            )
+        ]
         rigs += [
             SipdispatchRig(
                 self.lab, self.out / "logs", self.settings, f"fc{i}", self.build, variant=variant
@@ -628,7 +632,7 @@ class Bench:
         rows = []
         for rig in rigs:
             cpu = statistics.median(figures.get(rig.label) or [float("nan")])
-            name = rig.variant.name if rig.variant else "plain"
+            name = rig.variant.name if rig.variant else "defaults"
             turns_off = rig.variant is not None and rig.variant.turns_off
             rows.append(
                 {"name": name, "cpu_s_per_1000_calls": cpu, "ratio": cpu / plain}

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from rigs import Variant
 
-__all__ = ["VARIANTS"]
+__all__ = ["DEFAULTS", "VARIANTS"]
+
+# The proxy as it comes: every default protection on (the rate per source too, which the
+# ladders lift). The other variants are measured against it.
+DEFAULTS = Variant("defaults")
 
 # Five routes, the call's INVITE matching only the last: four are tried and passed over,
 # each kind of match once (method, Request-URI user, header, source).
