@@ -161,8 +161,7 @@ class Engine:
                 self.tcp.send(send.address, send.data)
         events = out.events
         if events:
-            self._log_rejected(events)
-            self._log_refused(events)
+            self._log(events)
             if self.on_events is not None:
                 self.on_events(events)
         self._rearm()
@@ -197,29 +196,22 @@ class Engine:
         if self.on_events is not None:
             self.on_events([HandlingFailed(stage, error)])
 
-    def _log_rejected(self, events: Sequence[CoreEvent]) -> None:
-        """One warning per malformed or refused message, said where it came from: rate-limited,
-        and what the peer wrote sanitised."""
+    def _log(self, events: Sequence[CoreEvent]) -> None:
+        """The lines events call for, in one pass over them: malformed or refused messages
+        (rate-limited), routing refusals and missing hash keys (one line per kind every
+        10 s); what the peer wrote is sanitised."""
         for event in events:
-            if isinstance(event, MessageRejected) and self._limited.allow():
-                log.warning(
-                    "rejected %s (Call-ID %s) from %s: %s (%d)",
-                    event.kind,
-                    sanitise(event.call_id),
-                    event.source,
-                    sanitise(event.reason),
-                    event.status,
-                )
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _log_refused(self, events: Sequence[CoreEvent]) -> None:
-        """Routing refusals and missing hash keys, at most one line per kind every 10 s."""
-        for event in events:
-            if isinstance(event, RequestRefused):
+            if isinstance(event, MessageRejected):
+                if self._limited.allow():
+                    log.warning(
+                        "rejected %s (Call-ID %s) from %s: %s (%d)",
+                        event.kind,
+                        sanitise(event.call_id),
+                        event.source,
+                        sanitise(event.reason),
+                        event.status,
+                    )
+            elif isinstance(event, RequestRefused):
                 kind = f"refused:{event.cause}:{event.route}"
                 earlier = self._quiet.admit(kind, self._now())
                 if earlier is not None:
@@ -246,6 +238,10 @@ class Engine:
                         earlier,
                     )
 
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 def _destination_ids(table: DestinationTable) -> frozenset[str]:
     """Every gateway of ``table`` as signed routes name it: the only ones they may lead to."""
