@@ -166,21 +166,19 @@ def test_two_operators_one_writer_and_the_other_takes_over(
     install_crds(kubectl)
     identities = install_chart(kube_cluster, namespace, tmp_path)
     ports = [free_port(), free_port()]
-    operators = [
-        OperatorProcess(
+
+    def leasing(index: int, port: int) -> OperatorProcess:
+        """An operator on the shared Lease, its metrics on ``port``."""
+        return OperatorProcess(
             tmp_path,
             identities.operator,
             namespace,
-            "--lease",
-            LEASE,
-            "--lease-namespace",
-            namespace,
-            "--metrics",
-            f"http://127.0.0.1:{port}/metrics",
+            *("--lease", LEASE, "--lease-namespace", namespace),
+            *("--metrics", f"http://127.0.0.1:{port}/metrics"),
             name=f"operator-{index}",
         ).start()
-        for index, port in enumerate(ports)
-    ]
+
+    operators = [leasing(index, port) for index, port in enumerate(ports)]
     try:
 
         def leader() -> int | None:
@@ -229,20 +227,7 @@ def test_two_operators_one_writer_and_the_other_takes_over(
         # A leader that dies (SIGKILL: nothing released) is replaced once its Lease was not
         # renewed for the lease duration (15 s), as the one standing by observed it.
         ports.append(free_port())
-        operators.append(
-            OperatorProcess(
-                tmp_path,
-                identities.operator,
-                namespace,
-                "--lease",
-                LEASE,
-                "--lease-namespace",
-                namespace,
-                "--metrics",
-                f"http://127.0.0.1:{ports[2]}/metrics",
-                name="operator-2",
-            ).start()
-        )
+        operators.append(leasing(2, ports[2]))
         time.sleep(2.5)  # it has seen the Lease held at least once
         assert _metrics(ports[2])["sipdispatch_operator_leader"] == 0.0
         killed = time.monotonic()
