@@ -4,16 +4,19 @@ owner with learned health carried across; a broken change leaves the previous ta
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from loopback import until
+from prometheus_client import CollectorRegistry
 
 from sipdispatch.dispatch import health
 from sipdispatch.proxy.core import Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook
+from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.settings import DEFAULTS, core_settings, probe_settings
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import FileTableSource, LoadedTable, TableError
@@ -126,3 +129,32 @@ async def test_changes_are_applied_as_they_come_and_broken_ones_skipped(config: 
         assert book.table is keeper.table
     finally:
         watching.cancel()
+
+
+async def test_the_tables_age_and_a_rejected_change_show_in_the_metrics(config: Path) -> None:
+    registry = CollectorRegistry()
+    book = HealthBook(probe_settings(None, DEFAULTS), clock=lambda: 1.0, max_dialog_age=1.0)
+    source = FileTableSource(config, kamailio_format=False, algorithm=4, default_set=None)
+    keeper = TableKeeper(source, DEFAULTS, book, ProxyMetrics(registry, lambda: None, lambda: 0))
+
+    def sample(name: str, **labels: str) -> float:
+        value = registry.get_sample_value(name, labels)
+        assert value is not None, name
+        return value
+
+    before = time.time()
+    await keeper.first()
+    applied = sample("sipdispatch_table_last_applied_timestamp_seconds")
+    assert before <= applied <= time.time()
+    assert sample("sipdispatch_table_last_rejected_timestamp_seconds") == 0
+    spoil(config)
+    with pytest.raises(TableError):
+        await keeper.reload()
+    rejected = sample("sipdispatch_table_last_rejected_timestamp_seconds")
+    assert rejected >= applied, "the newest table is not the one served"
+    assert sample("sipdispatch_table_last_applied_timestamp_seconds") == applied
+    assert sample("sipdispatch_table_changes_total", result="rejected") == 1
+    write(config, "sip:10.0.0.5")
+    await keeper.reload()
+    assert sample("sipdispatch_table_last_applied_timestamp_seconds") >= rejected
+    assert sample("sipdispatch_table_changes_total", result="applied") == 2

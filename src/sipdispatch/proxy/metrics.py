@@ -128,6 +128,18 @@ class _AdmissionCollector(Collector):
         yield from (requests, connections, open_now)
 
 
+class _ReadyCollector(Collector):
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self._ready = ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "sipdispatch_ready",
+            "1 while this replica takes new requests (/readyz answers 200), 0 otherwise",
+            value=1.0 if self._ready() else 0.0,
+        )
+
+
 class ProxyMetrics:
     """Every metric of one proxy, registered on ``registry``."""
 
@@ -253,6 +265,42 @@ class ProxyMetrics:
         self._failover_children: dict[DestinationKey, Counter] = {}
         self._replies_2xx = self.replies.labels("2xx")
         registry.register(_TableCollector(table, in_flight))
+        # The table's age and whether the newest change was refused: a proxy that keeps
+        # serving an old table (the last good state) must still be alertable.
+        self.table_changes = Counter(
+            "sipdispatch_table_changes",
+            "Tables read from the source (file, reload, Kubernetes), by result: applied, or "
+            "rejected (the previous table kept serving)",
+            ["result"],
+            registry=registry,
+        )
+        self.table_applied_at = Gauge(
+            "sipdispatch_table_last_applied_timestamp_seconds",
+            "Unix time the table being served was applied (its age: time() - this)",
+            registry=registry,
+        )
+        self.table_rejected_at = Gauge(
+            "sipdispatch_table_last_rejected_timestamp_seconds",
+            "Unix time a table change was last rejected; 0 if none was. Later than "
+            "sipdispatch_table_last_applied_timestamp_seconds: the newest table is not served",
+            registry=registry,
+        )
+        for result in ("applied", "rejected"):
+            self.table_changes.labels(result)
+
+    def table_applied(self, now: float) -> None:
+        """A table is now served (``now``: Unix time)."""
+        self.table_changes.labels("applied").inc()
+        self.table_applied_at.set(now)
+
+    def table_rejected(self, now: float) -> None:
+        """A table change could not be used; the previous table keeps serving."""
+        self.table_changes.labels("rejected").inc()
+        self.table_rejected_at.set(now)
+
+    def watch_readiness(self, ready: Callable[[], bool]) -> None:
+        """Export ``ready()`` (what /readyz answers) as sipdispatch_ready, read at each scrape."""
+        self.registry.register(_ReadyCollector(ready))
 
     def watch_admission(
         self,

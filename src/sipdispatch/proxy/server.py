@@ -92,7 +92,8 @@ class ProxyServer:
             max_dialog_age=settings.max_dialog_age,
             metrics=self.metrics,
         )
-        self.tables = TableKeeper(source, settings, self.health)
+        self.tables = TableKeeper(source, settings, self.health, self.metrics)
+        self.metrics.watch_readiness(lambda: self.table is not None and not self._draining)
         self.prober: Prober | None = None
 
     # ------------------------------------------------------------------ ControlledProxy

@@ -10,10 +10,12 @@ the next request on. A change that cannot be used leaves the previous table serv
 from __future__ import annotations
 
 import logging
+import time
 
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook
+from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.settings import ProxySettings, probe_settings, with_failover
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 
@@ -25,10 +27,18 @@ log = logging.getLogger(__name__)
 class TableKeeper:
     """Loads tables from ``source`` and applies them to the engine and the health book."""
 
-    def __init__(self, source: TableSource, settings: ProxySettings, book: HealthBook) -> None:
+    def __init__(
+        self,
+        source: TableSource,
+        settings: ProxySettings,
+        book: HealthBook,
+        metrics: ProxyMetrics | None = None,
+    ) -> None:
         self.source = source
         self.settings = settings
         self.book = book
+        #: told of each table applied or rejected (the table's age and refusals)
+        self.metrics = metrics
         self.loaded: LoadedTable | None = None
         self.table: DestinationTable | None = None
         #: the engine serving the tables; until it is attached, changes are only kept here
@@ -38,6 +48,8 @@ class TableKeeper:
         """Wait for the first table and build it; raises ``TableError``."""
         loaded = await self.source.first()
         self._build(loaded)
+        if self.metrics is not None:
+            self.metrics.table_applied(time.time())
         return loaded
 
     async def reload(self) -> None:
@@ -46,6 +58,7 @@ class TableKeeper:
             loaded = await self.source.reload()
         except TableError as exc:
             log.error("reload failed, still serving the previous table: %s", exc)
+            self._rejected()
             raise
         self.apply(loaded)
 
@@ -54,6 +67,7 @@ class TableKeeper:
         async for change in self.source.changes():
             if isinstance(change, TableError):
                 log.error("table change not applied, still serving the previous table: %s", change)
+                self._rejected()
             else:
                 self.apply(change)
 
@@ -72,12 +86,18 @@ class TableKeeper:
                     settings.max_attempts,
                     "failing over" if settings.failover_on_timeout else "not failing over",
                 )
+        if self.metrics is not None:
+            self.metrics.table_applied(time.time())
         log.info(
             "table from %s applied: %d sets, %d destinations",
             self.source.description,
             len(table.sets),
             sum(len(s.targets) for s in table.sets.values()),
         )
+
+    def _rejected(self) -> None:
+        if self.metrics is not None:
+            self.metrics.table_rejected(time.time())
 
     def _build(self, loaded: LoadedTable) -> DestinationTable:
         book = self.book
