@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import promcrds
 import pytest
 import yaml
 from charthelpers import CHART, CI_VALUES, REPO, container, expand, find
+from promnames import SYNTHETIC, chart_exprs, exposed, selected
 
 from kubecluster import KubeCluster, KubeCommandError
 from sipphelpers import ManagedProcess, free_port, sip_options_ping
@@ -34,38 +36,17 @@ pytestmark = pytest.mark.k8s
 
 Kubectl = Callable[..., str]
 
-# The Prometheus Operator's CRD, reduced to what lets a ServiceMonitor be stored here.
-SERVICEMONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"kind": "ServiceMonitor", "plural": "servicemonitors"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
 
-
-def _install_crds(kubectl: Kubectl, *extra: dict[str, Any]) -> None:
+def _install_crds(kubectl: Kubectl, *, monitoring: bool = False) -> None:
+    """Our CRDs; with ``monitoring`` the Prometheus Operator's own too (see promcrds.py), so
+    that ServiceMonitors, PodMonitors and PrometheusRules meet their real schemas."""
     kubectl("apply", "-f", str(REPO / "crds"))
     names = ["crd/dispatchersets.sipdispatch.io", "crd/dispatcherreports.sipdispatch.io"]
-    for crd in extra:
-        kubectl("apply", "-f", "-", input=json.dumps(crd))
-        names.append(f"crd/{crd['metadata']['name']}")
+    if monitoring:
+        for path in promcrds.crd_files():
+            # Server-side: the CRDs are too large for the last-applied annotation.
+            kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        names += [f"crd/{kind}.monitoring.coreos.com" for kind in promcrds.KINDS]
     kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")
 
 
@@ -103,8 +84,7 @@ def test_every_ci_variant_installs_its_objects(
     values: Path,
 ) -> None:
     ns = kube_namespace
-    monitored = "serviceMonitor:\n      enabled: true" in values.read_text()
-    _install_crds(kubectl, *([SERVICEMONITOR_CRD] if monitored else []))
+    _install_crds(kubectl, monitoring=True)
     name = release("ci-" + values.name.removesuffix("-values.yaml"))
     # The CRDs are applied above with kubectl, as the other tests do; Helm would refuse to
     # adopt them, so the chart's own copies are checked by a server-side dry run instead.
@@ -475,6 +455,15 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
         metrics = _read(f"http://127.0.0.1:{metrics_port}/metrics")
         assert "sipdispatch_operator_leader 1.0" in metrics
         assert f'sipdispatch_operator_table_writes_total{{namespace="{ns}"' in metrics
+        # Every metric the chart's alerts and dashboard use is one these two processes expose.
+        monitored = helm(
+            "template", name, str(CHART), "-n", ns,
+            "--set", "monitoring.prometheusRule.enabled=true",
+            "--set", "monitoring.dashboard.enabled=true",
+        )  # fmt: skip
+        used = set().union(*(selected(expr) for expr in chart_exprs(_objects(monitored))))
+        offered = exposed(metrics) | exposed(_read(f"{control}/metrics")) | SYNTHETIC
+        assert used - offered == set()
         # SIP on "the pod IP" it was given through the downward API.
         assert sip_options_ping("127.0.0.1", sip_port) == 200
         # Its report, named after the pod, for the operator's status.

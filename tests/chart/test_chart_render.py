@@ -47,8 +47,16 @@ VARIANTS = [pytest.param([], id="defaults")] + [
 SECRET_DIR = "/etc/sipdispatch/secret"
 
 
+WORKLOADS = {"Deployment", "DaemonSet"}
+
+
 def _workloads(docs: list[Manifest]) -> list[Manifest]:
-    return of_kind(docs, "Deployment")
+    return [doc for doc in docs if doc["kind"] in WORKLOADS]
+
+
+def _workload(docs: list[Manifest], name: str) -> Manifest:
+    (found,) = [doc for doc in _workloads(docs) if doc["metadata"]["name"] == name]
+    return found
 
 
 def _selectors(docs: list[Manifest]) -> list[dict[str, str]]:
@@ -58,9 +66,11 @@ def _selectors(docs: list[Manifest]) -> list[dict[str, str]]:
         spec = doc.get("spec") or {}
         if doc["kind"] == "Service":
             found.append(spec["selector"])
-        elif doc["kind"] in {"Deployment", "PodDisruptionBudget", "ServiceMonitor"}:
+        elif doc["kind"] in WORKLOADS | {"PodDisruptionBudget", "ServiceMonitor", "PodMonitor"}:
             found.append(spec["selector"]["matchLabels"])
-        if doc["kind"] == "Deployment":
+        elif doc["kind"] == "NetworkPolicy":
+            found.append(spec["podSelector"]["matchLabels"])
+        if doc["kind"] in WORKLOADS:
             spread = spec["template"]["spec"].get("topologySpreadConstraints", [])
             found.extend(constraint["labelSelector"]["matchLabels"] for constraint in spread)
     return found
@@ -192,8 +202,10 @@ def test_the_examples_in_values_yaml_are_valid_values(render: Render, tmp_path: 
     values = tmp_path / "examples.yaml"
     values.write_text(yaml.safe_dump(merged))
     docs = render("-f", str(values))
-    assert find(docs, "ServiceMonitor")
-    assert find(docs, "PodDisruptionBudget")
+    assert len(of_kind(docs, "ServiceMonitor")) == 2, "the proxy's and the operator's"
+    assert not of_kind(docs, "PodDisruptionBudget"), "the example turns it off"
+    assert find(docs, "HorizontalPodAutoscaler")
+    assert find(docs, "PrometheusRule")
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -250,7 +262,7 @@ def test_selectors_never_carry_the_chart_version(render: Render, values: list[st
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     operator = find(docs, "Deployment", "sipdispatch-operator")["spec"]["selector"]
-    proxy = find(docs, "Deployment", "sipdispatch-proxy")["spec"]["selector"]
+    proxy = _workload(docs, "sipdispatch-proxy")["spec"]["selector"]
     assert operator["matchLabels"] != proxy["matchLabels"], "the two workloads select apart"
 
 
@@ -288,7 +300,7 @@ def test_every_workload_has_probes_and_runs_non_root_read_only(
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                 if probe in each:
                     assert each[probe]["httpGet"]["port"] in ports
-    proxy = container(find(docs, "Deployment", "sipdispatch-proxy"), "proxy")
+    proxy = container(_workload(docs, "sipdispatch-proxy"), "proxy")
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert proxy["startupProbe"]["httpGet"]["path"] == "/healthz"
@@ -568,17 +580,12 @@ def test_service_types_ports_and_policies(render: Render) -> None:
 def test_metrics_service_service_monitor_and_disruption_budget(render: Render) -> None:
     docs = render()
     assert not of_kind(docs, "ServiceMonitor")
-    assert not of_kind(docs, "PodDisruptionBudget")
+    assert find(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1, "two replicas"
     metrics = find(docs, "Service", "sipdispatch-metrics")
     assert metrics["spec"]["publishNotReadyAddresses"] is True
     assert metrics["spec"]["ports"][0]["targetPort"] == "http-control"
-    docs = render(
-        "--set",
-        "proxy.metrics.serviceMonitor.enabled=true",
-        "--set",
-        "proxy.podDisruptionBudget.enabled=true",
-    )
-    monitor = find(docs, "ServiceMonitor")
+    docs = render("--set", "proxy.metrics.serviceMonitor.enabled=true")
+    monitor = find(docs, "ServiceMonitor", "sipdispatch-proxy")
     labels = find(docs, "Service", "sipdispatch-metrics")["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert (
@@ -586,13 +593,14 @@ def test_metrics_service_service_monitor_and_disruption_budget(render: Render) -
         <= find(docs, "Service", "sipdispatch")["metadata"]["labels"].items()
     ), "the SIP Service is not scraped"
     assert monitor["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
-    assert find(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
-    result = render(
-        "--set",
-        "proxy.podDisruptionBudget.enabled=true",
-        "--set",
-        "proxy.podDisruptionBudget.maxUnavailable=25%",
+    # The operator's replicas are scraped too (the alerts on its leadership and watch).
+    operator = find(docs, "ServiceMonitor", "sipdispatch-operator")
+    service = find(docs, "Service", "sipdispatch-operator")
+    assert (
+        operator["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+    assert operator["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    result = render("--set", "proxy.podDisruptionBudget.maxUnavailable=25%")
     assert find(result, "PodDisruptionBudget")["spec"] == {
         "maxUnavailable": "25%",
         "selector": {
