@@ -123,6 +123,14 @@ def test_every_metric_the_rules_and_dashboard_use_is_exposed(
         "sipdispatch_set_destinations_active",
     } <= used
     assert "sipdispatch_table_last_applied_timestamp_seconds" in exposed(proxy_page)
+    # And a misspelt name is caught.
+    typo = render(
+        *("--set", "monitoring.prometheusRule.enabled=true"),
+        *("--set", "monitoring.prometheusRule.extraRules[0].alert=Typo"),
+        *("--set", "monitoring.prometheusRule.extraRules[0].expr=sipdispatch_redy == 0"),
+    )
+    found = set().union(*(selected(expr) for expr in chart_exprs(typo)))
+    assert found - offered == {"sipdispatch_redy"}
 
 
 def test_the_prometheus_rule_has_the_shape_prometheus_requires(render: Render) -> None:
