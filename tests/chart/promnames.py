@@ -1,23 +1,28 @@
 """Metric names on both sides of the chart's monitoring: those a PromQL expression selects, and
 those a /metrics page exposes.
 
-The expression side is a small tokenizer, not a PromQL parser (no Python one is packaged, and
-promtool is a large build): it drops strings, label matchers ``{...}``, ranges ``[...]``,
-numbers and the label lists of ``by``/``without``/``on``/``ignoring``/``group_*``, then keeps
-the identifiers that are neither keywords nor function calls. That is all PromQL's grammar
-allows a metric name to be.
+Expressions are parsed by Prometheus' own PromQL parser (tools/promql, a few lines over the
+``promql/parser`` package of Prometheus' Go module), built once with ``go build`` and cached
+outside git in ``~/.cache/sipdispatch/promql/<hash of its sources>/`` like hack/test-cluster's
+binaries (about 20 s cold). An expression that does not parse fails the test with the parser's
+message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from charthelpers import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
-KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
-KEYWORDS |= {"group_left", "group_right", "inf", "nan", "atan2"}
+TOOL = REPO / "tools" / "promql"
 #: series Prometheus makes itself for every target, not exported by anything
 SYNTHETIC = {"up"}
 SUFFIXES = {
@@ -28,25 +33,55 @@ SUFFIXES = {
     "info": ("_info",),
     "unknown": ("",),
 }
+#: Grafana's variables, replaced by values of the same kind before parsing
+GRAFANA_RANGES = re.compile(r"\$__(rate_interval|interval|range)\b")
+GRAFANA_VARIABLES = re.compile(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
 
 
-def selected(expr: str) -> set[str]:
-    """Every metric name ``expr`` selects."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
-    text = re.sub(r"\{[^{}]*\}", " ", text)
-    text = re.sub(r"\[[^\[\]]*\]", " ", text)
-    grouping = r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)"
-    text = re.sub(grouping, " ", text)
-    names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*(\s*\()?", text):
-        word = match.group(0).rstrip("( \t\n")
-        if match.group(1) or word.lower() in KEYWORDS:
-            continue  # a function call, or an operator word
-        start = match.start()
-        if start and (text[start - 1].isdigit() or text[start - 1] == "."):
-            continue  # the exponent or unit of a number: 1e3, 5m
-        names.add(word)
-    return names
+def _parser() -> Path:
+    """The promql-names binary, built if the cache lacks it (fails loudly)."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((TOOL / name).read_bytes())
+    root = Path(os.environ.get("SIPDISPATCH_CACHE", Path.home() / ".cache" / "sipdispatch"))
+    binary = root / "promql" / digest.hexdigest()[:16] / "promql-names"
+    if binary.is_file():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=binary.parent, delete=False) as partial:
+        pass
+    built = subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", partial.name, "."],
+        cwd=TOOL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if built.returncode != 0:
+        Path(partial.name).unlink(missing_ok=True)
+        raise RuntimeError(f"go build tools/promql:\n{built.stdout}{built.stderr}")
+    os.replace(partial.name, binary)  # whole or not at all, when two runs race
+    return binary
+
+
+def selected(*exprs: str) -> list[set[str]]:
+    """The metric names each expression selects, as Prometheus parses it."""
+    lines = "".join(json.dumps(expr) + "\n" for expr in exprs)
+    run = subprocess.run(
+        [str(_parser())], input=lines, capture_output=True, text=True, timeout=60, check=False
+    )
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    errors = [f"{r['expr']}\n  {r['error']}" for r in results if "error" in r]
+    assert not errors, "PromQL that Prometheus refuses:\n" + "\n".join(errors)
+    assert run.returncode == 0, run.stderr
+    assert len(results) == len(exprs)
+    return [set(result.get("names", [])) for result in results]
+
+
+def from_grafana(expr: str) -> str:
+    """A dashboard query as Prometheus receives it: Grafana's variables filled in."""
+    return GRAFANA_VARIABLES.sub("x", GRAFANA_RANGES.sub("5m", expr))
 
 
 def exposed(page: str) -> set[str]:
@@ -59,7 +94,8 @@ def exposed(page: str) -> set[str]:
 
 
 def chart_exprs(docs: list[dict[str, Any]]) -> list[str]:
-    """Every PromQL expression of a render: the PrometheusRule's and the dashboard's."""
+    """Every PromQL expression of a render: the PrometheusRule's and the dashboard's (with
+    Grafana's variables filled in)."""
     exprs: list[str] = []
     for doc in docs:
         if doc["kind"] == "PrometheusRule":
@@ -67,5 +103,15 @@ def chart_exprs(docs: list[dict[str, Any]]) -> list[str]:
         elif doc["kind"] == "ConfigMap" and "grafana_dashboard" in doc["metadata"]["labels"]:
             for board in doc["data"].values():
                 panels = json.loads(board)["panels"]
-                exprs += [t["expr"] for p in panels for t in p.get("targets", []) if "expr" in t]
+                exprs += [
+                    from_grafana(t["expr"])
+                    for p in panels
+                    for t in p.get("targets", [])
+                    if "expr" in t
+                ]
     return exprs
+
+
+def used(docs: list[dict[str, Any]]) -> set[str]:
+    """Every metric name the render's rules and dashboard select."""
+    return set().union(*selected(*chart_exprs(docs)))

@@ -27,7 +27,7 @@ import promcrds
 import pytest
 import yaml
 from charthelpers import CHART, CI_VALUES, REPO, container, expand, find
-from promnames import SYNTHETIC, chart_exprs, exposed, selected
+from promnames import SYNTHETIC, exposed, used
 
 from kubecluster import KubeCluster, KubeCommandError
 from sipphelpers import ManagedProcess, free_port, sip_options_ping
@@ -461,9 +461,8 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
             "--set", "monitoring.prometheusRule.enabled=true",
             "--set", "monitoring.dashboard.enabled=true",
         )  # fmt: skip
-        used = set().union(*(selected(expr) for expr in chart_exprs(_objects(monitored))))
         offered = exposed(metrics) | exposed(_read(f"{control}/metrics")) | SYNTHETIC
-        assert used - offered == set()
+        assert used(_objects(monitored)) - offered == set()
         # SIP on "the pod IP" it was given through the downward API.
         assert sip_options_ping("127.0.0.1", sip_port) == 200
         # Its report, named after the pod, for the operator's status.

@@ -1,6 +1,7 @@
 """The chart's monitoring objects (PrometheusRule, PodMonitor, Grafana dashboard), rendered
-offline: their shapes, that they select this release's pods and ports, and that every metric
-their expressions name is one the real proxy and operator expose. The proxy's side is a live
+offline: their shapes, that they select this release's pods and ports, that Prometheus' own
+PromQL parser takes every expression, and that every metric they name is one the real proxy
+and operator expose. The proxy's side is a live
 scrape of a standalone ``sipdispatch-proxy``; the operator's is its metrics registry as it
 serves it. tests/chart/test_chart_install.py applies the same objects to the API server
 against the Prometheus Operator's own CRDs, and scrapes the release's processes too."""
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from charthelpers import Manifest, Render, find, of_kind
 from prometheus_client.exposition import generate_latest
-from promnames import SYNTHETIC, chart_exprs, exposed, selected
+from promnames import SYNTHETIC, chart_exprs, exposed, selected, used
 
 from sipdispatch.operator.metrics import OperatorMetrics
 from sipphelpers import free_port
@@ -112,16 +113,16 @@ def test_every_metric_the_rules_and_dashboard_use_is_exposed(
     docs = render(*ALL_ON)
     exprs = chart_exprs(docs)
     assert len(exprs) == len(rules(docs)) + len(dashboard_exprs(dashboard(docs)))
-    used = set().union(*(selected(expr) for expr in exprs))
+    names = set().union(*selected(*exprs))
     offered = exposed(proxy_page) | exposed(operator_page()) | SYNTHETIC
-    assert used - offered == set(), "names no proxy or operator exposes"
+    assert names - offered == set(), "names no proxy or operator exposes"
     # The check sees what it should: table age, readiness and the operator's watch are used.
     assert {
         "sipdispatch_table_last_applied_timestamp_seconds",
         "sipdispatch_ready",
         "sipdispatch_operator_watch_silence_seconds",
         "sipdispatch_set_destinations_active",
-    } <= used
+    } <= names
     assert "sipdispatch_table_last_applied_timestamp_seconds" in exposed(proxy_page)
     # And a misspelt name is caught.
     typo = render(
@@ -129,8 +130,10 @@ def test_every_metric_the_rules_and_dashboard_use_is_exposed(
         *("--set", "monitoring.prometheusRule.extraRules[0].alert=Typo"),
         *("--set", "monitoring.prometheusRule.extraRules[0].expr=sipdispatch_redy == 0"),
     )
-    found = set().union(*(selected(expr) for expr in chart_exprs(typo)))
-    assert found - offered == {"sipdispatch_redy"}
+    assert used(typo) - offered == {"sipdispatch_redy"}
+    # And so is PromQL that Prometheus would refuse.
+    with pytest.raises(AssertionError, match="parse error"):
+        selected("sum by (set (sipdispatch_ready)")
 
 
 def test_the_prometheus_rule_has_the_shape_prometheus_requires(render: Render) -> None:
