@@ -5,9 +5,11 @@
 #   hack/build-image --tag registry.example.com/voice/sipdispatch:0.1.0
 #
 # which makes the two bases below from Debian's packages with mmdebstrap (bookworm minbase +
-# Debian's python3; no image registry needed) and builds this file with buildah. Any builder
-# works given those two bases, e.g. `docker build --build-arg BUILD_BASE=... --build-arg
-# RUN_BASE=...` with bases loaded from `hack/build-image`'s cache.
+# Debian's python3; no image registry needed), builds this file with buildah, runs a call
+# through the proxy in the image and prints its size (docs/install.md). Another builder can
+# use the same two bases (the root file systems cached in
+# ~/.cache/sipdispatch/image/{build,run}-base-<key>.tar, imported with e.g. `docker import`)
+# named by the BUILD_BASE and RUN_BASE build arguments; only buildah's build is tested.
 ARG BUILD_BASE=localhost/sipdispatch-build-base
 ARG RUN_BASE=localhost/sipdispatch-run-base
 
