@@ -207,16 +207,18 @@ def request_uri_host(uri: str) -> str | None:
         return None
     start = uri.find("@", colon)
     start = colon + 1 if start < 0 else start + 1
-    if uri.startswith("[", start):
+    end = len(uri)
+    if start < end and uri[start] == "[":
         close = uri.find("]", start)
         if close >= 0:
             return uri[start : close + 1]
-    end = len(uri)
-    for stop in (":", ";", "?"):
-        found = uri.find(stop, start, end)
-        if found >= 0:
-            end = found
-    return uri[start:end]
+    # the host ends at the first of ":", ";" and "?" (each find stops where the last did)
+    found = uri.find(":", start, end)
+    end = end if found < 0 else found
+    found = uri.find(";", start, end)
+    end = end if found < 0 else found
+    found = uri.find("?", start, end)
+    return uri[start:end] if found < 0 else uri[start:found]
 
 
 def loop_tag(request: Request) -> str:
