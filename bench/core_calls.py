@@ -14,6 +14,13 @@ by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-nativ
 
 To compare two commits, build each from a clean checkout of it (``NATIVE_VENV=<dir>
 hack/build-native``) and run them in turn, a few times each: the machine's noise is a few %.
+Timings on a busy machine move by more than a small change costs; instruction counts do not:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv-native/bin/python bench/core_calls.py \
+        --calls 2000 [--no-protections]
+
+run with and without the flag (about a minute each), and ``callgrind_annotate --inclusive=yes``
+says which functions the difference lies in.
 
 ``--routes N`` selects through the proxy's own engine and a real table of two sets instead of
 a stub, with N routes (0 to 5) in front of it: the last one takes the calls, the others are
