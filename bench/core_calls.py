@@ -5,6 +5,7 @@ proxy counting its own 100 Trying) through ``Proxy.receive`` and prints microsec
 Use it to compare changes to the hot path; ``--profile`` prints where the time goes.
 
     .venv/bin/python bench/core_calls.py [--calls N] [--profile] [--no-request-policy]
+                                         [--no-protections]
 
 That is the pure Python development install. The production build, with the hot path compiled
 by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-native`` makes:
@@ -13,6 +14,13 @@ by mypyc (setup.py), runs the same script from the virtualenv ``hack/build-nativ
 
 To compare two commits, build each from a clean checkout of it (``NATIVE_VENV=<dir>
 hack/build-native``) and run them in turn, a few times each: the machine's noise is a few %.
+Timings on a busy machine move by more than a small change costs; instruction counts do not:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv-native/bin/python bench/core_calls.py \
+        --calls 2000 [--no-protections]
+
+run with and without the flag (about a minute each), and ``callgrind_annotate --inclusive=yes``
+says which functions the difference lies in.
 
 ``--routes N`` selects through the proxy's own engine and a real table of two sets instead of
 a stub, with N routes (0 to 5) in front of it: the last one takes the calls, the others are
@@ -30,6 +38,7 @@ import time
 from sipdispatch.dispatch import configfile
 from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, RequestSelection, Selection, Signer
+from sipdispatch.proxy.core.dialogs import destination_id
 from sipdispatch.proxy.settings import ProxySettings
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Request, Response
@@ -139,6 +148,13 @@ def main() -> None:
         action="store_false",
         help="the core without its request policy (by default: the proxy's default policy)",
     )
+    parser.add_argument(
+        "--no-protections",
+        dest="protections",
+        action="store_false",
+        help="the core without its request policy, per-source rates or transaction cap: the "
+        "core's side of the bench's 'protections off' variant",
+    )
     args = parser.parse_args()
     counter = iter(range(10**9))
 
@@ -146,12 +162,21 @@ def main() -> None:
         i = next(counter)
         return Selection([GATEWAYS[i % 2], GATEWAYS[(i + 1) % 2]])
 
-    settings = ProxySettings(request_policy=args.request_policy)
+    if args.protections:
+        settings = ProxySettings(request_policy=args.request_policy)
+    else:
+        settings = ProxySettings(
+            request_policy=False, source_rate=0, dialog_rate=0, max_transactions=0
+        )
     local = {"udp": PROXY}
     policy = settings.request_policy_for(local, PROXY)
-    core = CoreSettings(local=local, advertise=PROXY, policy=policy)
+    core = CoreSettings(local=local, advertise=PROXY, policy=policy, admission=settings.admission())
     if args.routes is None:
         proxy = Proxy(core, select, Signer(b"k" * 32))
+        # The engine sets this from its table: signed routes lead only to the table's gateways.
+        proxy.destinations = frozenset(
+            destination_id(h.host, h.port, h.transport) for h in GATEWAYS
+        )
     else:
         proxy = engine_proxy(args.routes, core)
     # The replies above are built by parsing what the proxy sent: subtract that cost.

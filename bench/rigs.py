@@ -158,6 +158,8 @@ class Variant:
     args: tuple[str, ...] = ()
     #: the variant turns features off: their cost is the plain proxy's figure against it
     turns_off: bool = False
+    #: the variant is the plain proxy again: its difference is the bench's own noise
+    control: bool = False
 
 
 class SipdispatchBalancer:

@@ -596,11 +596,21 @@ class Bench:
 
     def feature_costs(self) -> None:
         """CPU per call with each feature of ``variants.VARIANTS`` on, beside the plain proxy:
-        fresh rigs, the same rate, taking turns; the median of the tries counts."""
+        fresh rigs, the same rate, taking turns; the median of the tries counts.
+
+        Every try runs on fresh processes, started for it and stopped after it: one process
+        of the plain proxy kept for all the tries made a steady difference of several % from
+        another (its hash seed, where its memory lands, the core it runs on), which fresh
+        processes turn into spread, and no idle rig probes in the background of another's
+        try. The turns go forwards in one round and backwards in the next, so that no rig
+        always runs first or last. Each round gives each variant a paired ratio against the
+        plain proxy of the same round (slow drifts of the machine's load cancel in it): their
+        spread is reported, and the control variant (the plain proxy again) says how much of
+        a difference this machine can resolve at all."""
         # 2,000 calls/s, or less when this machine's ladder (if it ran) topped out near it
         top = self.results.get("max_per_core", {}).get("sipdispatch") or 2500
         rate = 2000 if top >= 2400 else max(100, round(top * 0.8 / 100) * 100)
-        seconds, tries = (4, 2) if self.quick else (8, 3)
+        seconds, tries = (4, 2) if self.quick else (8, 5)
         rigs = [
             SipdispatchRig(
                 self.lab, self.out / "logs", self.settings, "fc", self.build, variant=DEFAULTS
@@ -613,37 +623,54 @@ class Bench:
             for i, variant in enumerate(VARIANTS, 1)
         ]
         figures: dict[str, list[float]] = {}
+        paired: dict[str, list[float]] = {}
         steps: dict[str, list[dict[str, Any]]] = {}
-        try:
-            for rig in rigs:
+        for round_no in range(tries):
+            this_round: dict[str, float] = {}
+            for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
                 rig.start()
-            for _ in range(tries):
-                for rig in rigs:
+                time.sleep(1.5)  # past the first probes, and the start's own CPU
+                try:
                     step = run_step(self.lab, rig, rate, seconds)
-                    steps.setdefault(rig.label, []).append(step.as_dict())
-                    if step.passed:
-                        figures.setdefault(rig.label, []).append(step.cpu_ms_per_call)
-                    else:
-                        rig.restart()
-        finally:
-            for rig in rigs:
-                rig.stop()
+                finally:
+                    rig.stop()
+                steps.setdefault(rig.label, []).append(step.as_dict())
+                if step.passed:
+                    figures.setdefault(rig.label, []).append(step.cpu_ms_per_call)
+                    this_round[rig.label] = step.cpu_ms_per_call
+            plain_now = this_round.get(rigs[0].label)
+            for label, cpu in this_round.items():
+                if plain_now is not None and label != rigs[0].label:
+                    paired.setdefault(label, []).append(cpu / plain_now)
         plain = statistics.median(figures.get(rigs[0].label) or [float("nan")])
         rows = []
         for rig in rigs:
             cpu = statistics.median(figures.get(rig.label) or [float("nan")])
             name = rig.variant.name if rig.variant else "defaults"
             turns_off = rig.variant is not None and rig.variant.turns_off
+            control = rig.variant is not None and rig.variant.control
+            ratios = paired.get(rig.label, [])
             rows.append(
                 {"name": name, "cpu_s_per_1000_calls": cpu, "ratio": cpu / plain}
-                | {"turns_off": turns_off}
+                | {"turns_off": turns_off, "control": control, "round_ratios": ratios}
+            )
+            spread = (
+                f"; round by round {min(ratios) - 1:+.1%} to {max(ratios) - 1:+.1%}"
+                if ratios
+                else ""
             )
             log(
                 f"  {name:24s} {rate:5d} cps: {cpu:.3f} CPU s per 1,000 calls "
-                f"({cpu / plain - 1:+.1%} against plain; {len(figures.get(rig.label, []))} "
-                f"of {tries} tries passed)"
+                f"({cpu / plain - 1:+.1%} against plain{spread}; "
+                f"{len(figures.get(rig.label, []))} of {tries} tries passed)"
             )
-        self.results["feature_costs"] = {"rate": rate, "rows": rows, "steps": steps}
+        self.results["feature_costs"] = {
+            "rate": rate,
+            "seconds": seconds,
+            "tries": tries,
+            "rows": rows,
+            "steps": steps,
+        }
         self.save()
 
     # ---------------------------------------------------------------- all

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rigs import Variant
 
-__all__ = ["DEFAULTS", "VARIANTS"]
+__all__ = ["CONTROL", "DEFAULTS", "VARIANTS"]
 
 # The proxy as it comes: every default protection on (the rate per source too, which the
 # ladders lift). The other variants are measured against it.
@@ -53,4 +53,8 @@ PROTECTIONS_OFF = Variant(
     turns_off=True,
 )
 
-VARIANTS: list[Variant] = [FIVE_ROUTES, PROTECTIONS_OFF]
+# The plain proxy once more, as a rig of its own: what it differs from the plain proxy by is
+# the noise of this machine and of the bench, the floor under every other figure.
+CONTROL = Variant("defaults, again", control=True)
+
+VARIANTS: list[Variant] = [FIVE_ROUTES, PROTECTIONS_OFF, CONTROL]

@@ -251,3 +251,25 @@ def test_refusals_are_counted_by_rule() -> None:
     assert count("sipdispatch_requests_refused_total", {"reason": "user-agent", "route": ""}) == 2
     assert count("sipdispatch_requests_refused_total", {"reason": "method", "route": ""}) == 1
     assert count("sipdispatch_messages_rejected_total", {"status": "405"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("sip:service@127.0.0.1:5060", "127.0.0.1"),
+        ("sip:sip.example.com", "sip.example.com"),
+        ("SIPS:alice@Sip.Example.COM;transport=tcp", "Sip.Example.COM"),
+        ("sip:alice:secret@evil.example.net?subject=x", "evil.example.net"),
+        ("sip:[2001:db8::1]:5060;lr", "[2001:db8::1]"),
+        ("sip:bob@[::1]", "[::1]"),
+        ("sip:+15551234567;phone-context=x@gw.example.org;user=phone", "gw.example.org"),
+        ("sip:host;maddr=10.0.0.1?a=b@c", "c"),  # the first "@" ends the user part, as parsed
+        ("tel:+15551234567", None),
+        ("sipx:service@evil.example.net", None),
+        ("sip", None),
+    ],
+)
+def test_request_uri_host(uri: str, host: str | None) -> None:
+    """The host the domain rule checks: as written, whatever the scheme's case, user part,
+    password, port, parameters or headers; None for a URI of another scheme."""
+    assert policy.request_uri_host(uri) == host

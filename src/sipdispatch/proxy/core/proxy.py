@@ -36,6 +36,8 @@ __all__ = ["Proxy"]
 _AFTER_PREFIX = len(BRANCH_PREFIX)
 _NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
 #: what marks a request as in-dialog before it is parsed: the signature of our own Route
+#: (looked for with ``find``: ``bytes in bytes`` first tries the operand as an integer and
+#: builds a TypeError it then drops, which cost more than the search itself)
 _DIALOG_MARK = b";sig="
 #: what every transaction branch of this proxy starts with: a request holding none never looped
 _OUR_BRANCH = BRANCH_PREFIX + "T"
@@ -83,7 +85,7 @@ class Proxy:
             return out
         limiter = self._limiter
         if limiter is not None and not data.startswith(b"SIP/"):
-            refused = limiter.admit(source[0], _DIALOG_MARK in data, now)
+            refused = limiter.admit(source[0], data.find(_DIALOG_MARK) >= 0, now)
             if refused:
                 self._over_rate(data, source, transport, out)
                 return out
@@ -290,7 +292,7 @@ class Proxy:
         extra: list[tuple[str, str]] = []
         if max_forwards is not None and int(max_forwards) == 0:
             refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
-        elif self._settings.policy.loops and _LOOP_MARK in data and self._looped(request):
+        elif self._settings.policy.loops and data.find(_LOOP_MARK) >= 0 and self._looped(request):
             refusal = PolicyRefusalError("loop", "the request came back unchanged", 482)
         elif required := request.headers.values("proxy-require"):
             refusal = RemoteProtocolError(f"Proxy-Require {', '.join(required)}", 420)
