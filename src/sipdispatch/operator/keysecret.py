@@ -84,13 +84,19 @@ class SecretKeeper:
         self._complaint = ""  # the last problem logged, said once and not every pass
 
     async def run(self) -> None:
+        """A pass every ``interval`` while leading, and one at once on taking the lead (a
+        fresh install's proxies wait for the Secret)."""
+        last: float | None = None
         while True:
-            if self.leading():
+            if not self.leading():
+                last = None
+            elif last is None or time.monotonic() - last >= self.interval:
+                last = time.monotonic()
                 try:
                     await self.tend()
                 except KubeError as exc:
                     self._complain(f"cannot keep Secret {self._name}: {exc}")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(min(1.0, self.interval))
 
     @property
     def _name(self) -> str:
