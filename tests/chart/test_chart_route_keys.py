@@ -49,8 +49,17 @@ RENDERED_SECRET = Path(__file__).resolve().parent / "fixtures" / "secret-rendere
 
 def _install_crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/dispatchersets.sipdispatch.io",
-            "crd/dispatcherreports.sipdispatch.io", "--timeout=60s")  # fmt: skip
+
+    def established() -> bool:
+        # kubectl wait fails outright on a CRD that has no status yet: ask until it has one
+        try:
+            kubectl("wait", "--for=condition=Established", "crd/dispatchersets.sipdispatch.io",
+                    "crd/dispatcherreports.sipdispatch.io", "--timeout=5s")  # fmt: skip
+        except KubeCommandError:
+            return False
+        return True
+
+    _wait("the CRDs", established, 60)
 
 
 @pytest.fixture
@@ -516,7 +525,10 @@ def test_an_upgrade_from_a_chart_that_rendered_the_secret_keeps_its_keys(
     [key] = _route_keys(adopted)
     state = json.loads(adopted["metadata"]["annotations"][STATE])
     assert [k["fingerprint"] for k in state["keys"]] == [fingerprint(key.encode())]
-    # Without it, Helm deletes what left the chart: the keys would be gone.
+    # helm uninstall leaves it too (Helm no longer owns it).
+    helm("uninstall", name, "-n", ns)
+    assert (_secret(kubectl, ns, secret_name) or {}).get("data") == first["data"]
+    # Without the annotation, Helm deletes what left the chart: the keys would be gone.
     name = release("lost")
     helm("install", name, str(old_chart), "-n", ns)
     assert _secret(kubectl, ns, f"{name}-sipdispatch-secret")
