@@ -116,3 +116,18 @@ def test_a_bad_duration_is_refused_naming_the_flag(
     with pytest.raises(SystemExit):
         build_parser().parse_args([f"--route-keys-settle={value}"])
     assert "--route-keys-settle" in capsys.readouterr().err
+
+
+def test_a_request_during_a_rotation_is_taken_after_it() -> None:
+    made = step((), None, T0)
+    added = step(made.keys, made, T0 + 10, request="one")
+    assert len(added.keys) == 2
+    during = step(added.keys, added, T0 + 20, request="two")
+    assert during.keys == added.keys, "one new key at a time"
+    assert during.handled_request == "one"
+    signing = step(during.keys, during, T0 + 400, request="two")
+    assert signing.keys == (added.keys[1], made.keys[0])
+    again = step(signing.keys, signing, T0 + 410, request="two")
+    assert len(again.keys) == 3, "the second request adds its key once the first one signs"
+    assert again.keys[0] == added.keys[1]
+    assert again.handled_request == "two"

@@ -114,8 +114,8 @@ def plan(
         entries.insert(1, (key, KeyRecord(_print(key), created=now)))
         why = f"asked by {ROTATE_ANNOTATION}={request}" if asked else "due"
         changes.append(f"added key {_print(key)} ({why}); it signs in {policy.settle:g} s")
-    if asked:
-        handled = request
+        if asked:
+            handled = request  # asked during a rotation: taken once that one is done
     ready = [i for i, (_, record) in enumerate(entries) if record.pending]
     ready = [i for i in ready if now - entries[i][1].created >= policy.settle]
     if ready:
