@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,3 +52,43 @@ def option(args: Iterable[str], flag: str) -> list[str]:
     """Values of ``--flag=value`` arguments, in order."""
     prefix = f"{flag}="
     return [arg[len(prefix) :] for arg in args if arg.startswith(prefix)]
+
+
+class SecretVolume:
+    """What the kubelet does for a Secret volume, for proxies run as local processes: the
+    Secret's keys as files in ``directory``, brought up to date every ``interval`` seconds, each
+    file replaced whole (a rename, as the kubelet's symlink swap: never half a file).
+    ``read()`` gives the Secret's JSON, or None while it does not exist."""
+
+    def __init__(
+        self, read: Callable[[], dict[str, Any] | None], directory: Path, interval: float = 0.5
+    ) -> None:
+        self.read = read
+        self.directory = directory
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sync(self) -> bool:
+        """Copy the Secret once; whether it exists."""
+        found = self.read()
+        if found is None:
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for key, value in (found.get("data") or {}).items():
+            fresh = self.directory / f".{key}.new"
+            fresh.write_bytes(base64.b64decode(value))
+            fresh.replace(self.directory / key)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sync()
+
+    def __enter__(self) -> SecretVolume:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -3,16 +3,16 @@ etcd; no kubelet, so pods never run and nothing here waits for them).
 
 - every ci/*-values.yaml variant installs and creates the objects it renders, accepted by the
   API server's own validation (e.g. one node port for UDP and TCP);
-- an upgrade keeps the generated Record-Route secret and control token;
+- an upgrade applies what the values say (the operator's Secret: test_chart_route_keys.py);
 - the CRDs the chart renders are accepted by the API server (server-side dry run);
 - the containers' command lines, taken from the installed release, run as local processes
-  with the release's ServiceAccounts: the operator renders the table, the proxy follows it,
-  answers SIP on "its pod IP", reports, and its control API wants the token.
+  with the release's ServiceAccounts: the operator makes the proxies' Secret and renders the
+  table, the proxy (started once the Secret exists, as the kubelet would) signs with its key,
+  follows the table, answers SIP on "its pod IP", reports, and its control API wants the token.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import sys
@@ -26,10 +26,11 @@ from typing import Any
 import promcrds
 import pytest
 import yaml
-from charthelpers import CHART, CI_VALUES, REPO, container, expand, find
+from charthelpers import CHART, CI_VALUES, REPO, SecretVolume, container, expand, find
 from promnames import SYNTHETIC, exposed, used
 
 from kubecluster import KubeCluster, KubeCommandError
+from sipdispatch.api.routekeys import fingerprint, parse_keys
 from sipphelpers import ManagedProcess, free_port, sip_options_ping
 
 pytestmark = pytest.mark.k8s
@@ -54,10 +55,14 @@ def _objects(manifest: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
 
 
-def _secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, str]:
-    found = json.loads(kubectl("get", "secret", name, "-n", namespace, "-o", "json"))
-    data: dict[str, str] = found["data"]
-    return data
+def _secret_or_none(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = json.loads(
+            kubectl("get", "secret", name, "-n", namespace, "-o", "json")
+        )
+    except KubeCommandError:
+        return None
+    return found
 
 
 @pytest.fixture
@@ -111,7 +116,7 @@ def test_every_ci_variant_installs_its_objects(
         }
 
 
-def test_an_upgrade_keeps_the_generated_secret(
+def test_an_upgrade_applies_the_new_values(
     helm: Callable[..., str],
     kubectl: Kubectl,
     kube_namespace: str,
@@ -121,14 +126,11 @@ def test_an_upgrade_keeps_the_generated_secret(
     _install_crds(kubectl)
     name = release("keep")
     helm("install", name, str(CHART), "-n", ns)
-    first = _secret_data(kubectl, ns, "keep-sipdispatch-secret")
-    assert set(first) == {"record-route-secret", "control-token"}
     out = helm(
         "upgrade", name, str(CHART), "-n", ns,
         "--set", "proxy.replicas=3",
         "--set", "proxy.service.type=LoadBalancer",
     )  # fmt: skip
-    assert _secret_data(kubectl, ns, "keep-sipdispatch-secret") == first
     deployment = json.loads(
         kubectl("get", "deployment", "keep-sipdispatch-proxy", "-n", ns, "-o", "json")
     )
@@ -137,19 +139,6 @@ def test_an_upgrade_keeps_the_generated_secret(
     notes = out.split("NOTES:\n", 1)[1]
     assert notes.startswith("WARNING: The SIP Service is a LoadBalancer"), notes
     helm("upgrade", name, str(CHART), "-n", ns, "--reset-values")
-    assert _secret_data(kubectl, ns, "keep-sipdispatch-secret") == first
-    # A key rotation edits the generated key list in place: upgrades keep the edit.
-    old = base64.b64decode(first["record-route-secret"]).decode()
-    rotated = base64.b64encode(f"{'n' * 64}\n{old}\n".encode()).decode()
-    patch = json.dumps({"data": {"record-route-secret": rotated}})
-    kubectl("patch", "secret", "keep-sipdispatch-secret", "-n", ns, "--type", "merge", "-p", patch)
-    helm("upgrade", name, str(CHART), "-n", ns)
-    kept = _secret_data(kubectl, ns, "keep-sipdispatch-secret")
-    assert kept == {**first, "record-route-secret": rotated}
-    other = release("other")
-    # One operator per namespace: the second release relies on the first one's.
-    helm("install", other, str(CHART), "-n", ns, "--set", "operator.enabled=false")
-    assert _secret_data(kubectl, ns, "other-sipdispatch-secret") != first, "random per release"
 
 
 @pytest.mark.parametrize(
@@ -307,7 +296,8 @@ def test_a_second_release_cannot_add_an_overlapping_operator(kube_cluster: KubeC
                 in refused.value.stderr
             ), refused.value.stderr
             assert "operator.enabled=false" in refused.value.stderr
-        helm("install", "second", str(CHART), "-n", second_ns, "--set", "operator.enabled=false")
+        helm("install", "second", str(CHART), "-n", second_ns, "--set", "operator.enabled=false",
+             "--set", "proxy.secret.existingSecret=second-keys")  # fmt: skip
         helm("upgrade", first, str(CHART), "-n", first_ns, "--set", "proxy.replicas=3")
         helm("uninstall", "second", "-n", second_ns)
         helm("uninstall", first, "-n", first_ns)
@@ -397,12 +387,14 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
     operator = find(docs, "Deployment", "run-sipdispatch-operator")
     proxy = find(docs, "Deployment", "run-sipdispatch-proxy")
 
-    # The Secret volume, as the kubelet would mount it.
+    # The Secret volume, as the kubelet would mount it: the operator makes the Secret.
     secret_dir = tmp_path / "secret"
-    secret_dir.mkdir()
-    secret = _secret_data(kubectl, ns, "run-sipdispatch-secret")
-    for key, value in secret.items():
-        (secret_dir / key).write_bytes(base64.b64decode(value))
+    assert not kube_cluster.run(
+        "kubectl", "get", "secret", "run-sipdispatch-secret", "-n", ns, check=False
+    ).stdout, "the chart renders no Secret"
+    volume = SecretVolume(
+        lambda: _secret_or_none(kubectl, ns, "run-sipdispatch-secret"), secret_dir
+    )
     mount = container(proxy, "proxy")["volumeMounts"][0]["mountPath"]
     env = {"POD_NAME": "run-sipdispatch-proxy-7d9f-x2", "POD_NAMESPACE": ns, "POD_IP": "127.0.0.1"}
 
@@ -426,18 +418,28 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
         ManagedProcess("proxy", [*proxy_argv, f"--kubeconfig={accounts['proxy']}"], tmp_path),
     ]
     try:
-        for process in processes:
-            process.spawn()
+        processes[0].spawn()
         _wait(
             "the operator's liveness endpoint",
             lambda: _get(f"http://127.0.0.1:{health_port}/healthz") == 200,
             30,
-            *processes,
+            processes[0],
         )
+        # Until the Secret exists the kubelet does not start the proxy (the mount waits).
+        _wait("the operator's Secret", volume.sync, 30, processes[0])
+        route_keys = (secret_dir / "record-route-secret").read_text()
+        [signing] = parse_keys(route_keys, "the operator's Secret")
+        processes[1].spawn()
         # Ready with no DispatcherSet yet (GitOps tools wait for it): an empty table.
         control = f"http://127.0.0.1:{control_port}"
         _wait("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
         assert _get(f"{control}/healthz") == 200
+        # Signing with the operator's key, which it made with its control token.
+        metrics = _read(f"{control}/metrics")
+        assert (
+            f'sipdispatch_route_keys{{fingerprint="{fingerprint(signing)}",use="signing"}} 1.0'
+            in metrics
+        ), metrics
         dispatcherset = {
             "apiVersion": "sipdispatch.io/v1alpha1",
             "kind": "DispatcherSet",

@@ -159,5 +159,12 @@ def test_the_operator_may_reach_only_dns_and_the_api_server(render: Render) -> N
     (ingress,) = policy["spec"]["ingress"]
     named = {p["name"]: p["containerPort"] for p in container(operator, "operator")["ports"]}
     assert {p["port"] for p in ingress["ports"]} == {named["http-health"], named["http-metrics"]}
-    alone = render("--set", "networkPolicy.enabled=true", "--set", "operator.enabled=false")
+    alone = render(
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "operator.enabled=false",
+        "--set",
+        "proxy.secret.existingSecret=keys",  # no operator to make the route keys' Secret
+    )
     assert [p["metadata"]["name"] for p in of_kind(alone, "NetworkPolicy")] == ["sipdispatch-proxy"]

@@ -140,6 +140,8 @@ def test_the_chart_grants_each_part_what_it_needs_and_no_more(
             "RoleBinding",
             "Role",  # the operator's Lease
             "RoleBinding",
+            "Role",  # the proxies' Secret, which the operator makes and rotates
+            "RoleBinding",
         ]
     )
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=rendered)
@@ -153,6 +155,10 @@ def test_the_chart_grants_each_part_what_it_needs_and_no_more(
             (
                 "validatingadmissionpolicy,validatingadmissionpolicybinding",
                 "rbac-sipdispatch-operator-tables",
+            ),
+            (
+                "validatingadmissionpolicy,validatingadmissionpolicybinding",
+                "rbac-sipdispatch-operator-secret",
             ),
         ):
             kube_cluster.kubectl("delete", kinds, name, "--ignore-not-found")
@@ -188,8 +194,15 @@ def _check_grants(
         ("patch", "dispatchersets.sipdispatch.io"),  # the spec is the user's
         ("delete", "configmaps"),
         ("get", "secrets"),
+        ("get", "secrets/other"),
+        ("list", "secrets"),
     ]:
         assert not can_i(kube_cluster, operator, verb, what, "-n", ns), (verb, what)
+    # The proxies' Secret only, by name, in the release namespace only.
+    assert can_i(kube_cluster, operator, "patch", "secrets/rbac-sipdispatch-secret", "-n", ns)
+    assert not can_i(
+        kube_cluster, operator, "get", "secrets/rbac-sipdispatch-secret", "-n", "default"
+    )
     # A proxy replica reads its one table and writes reports; nothing else.
     assert can_i(kube_cluster, proxy, "watch", f"configmaps/{TABLE}", "-n", ns)
     assert not can_i(kube_cluster, proxy, "get", "configmaps/other", "-n", ns)

@@ -125,11 +125,24 @@ The SIP Service keeps the bare full name: it is the address users dial
 {{- end }}
 
 {{/*
-The Secret holding the Record-Route signing secret (and the control API token): the user's own,
-or the one the chart generates.
+The Secret holding the route keys (and the control API token): the user's own, or the one the
+operator makes and rotates (the chart never renders it: see operator-deployment.yaml).
 */}}
 {{- define "sipdispatch.secretName" -}}
 {{- default (printf "%s-secret" (include "sipdispatch.fullname" .)) .Values.proxy.secret.existingSecret }}
+{{- end }}
+
+{{/*
+Whether the operator keeps the proxies' Secret: yes unless it is the user's own. Without an
+operator in this release nobody would make it, so the user's own is required then.
+*/}}
+{{- define "sipdispatch.operatorKeepsSecret" -}}
+{{- if not .Values.proxy.secret.existingSecret }}
+{{- if not .Values.operator.enabled }}
+{{- fail "proxy.secret.existingSecret: required when operator.enabled is false (the operator of this release makes the route keys' Secret; without it, create one: see docs/install.md)" }}
+{{- end }}
+{{- true }}
+{{- end }}
 {{- end }}
 
 {{/*

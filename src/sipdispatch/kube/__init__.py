@@ -10,7 +10,7 @@ the synchronous client about 90 ms and 14 MiB (it loads its models lazily) but b
 * ``credentials``: where the credentials are (kubeconfig, its ``exec`` plugins included, or
   the pod's rotating ServiceAccount token) and how they are renewed;
 * ``client``: ``Kube``, one connection, failures turned into ``KubeError``;
-* ``objects``: get, list, server-side apply, status merge patch, create, delete, as JSON dicts;
+* ``objects``: get, list, server-side apply, merge patch, create, delete, as JSON dicts;
 * ``watch``: ``Follow``, list then watch, resumed from the last resourceVersion, listed again
   on 410 Gone;
 * ``lease``: ``Elector``, leader election on a coordination.k8s.io Lease.
@@ -22,13 +22,14 @@ from sipdispatch.kube.client import Kube
 from sipdispatch.kube.credentials import Credentials, Login, locate
 from sipdispatch.kube.errors import KubeConfigError, KubeError
 from sipdispatch.kube.lease import Elector
-from sipdispatch.kube.objects import CONFIG_MAP, EVENT, LEASE, Kind
+from sipdispatch.kube.objects import CONFIG_MAP, EVENT, LEASE, SECRET, Kind
 from sipdispatch.kube.watch import Changed, Follow, Listed
 
 __all__ = [
     "CONFIG_MAP",
     "EVENT",
     "LEASE",
+    "SECRET",
     "Changed",
     "Credentials",
     "Elector",

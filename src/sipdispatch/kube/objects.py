@@ -1,5 +1,6 @@
 """What sipdispatch does to API objects, as plain JSON dicts: get, list, server-side apply,
-merge patch of a status subresource, create, replace (optimistic: by resourceVersion), delete.
+merge patch (of an object or its status subresource), create, replace (optimistic: by
+resourceVersion), delete.
 
 A ``Kind`` names a namespaced resource: a built-in one by the generated client's name for it
 (``config_map``, ``event``, ``lease``) and its API (``core``, ``coordination``), or a custom
@@ -18,12 +19,14 @@ __all__ = [
     "CONFIG_MAP",
     "EVENT",
     "LEASE",
+    "SECRET",
     "Kind",
     "apply",
     "create",
     "delete",
     "get",
     "list_objects",
+    "merge_patch",
     "patch_status",
     "replace",
 ]
@@ -59,6 +62,7 @@ class Kind:
 CONFIG_MAP = Kind("", "v1", "configmaps", "config_map")
 EVENT = Kind("", "v1", "events", "event")
 LEASE = Kind("coordination.k8s.io", "v1", "leases", "lease", api="coordination")
+SECRET = Kind("", "v1", "secrets", "secret")
 
 
 async def _call(
@@ -115,6 +119,22 @@ async def patch_status(
         namespace=namespace,
         name=name,
         body={"status": dict(status)},
+        _content_type=MERGE_PATCH,
+    )
+
+
+async def merge_patch(
+    kube: Kube, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]
+) -> dict[str, Any]:
+    """JSON merge patch: ``patch`` replaces what it names. With ``metadata.resourceVersion``
+    in it, only if nobody changed the object since (409 Conflict otherwise)."""
+    return await _call(
+        kube,
+        kind,
+        "patch",
+        namespace=namespace,
+        name=name,
+        body=dict(patch),
         _content_type=MERGE_PATCH,
     )
 

@@ -25,6 +25,7 @@ from sipdispatch.kube import Elector
 from sipdispatch.operator import k8s, metrics
 from sipdispatch.operator.controller import Controller, Indexes
 from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL
+from sipdispatch.operator.keysecret import SecretKeeper
 from sipdispatch.operator.watchdog import WatchDog, WatchStalledError
 
 __all__ = ["Options"]
@@ -44,6 +45,8 @@ class Options(kopf.Memo):
     elector: Elector | None
     #: the liveness check of the watches (None without a Lease to follow)
     watchdog: WatchDog | None
+    #: the proxies' Secret and its route keys (None: the Secret is someone else's)
+    keeper: SecretKeeper | None
     #: where /metrics is served (None: not served)
     metrics_url: str | None
     tasks: list[asyncio.Task[None]]
@@ -154,6 +157,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Options, **_: Any) -> N
         memo.tasks.append(loop.create_task(memo.elector.run(), name="lease"))
     if memo.watchdog is not None:
         memo.tasks.append(loop.create_task(memo.watchdog.run(), name="watchdog"))
+    if memo.keeper is not None:
+        memo.tasks.append(loop.create_task(memo.keeper.run(), name="route-keys"))
     if memo.metrics_url:
         watchdog = memo.watchdog
         memo.controller.metrics.live(
@@ -185,6 +190,6 @@ async def cleanup(memo: Options, **_: Any) -> None:
     for runner in memo.runners:
         with contextlib.suppress(Exception):
             await runner.cleanup()
-    for side in (memo.elector, memo.watchdog):
+    for side in (memo.elector, memo.watchdog, memo.keeper):
         if side is not None:
             await side.kube.close()

@@ -16,11 +16,11 @@ that turns unusable is reported and the keys in use stay.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sipdispatch.api.routekeys import MIN_KEY_LENGTH, KeyListError, fingerprint, parse_keys
 from sipdispatch.proxy.core import Signer
 
 __all__ = [
@@ -36,33 +36,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the shortest key accepted, in characters (``openssl rand -hex 32`` gives 64)
-MIN_KEY_LENGTH = 32
 #: how often a key file is read again, in seconds
 POLL_INTERVAL = 2.0
-
-
-class KeyListError(ValueError):
-    """A key list that cannot be used; the message names where it came from."""
-
-
-def parse_keys(text: str, origin: str) -> tuple[bytes, ...]:
-    """The keys of a key list, signing key first; ``origin`` (a flag, a variable) names it in
-    errors."""
-    keys: list[bytes] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        key = line.strip()
-        if not key or key.startswith("#"):
-            continue
-        if len(key) < MIN_KEY_LENGTH:
-            raise KeyListError(
-                f"{origin}: the key on line {number} has {len(key)} characters, at least "
-                f"{MIN_KEY_LENGTH} are required (e.g. openssl rand -hex 32)"
-            )
-        keys.append(key.encode())
-    if not keys:
-        raise KeyListError(f"{origin}: no key in it (one key per line, the first one signs)")
-    return tuple(dict.fromkeys(keys))  # a key listed twice counts once
 
 
 def read_key_file(path: Path, origin: str) -> tuple[bytes, ...]:
@@ -72,11 +47,6 @@ def read_key_file(path: Path, origin: str) -> tuple[bytes, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyListError(f"{origin}: cannot read {path}: {exc}") from None
     return parse_keys(text, f"{origin} {path}")
-
-
-def fingerprint(key: bytes) -> str:
-    """A short name for a key, for logs: the same on every replica, and no help in guessing it."""
-    return hashlib.sha256(key).hexdigest()[:8]
 
 
 def describe(keys: tuple[bytes, ...]) -> str:
