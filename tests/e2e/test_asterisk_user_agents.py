@@ -53,14 +53,14 @@ def test_baresip_calls_holds_resumes_and_hangs_up(
     box = lab.box_of_call(call_id)
     phone.command("hold")
     phone.command("resume")
-    # each re-INVITE answered by Asterisk before the next step
-    box.wait_sip(call_id, "INVITE", count=3, answered=True)
+    # the INVITE, its retry with credentials, hold and resume: all answered by Asterisk
+    box.wait_sip(call_id, "INVITE", count=4, answered=True)
     phone.command("hangup")
     phone.wait_event("CALL_CLOSED", 10, mark)
     box.wait_sip(call_id, "BYE", count=1, answered=True)
     reinvites = box.sip_requests(call_id, "INVITE")
-    holds = [m for m in reinvites if "a=sendonly" in m]
-    resumes = [m for m in reinvites[1:] if "a=sendrecv" in m]
+    holds = [m for m in reinvites[2:] if "a=sendonly" in m]
+    resumes = [m for m in reinvites[3:] if "a=sendrecv" in m]
 
     # call 2: Asterisk hangs up (extension 7000 answers, waits 2 s, hangs up)
     mark2 = len(phone.events)
