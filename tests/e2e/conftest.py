@@ -12,12 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from asterisk_fixtures import asterisk_install, asterisk_lab
 from sipdispatchproc import SipdispatchProxy, hot_path_compiled
 
 from sipp_fixtures import kamailio_bin, sipp_lab
 from sipphelpers import REPO_ROOT, HarnessError
 
-__all__ = ["compiled_proxy_command", "kamailio_bin", "proxies", "proxy_build", "sipp_lab"]
+__all__ = [
+    "asterisk_install",
+    "asterisk_lab",
+    "compiled_proxy_command",
+    "kamailio_bin",
+    "proxies",
+    "proxy_build",
+    "sipp_lab",
+]
 
 
 @pytest.fixture

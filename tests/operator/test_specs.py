@@ -46,7 +46,10 @@ def test_what_only_the_proxy_model_checks_names_the_field(
 def _dispatchersets() -> list[tuple[str, dict[str, object]]]:
     return [
         (f"{path.name}:{doc['metadata']['name']}", doc["spec"])
-        for path in sorted(EXAMPLES.glob("dispatcherset-*.yaml"))
+        for path in [
+            *sorted(EXAMPLES.glob("dispatcherset-*.yaml")),
+            EXAMPLES / "asterisk-cluster" / "dispatchersets.yaml",
+        ]
         for doc in yaml.safe_load_all(path.read_text())
         if doc and doc.get("kind") == "DispatcherSet"
     ]

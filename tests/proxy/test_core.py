@@ -259,6 +259,23 @@ def test_responses_with_a_via_we_did_not_write_are_dropped() -> None:
     assert proxy.receive(ours, address_of(GW1), "udp", 1.1)
 
 
+def test_a_response_with_the_callers_via_params_reordered_is_relayed() -> None:
+    """Asterisk's PJSIP writes the Via parameters of a response in its own order (``rport=N;
+    branch=...`` for ``branch=...;rport=N``): equal by RFC 3261 20.42, so relayed."""
+    proxy, _ = make_proxy()
+    _, bye, _ = _establish(proxy)
+    routed = request_of(proxy.receive(bye.to_bytes(), CALLER, "udp", 1.0)[0])
+    caller_via = routed.headers.values("via")[1]
+    assert ";branch=z9hG4bK-bye1;rport=" in caller_via
+    head, _, rport = caller_via.partition(";branch=z9hG4bK-bye1;")
+    reordered = f"{head};{rport};BRANCH=z9hG4bK-bye1"
+    answer = reply(routed, 200).replace(caller_via.encode(), reordered.encode())
+    assert reordered.encode() in answer
+    relayed = proxy.receive(answer, address_of(GW1), "udp", 1.1)
+    assert [s.address for s in relayed] == [CALLER]
+    assert response_of(relayed[0]).status == 200
+
+
 def test_options_to_the_balancer_itself_is_answered_locally() -> None:
     proxy, selector = make_proxy()
     options = (

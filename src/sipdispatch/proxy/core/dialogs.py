@@ -47,6 +47,7 @@ __all__ = [
     "from_tag",
     "record_route",
     "route_target",
+    "via_signed_form",
 ]
 
 #: where an in-dialog request goes next: its transport and address (not a table destination)
@@ -160,7 +161,7 @@ class Dialogs:
         headers = request.headers
         headers.pop_first("route")
         count_hop(request, self.settings.policy.max_forwards)
-        branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via)}"
+        branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via_signed_form(via))}"
         headers.push_first("Via", via_value(next_transport, local, branch))
         out.sends.append(Send(next_transport, address, request.to_bytes()))
         if request.method == "BYE":
@@ -192,13 +193,33 @@ class Dialogs:
         if previous is None:
             return
         signature = branch_id[len(BRANCH_PREFIX) + 1 :].rpartition(".")[2]
-        if not self.signer.verify(signature, "via", previous):
+        try:
+            via = values.parse_via(previous)
+        except RemoteProtocolError:
+            return
+        if not self.signer.verify(signature, "via", via_signed_form(via)):
             return  # a Via we did not write: never reflect it anywhere
-        via = values.parse_via(previous)
         host = via.params.get("received") or via.host.strip("[]")
         rport = via.params.get("rport")
         port = int(rport) if rport and grammar.is_digits(rport) else (via.port or 5060)
         out.sends.append(Send(via.transport.lower(), (host, port), response.to_bytes()))
+
+
+def via_signed_form(via: str | values.Via) -> str:
+    """What a branch signature covers of the Via below ours: its meaning, not its spelling.
+
+    A response carries the request's Via values equal by RFC 3261's comparison rules (20.42),
+    not byte for byte: Asterisk's PJSIP, for one, writes ``rport=5060;branch=...`` back for a
+    Via that said ``branch=...;rport=5060``. So parameters are compared by name without case and
+    in any order, as are the transport and the host.
+    """
+    parsed = values.parse_via(via) if isinstance(via, str) else via
+    params = ";".join(
+        f"{name.lower()}={value}"
+        for name, value in sorted((name.lower(), value) for name, value in parsed.params.items())
+    )
+    host = parsed.host.lower()
+    return f"{parsed.transport.upper()} {host}:{parsed.port or ''};{params}"
 
 
 def from_tag(value: str | None) -> str | None:
