@@ -24,6 +24,7 @@ __all__ = [
     "delete",
     "get",
     "list_objects",
+    "patch",
     "patch_status",
     "replace",
 ]
@@ -115,6 +116,21 @@ async def patch_status(
         namespace=namespace,
         name=name,
         body={"status": dict(status)},
+        _content_type=MERGE_PATCH,
+    )
+
+
+async def patch(
+    kube: Kube, kind: Kind, namespace: str, name: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Merge patch of the object: ``changes`` replace what they name."""
+    return await _call(
+        kube,
+        kind,
+        "patch",
+        namespace=namespace,
+        name=name,
+        body=dict(changes),
         _content_type=MERGE_PATCH,
     )
 

@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipdispatch.api import report as _report
 from sipdispatch.api.names import TABLE_KEY
 from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s, render, status
+from sipdispatch.operator.eventseries import EventSeries, SeriesKey, counted
 from sipdispatch.operator.memory import Memory
 from sipdispatch.operator.metrics import OperatorMetrics
 
@@ -61,6 +63,8 @@ class Controller:
     clock: Callable[[], float] = time.time
     indexes: Indexes | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    #: repeats of an Event update it instead of adding one (a flapping gateway)
+    events: EventSeries = field(default_factory=EventSeries)
     #: whether this controller writes (without leader election: always)
     leading: bool = True
     _dirty: set[Key] = field(default_factory=set)
@@ -243,6 +247,37 @@ class Controller:
         for event in result.events:
             log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
             try:
-                await self.api.post_event(body, event.type, event.reason, event.message, now)
+                await self._post(body, (namespace, name), event, now)
             except KubeError as exc:
                 log.warning("event %s about %s/%s not posted: %s", event.reason, *key, exc)
+
+    async def _post(
+        self, body: Mapping[str, Any], where: tuple[str, str], event: status.SetEvent, now: float
+    ) -> None:
+        """Post ``event``, or count it into the Event of its series."""
+        series: SeriesKey = (*where, event.type, event.reason, event.subject)
+        occurrence = self.events.record(series, now)
+        message = counted(event.message, occurrence, _report.timestamp(occurrence.first))
+        if occurrence.name is not None:
+            try:
+                await self.api.repeat_event(
+                    where[0], occurrence.name, message, occurrence.count, now
+                )
+                return
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+            # The Event expired or was deleted: a new series starts with a new Event.
+            self.events.lost(series)
+            occurrence = self.events.record(series, now)
+            message = event.message
+        name = await self.api.post_event(
+            body,
+            event.type,
+            event.reason,
+            message,
+            now,
+            count=occurrence.count,
+            first=occurrence.first,
+        )
+        self.events.created(series, name)
