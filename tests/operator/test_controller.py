@@ -199,3 +199,19 @@ async def test_a_flapping_destination_updates_two_events_instead_of_adding_them(
     await controller.reconcile(*KEY)
     assert len(api.posted) == 4
     assert list(api.posted.values())[-1]["reason"] == "DestinationDown"
+
+
+def test_a_grant_and_the_slices_it_grants_render_the_namespaces_it_names() -> None:
+    controller, _api, _clock, _indexes = setup()
+    controller.grant_changed("telephony", "pbx", frozenset({"voice"}))
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.slice_changed("telephony", "pbx")  # a gateway of voice's sets changed
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.grant_changed("telephony", "pbx", frozenset())  # withdrawn: voice renders again
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.slice_changed("telephony", "pbx")
+    controller.grant_changed("telephony", "other", frozenset())
+    assert controller._dirty == set()

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
-from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GROUP, VERSION
+from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GATEWAY_GRANT, GROUP, VERSION
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch import routespec as _routespec
 from sipdispatch.dispatch import tableconfig as _tableconfig
@@ -26,6 +26,7 @@ from sipdispatch.dispatch import tableconfig as _tableconfig
 __all__ = [
     "API_VERSION",
     "DEFAULT_PROXY",
+    "GATEWAY_GRANT",
     "GROUP",
     "VERSION",
     "ApiModel",
@@ -89,7 +90,16 @@ class GatewaySpec(ApiModel):
         min_length=1,
         max_length=63,
         pattern=_DNS_LABEL,
-        description="Name of the Service, in the DispatcherSet's namespace.",
+        description="Name of the Service.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=_DNS_LABEL,
+        description="Namespace of the Service. Default: the DispatcherSet's. A Service in "
+        f"another namespace is used only while it grants it: its annotation {GATEWAY_GRANT} "
+        "lists the DispatcherSet's namespace (comma-separated).",
     )
     port: PortRef | None = Field(
         default=None,

@@ -47,6 +47,8 @@ class Indexes:
     slices: Mapping[Key, Iterable[Mapping[str, Any]]]
     reports: Mapping[Key, Iterable[Mapping[str, Any]]]
     tables: Mapping[Key, Iterable[Mapping[str, Any]]]
+    #: (namespace, Service) -> the namespaces its grant annotation names
+    grants: Mapping[Key, Iterable[frozenset[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Controller:
     _written: dict[Key, tuple[str, str]] = field(default_factory=dict)
     _sets: dict[tuple[str, str], _SetMemory] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    #: the grants last seen, by (namespace, Service): whom to render again when one changes
+    _grants: dict[Key, frozenset[str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ from handlers
 
@@ -87,6 +91,21 @@ class Controller:
         else:
             self._dirty.update(k for k in self._known() if k[0] == namespace)
         self._wake.set()
+
+    def grant_changed(self, namespace: str, service: str, granted: frozenset[str]) -> None:
+        """A Service's grant annotation was seen: the namespaces it names now or named
+        before render again."""
+        key = (namespace, service)
+        before = self._grants.pop(key, frozenset())
+        if granted:
+            self._grants[key] = granted
+        for other in before | granted:
+            self.touch(other)
+
+    def slice_changed(self, namespace: str, service: str) -> None:
+        """An EndpointSlice of ``service`` changed: its namespace and those it grants."""
+        for other in {namespace} | self._grants.get((namespace, service), frozenset()):
+            self.touch(other)
 
     def lead(self, leading: bool) -> None:
         """Start or stop writing; a new leader renders every proxy it knows."""
@@ -166,10 +185,19 @@ class Controller:
             return
         key = (namespace, proxy)
         bodies = list(indexes.sets.get(key) or ())
+        grants = render.Grants(
+            namespace,
+            {
+                f"{ns}/{service}": frozenset().union(*stored)
+                for (ns, service), stored in indexes.grants.items()
+            },
+        )
         slices: dict[str, list[Mapping[str, Any]]] = {}
         for (ns, service), store in indexes.slices.items():
             if ns == namespace:
                 slices[service] = list(store)
+            if grants.allows(f"{ns}/{service}"):  # a gateway may name its namespace too
+                slices[f"{ns}/{service}"] = list(store)
         table = next(iter(indexes.tables.get(key) or ()), None)
         if key not in self._memory:
             # After a restart the memory comes from the table itself.
@@ -181,6 +209,7 @@ class Controller:
             slices,
             self._memory[key],
             now,
+            grants,
         )
         text, memory = rendering.text, rendering.memory.to_json()
         data = (table or {}).get("data") or {}
