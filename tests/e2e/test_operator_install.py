@@ -292,6 +292,7 @@ def _check_grants(
         ("watch", "dispatchersets.sipdispatch.io"),
         ("patch", "dispatchersets.sipdispatch.io", "--subresource=status"),
         ("list", "endpointslices.discovery.k8s.io"),
+        ("watch", "services"),  # their grant annotations
         ("watch", "dispatcherreports.sipdispatch.io"),
         ("patch", "configmaps"),
         ("create", "events"),
@@ -300,6 +301,7 @@ def _check_grants(
     for verb, what in [
         ("patch", "dispatchersets.sipdispatch.io"),  # the spec is the user's
         ("delete", "configmaps"),
+        ("patch", "services"),
         ("get", "secrets"),
     ]:
         assert not can_i(kube_cluster, operator, verb, what, "-n", ns), (verb, what)
