@@ -57,9 +57,9 @@ def test_crds_then_every_example_apply(kubectl: Callable[..., str], kube_namespa
     assert {line.split()[0] for line in table[1:]} == names
     # The schema's defaults: every example shows its proxy, given or not.
     wide = kubectl("get", "dset", "-n", kube_namespace, "-o", "wide").splitlines()
-    header = wide[0].split()
-    assert header[-2:] == ["PROXY", "MESSAGE"]
-    proxies = {line.split()[0]: line.split()[header.index("PROXY")] for line in wide[1:]}
+    assert wide[0].split()[-2:] == ["PROXY", "MESSAGE"]
+    at = wide[0].index("PROXY")  # columns are aligned; status columns are empty here
+    proxies = {line.split()[0]: line[at:].split()[0] for line in wide[1:]}
     assert proxies == dict.fromkeys(names, "sipdispatch")
     stored = json.loads(kubectl("get", "dset", "asterisk", "-n", kube_namespace, "-o", "json"))
     assert stored["spec"]["missingHashKey"] == "fallback"
@@ -151,11 +151,11 @@ def test_the_condition_schema_is_metav1_condition(
         # also refuses one URI spelt two ways)
         (
             {"setId": 1, "destinations": [{"uri": "sip:10.0.0.1"}, {"uri": "sip:10.0.0.1"}]},
-            'spec.destinations[1]: Duplicate value: map[string]interface {}{"uri":"sip:10.0.0.1"}',
+            "spec.destinations[1]: Duplicate value",
         ),
         (
             {"setId": 1, "gateways": [{"service": "gw"}, {"service": "gw", "port": 5080}]},
-            'spec.gateways[1]: Duplicate value: map[string]interface {}{"service":"gw"}',
+            "spec.gateways[1]: Duplicate value",
         ),
         # CEL: the models' cross-field checks, naming the field
         (
