@@ -157,6 +157,10 @@ def test_the_condition_schema_is_metav1_condition(
             {"setId": 1, "gateways": [{"service": "gw"}, {"service": "gw", "port": 5080}]},
             "spec.gateways[1]: Duplicate value",
         ),
+        (
+            {"setId": 1, "match": {"methods": ["INVITE", "INVITE"]}},
+            'spec.match.methods[1]: Duplicate value: "INVITE"',
+        ),
         # CEL: the models' cross-field checks, naming the field
         (
             {"setId": 1, "algorithm": "hash-key"},

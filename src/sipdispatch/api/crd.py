@@ -178,6 +178,9 @@ RULES: Mapping[tuple[str, str], Schema] = {
             }
         ],
     },
+    # what a match compiles into a set: one entry twice is a mistake
+    ("MatchSpec", "source"): {"x-kubernetes-list-type": "set"},
+    ("MatchSpec", "methods"): {"x-kubernetes-list-type": "set"},
     ("GatewaySpec", "port"): {
         "x-kubernetes-validations": [
             {
