@@ -182,6 +182,7 @@ RULES: Mapping[tuple[str, str], Schema] = {
     ("MatchSpec", "source"): {"x-kubernetes-list-type": "set"},
     ("MatchSpec", "methods"): {"x-kubernetes-list-type": "set"},
     ("GatewaySpec", "port"): {
+        "maxLength": 63,  # a port name is a DNS label
         "x-kubernetes-validations": [
             {
                 "rule": "type(self) == int ? self >= 1 && self <= 65535 : size(self) > 0",

@@ -125,8 +125,8 @@ class GatewaySpec(ApiModel):
     def _port(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and not 0 < value < 65536:
             raise ValueError(f"{value} is not a port number (1-65535)")
-        if isinstance(value, str) and not value:
-            raise ValueError("an empty port name")
+        if isinstance(value, str) and not 0 < len(value) <= 63:
+            raise ValueError("a port name is 1-63 characters")
         return value
 
 
