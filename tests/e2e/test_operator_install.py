@@ -174,13 +174,13 @@ def test_the_condition_schema_is_metav1_condition(
         ({"setId": 1, "hashKey": "X-Queue"}, "spec.hashKey: Forbidden"),
         (
             {"setId": 1, "probing": {"interval": 2, "timeout": 5}},
-            'spec.probing.timeout: Invalid value: "object": must not be longer than the interval',
+            "spec.probing.timeout: Invalid value: must not be longer than the interval",
         ),
         # the default interval (10) filled in first
         ({"setId": 1, "probing": {"timeout": 20}}, "spec.probing.timeout: Invalid value"),
         (
             {"setId": 1, "destinations": [{"uri": "sip:10.0.0.1", "attrs": {"weight": "2"}}]},
-            'spec.destinations[0].attrs: Invalid value: "object": attrs may not hold weight',
+            "spec.destinations[0].attrs: Invalid value: attrs may not hold weight",
         ),
         (
             {"setId": 1, "gateways": [{"service": "gw", "port": 0}]},
