@@ -6,10 +6,12 @@ Nothing is sent to the endpoint address: no proxy runs to probe it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubeproc import (
     TABLE,
     OperatorProcess,
@@ -53,7 +55,12 @@ def test_a_gateway_in_another_namespace_needs_the_services_grant(
     rendered = render_chart(
         kube_cluster, voice, f"operator.watchNamespaces={{{voice},{telephony}}}"
     )
-    kubectl("apply", "-n", voice, "-f", "-", input=rendered)
+    # The chart's Role and RoleBinding in each watched namespace, the rest in the release's.
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    for namespace in (voice, telephony):
+        mine = [d for d in docs if d["metadata"].get("namespace", voice) == namespace]
+        listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": mine})
+        kubectl("apply", "-n", namespace, "-f", "-", input=listed)
     operator_config = kube_cluster.serviceaccount_kubeconfig(
         "sipdispatch-operator", voice, tmp_path / "operator.kubeconfig", create=False
     )
