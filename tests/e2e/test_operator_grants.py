@@ -104,8 +104,15 @@ def test_a_gateway_in_another_namespace_needs_the_services_grant(
             lambda: ENDPOINT in table_text(kube_cluster, voice),
             15,
         )
-        served = status_of(kubectl, voice, "pbx")
-        assert condition(served, "Stalled")["status"] == "False"
+        served = wait_for(
+            "Stalled cleared",
+            lambda: (
+                (status := status_of(kubectl, voice, "pbx"))
+                and condition(status, "Stalled").get("status") == "False"
+                and status
+            ),
+            15,
+        )
         assert [d["uri"] for d in served["destinations"]] == [ENDPOINT]
 
         # Withdrawn: refused again, and the endpoint drains (DR) instead of serving on.
