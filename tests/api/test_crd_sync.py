@@ -54,7 +54,17 @@ def test_dispatcherset_is_namespaced_with_status_short_name_and_columns() -> Non
     assert version["subresources"] == {"status": {}}
     assert spec["names"]["shortNames"] == ["dset"]
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Set", "Algorithm", "Up/Total", "Ready", "Takes", "Proxy", "Age"]
+    assert columns == [
+        "Set",
+        "Algorithm",
+        "Up/Total",
+        "Ready",
+        "Reason",
+        "Takes",
+        "Age",
+        "Proxy",
+        "Message",
+    ]
 
 
 def _rule(path: list[str]) -> str:

@@ -44,8 +44,86 @@ def test_crds_then_every_example_apply(kubectl: Callable[..., str], kube_namespa
         if doc and doc["kind"] == "DispatcherSet"
     }
     table = kubectl("get", "dset", "-n", kube_namespace).splitlines()
-    assert table[0].split() == ["NAME", "SET", "ALGORITHM", "UP/TOTAL", "READY", "TAKES", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "SET",
+        "ALGORITHM",
+        "UP/TOTAL",
+        "READY",
+        "REASON",
+        "TAKES",
+        "AGE",
+    ]
     assert {line.split()[0] for line in table[1:]} == names
+    # The schema's defaults: every example shows its proxy, given or not.
+    wide = kubectl("get", "dset", "-n", kube_namespace, "-o", "wide").splitlines()
+    assert wide[0].split()[-2:] == ["PROXY", "MESSAGE"]
+    at = wide[0].index("PROXY")  # columns are aligned; status columns are empty here
+    proxies = {line.split()[0]: line[at:].split()[0] for line in wide[1:]}
+    assert proxies == dict.fromkeys(names, "sipdispatch")
+    stored = json.loads(kubectl("get", "dset", "asterisk", "-n", kube_namespace, "-o", "json"))
+    assert stored["spec"]["missingHashKey"] == "fallback"
+    assert stored["spec"]["priority"] == 0
+    assert stored["spec"]["gateways"][0]["weight"] == 1
+    assert stored["spec"]["drainGraceSeconds"] == 120  # given
+    trunks = json.loads(kubectl("get", "dset", "trunks", "-n", kube_namespace, "-o", "json"))
+    assert trunks["spec"]["probing"]["jitter"] == 0.2
+    assert trunks["spec"]["probing"]["interval"] == 5  # given
+    assert trunks["spec"]["drainGraceSeconds"] == 30
+
+
+def _condition(**changes: Any) -> dict[str, Any]:
+    good = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "DestinationsUp",
+        "message": "1 of 1 destinations up on 1 replicas",
+        "lastTransitionTime": "2030-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
+    return {**good, **changes}
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([_condition(status="Maybe")], 'status.conditions[0].status: Unsupported value: "Maybe"'),
+        ([_condition(reason="not one word")], "status.conditions[0].reason: Invalid value"),
+        ([_condition(reason="")], "status.conditions[0].reason: Invalid value"),
+        ([_condition(lastTransitionTime="yesterday")], "status.conditions[0].lastTransitionTime"),
+        ([{"type": "Ready", "status": "True"}], "status.conditions[0].reason: Required value"),
+        ([_condition(observedGeneration=-1)], "status.conditions[0].observedGeneration"),
+        ([_condition(), _condition(status="False")], "status.conditions[1]: Duplicate value"),
+    ],
+)
+def test_the_condition_schema_is_metav1_condition(
+    kubectl: Callable[..., str],
+    kube_namespace: str,
+    conditions: list[dict[str, Any]],
+    expected: str,
+) -> None:
+    install_crds(kubectl)
+    kubectl("apply", "-n", kube_namespace, "-f", "-", input=dset_yaml({"setId": 1}, "cond"))
+
+    def patch(status: dict[str, Any]) -> str:
+        return kubectl(
+            "patch",
+            "dset",
+            "cond",
+            "-n",
+            kube_namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
+    patch(
+        {"conditions": [_condition(), _condition(type="Stalled", status="False", reason="Valid")]}
+    )
+    with pytest.raises(KubeCommandError) as refused:
+        patch({"conditions": conditions})
+    assert expected in refused.value.stderr
 
 
 @pytest.mark.parametrize(
@@ -69,6 +147,45 @@ def test_crds_then_every_example_apply(kubectl: Callable[..., str], kube_namespa
         ({"setId": 1, "gateways": [{"service": "Gateways"}]}, "spec.gateways[0].service"),
         ({"setId": 1, "destinatons": []}, 'unknown field "spec.destinatons"'),
         ({"algorithm": 4}, "spec.setId: Required value"),
+        # list-map keys: one URI, one Service at most once (spelt the same; the operator
+        # also refuses one URI spelt two ways)
+        (
+            {"setId": 1, "destinations": [{"uri": "sip:10.0.0.1"}, {"uri": "sip:10.0.0.1"}]},
+            "spec.destinations[1]: Duplicate value",
+        ),
+        (
+            {"setId": 1, "gateways": [{"service": "gw"}, {"service": "gw", "port": 5080}]},
+            "spec.gateways[1]: Duplicate value",
+        ),
+        (
+            {"setId": 1, "match": {"methods": ["INVITE", "INVITE"]}},
+            'spec.match.methods[1]: Duplicate value: "INVITE"',
+        ),
+        # CEL: the models' cross-field checks, naming the field
+        (
+            {"setId": 1, "algorithm": "hash-key"},
+            "spec.hashKey: Required value: required by algorithm hash-key",
+        ),
+        ({"setId": 1, "algorithm": 7}, "spec.hashKey: Required value"),
+        (
+            {"setId": 1, "algorithm": 4, "hashKey": "X-Queue"},
+            "spec.hashKey: Forbidden: only used by algorithm hash-key",
+        ),
+        ({"setId": 1, "hashKey": "X-Queue"}, "spec.hashKey: Forbidden"),
+        (
+            {"setId": 1, "probing": {"interval": 2, "timeout": 5}},
+            "spec.probing.timeout: Invalid value: must not be longer than the interval",
+        ),
+        # the default interval (10) filled in first
+        ({"setId": 1, "probing": {"timeout": 20}}, "spec.probing.timeout: Invalid value"),
+        (
+            {"setId": 1, "destinations": [{"uri": "sip:10.0.0.1", "attrs": {"weight": "2"}}]},
+            "spec.destinations[0].attrs: Invalid value: attrs may not hold weight",
+        ),
+        (
+            {"setId": 1, "gateways": [{"service": "gw", "port": 0}]},
+            "spec.gateways[0].port: Invalid value: 0: must be a port number (1-65535)",
+        ),
     ],
 )
 def test_the_apiserver_refuses_nonsense_naming_the_field(
@@ -185,6 +302,7 @@ def _check_grants(
         ("watch", "dispatchersets.sipdispatch.io"),
         ("patch", "dispatchersets.sipdispatch.io", "--subresource=status"),
         ("list", "endpointslices.discovery.k8s.io"),
+        ("watch", "services"),  # their grant annotations
         ("watch", "dispatcherreports.sipdispatch.io"),
         ("patch", "configmaps"),
         ("create", "events"),
@@ -193,6 +311,7 @@ def _check_grants(
     for verb, what in [
         ("patch", "dispatchersets.sipdispatch.io"),  # the spec is the user's
         ("delete", "configmaps"),
+        ("patch", "services"),
         ("get", "secrets"),
         ("get", "secrets/other"),
         ("list", "secrets"),

@@ -7,6 +7,8 @@ from typing import Any
 from opfixtures import endpoint, endpoint_slice, report
 
 from sipdispatch.api.report import parse_timestamp
+from sipdispatch.api.report import timestamp as iso
+from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s
 from sipdispatch.operator.controller import Controller, Indexes
 
@@ -23,6 +25,8 @@ class RecordingApi:
         self.tables: list[tuple[str, str]] = []
         self.statuses: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.posted: dict[str, dict[str, Any]] = {}  # Event name -> what it says
+        self.gone: set[str] = set()  # Events that expired: updates get 404
 
     async def apply_table(self, namespace: str, proxy: str, text: str, memory: str) -> str:
         self.tables.append((text, memory))
@@ -36,9 +40,27 @@ class RecordingApi:
         self.statuses.append((name, status))
 
     async def post_event(
-        self, involved: dict[str, Any], kind: str, reason: str, message: str, now: float
-    ) -> None:
+        self,
+        involved: dict[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        now: float,
+        *,
+        count: int = 1,
+        first: float | None = None,
+    ) -> str:
         self.events.append((involved["metadata"]["name"], kind, reason))
+        name = f"{involved['metadata']['name']}.{len(self.posted)}"
+        self.posted[name] = {"reason": reason, "message": message, "count": count, "last": now}
+        return name
+
+    async def repeat_event(
+        self, namespace: str, name: str, message: str, count: int, now: float
+    ) -> None:
+        if name in self.gone:
+            raise KubeError(404, f'events "{name}" not found')
+        self.posted[name].update(message=message, count=count, last=now)
 
     async def close(self) -> None:
         pass
@@ -146,3 +168,50 @@ async def test_a_table_deleted_by_hand_is_written_again() -> None:
     await controller.reconcile(*KEY)
     assert api.tables[-1] == (text, memory)
     assert len(api.tables) == 2
+
+
+async def test_a_flapping_destination_updates_two_events_instead_of_adding_them() -> None:
+    controller, api, clock, indexes = setup()
+    uri = "sip:10.1.0.5:5080"
+
+    def flap(state: str) -> None:
+        clock.now += 2.0
+        indexes.reports[KEY] = [report("r1", [(1, uri, state)], reported_at=iso(clock.now))]
+
+    for _ in range(6):
+        for state in ("AP", "IP"):
+            flap(state)
+            await controller.reconcile(*KEY)
+    assert sorted(e["reason"] for e in api.posted.values()) == ["DestinationDown", "DestinationUp"]
+    down = next(e for e in api.posted.values() if e["reason"] == "DestinationDown")
+    assert down["count"] == 6
+    assert down["message"].endswith("(6 times since 2030-01-01T00:00:14.000Z)")
+    assert down["last"] == clock.now
+
+    # An Event that expired (404) is posted again; so is one whose window is over.
+    api.gone.update(api.posted)
+    flap("AP")
+    await controller.reconcile(*KEY)
+    assert len(api.posted) == 3
+    assert list(api.posted.values())[-1]["count"] == 1
+    clock.now += controller.events.window
+    flap("IP")
+    await controller.reconcile(*KEY)
+    assert len(api.posted) == 4
+    assert list(api.posted.values())[-1]["reason"] == "DestinationDown"
+
+
+def test_a_grant_and_the_slices_it_grants_render_the_namespaces_it_names() -> None:
+    controller, _api, _clock, _indexes = setup()
+    controller.grant_changed("telephony", "pbx", frozenset({"voice"}))
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.slice_changed("telephony", "pbx")  # a gateway of voice's sets changed
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.grant_changed("telephony", "pbx", frozenset())  # withdrawn: voice renders again
+    assert controller._dirty == {KEY}
+    controller._dirty.clear()
+    controller.slice_changed("telephony", "pbx")
+    controller.grant_changed("telephony", "other", frozenset())
+    assert controller._dirty == set()

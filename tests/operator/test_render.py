@@ -12,7 +12,7 @@ from opfixtures import dset, endpoint, endpoint_slice
 from sipdispatch.dispatch import configfile
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.operator.memory import Memory
-from sipdispatch.operator.render import render
+from sipdispatch.operator.render import Grants, render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOW = 1_900_000_000.0
@@ -241,3 +241,38 @@ def test_ipv6_endpoints_and_unusable_ports() -> None:
 def test_an_unreadable_memory_is_forgotten() -> None:
     assert Memory.from_json("{not json") == Memory()
     assert Memory.from_json(None) == Memory()
+
+
+def test_a_gateway_in_another_namespace_serves_only_while_its_service_grants_it() -> None:
+    spec = {"setId": 4, "gateways": [{"service": "pbx", "namespace": "telephony"}]}
+    slices = {"telephony/pbx": [endpoint_slice("pbx-1", [endpoint("10.2.0.5", pod="pbx-0")])]}
+    refused = render([dset("remote", spec)], slices, Memory(), NOW, Grants("voice", {}))
+    remote = refused.sets["remote"]
+    assert remote.set_id is None  # never good: not in the table
+    assert [str(i) for i in remote.issues] == [
+        "spec.gateways[0].namespace: Service telephony/pbx does not grant DispatcherSets of "
+        "namespace voice (annotation sipdispatch.io/allow-dispatchersets-from on the Service)"
+    ]
+    elsewhere = Grants("voice", {"telephony/pbx": frozenset({"edge"})})
+    assert render([dset("remote", spec)], slices, Memory(), NOW, elsewhere).sets["remote"].issues
+
+    granted = Grants("voice", {"telephony/pbx": frozenset({"edge", "voice"})})
+    served = render([dset("remote", spec)], slices, Memory(), NOW, granted)
+    assert served.sets["remote"].issues == ()
+    assert [d.uri for d in served.sets["remote"].destinations] == ["sip:10.2.0.5:5080"]
+
+    # The grant withdrawn: the spec is refused again, the last good one keeps rendering, but
+    # the Service's endpoints are no longer used: they drain out.
+    revoked = render([dset("remote", spec)], slices, served.memory, NOW + 1, Grants("voice", {}))
+    remote = revoked.sets["remote"]
+    assert remote.issues
+    assert remote.served_generation == 1
+    assert [(d.uri, d.draining) for d in remote.destinations] == [("sip:10.2.0.5:5080", True)]
+
+
+def test_a_gateway_naming_its_own_namespace_needs_no_grant() -> None:
+    spec = {"setId": 4, "gateways": [{"service": "asterisk", "namespace": "voice"}]}
+    slices = {"voice/asterisk": SLICES["asterisk"]}
+    rendering = render([dset("own", spec)], slices, Memory(), NOW, Grants("voice", {}))
+    assert rendering.sets["own"].issues == ()
+    assert "sip:10.1.0.5:5080" in [d.uri for d in rendering.sets["own"].destinations]

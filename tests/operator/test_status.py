@@ -243,3 +243,15 @@ def test_replicas_that_disagree_about_eligibility_tie_to_not_eligible() -> None:
     first = result.status["destinations"][0]
     assert (first["state"], first["eligible"], first["seenBy"]) == ("AX", False, 1)
     assert result.status["upTotal"] == "1/2"
+
+
+def test_a_down_destination_shows_no_latency_the_probe_timeout_is_not_a_round_trip() -> None:
+    reports = [
+        report("r1", [(2, A, "IP"), (2, B, "AP")], latency_ms=1000.0),
+        report("r2", [(2, A, "AP"), (2, B, "AP")], latency_ms=4.0),
+        report("r3", [(2, A, "IP"), (2, B, "AP")], latency_ms=6.0),
+    ]
+    destinations = {d["uri"]: d for d in status_of(reports).status["destinations"]}
+    assert destinations[A]["state"] == "IP"
+    assert "latencyMs" not in destinations[A]
+    assert destinations[B]["latencyMs"] == 6.0  # the median of the three that see it up

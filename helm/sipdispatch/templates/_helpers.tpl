@@ -71,9 +71,9 @@ The rendered table the proxy reads: "<proxy name>-table" (see sipdispatch.operat
 {{- end }}
 
 {{/*
-The operator reads DispatcherSets, EndpointSlices, DispatcherReports and its own tables;
-writes tables (ConfigMaps), DispatcherSet status, and Events. One rule set, bound
-cluster-wide or in each watched namespace.
+The operator reads DispatcherSets, EndpointSlices, Services (their grants), DispatcherReports
+and its own tables; writes tables (ConfigMaps), DispatcherSet status, and Events. One rule set,
+bound cluster-wide or in each watched namespace.
 */}}
 {{- define "sipdispatch.operatorRules" -}}
 - apiGroups: [sipdispatch.io]
@@ -84,6 +84,10 @@ cluster-wide or in each watched namespace.
   verbs: [get, patch, update]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
+  verbs: [get, list, watch]
+# Services only for their grant annotation (a gateway in another namespace).
+- apiGroups: [""]
+  resources: [services]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [configmaps]

@@ -5,12 +5,16 @@
 argument, both documents go to stdout.
 
 pydantic's JSON Schema is turned into a structural OpenAPI v3 schema (``$ref`` inlined,
-``Optional`` unwrapped, numeric ``exclusiveMinimum`` in the OpenAPI 3.0 form, no ``title``,
-``default`` or ``additionalProperties: false`` — unknown fields are refused by kubectl's
-strict field validation instead). Fields of the proxy's own models carry no descriptions, so
-``FIELD_DOCS`` supplies them: generation fails when a field has none, so ``kubectl explain``
-documents every field. ``RULES`` adds CEL rules where a JSON Schema cannot say it (algorithm
-names or numbers, SIP URIs), so that the apiserver refuses nonsense naming the field.
+``Optional`` unwrapped, numeric ``exclusiveMinimum`` in the OpenAPI 3.0 form, no ``title`` or
+``additionalProperties: false`` — unknown fields are refused by kubectl's strict field
+validation instead). A spec keeps the models' scalar defaults, so that the API server fills them
+in and ``kubectl get`` shows what applies (``spec.proxy``); lists and maps keep none. Fields of
+the proxy's own models carry no descriptions, so ``FIELD_DOCS`` supplies them: generation fails
+when a field has none, so ``kubectl explain`` documents every field. ``RULES`` adds CEL rules
+where a JSON Schema cannot say it (algorithm names or numbers, SIP URIs), so that the apiserver
+refuses nonsense naming the field; ``OBJECT_RULES`` the models' own cross-field checks (the
+operator keeps checking them too, for API servers without CEL and for what a rule cannot see,
+such as one URI spelt two ways).
 """
 
 from __future__ import annotations
@@ -121,6 +125,20 @@ def _code_rule(classes: str, low: int, high: int, what: str) -> Schema:
     }
 
 
+def _is_algorithm(names: str) -> str:
+    """CEL: ``self.algorithm`` is one of ``names`` (given by name or Kamailio number)."""
+    choices = [name.strip() for name in names.split(",")]
+    numbers = [str(list(_algorithms.ALGORITHMS).index(name)) for name in choices]
+    listed = ", ".join(f"'{v}'" for v in choices + numbers)
+    return (
+        f"has(self.algorithm) && "
+        f"string(self.algorithm).lowerAscii().replace('_', '-') in [{listed}]"
+    )
+
+
+# The attrs that have their own field (DestinationSpec refuses them too).
+_FIELD_ATTRS = ["weight", "rweight", "maxload", "duid", "socket", "ping_from"]
+
 RULES: Mapping[tuple[str, str], Schema] = {
     ("DestinationSpec", "uri"): _sip_uri_rule(),
     ("DestinationSpec", "pingFrom"): _sip_uri_rule(),
@@ -149,9 +167,59 @@ RULES: Mapping[tuple[str, str], Schema] = {
         "maxItems": 50,
         "items": _code_rule("45", 400, 599, "a 4xx or 5xx status code or class such as '5xx'"),
     },
-    ("DestinationSpec", "attrs"): {"maxProperties": 64},
+    ("DestinationSpec", "attrs"): {
+        "maxProperties": 64,
+        "x-kubernetes-validations": [
+            {
+                # a lookup per name, not a scan of the keys: cheap for the rule cost budget
+                "rule": f"!{_FIELD_ATTRS}.exists(k, k in self)",
+                "message": "attrs may not hold weight, rweight, maxload, duid, socket or "
+                "ping_from: use the destination's own field",
+            }
+        ],
+    },
+    # what a match compiles into a set: one entry twice is a mistake
+    ("MatchSpec", "source"): {"x-kubernetes-list-type": "set"},
+    ("MatchSpec", "methods"): {"x-kubernetes-list-type": "set"},
+    ("GatewaySpec", "port"): {
+        "maxLength": 63,  # a port name is a DNS label
+        "x-kubernetes-validations": [
+            {
+                "rule": "type(self) == int ? self >= 1 && self <= 65535 : size(self) > 0",
+                "message": "must be a port number (1-65535) or a port name",
+            }
+        ],
+    },
     ("DestinationSpec", "socket"): {"maxLength": 128},
     ("DestinationSpec", "duid"): {"maxLength": 128},
+}
+
+
+# Cross-field rules, on the object of the model named: the same checks as the models'
+# validators, with the field they are about (fieldPath) and kubectl's wording (reason).
+OBJECT_RULES: Mapping[str, list[Schema]] = {
+    "DispatcherSetSpec": [
+        {
+            "rule": f"has(self.hashKey) || !({_is_algorithm('hash-key')})",
+            "message": "required by algorithm hash-key (a header such as X-Queue, or "
+            "ruri.user, from.user, ...)",
+            "fieldPath": ".hashKey",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": f"!has(self.hashKey) || ({_is_algorithm('hash-key')})",
+            "message": "only used by algorithm hash-key",
+            "fieldPath": ".hashKey",
+            "reason": "FieldValueForbidden",
+        },
+    ],
+    "ProbingSpec": [
+        {
+            "rule": "!has(self.timeout) || !has(self.interval) || self.timeout <= self.interval",
+            "message": "must not be longer than the interval",
+            "fieldPath": ".timeout",
+        },
+    ],
 }
 
 
@@ -184,11 +252,12 @@ def _unwrap_optional(node: Schema) -> Schema:
     return merged
 
 
-def _structural(node: Schema, owner: str, prop: str) -> Schema:
+def _structural(node: Schema, owner: str, prop: str, *, defaults: bool) -> Schema:
     """One schema node, made structural and documented; recurses into its children.
 
     ``owner`` is the model the node is a field of and ``prop`` the field's name (empty for
-    list items and map values, documented by their field).
+    list items and map values, documented by their field). With ``defaults``, scalar
+    defaults stay in the schema.
     """
     node = _unwrap_optional(dict(node))
     title = node.pop("title", None)
@@ -207,18 +276,24 @@ def _structural(node: Schema, owner: str, prop: str) -> Schema:
         if default not in (None, [], {}) and "Default" not in doc:
             doc = f"{doc.rstrip('.')}. Default: {json.dumps(default)}."
         node["description"] = " ".join(doc.split())
+        if defaults and isinstance(default, str | int | float | bool):
+            node["default"] = default
     elif "description" in node:
         node["description"] = " ".join(str(node["description"]).split())
     properties = node.get("properties")
     if isinstance(properties, dict):
         model = title or owner
-        node["properties"] = {k: _structural(v, model, k) for k, v in properties.items()}
+        node["properties"] = {
+            k: _structural(v, model, k, defaults=defaults) for k, v in properties.items()
+        }
+        if model in OBJECT_RULES:
+            node["x-kubernetes-validations"] = list(OBJECT_RULES[model])
     items = node.get("items")
     if isinstance(items, dict):
-        node["items"] = _structural(items, items.get("title") or owner, "")
+        node["items"] = _structural(items, items.get("title") or owner, "", defaults=defaults)
     values = node.get("additionalProperties")
     if isinstance(values, dict):
-        node["additionalProperties"] = _structural(values, owner, "")
+        node["additionalProperties"] = _structural(values, owner, "", defaults=defaults)
     rules = dict(RULES.get((owner, prop), {})) if prop else {}
     item_rules = rules.pop("items", None)
     node.update(rules)
@@ -227,11 +302,12 @@ def _structural(node: Schema, owner: str, prop: str) -> Schema:
     return node
 
 
-def openapi_schema(model: type[BaseModel]) -> Schema:
-    """The structural OpenAPI v3 schema of a model (camelCase properties)."""
+def openapi_schema(model: type[BaseModel], *, defaults: bool = False) -> Schema:
+    """The structural OpenAPI v3 schema of a model (camelCase properties); with
+    ``defaults``, the API server fills in the models' scalar defaults."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     inlined = _inline(raw, raw.get("$defs", {}))
-    return _structural(inlined, model.__name__, "")
+    return _structural(inlined, model.__name__, "", defaults=defaults)
 
 
 def _crd(
@@ -244,7 +320,7 @@ def _crd(
     columns: list[Schema],
     description: str,
 ) -> Schema:
-    properties: Schema = {"spec": openapi_schema(spec)}
+    properties: Schema = {"spec": openapi_schema(spec, defaults=True)}
     if status is not None:
         properties["status"] = openapi_schema(status)
     version: Schema = {
@@ -305,9 +381,20 @@ def dispatcherset_crd() -> Schema:
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             },
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
             {"name": "Takes", "type": "string", "jsonPath": ".status.takes"},
-            {"name": "Proxy", "type": "string", "jsonPath": ".spec.proxy", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Proxy", "type": "string", "jsonPath": ".spec.proxy", "priority": 1},
+            {
+                "name": "Message",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+                "priority": 1,
+            },
         ],
     )
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 
-from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GROUP, VERSION
+from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GATEWAY_GRANT, GROUP, VERSION
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch import routespec as _routespec
 from sipdispatch.dispatch import tableconfig as _tableconfig
@@ -26,6 +26,7 @@ from sipdispatch.dispatch import tableconfig as _tableconfig
 __all__ = [
     "API_VERSION",
     "DEFAULT_PROXY",
+    "GATEWAY_GRANT",
     "GROUP",
     "VERSION",
     "ApiModel",
@@ -41,6 +42,19 @@ __all__ = [
 
 # A DNS-1123 label: Service and proxy names are used as object names.
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+_CONDITION_TYPE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+_CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+def _list_map(*keys: str) -> dict[str, Any]:
+    """A list whose items are identified by ``keys``: the API server refuses two items with
+    the same keys, and server-side apply merges the list item by item."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -76,7 +90,16 @@ class GatewaySpec(ApiModel):
         min_length=1,
         max_length=63,
         pattern=_DNS_LABEL,
-        description="Name of the Service, in the DispatcherSet's namespace.",
+        description="Name of the Service.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=_DNS_LABEL,
+        description="Namespace of the Service. Default: the DispatcherSet's. A Service in "
+        f"another namespace is used only while it grants it: its annotation {GATEWAY_GRANT} "
+        "lists the DispatcherSet's namespace (comma-separated).",
     )
     port: PortRef | None = Field(
         default=None,
@@ -102,8 +125,8 @@ class GatewaySpec(ApiModel):
     def _port(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and not 0 < value < 65536:
             raise ValueError(f"{value} is not a port number (1-65535)")
-        if isinstance(value, str) and not value:
-            raise ValueError("an empty port name")
+        if isinstance(value, str) and not 0 < len(value) <= 63:
+            raise ValueError("a port name is 1-63 characters")
         return value
 
 
@@ -137,12 +160,15 @@ class DispatcherSetSpec(ApiModel):
     destinations: list[_config.DestinationSpec] = Field(
         default_factory=list,
         max_length=1000,
-        description="Static destinations (SIP URIs), in addition to the gateways' endpoints.",
+        description="Static destinations (SIP URIs), in addition to the gateways' endpoints. "
+        "Each URI at most once.",
+        json_schema_extra=_list_map("uri"),
     )
     gateways: list[GatewaySpec] = Field(
         default_factory=list,
         max_length=64,
-        description="Services whose EndpointSlices become destinations.",
+        description="Services whose EndpointSlices become destinations. Each Service at most once.",
+        json_schema_extra=_list_map("service"),
     )
     probing: _config.ProbingSpec | None = Field(
         default=None,
@@ -183,17 +209,27 @@ class DispatcherSetSpec(ApiModel):
 
 
 class Condition(ApiModel):
-    """A Kubernetes condition (metav1.Condition)."""
+    """A Kubernetes condition, validated like metav1.Condition."""
 
-    type: str = Field(description="Ready, Reconciling, Stalled or Degraded.")
+    type: str = Field(
+        max_length=316,
+        pattern=_CONDITION_TYPE,
+        description="Ready, Reconciling, Stalled or Degraded.",
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(description="One CamelCase word saying why.")
-    message: str = Field(default="", description="What happened, for people.")
-    last_transition_time: str | None = Field(
-        default=None, description="When the status last changed (RFC 3339)."
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=_CONDITION_REASON,
+        description="One CamelCase word saying why.",
+    )
+    message: str = Field(max_length=32768, description="What happened, for people.")
+    last_transition_time: str = Field(
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
     )
     observed_generation: int | None = Field(
-        default=None, description="The generation of the spec this condition is about."
+        default=None, ge=0, description="The generation of the spec this condition is about."
     )
 
 
@@ -219,7 +255,9 @@ class DestinationStatus(ApiModel):
         default=None, description="When its state last changed (RFC 3339)."
     )
     latency_ms: float | None = Field(
-        default=None, description="Estimated round trip of OPTIONS probes, in milliseconds."
+        default=None,
+        description="Estimated round trip of OPTIONS probes, in milliseconds, as the "
+        "replicas reporting its state see it; absent unless it is up or draining.",
     )
     seen_by: int = Field(default=0, description="How many replicas report this state.")
 
@@ -260,6 +298,7 @@ class DispatcherSetStatus(ApiModel):
         default_factory=list,
         description="Ready, Reconciling, Stalled and Degraded (kstatus reads Reconciling "
         "and Stalled).",
+        json_schema_extra=_list_map("type"),
     )
     destinations: list[DestinationStatus] = Field(
         default_factory=list, description="Every destination with its state."

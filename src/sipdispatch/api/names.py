@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "API_VERSION",
     "DEFAULT_PROXY",
+    "GATEWAY_GRANT",
     "GROUP",
     "PROXY_LABEL",
     "TABLE_KEY",
@@ -20,3 +21,5 @@ DEFAULT_PROXY = "sipdispatch"
 PROXY_LABEL = f"{GROUP}/proxy"
 #: the table ConfigMap's key that holds the ``--config`` YAML the proxies serve
 TABLE_KEY = "table.yaml"
+#: on a Service: the namespaces whose DispatcherSets may use it as a gateway (comma-separated)
+GATEWAY_GRANT = f"{GROUP}/allow-dispatchersets-from"

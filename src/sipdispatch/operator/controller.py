@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipdispatch.api import report as _report
 from sipdispatch.api.names import TABLE_KEY
 from sipdispatch.kube import KubeError
 from sipdispatch.operator import k8s, render, status
+from sipdispatch.operator.eventseries import EventSeries, SeriesKey, counted
 from sipdispatch.operator.memory import Memory
 from sipdispatch.operator.metrics import OperatorMetrics
 
@@ -45,6 +47,8 @@ class Indexes:
     slices: Mapping[Key, Iterable[Mapping[str, Any]]]
     reports: Mapping[Key, Iterable[Mapping[str, Any]]]
     tables: Mapping[Key, Iterable[Mapping[str, Any]]]
+    #: (namespace, Service) -> the namespaces its grant annotation names
+    grants: Mapping[Key, Iterable[frozenset[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Controller:
     clock: Callable[[], float] = time.time
     indexes: Indexes | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    #: repeats of an Event update it instead of adding one (a flapping gateway)
+    events: EventSeries = field(default_factory=EventSeries)
     #: whether this controller writes (without leader election: always)
     leading: bool = True
     _dirty: set[Key] = field(default_factory=set)
@@ -70,6 +76,8 @@ class Controller:
     _written: dict[Key, tuple[str, str]] = field(default_factory=dict)
     _sets: dict[tuple[str, str], _SetMemory] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    #: the grants last seen, by (namespace, Service): whom to render again when one changes
+    _grants: dict[Key, frozenset[str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ from handlers
 
@@ -83,6 +91,21 @@ class Controller:
         else:
             self._dirty.update(k for k in self._known() if k[0] == namespace)
         self._wake.set()
+
+    def grant_changed(self, namespace: str, service: str, granted: frozenset[str]) -> None:
+        """A Service's grant annotation was seen: the namespaces it names now or named
+        before render again."""
+        key = (namespace, service)
+        before = self._grants.pop(key, frozenset())
+        if granted:
+            self._grants[key] = granted
+        for other in before | granted:
+            self.touch(other)
+
+    def slice_changed(self, namespace: str, service: str) -> None:
+        """An EndpointSlice of ``service`` changed: its namespace and those it grants."""
+        for other in {namespace} | self._grants.get((namespace, service), frozenset()):
+            self.touch(other)
 
     def lead(self, leading: bool) -> None:
         """Start or stop writing; a new leader renders every proxy it knows."""
@@ -162,10 +185,19 @@ class Controller:
             return
         key = (namespace, proxy)
         bodies = list(indexes.sets.get(key) or ())
+        grants = render.Grants(
+            namespace,
+            {
+                f"{ns}/{service}": frozenset().union(*stored)
+                for (ns, service), stored in indexes.grants.items()
+            },
+        )
         slices: dict[str, list[Mapping[str, Any]]] = {}
         for (ns, service), store in indexes.slices.items():
             if ns == namespace:
                 slices[service] = list(store)
+            if grants.allows(f"{ns}/{service}"):  # a gateway may name its namespace too
+                slices[f"{ns}/{service}"] = list(store)
         table = next(iter(indexes.tables.get(key) or ()), None)
         if key not in self._memory:
             # After a restart the memory comes from the table itself.
@@ -177,6 +209,7 @@ class Controller:
             slices,
             self._memory[key],
             now,
+            grants,
         )
         text, memory = rendering.text, rendering.memory.to_json()
         data = (table or {}).get("data") or {}
@@ -243,6 +276,37 @@ class Controller:
         for event in result.events:
             log.info("%s/%s %s: %s", namespace, name, event.reason, event.message)
             try:
-                await self.api.post_event(body, event.type, event.reason, event.message, now)
+                await self._post(body, (namespace, name), event, now)
             except KubeError as exc:
                 log.warning("event %s about %s/%s not posted: %s", event.reason, *key, exc)
+
+    async def _post(
+        self, body: Mapping[str, Any], where: tuple[str, str], event: status.SetEvent, now: float
+    ) -> None:
+        """Post ``event``, or count it into the Event of its series."""
+        series: SeriesKey = (*where, event.type, event.reason, event.subject)
+        occurrence = self.events.record(series, now)
+        message = counted(event.message, occurrence, _report.timestamp(occurrence.first))
+        if occurrence.name is not None:
+            try:
+                await self.api.repeat_event(
+                    where[0], occurrence.name, message, occurrence.count, now
+                )
+                return
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+            # The Event expired or was deleted: a new series starts with a new Event.
+            self.events.lost(series)
+            occurrence = self.events.record(series, now)
+            message = event.message
+        name = await self.api.post_event(
+            body,
+            event.type,
+            event.reason,
+            message,
+            now,
+            count=occurrence.count,
+            first=occurrence.first,
+        )
+        self.events.created(series, name)

@@ -22,8 +22,10 @@ __all__ = [
     "Endpoint",
     "Order",
     "discover",
+    "granted_namespaces",
     "identity",
     "locate",
+    "slice_key",
 ]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -61,6 +63,19 @@ def identity(uri: str) -> str:
     """The normalised URI: one destination however it is spelled (``SIP:10.0.0.5`` is
     ``sip:10.0.0.5:5060;transport=udp``); ``ValueError`` when it is not a SIP URI."""
     return locate(uri)[0]
+
+
+def slice_key(gateway: models.GatewaySpec) -> str:
+    """Where a gateway's EndpointSlices are in the slices given to :func:`discover`: by
+    Service name in the set's namespace, by ``namespace/name`` in another."""
+    if gateway.namespace is None:
+        return gateway.service
+    return f"{gateway.namespace}/{gateway.service}"
+
+
+def granted_namespaces(annotation: str | None) -> frozenset[str]:
+    """The namespaces a Service's grant annotation names (comma- or space-separated)."""
+    return frozenset((annotation or "").replace(",", " ").split())
 
 
 def _condition(conditions: Mapping[str, Any]) -> Condition:
@@ -114,15 +129,16 @@ def discover(
     gateways: Sequence[models.GatewaySpec], slices: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> tuple[list[Endpoint], list[str]]:
     """Every endpoint address of ``gateways`` (one per destination, in address order), and
-    warnings about what was unusable. ``slices``: EndpointSlices by Service name."""
+    warnings about what was unusable. ``slices``: EndpointSlices by :func:`slice_key`."""
     found: dict[str, Endpoint] = {}
     warnings: list[str] = []
     for index, gateway in enumerate(gateways):
+        key = slice_key(gateway)
         service_slices = sorted(
-            slices.get(gateway.service, ()), key=lambda s: str(s.get("metadata", {}).get("name"))
+            slices.get(key, ()), key=lambda s: str(s.get("metadata", {}).get("name"))
         )
         if not service_slices:
-            warnings.append(f"gateways[{index}]: Service {gateway.service} has no EndpointSlices")
+            warnings.append(f"gateways[{index}]: Service {key} has no EndpointSlices")
         for piece in service_slices:
             name = piece.get("metadata", {}).get("name")
             address_type = str(piece.get("addressType") or "IPv4")

@@ -20,11 +20,11 @@ from typing import Any
 import kopf
 
 from sipdispatch.api import models
-from sipdispatch.api.names import PROXY_LABEL
+from sipdispatch.api.names import GATEWAY_GRANT, PROXY_LABEL
 from sipdispatch.kube import Elector
 from sipdispatch.operator import k8s, metrics
 from sipdispatch.operator.controller import Controller, Indexes
-from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL
+from sipdispatch.operator.endpoints import SERVICE_NAME_LABEL, granted_namespaces
 from sipdispatch.operator.keysecret import SecretKeeper
 from sipdispatch.operator.watchdog import WatchDog, WatchStalledError
 
@@ -78,6 +78,13 @@ def endpointslices(
     return {(namespace or "", labels[SERVICE_NAME_LABEL]): slim}
 
 
+@kopf.index("v1", "services", annotations={GATEWAY_GRANT: kopf.PRESENT})
+def gatewaygrants(
+    namespace: str | None, name: str, annotations: Mapping[str, str], **_: Any
+) -> dict[Key, frozenset[str]]:
+    return {(namespace or "", name): granted_namespaces(annotations.get(GATEWAY_GRANT))}
+
+
 @kopf.index(models.GROUP, models.VERSION, "dispatcherreports")
 def dispatcherreports(
     namespace: str | None, spec: Mapping[str, Any], body: Mapping[str, Any], **_: Any
@@ -101,6 +108,7 @@ def _bound(memo: Options, kwargs: Mapping[str, Any]) -> Controller:
                 slices=kwargs["endpointslices"],
                 reports=kwargs["dispatcherreports"],
                 tables=kwargs["tables"],
+                grants=kwargs["gatewaygrants"],
             )
         )
     return controller
@@ -115,8 +123,26 @@ def dispatcherset_event(namespace: str | None, memo: Options, **kwargs: Any) -> 
 @kopf.on.event(
     "discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT}
 )
-def endpointslice_event(namespace: str | None, memo: Options, **kwargs: Any) -> None:
-    _bound(memo, kwargs).touch(namespace or "")
+def endpointslice_event(
+    namespace: str | None, labels: Mapping[str, str], memo: Options, **kwargs: Any
+) -> None:
+    _bound(memo, kwargs).slice_changed(namespace or "", labels[SERVICE_NAME_LABEL])
+
+
+@kopf.on.event("v1", "services")
+def service_event(
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    annotations: Mapping[str, str],
+    memo: Options,
+    **kwargs: Any,
+) -> None:
+    # Every Service, not only annotated ones: a grant that is removed must be seen too.
+    granted = (
+        frozenset() if type == "DELETED" else granted_namespaces(annotations.get(GATEWAY_GRANT))
+    )
+    _bound(memo, kwargs).grant_changed(namespace or "", name, granted)
 
 
 @kopf.on.event(models.GROUP, models.VERSION, "dispatcherreports")

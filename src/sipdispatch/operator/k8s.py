@@ -6,7 +6,7 @@
 * a DispatcherSet's status, by merge patch of the status subresource (the whole status: the
   operator is its only writer);
 * Events about a DispatcherSet (core/v1, as ``kubectl describe`` and ``kubectl get events``
-  show them).
+  show them), created once per series and then updated (:mod:`.eventseries`).
 """
 
 from __future__ import annotations
@@ -70,12 +70,19 @@ class Api:
         await objects.patch_status(self.kube, DISPATCHERSETS, namespace, name, status)
 
     async def post_event(
-        self, involved: Mapping[str, Any], kind: str, reason: str, message: str, now: float
-    ) -> None:
-        """An Event about ``involved`` (a DispatcherSet body): Normal or Warning."""
+        self,
+        involved: Mapping[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        now: float,
+        *,
+        count: int = 1,
+        first: float | None = None,
+    ) -> str:
+        """An Event about ``involved`` (a DispatcherSet body), Normal or Warning; its name."""
         meta = involved.get("metadata") or {}
         namespace = str(meta.get("namespace"))
-        stamp = _seconds(now)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -94,11 +101,19 @@ class Api:
             "source": {"component": OPERATOR, "host": self.instance},
             "reportingComponent": OPERATOR,
             "reportingInstance": self.instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
+            "firstTimestamp": _seconds(now if first is None else first),
+            "lastTimestamp": _seconds(now),
+            "count": count,
         }
-        await objects.create(self.kube, EVENT, namespace, body)
+        created = await objects.create(self.kube, EVENT, namespace, body)
+        return str((created.get("metadata") or {}).get("name", ""))
+
+    async def repeat_event(
+        self, namespace: str, name: str, message: str, count: int, now: float
+    ) -> None:
+        """One more occurrence of the Event ``name``: its count, last time and message."""
+        changes = {"message": message[:1024], "count": count, "lastTimestamp": _seconds(now)}
+        await objects.merge_patch(self.kube, EVENT, namespace, name, changes)
 
 
 def _seconds(now: float) -> str:

@@ -14,19 +14,21 @@ stores beside the table so that a restart does not restart the grace.
 
 A spec that the schema let through but the model refuses (a duplicate URI, ``hashKey``
 without algorithm hash-key, a probing timeout longer than the interval, a set id already
-taken by an older DispatcherSet) does not reach the table: the set's last good spec keeps
+taken by an older DispatcherSet, a gateway Service in another namespace that does not grant
+the set's) does not reach the table: the set's last good spec keeps
 rendering, with the current endpoints, and the issues name the field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
+from sipdispatch.api.names import GATEWAY_GRANT
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch.configfile import Issue
 from sipdispatch.operator import endpoints as _endpoints
@@ -37,6 +39,7 @@ from sipdispatch.operator.specs import ValidSpec, parse_spec
 
 __all__ = [
     "ORIGIN_STATIC",
+    "Grants",
     "RenderedDestination",
     "SetObject",
     "SetRendering",
@@ -132,13 +135,43 @@ class _Choice:
     good: GoodSpec | None  # the set's last good spec, to remember
 
 
-def _choose(sets: Iterable[SetObject], memory: Memory) -> list[_Choice]:
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """Which gateway Services the sets of ``namespace`` may use: those in ``namespace``, and
+    those elsewhere whose grant annotation names it (``granted``: by ``namespace/name``)."""
+
+    namespace: str = ""
+    granted: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def allows(self, slice_key: str) -> bool:
+        owner = slice_key.rpartition("/")[0]  # "" for a Service of the sets' namespace
+        return owner in ("", self.namespace) or self.namespace in self.granted.get(
+            slice_key, frozenset()
+        )
+
+    def issues(self, valid: ValidSpec) -> tuple[Issue, ...]:
+        """A gateway in another namespace whose Service does not grant this one."""
+        return tuple(
+            Issue(
+                ("spec", "gateways", i, "namespace"),
+                f"Service {gateway.namespace}/{gateway.service} does not grant DispatcherSets "
+                f"of namespace {self.namespace} (annotation {GATEWAY_GRANT} on the Service)",
+            )
+            for i, gateway in enumerate(valid.spec.gateways)
+            if not self.allows(_endpoints.slice_key(gateway))
+        )
+
+
+def _choose(sets: Iterable[SetObject], memory: Memory, grants: Grants) -> list[_Choice]:
     """Each set's spec, oldest set first: the older set keeps a contested set id, and an
     invalid spec falls back to the set's last good one while that id is still free."""
     taken: dict[int, str] = {}
     choices = []
     for obj in sorted(sets, key=lambda o: (o.created, o.name)):
         valid, issues = parse_spec(obj.spec)
+        refused = () if valid is None else grants.issues(valid)
+        if refused:
+            valid, issues = None, refused
         if valid is not None and valid.spec.set_id in taken:
             set_id = valid.spec.set_id
             reason = f"set {set_id} is already defined by DispatcherSet {taken[set_id]}"
@@ -326,10 +359,15 @@ def render(
     slices: Mapping[str, Sequence[Mapping[str, Any]]],
     memory: Memory,
     now: float,
+    grants: Grants | None = None,
 ) -> TableRendering:
-    """The table of one proxy from its DispatcherSets and the EndpointSlices of their
-    namespace (by Service name); ``now`` is Unix time."""
-    choices = _choose(sets, memory)
+    """The table of one proxy from its DispatcherSets and EndpointSlices (by Service name in
+    the sets' namespace, by ``namespace/name`` elsewhere); ``now`` is Unix time. A gateway in
+    another namespace is used only while ``grants`` allows it: a spec naming one that is not
+    is refused (its last good spec renders, without that Service's endpoints)."""
+    grants = grants or Grants()
+    slices = {key: found for key, found in slices.items() if grants.allows(key)}
+    choices = _choose(sets, memory, grants)
     in_table = sorted(
         ((c, c.valid) for c in choices if c.valid is not None), key=lambda p: p[1].spec.set_id
     )

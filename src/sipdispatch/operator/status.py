@@ -2,11 +2,12 @@
 
 Each replica writes one ``DispatcherReport`` with the state of every destination it serves.
 Reports older than three heartbeats are stale (the replica is gone or cut off) and ignored. Per
-destination the status shows the state most replicas report (a tie goes to the worse state),
-how many replicas report it, their median latency, and the reason and time of the change from
-one of them. A state is a pair: the two-letter code and whether the replica sends new calls
-there (``eligible``, as its selection decides). Up means eligible, whatever the code: ``AX``
-coming up is not up. Conditions:
+destination the status shows the state most replicas report (a tie goes to the worse state), how
+many replicas report it, their median latency while it is up or draining (none while it is down:
+a down destination's estimate is the probe timeout, not a measurement), and the reason and time
+of the change from one of them. A state is a pair: the two-letter code and whether the replica
+sends new calls there (``eligible``, as its selection decides). Up means eligible, whatever the
+code: ``AX`` coming up is not up. Conditions:
 
 * ``Ready``: at least one destination is up (True), none is or the spec cannot be used
   (False), or no replica has reported yet (Unknown).
@@ -20,7 +21,8 @@ coming up is not up. Conditions:
   replicas disagree, or a gateway has a problem.
 
 Events are returned, not posted: a destination going down or coming back up, starting to
-drain, or being removed, and a newly invalid spec.
+drain, or being removed, and a newly invalid spec. The controller coalesces repeats into
+series (:mod:`.eventseries`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class SetEvent:
     type: str  # Normal or Warning
     reason: str
     message: str
+    subject: str = ""  # the destination it is about: repeats about it form one series
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,11 @@ def _aggregate(
     state, eligible = max(votes, key=lambda v: (votes[v], not v[1], -_SEVERITY.get(v[0], 0)))
     agreeing = [d for d in seen if (d.state, d.eligible) == (state, eligible)]
     latest = max(agreeing, key=lambda d: _report.parse_timestamp(d.changed_at) or 0.0)
-    latencies = [d.latency_ms for d in seen if d.latency_ms is not None]
+    # A replica's estimate of a destination that does not answer is mostly probe timeouts
+    # (the latency algorithm must see it slow), not a round trip: none while it is down,
+    # and only from the replicas that see it up or draining.
+    measured = _group(state, eligible) in ("up", "draining")
+    latencies = [d.latency_ms for d in agreeing if d.latency_ms is not None and measured]
     return models.DestinationStatus(
         uri=uri,
         origin=origin,
@@ -230,16 +237,16 @@ def _events(
         )
         why = f" ({dest.reason})" if dest.reason else ""
         if now == "down" and was != "down":
-            events.append(SetEvent("Warning", "DestinationDown", where + why))
+            events.append(SetEvent("Warning", "DestinationDown", where + why, dest.uri))
         elif now == "up" and was in ("down", "draining", "disabled"):
-            events.append(SetEvent("Normal", "DestinationUp", where + why))
+            events.append(SetEvent("Normal", "DestinationUp", where + why, dest.uri))
         elif now == "draining" and was != "draining":
-            events.append(SetEvent("Normal", "DestinationDraining", where + why))
+            events.append(SetEvent("Normal", "DestinationDraining", where + why, dest.uri))
     remaining = {d.uri for d in after}
     for uri, old in before.items():
         if uri not in remaining and old[0] != NOT_READY:
             events.append(
-                SetEvent("Normal", "DestinationRemoved", f"set {set_id} {uri} left the table")
+                SetEvent("Normal", "DestinationRemoved", f"set {set_id} {uri} left the table", uri)
             )
     return events
 
