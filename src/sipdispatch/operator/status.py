@@ -154,9 +154,14 @@ def _aggregate(
 
 
 def _explained(dest: models.DestinationStatus, rendering: SetRendering) -> str:
-    """The operator knows why an endpoint drains better than the replicas do."""
+    """The operator knows why a destination is held, or an endpoint drains, better than the
+    replicas do."""
     for rendered in rendering.destinations:
-        if rendered.uri != dest.uri or dest.state != "DR" or rendered.origin == "static":
+        if rendered.uri != dest.uri or dest.state not in ("DR", "DX"):
+            continue
+        if rendered.held:
+            return rendered.held
+        if dest.state != "DR" or rendered.origin == "static":
             continue
         if rendered.gone_since is not None:
             until = _report.timestamp(rendered.gone_since + rendering.drain_grace)
