@@ -1,5 +1,6 @@
 """What sipdispatch does to API objects, as plain JSON dicts: get, list, server-side apply,
-merge patch of a status subresource, create, replace (optimistic: by resourceVersion), delete.
+merge patch (of an object, or of its status subresource), create, replace (optimistic: by
+resourceVersion), delete.
 
 A ``Kind`` names a namespaced resource: a built-in one by the generated client's name for it
 (``config_map``, ``event``, ``lease``) and its API (``core``, ``coordination``), or a custom
@@ -24,6 +25,7 @@ __all__ = [
     "delete",
     "get",
     "list_objects",
+    "merge_patch",
     "patch_status",
     "replace",
 ]
@@ -99,6 +101,31 @@ async def apply(
         field_manager=field_manager,
         force=True,
         _content_type=APPLY_PATCH,
+    )
+    return stored
+
+
+async def merge_patch(
+    kube: Kube,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    patch: Mapping[str, Any],
+    *,
+    field_manager: str,
+) -> dict[str, Any]:
+    """JSON merge patch of the object: ``patch`` replaces what it names (a list as a whole).
+    With ``metadata.resourceVersion`` in ``patch``, only if nobody changed the object since
+    (409 Conflict otherwise). The object as stored."""
+    stored = await _call(
+        kube,
+        kind,
+        "patch",
+        namespace=namespace,
+        name=name,
+        body=dict(patch),
+        field_manager=field_manager,
+        _content_type=MERGE_PATCH,
     )
     return stored
 

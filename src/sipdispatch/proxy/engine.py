@@ -243,6 +243,7 @@ class Engine:
             self._timer.cancel()
             self._timer = None
 
+
 def _destination_ids(table: DestinationTable) -> frozenset[str]:
     """Every gateway of ``table`` as signed routes name it: the only ones they may lead to."""
     return frozenset(
