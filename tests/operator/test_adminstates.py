@@ -136,3 +136,17 @@ def test_the_status_says_which_entry_holds_a_destination() -> None:
     assert (dest["state"], dest["seenBy"]) == ("DX", 2)
     assert dest["reason"] == "spec.adminStates[0]: disabled (ticket 42)"
     assert status["counts"]["disabled"] == 1
+
+
+def test_the_status_says_how_max_load_adds_up_over_the_replicas() -> None:
+    limited = {"setId": 1, "destinations": [{"uri": "sip:203.0.113.10", "maxLoad": 3}]}
+    trunks = render([dset("trunks", limited)], {}, Memory(), NOW).sets["trunks"]
+    seen = [(1, "sip:203.0.113.10:5060", "AP")]
+    reports = [report(r, seen, reported_at=timestamp(NOW - 1)) for r in ("r1", "r2")]
+    status = set_status(trunks, 1, replica_views(read_reports(reports), NOW), None, NOW).status
+    assert status["callLoad"].startswith(
+        "maxLoad counts calls per proxy replica: 2 replicas report, so a destination takes "
+        "up to 2 x its maxLoad"
+    )
+    unlimited = rendered([]).sets["voice"]
+    assert "callLoad" not in set_status(unlimited, 1, [], None, NOW).status

@@ -354,6 +354,11 @@ class DispatcherSetStatus(ApiModel):
         description="Which requests the set takes, from its match as the table carries it "
         "('unmatched': only what no match takes, when it is the proxy's default set).",
     )
+    call_load: str | None = Field(
+        default=None,
+        description="How the maxLoad of this set's destinations adds up over the proxy "
+        "replicas (each replica counts its own calls), when a destination has one.",
+    )
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -268,6 +268,19 @@ def _progress(
     return condition("Ready", "False", "NoDestinationsUp", "no destination is up"), reconciled
 
 
+def _call_load(rendering: SetRendering, replicas: int) -> str | None:
+    """maxLoad is counted by each replica alone (no shared state on the call path): say
+    what the replicas reporting now add up to."""
+    limits = [d.max_load for d in rendering.destinations if d.max_load]
+    if not limits:
+        return None
+    return (
+        f"maxLoad counts calls per proxy replica: {replicas} replicas report, so a "
+        f"destination takes up to {replicas} x its maxLoad (for a limit of L calls, set "
+        "maxLoad to L / replicas, rounded down)"
+    )
+
+
 def set_status(
     rendering: SetRendering,
     generation: int,
@@ -338,6 +351,7 @@ def set_status(
         conditions=[ready, reconciling, stalled, degraded],
         destinations=destinations,
         takes=rendering.takes,
+        call_load=_call_load(rendering, len(replicas)),
     )
     before = {
         d.get("uri", ""): (d.get("state", UNKNOWN), bool(d.get("eligible")))
