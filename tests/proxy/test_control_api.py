@@ -175,6 +175,8 @@ def test_sipdispatch_ctl_in_kubernetes_mode_refuses_a_bad_state_before_any_reque
     assert ctl.main(args) == 1
     assert "unknown state 'up'; expected one of" in capsys.readouterr().err
     args[5] = "dx"
+    assert ctl.main([*args[:-1], "tel:+4930"]) == 1
+    assert "not a SIP URI" in capsys.readouterr().err
     assert ctl.main(args) == 1
     assert "kubeconfig not found" in capsys.readouterr().err
 

@@ -80,13 +80,15 @@ async def _set_state(target: KubeTarget, set_id: int, code: str, uri: str, reaso
 
 def _describe(code: str) -> str:
     state = _adminstates.held_state(code)
-    return f"held {state} on every replica" if state else "not held (probing decides)"
+    if state is None:
+        return "not held in spec.adminStates (probing decides)"
+    return f"held {state} in spec.adminStates (every replica follows)"
 
 
 def set_state(target: KubeTarget, set_id: int, code: str, uri: str, reason: str = "") -> str:
     """Write the admin state of ``uri`` into the DispatcherSet; what was done, for people.
     ``KubeCtlError`` (or ``ValueError`` for a bad code or URI) when nothing was written."""
-    _adminstates.held_state(code)  # a bad code fails before any request
+    _adminstates.with_state([], code, uri)  # a bad code or URI fails before any request
     try:
         return asyncio.run(_set_state(target, set_id, code, uri, reason))
     except KubeConfigError as exc:
