@@ -323,9 +323,13 @@ def _held(holds: _admin.Holds, dest: RenderedDestination, key: str) -> RenderedD
 
 def _entry(dest: RenderedDestination) -> _config.DestinationSpec:
     # Not validated again: the URI was parsed by discover(), the rest by the spec's model.
-    fields: dict[str, Any] = {"uri": dest.uri, "priority": dest.priority, "weight": dest.weight}
-    fields.update(draining=dest.draining, disabled=dest.disabled)
-    return _config.DestinationSpec.model_construct(**fields)
+    return _config.DestinationSpec.model_construct(
+        uri=dest.uri,
+        priority=dest.priority,
+        weight=dest.weight,
+        draining=dest.draining,
+        disabled=dest.disabled,
+    )
 
 
 def _held_static(
