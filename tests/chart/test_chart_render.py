@@ -728,6 +728,8 @@ def test_the_rbac_the_e2e_tests_rely_on_is_unchanged(render: Render) -> None:
         in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
     )
     assert rbac == [
+        ("ClusterRole", "sipdispatch-edit", None),  # aggregated into edit and admin
+        ("ClusterRole", "sipdispatch-view", None),  # aggregated into view, edit and admin
         ("Role", "sipdispatch-operator", "voice"),
         ("Role", "sipdispatch-operator-lease", "voice"),
         ("Role", "sipdispatch-operator-route-keys", "voice"),
@@ -823,3 +825,28 @@ def test_the_gitops_examples_render(render: Render, tmp_path: Path, tool: str) -
         # The user's own Secret (the operator's would do as well: the chart renders none).
         assert not of_kind(docs, "Secret")
         assert not of_kind(docs, "Pod")
+
+
+def test_people_with_edit_may_change_dispatchersets_and_the_proxy_may_not(render: Render) -> None:
+    """What ``sipdispatch-ctl --dispatcherset NAME set-state`` needs comes with the edit role."""
+    docs = render()
+    roles = {d["metadata"]["name"]: d for d in of_kind(docs, "ClusterRole")}
+    edit, view = roles["sipdispatch-edit"], roles["sipdispatch-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert edit["rules"] == [
+        {
+            "apiGroups": ["sipdispatch.io"],
+            "resources": ["dispatchersets"],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        }
+    ]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    proxy = next(d for d in of_kind(docs, "Role") if d["metadata"]["name"] == "sipdispatch-proxy")
+    assert not [r for r in proxy["rules"] if "dispatchersets" in r["resources"]]
+    off = render("--set", "rbac.aggregateClusterRoles=false")
+    assert {d["metadata"]["name"] for d in of_kind(off, "ClusterRole")} == set(roles) - {
+        "sipdispatch-edit",
+        "sipdispatch-view",
+    }

@@ -150,8 +150,14 @@ def test_a_bad_spec_keeps_the_last_good_table_and_deleting_a_set_touches_no_othe
     assert condition(kube.status("late"), "Ready")["reason"] == "NotInTable"
     assert table_text(kube) == before
 
-    # Deleting a set removes it from the table and changes nothing else.
+    # Deleting a set removes it from the table and changes nothing else. The baseline is a
+    # settled status: the replica's report of the fixed destination folded in.
     kube.kubectl("delete", "dset", "late", "-n", kube.namespace)
+    wait_for(
+        "the fixed destination reported in the status",
+        lambda: destination_states(kube.status("trunks")).get(FIXED, {}).get("seenBy") == 1,
+        10,
+    )
     trunks_before = kube.status("trunks")
     kube.kubectl("delete", "dset", "pstn", "-n", kube.namespace)
     wait_for("set 2 gone from the proxy", lambda: proxy.sets() == [1], 10)

@@ -164,3 +164,26 @@ async def test_sipdispatch_ctl_writes_to_a_loopback_api_without_a_token(tmp_path
         assert server.table.find(1, "sip:127.0.0.2:5060").runtime.health.code == "DX"
     finally:
         await server.close()
+
+
+def test_sipdispatch_ctl_in_kubernetes_mode_refuses_a_bad_state_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No API server anywhere: the code is refused first, by name.
+    missing = str(tmp_path / "no.kubeconfig")
+    args = ["--dispatcherset", "voice", "--kubeconfig", missing, "set-state", "up", "1", "sip:a"]
+    assert ctl.main(args) == 1
+    assert "unknown state 'up'; expected one of" in capsys.readouterr().err
+    args[5] = "dx"
+    assert ctl.main([*args[:-1], "tel:+4930"]) == 1
+    assert "not a SIP URI" in capsys.readouterr().err
+    assert ctl.main(args) == 1
+    assert "kubeconfig not found" in capsys.readouterr().err
+
+
+def test_sipdispatch_ctl_in_kubernetes_mode_is_for_set_state_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        ctl.main(["--dispatcherset", "voice", "list"])
+    assert "list talks to one proxy's control API" in capsys.readouterr().err

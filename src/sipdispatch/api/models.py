@@ -15,20 +15,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from sipdispatch.api.names import API_VERSION, DEFAULT_PROXY, GATEWAY_GRANT, GROUP, VERSION
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch import routespec as _routespec
 from sipdispatch.dispatch import tableconfig as _tableconfig
+from sipdispatch.dispatch import uris as _uris
 
 __all__ = [
+    "ADMIN_STATES",
     "API_VERSION",
     "DEFAULT_PROXY",
     "GATEWAY_GRANT",
     "GROUP",
     "VERSION",
+    "AdminStateSpec",
     "ApiModel",
     "Condition",
     "ConditionStatus",
@@ -57,6 +68,10 @@ def _list_map(*keys: str) -> dict[str, Any]:
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+AdminState = Literal["disabled", "draining"]
+#: the admin states a DispatcherSet can declare, as Kamailio's two-letter codes show them
+ADMIN_STATES: dict[str, str] = {"disabled": "DX", "draining": "DR"}
 
 PortRef = Annotated[
     int | str,
@@ -130,6 +145,56 @@ class GatewaySpec(ApiModel):
         return value
 
 
+class AdminStateSpec(ApiModel):
+    """An operator's hold on one destination of the set, by URI or by the pod behind it.
+
+    What ``sipdispatch-ctl --dispatcherset NAME set-state dx`` writes: every proxy replica
+    reads it from the rendered table, so it holds on all of them and across restarts.
+    """
+
+    uri: str | None = Field(
+        default=None,
+        max_length=512,
+        description="SIP URI of the destination, a static one or a gateway endpoint, as "
+        "the status lists it (sip:10.1.0.5:5060 and sip:10.1.0.5 are one destination).",
+    )
+    pod: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Name of the pod behind a gateway endpoint (the EndpointSlice's "
+        "targetRef): holds whatever address the pod has. Give uri or pod, not both.",
+    )
+    state: AdminState = Field(
+        description="disabled: no new calls and no probes (DX); draining: no new calls, "
+        "probed still (DR). Requests within dialogs in progress pass in both."
+    )
+    reason: str = Field(
+        default="",
+        max_length=256,
+        description="Why, for people: shown as the destination's reason in the status.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _sip_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            _uris.parse_sip_uri(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AdminStateSpec:
+        if (self.uri is None) == (self.pod is None):
+            raise ValueError("give the destination's uri or its pod (one of them)")
+        return self
+
+
+def _issue(message: str, *subpath: str | int) -> PydanticCustomError:
+    # Names the field below the model that raised it (see configfile.validation_issues).
+    return PydanticCustomError(
+        "config_issue", "{message}", {"message": message, "subpath": subpath}
+    )
+
+
 class DispatcherSetSpec(ApiModel):
     """One destination set of a proxy: static destinations and Services' endpoints."""
 
@@ -170,6 +235,14 @@ class DispatcherSetSpec(ApiModel):
         description="Services whose EndpointSlices become destinations. Each Service at most once.",
         json_schema_extra=_list_map("service"),
     )
+    admin_states: list[AdminStateSpec] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Destinations taken out by an operator (disabled or draining), "
+        "followed by every proxy replica and kept across restarts. Written by "
+        "'sipdispatch-ctl --dispatcherset NAME set-state'; a GitOps source that does not "
+        "own this field leaves it alone (see docs/operator.md).",
+    )
     probing: _config.ProbingSpec | None = Field(
         default=None,
         description="OPTIONS probing and health thresholds. The proxy applies one probing "
@@ -206,6 +279,18 @@ class DispatcherSetSpec(ApiModel):
         description="A request without the hash key of algorithm hash-key: hashed by its "
         "Call-ID (fallback, counted and logged) or refused with 400 (reject).",
     )
+
+    @model_validator(mode="after")
+    def _one_admin_state_each(self) -> DispatcherSetSpec:
+        seen: dict[str, int] = {}
+        for index, held in enumerate(self.admin_states):
+            field = "uri" if held.uri is not None else "pod"
+            key = f"uri {_uris.parse_sip_uri(held.uri)}" if held.uri else f"pod {held.pod}"
+            if key in seen:
+                message = f"same destination as adminStates[{seen[key]}]"
+                raise _issue(message, "adminStates", index, field)
+            seen[key] = index
+        return self
 
 
 class Condition(ApiModel):
@@ -307,6 +392,11 @@ class DispatcherSetStatus(ApiModel):
         default=None,
         description="Which requests the set takes, from its match as the table carries it "
         "('unmatched': only what no match takes, when it is the proxy's default set).",
+    )
+    call_load: str | None = Field(
+        default=None,
+        description="How the maxLoad of this set's destinations adds up over the proxy "
+        "replicas (each replica counts its own calls), when a destination has one.",
     )
 
 

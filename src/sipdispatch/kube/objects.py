@@ -107,6 +107,32 @@ async def apply(
     return stored
 
 
+async def merge_patch(
+    kube: Kube,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    patch: Mapping[str, Any],
+    *,
+    field_manager: str | None = None,
+) -> dict[str, Any]:
+    """JSON merge patch of the object: ``patch`` replaces what it names (a list as a whole).
+    With ``metadata.resourceVersion`` in ``patch``, only if nobody changed the object since
+    (409 Conflict otherwise). ``field_manager`` names the writer in managedFields (a person's
+    tool, say; the operator's own writes go without). The object as stored."""
+    manager = {} if field_manager is None else {"field_manager": field_manager}
+    return await _call(
+        kube,
+        kind,
+        "patch",
+        namespace=namespace,
+        name=name,
+        body=dict(patch),
+        _content_type=MERGE_PATCH,
+        **manager,
+    )
+
+
 async def patch_status(
     kube: Kube, kind: Kind, namespace: str, name: str, status: Mapping[str, Any]
 ) -> None:
@@ -119,22 +145,6 @@ async def patch_status(
         namespace=namespace,
         name=name,
         body={"status": dict(status)},
-        _content_type=MERGE_PATCH,
-    )
-
-
-async def merge_patch(
-    kube: Kube, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]
-) -> dict[str, Any]:
-    """JSON merge patch: ``patch`` replaces what it names. With ``metadata.resourceVersion``
-    in it, only if nobody changed the object since (409 Conflict otherwise)."""
-    return await _call(
-        kube,
-        kind,
-        "patch",
-        namespace=namespace,
-        name=name,
-        body=dict(patch),
         _content_type=MERGE_PATCH,
     )
 

@@ -22,7 +22,7 @@ rendering, with the current endpoints, and the issues name the field.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from sipdispatch.api.names import GATEWAY_GRANT
 from sipdispatch.dispatch import config as _config
 from sipdispatch.dispatch.configfile import Issue
+from sipdispatch.operator import adminstates as _admin
 from sipdispatch.operator import endpoints as _endpoints
 from sipdispatch.operator import routes as _routes
 from sipdispatch.operator.endpoints import Endpoint, Order
@@ -87,6 +88,8 @@ class RenderedDestination:
     draining: bool = False
     disabled: bool = False
     gone_since: float | None = None  # the endpoint disappeared then; removed after the grace
+    held: str = ""  # the spec.adminStates entry that disables or drains it, and why
+    max_load: int = 0  # per proxy replica (static destinations only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +260,10 @@ def _render_set(
     notes: tuple[str, ...],
 ) -> _SetResult:
     """One set in the table: its static destinations, then its endpoints in address order,
-    the gone ones draining until their grace ends. ``notes``: warnings found elsewhere."""
+    the gone ones draining until their grace ends, each with its admin state. ``notes``:
+    warnings found elsewhere."""
     spec = valid.spec
+    holds = _admin.Holds(spec.admin_states)
     found, warnings = _endpoints.discover(spec.gateways, slices)
     current: dict[str, EndpointMemory] = {}
     dynamic: list[tuple[Order, RenderedDestination]] = []
@@ -275,7 +280,7 @@ def _render_set(
         dest = RenderedDestination(
             endpoint.uri, endpoint.origin, gateway.priority, gateway.weight, draining
         )
-        dynamic.append((endpoint.order, dest))
+        dynamic.append((endpoint.order, _held(holds, dest, endpoint.key)))
     left_out = {e.uri for e in not_ready}
     wake: float | None = None
     for uri, memory in remembered.items():
@@ -294,14 +299,32 @@ def _render_set(
         dest = RenderedDestination(
             uri, memory.origin, memory.priority, memory.weight, draining=True, gone_since=since
         )
-        dynamic.append((order, dest))
+        dynamic.append((order, _held(holds, dest, key)))
     dynamic.sort(key=lambda pair: pair[0])
     endpoints = tuple(dest for _, dest in dynamic)
     static = tuple(
-        RenderedDestination(d.uri, ORIGIN_STATIC, d.priority, d.weight, d.draining, d.disabled)
-        for d in spec.destinations
+        _held(
+            holds,
+            RenderedDestination(
+                d.uri,
+                ORIGIN_STATIC,
+                d.priority,
+                d.weight,
+                d.draining,
+                d.disabled,
+                max_load=d.max_load,
+            ),
+            key,
+        )
+        for d, key in zip(spec.destinations, valid.static_ids, strict=True)
     )
-    entries = [*valid.static.destinations, *(_entry(d) for d in endpoints)]
+    entries = [
+        *(
+            _held_static(entry, dest)
+            for entry, dest in zip(valid.static.destinations, static, strict=True)
+        ),
+        *(_entry(d) for d in endpoints),
+    ]
     rendering = SetRendering(
         name=choice.obj.name,
         set_id=spec.set_id,
@@ -318,11 +341,37 @@ def _render_set(
     return _SetResult(rendering, table_set, current, wake)
 
 
+def _held(holds: _admin.Holds, dest: RenderedDestination, key: str) -> RenderedDestination:
+    """``dest`` with the admin state that holds it, if any: disabled wins over draining."""
+    hold = holds.find(key, dest.origin)
+    if hold is None:
+        return dest
+    return replace(
+        dest,
+        disabled=dest.disabled or hold.disabled,
+        draining=dest.draining or hold.draining,
+        held=hold.why,
+    )
+
+
 def _entry(dest: RenderedDestination) -> _config.DestinationSpec:
     # Not validated again: the URI was parsed by discover(), the rest by the spec's model.
     return _config.DestinationSpec.model_construct(
-        uri=dest.uri, priority=dest.priority, weight=dest.weight, draining=dest.draining
+        uri=dest.uri,
+        priority=dest.priority,
+        weight=dest.weight,
+        draining=dest.draining,
+        disabled=dest.disabled,
     )
+
+
+def _held_static(
+    entry: _config.DestinationSpec, dest: RenderedDestination
+) -> _config.DestinationSpec:
+    """A static destination as the table carries it, with its admin state if one holds."""
+    if (entry.disabled, entry.draining) == (dest.disabled, dest.draining):
+        return entry
+    return entry.model_copy(update={"disabled": dest.disabled, "draining": dest.draining})
 
 
 # ---------------------------------------------------------------------------- the table

@@ -32,7 +32,9 @@ class ValidSpec:
     #: the set as the proxy's model: id, algorithm (always written, so that the proxy's
     #: --algorithm default never applies), hashKey, the static destinations
     static: _config.SetSpec
-    #: normalised URIs of the static destinations: an endpoint at one of them is left to it
+    #: normalised URIs of the static destinations, in their order
+    static_ids: tuple[str, ...]
+    #: the same as a set: an endpoint at one of them is left to the static destination
     static_keys: frozenset[str]
 
     @property
@@ -55,5 +57,5 @@ def parse_spec(data: Mapping[str, Any]) -> tuple[ValidSpec | None, tuple[Issue, 
         )
     except ValidationError as exc:
         return None, tuple(validation_issues(exc, ("spec",)))
-    keys = frozenset(_endpoints.identity(d.uri) for d in spec.destinations)
-    return ValidSpec(spec, static, keys), ()
+    ids = tuple(_endpoints.identity(d.uri) for d in spec.destinations)
+    return ValidSpec(spec, static, ids, frozenset(ids)), ()

@@ -161,9 +161,14 @@ def _aggregate(
 
 
 def _explained(dest: models.DestinationStatus, rendering: SetRendering) -> str:
-    """The operator knows why an endpoint drains better than the replicas do."""
+    """The operator knows why a destination is held, or an endpoint drains, better than the
+    replicas do."""
     for rendered in rendering.destinations:
-        if rendered.uri != dest.uri or dest.state != "DR" or rendered.origin == "static":
+        if rendered.uri != dest.uri or dest.state not in ("DR", "DX"):
+            continue
+        if rendered.held:
+            return rendered.held
+        if dest.state != "DR" or rendered.origin == "static":
             continue
         if rendered.gone_since is not None:
             until = _report.timestamp(rendered.gone_since + rendering.drain_grace)
@@ -270,6 +275,19 @@ def _progress(
     return condition("Ready", "False", "NoDestinationsUp", "no destination is up"), reconciled
 
 
+def _call_load(rendering: SetRendering, replicas: int) -> str | None:
+    """maxLoad is counted by each replica alone (no shared state on the call path): say
+    what the replicas reporting now add up to."""
+    limits = [d.max_load for d in rendering.destinations if d.max_load]
+    if not limits:
+        return None
+    return (
+        f"maxLoad counts calls per proxy replica: {replicas} replicas report, so a "
+        f"destination takes up to {replicas} x its maxLoad (for a limit of L calls, set "
+        "maxLoad to L / replicas, rounded down)"
+    )
+
+
 def set_status(
     rendering: SetRendering,
     generation: int,
@@ -340,6 +358,7 @@ def set_status(
         conditions=[ready, reconciling, stalled, degraded],
         destinations=destinations,
         takes=rendering.takes,
+        call_load=_call_load(rendering, len(replicas)),
     )
     before = {
         d.get("uri", ""): (d.get("state", UNKNOWN), bool(d.get("eligible")))

@@ -5,7 +5,12 @@
     sipdispatch-ctl set-state dx 1 URI   dispatcher.set_state
     sipdispatch-ctl ping                 is the proxy there?
 
-Standard library only (urllib), so it starts fast and works from any shell in the pod.
+    sipdispatch-ctl --dispatcherset NAME set-state dx 1 URI
+                                         Kubernetes mode: written into the DispatcherSet,
+                                         followed by every replica, kept across restarts
+
+Standard library only (urllib), so it starts fast and works from any shell in the pod; the
+Kubernetes mode loads the Kubernetes client only when it is asked for.
 """
 
 from __future__ import annotations
@@ -103,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"control API of the proxy (default {DEFAULT_URL})",
     )
     parser.add_argument("--token-file", type=Path, help="bearer token for write calls")
+    kube = parser.add_argument_group(
+        "Kubernetes mode",
+        "set-state writes the DispatcherSet's spec.adminStates: every proxy replica follows "
+        "it and it survives restarts (the control API holds a state on one replica only)",
+    )
+    kube.add_argument(
+        "--dispatcherset",
+        metavar="NAME",
+        help="the DispatcherSet of the destination (turns the Kubernetes mode on)",
+    )
+    kube.add_argument(
+        "-n", "--namespace", help="its namespace (default: the credentials' namespace)"
+    )
+    kube.add_argument(
+        "--kubeconfig", type=Path, help="credentials (default: KUBECONFIG, else in-cluster)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="destinations and their states")
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -111,12 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("state")
     state.add_argument("set_id", type=int, metavar="SETID")
     state.add_argument("uri", metavar="URI")
+    state.add_argument("--reason", default="", help="why (Kubernetes mode: shown in the status)")
     commands.add_parser("ping", help="check that the proxy answers")
     return parser
 
 
+def _kube_set_state(args: argparse.Namespace) -> int:
+    from sipdispatch.proxy import ctlkube  # noqa: PLC0415 (the client loads only for this mode)
+
+    target = ctlkube.KubeTarget(args.dispatcherset, args.namespace, args.kubeconfig)
+    try:
+        print(ctlkube.set_state(target, args.set_id, args.state, args.uri, args.reason))
+    except (ctlkube.KubeCtlError, ValueError) as exc:
+        print(f"sipdispatch-ctl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dispatcherset is not None:
+        if args.command != "set-state":
+            parser.error(
+                f"{args.command} talks to one proxy's control API: drop --dispatcherset "
+                "(kubectl get dispatcherset NAME -o yaml shows every replica's view)"
+            )
+        return _kube_set_state(args)
     token = os.environ.get("SIPDISPATCH_CONTROL_TOKEN", "")
     if args.token_file is not None:
         token = Path(args.token_file).read_text().strip()
