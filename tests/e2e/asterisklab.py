@@ -10,6 +10,7 @@ from typing import Any
 
 from asteriskbox import Account, AsteriskBox
 from baresipua import Baresip
+from linphoneua import Linphonec
 from sipdispatchproc import SipdispatchProxy
 
 from sipphelpers import CallerResult, SippCaller, SippLab
@@ -28,7 +29,7 @@ class AsteriskLab:
         self.sipp = SippLab(workdir / "sipp", first_gateway_host=31)
         self.proxies: list[SipdispatchProxy] = []
         # user agents a test started: stopped at the end
-        self.owned_phones: list[Baresip] = []
+        self.owned_phones: list[Baresip | Linphonec] = []
 
     def box(
         self,
@@ -115,6 +116,20 @@ class AsteriskLab:
                     return box
             time.sleep(0.2)
         raise AssertionError(f"no box logged call {call_id}")
+
+    def call_from(
+        self, user: str, skip: set[str] | None = None, timeout: float = 10.0
+    ) -> tuple[AsteriskBox, str]:
+        """The box that received a call from ``user`` (its From) whose Call-ID is not in
+        ``skip``, and that Call-ID (``sip_debug``): for user agents that do not report it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for box in self.boxes:
+                for call_id in box.calls_from(user):
+                    if call_id not in (skip or set()):
+                        return box, call_id
+            time.sleep(0.2)
+        raise AssertionError(f"no box logged a call from {user}")
 
     def close(self) -> None:
         for phone in self.owned_phones:
