@@ -158,14 +158,25 @@ def test_queue_calls_reach_the_box_of_their_agents(asterisk_lab: AsteriskLab) ->
         caller, result = lab.sipp_calls(proxy, calls, number=queue, call_ms=500, rate=1)
         assert result.successful == calls, result.summary()
         taken = lab.taken_by(caller.call_ids())
-        connects: dict[str, list[str]] = {}
-        for box in lab.boxes:
-            uniqueids = {row.uniqueid for row in box.cdrs() if row.userfield in taken[box.name]}
-            connects[box.name] = [
-                e.agent
-                for e in box.queue_events()
-                if e.event == "CONNECT" and e.queue == queue and e.callid in uniqueids
-            ]
+
+        def read_logs() -> dict[str, list[str]]:
+            connects: dict[str, list[str]] = {}
+            for box in lab.boxes:
+                cdrs = box.cdrs()
+                uniqueids = {row.uniqueid for row in cdrs if row.userfield in taken[box.name]}
+                connects[box.name] = [
+                    e.agent
+                    for e in box.queue_events()
+                    if e.event == "CONNECT" and e.queue == queue and e.callid in uniqueids
+                ]
+            return connects
+
+        # Asterisk writes its CDR and queue log as calls end: give a busy machine a moment.
+        deadline = time.monotonic() + 5
+        connects = read_logs()
+        while sum(map(len, connects.values())) < calls and time.monotonic() < deadline:
+            time.sleep(0.2)
+            connects = read_logs()
         return connects
 
     sales = queue_calls("sales", 4)
