@@ -89,6 +89,10 @@ def scenario_path(scenario: str | Path) -> Path:
     return path
 
 
+#: every port free_port() has given in this test run, never given twice
+_HANDED_OUT: set[tuple[str, int]] = set()
+
+
 def free_port(ip: str = "127.0.0.1", *, netns: str | None = None) -> int:
     """A port that is free on ``ip`` for both UDP and TCP right now (ephemeral range).
 
@@ -100,11 +104,16 @@ def free_port(ip: str = "127.0.0.1", *, netns: str | None = None) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind((ip, 0))
             port = int(udp.getsockname()[1])
+            # Nothing holds a port between here and its use: the kernel may hand the same one
+            # out again (a proxy once got one port for both its control API and SIP).
+            if (ip, port) in _HANDED_OUT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
                 try:
                     tcp.bind((ip, port))
                 except OSError:
                     continue
+                _HANDED_OUT.add((ip, port))
                 return port
     raise HarnessError(f"no port free for both UDP and TCP on {ip}")
 
