@@ -6,9 +6,12 @@ import base64
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from sipphelpers import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "sipdispatch"
@@ -92,3 +95,18 @@ class SecretVolume:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, *logs: ManagedProcess) -> Any:
+    """What ``check`` finds once it finds something, failing early when a process in ``logs``
+    exits and, at the timeout, with their last lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        for process in logs:
+            assert process.running(), f"{process.name} exited:\n{process.output_tail(40)}"
+        time.sleep(0.1)
+    tails = "\n".join(p.output_tail(30) for p in logs)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import promcrds
 import pytest
 import yaml
-from charthelpers import CHART, CI_VALUES, REPO, SecretVolume, container, expand, find
+from charthelpers import CHART, CI_VALUES, REPO, SecretVolume, container, expand, find, wait_for
 from promnames import SYNTHETIC, exposed, used
 
 from kubecluster import KubeCluster, KubeCommandError
@@ -235,7 +234,7 @@ def test_the_cluster_wide_operator_may_write_only_its_tables(
     patch = ("patch", "configmap", "coredns", "-n", "kube-system", "--type=merge",
              "-p", '{"data":{"Corefile":"hijacked"}}')  # fmt: skip
     # Admission runs on a server-side dry run too: wait there until the policy is in force.
-    _wait(
+    wait_for(
         "the policy to be in force",
         lambda: _refusal(kube_cluster, operator, *patch, "--dry-run=server"),
         30,
@@ -343,19 +342,6 @@ def _read(url: str) -> str:
         return ""
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float, *logs: ManagedProcess) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        for process in logs:
-            assert process.running(), f"{process.name} exited:\n{process.output_tail(40)}"
-        time.sleep(0.1)
-    tails = "\n".join(p.output_tail(20) for p in logs)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
-
-
 def _command(deployment: dict[str, Any], name: str, env: dict[str, str]) -> list[str]:
     """The container's command line as the kubelet would run it, from this venv."""
     each = container(deployment, name)
@@ -419,20 +405,20 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
     ]
     try:
         processes[0].spawn()
-        _wait(
+        wait_for(
             "the operator's liveness endpoint",
             lambda: _get(f"http://127.0.0.1:{health_port}/healthz") == 200,
             30,
             processes[0],
         )
         # Until the Secret exists the kubelet does not start the proxy (the mount waits).
-        _wait("the operator's Secret", volume.sync, 30, processes[0])
+        wait_for("the operator's Secret", volume.sync, 30, processes[0])
         route_keys = (secret_dir / "record-route-secret").read_text()
         [signing] = parse_keys(route_keys, "the operator's Secret")
         processes[1].spawn()
         # Ready with no DispatcherSet yet (GitOps tools wait for it): an empty table.
         control = f"http://127.0.0.1:{control_port}"
-        _wait("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
+        wait_for("the proxy's /readyz", lambda: _get(f"{control}/readyz") == 200, 30, *processes)
         assert _get(f"{control}/healthz") == 200
         # Signing with the operator's key, which it made with its control token.
         metrics = _read(f"{control}/metrics")
@@ -447,7 +433,7 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
             "spec": {"setId": 1, "destinations": [{"uri": "sip:127.0.0.1:9"}]},
         }
         kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dispatcherset))
-        _wait(
+        wait_for(
             "the operator's table in the proxy",
             lambda: "sip:127.0.0.1:9" in _read(f"{control}/v1/destinations"),
             30,
@@ -468,7 +454,7 @@ def test_the_deployments_command_lines_run_with_the_release_identities(
         # SIP on "the pod IP" it was given through the downward API.
         assert sip_options_ping("127.0.0.1", sip_port) == 200
         # Its report, named after the pod, for the operator's status.
-        _wait(
+        wait_for(
             "the replica's DispatcherReport",
             lambda: kubectl("get", "dispatcherreports", "-n", ns, "-o", "name").strip(),
             15,

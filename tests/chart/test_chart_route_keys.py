@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from charthelpers import CHART, REPO, SecretVolume, container, expand, find
+from charthelpers import CHART, REPO, SecretVolume, container, expand, find, wait_for
 
 from kubecluster import KubeCluster, KubeCommandError
 from sipdispatch.api.routekeys import fingerprint, parse_keys
@@ -59,7 +59,7 @@ def _install_crds(kubectl: Kubectl) -> None:
             return False
         return True
 
-    _wait("the CRDs", established, 60)
+    wait_for("the CRDs", established, 60)
 
 
 @pytest.fixture
@@ -88,19 +88,6 @@ def _secret(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | Non
 def _route_keys(secret: dict[str, Any]) -> list[str]:
     text = base64.b64decode(secret["data"][ROUTE_KEY]).decode()
     return [key.decode() for key in parse_keys(text, "the Secret")]
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, *logs: ManagedProcess) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        for process in logs:
-            assert process.running(), f"{process.name} exited:\n{process.output_tail(40)}"
-        time.sleep(0.2)
-    tails = "\n".join(p.output_tail(30) for p in logs)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
 
 
 def _read(url: str) -> str:
@@ -283,7 +270,7 @@ def test_a_rotation_keeps_the_routes_signed_before_it(
     try:
         with Gateway() as gateway:
             operator_process.spawn()
-            made = _wait("the operator's Secret", lambda: _secret(kubectl, ns, secret_name),
+            made = wait_for("the operator's Secret", lambda: _secret(kubectl, ns, secret_name),
                          30, operator_process)  # fmt: skip
             [old] = _route_keys(made)
             assert set(made["data"]) == {ROUTE_KEY, "control-token"}
@@ -303,7 +290,7 @@ def test_a_rotation_keeps_the_routes_signed_before_it(
                     },
                 }
                 kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dispatcherset))
-                _wait("the table in the proxy",
+                wait_for("the table in the proxy",
                       lambda: f"{GATEWAY_IP}:{gateway.port}" in _read(f"{control}/v1/destinations"),
                       30, *processes)  # fmt: skip
 
@@ -323,10 +310,10 @@ def test_a_rotation_keeps_the_routes_signed_before_it(
                     keys = _route_keys(found) if found else []
                     return keys if len(keys) == 2 and keys[1] == old else None
 
-                new, _ = _wait("the new key to sign", rotated, 40, *processes)
+                new, _ = wait_for("the new key to sign", rotated, 40, *processes)
                 signing = _key_metric(new, "signing")
                 accepting = _key_metric(old, "accepting")
-                _wait("the proxy to re-read the keys",
+                wait_for("the proxy to re-read the keys",
                       lambda: signing in (m := _read(f"{control}/metrics")) and accepting in m,
                       20, *processes)  # fmt: skip
                 stored = _secret(kubectl, ns, secret_name) or {}
@@ -407,7 +394,7 @@ def test_a_users_own_secret_is_never_touched(
     process = ManagedProcess("operator", [*argv, f"--kubeconfig={account}"], tmp_path)
     try:
         process.spawn()
-        _wait("the operator's liveness endpoint",
+        wait_for("the operator's liveness endpoint",
               lambda: "200" if _read(f"http://127.0.0.1:{health_port}/healthz") else "",
               30, process)  # fmt: skip
         time.sleep(12)  # longer than the operator's Secret check interval (10 s)
@@ -450,7 +437,7 @@ def test_the_operator_may_make_no_other_secret(
     can_i = kube_cluster.run("kubectl", "auth", "can-i", "create", "secrets", "-n", ns,
                              kubeconfig=account, check=False)  # fmt: skip
     assert can_i.stdout.strip() == "yes", "RBAC alone would allow any name"
-    _wait("the policy to be in force", lambda: create("stolen", "--dry-run=server"), 30)
+    wait_for("the policy to be in force", lambda: create("stolen", "--dry-run=server"), 30)
     refused = create("stolen")
     assert "ValidatingAdmissionPolicy" in refused, refused
     assert f"writes only the proxies' Secret {ns}/{name}-sipdispatch-secret" in refused
@@ -509,7 +496,7 @@ def test_an_upgrade_from_a_chart_that_rendered_the_secret_keeps_its_keys(
     )
     try:
         process.spawn()
-        adopted = _wait(
+        adopted = wait_for(
             "the operator's record of the keys",
             lambda: (
                 (s := _secret(kubectl, ns, secret_name) or {})
