@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from sipdispatch.proxy.core import Address
+from sipdispatch.proxy.core import Address, Listener
 from sipdispatch.proxy.ratelog import RateLimitedLog
 from sipdispatch.proxy.transport.udp import DatagramSink
 from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, StreamFramer
@@ -59,9 +59,13 @@ class TcpLimits:
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: TcpTransport, inbound: bool = False) -> None:
+    def __init__(
+        self, owner: TcpTransport, inbound: bool = False, listener: Listener | str = "tcp"
+    ) -> None:
         self.owner = owner
         self.inbound = inbound
+        #: the listener it was accepted on or dialled from (or just "tcp")
+        self.listener = listener
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
@@ -94,7 +98,7 @@ class TcpConnection(asyncio.Protocol):
         if messages:
             self.completed = True
         for message in messages:
-            self.owner.sink.message_received(message, self.peer, "tcp")
+            self.owner.sink.message_received(message, self.peer, self.listener)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.unregister(self)
@@ -151,10 +155,10 @@ class TcpTransport:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def listen(self, host: str, port: int) -> Address:
+    async def listen(self, host: str, port: int, listener: Listener | str = "tcp") -> Address:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: TcpConnection(self, inbound=True), host, port, backlog=ACCEPT_BACKLOG
+            lambda: TcpConnection(self, True, listener), host, port, backlog=ACCEPT_BACKLOG
         )
         self._servers.append(server)
         interval = self._sweep_interval()
@@ -227,7 +231,9 @@ class TcpTransport:
                 log.debug("closing TCP connection %s: %s", connection.peer, reason)
                 connection.transport.close()
 
-    def send(self, address: Address, data: bytes) -> None:
+    def send(self, address: Address, data: bytes, bind: str | None = None) -> None:
+        """Write to the connection with ``address``; none yet: open one (from ``bind``, the
+        host of the listener the message leaves from, if given)."""
         connection = self.connections.get(address)
         if connection is not None:
             connection.write(data)
@@ -237,15 +243,20 @@ class TcpTransport:
             pending.append(data)
             return
         self._connecting[address] = [data]
-        task = asyncio.get_running_loop().create_task(self._connect(address))
+        task = asyncio.get_running_loop().create_task(self._connect(address, bind))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, address: Address) -> None:
+    async def _connect(self, address: Address, bind: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), address[0], address[1]),
+                loop.create_connection(
+                    lambda: TcpConnection(self),
+                    address[0],
+                    address[1],
+                    local_addr=None if bind is None else (bind, 0),
+                ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as exc:
