@@ -118,6 +118,8 @@ class RecordingGateway:
         self.received: list[tuple[tuple[str, int], str]] = []
         #: the Call-ID of every INVITE received
         self.invites: set[str] = set()
+        #: the Record-Route values of every INVITE received, top first
+        self.record_routes: list[list[str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -148,6 +150,7 @@ class RecordingGateway:
             self.received.append(((str(source[0]), int(source[1])), method))
             if method == "INVITE":
                 self.invites.add(_call_id(text))
+                self.record_routes.append(_values(text, "record-route"))
             if method != "ACK":
                 self.sock.sendto(_answer(text, self.uri), source)
 
@@ -156,11 +159,16 @@ class RecordingGateway:
 
 
 def _call_id(request: str) -> str:
-    for line in request.split("\r\n"):
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("call-id", "i"):
-            return value.strip()
-    return ""
+    return next(iter(_values(request, "call-id", "i")), "")
+
+
+def _values(request: str, *names: str) -> list[str]:
+    head = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    return [
+        line.partition(":")[2].strip()
+        for line in head
+        if line.partition(":")[0].strip().lower() in names
+    ]
 
 
 def _answer(request: str, contact: str) -> bytes:
@@ -195,7 +203,7 @@ def test_destinations_pinned_with_socket_are_reached_from_that_address(
             tmp_path / "proxy",
             [],
             config_text=config,
-            extra_args=["--listen", f"udp:{second}:{second_port}"],
+            extra_args=["--listen", f"udp:{second}:{second_port} advertise 198.51.100.9:5099"],
         ).start()
         proxies.append(proxy)
         caller = sipp_lab.caller(proxy.hostport, rate=20, calls=PINNED_CALLS, call_ms=100)
@@ -213,6 +221,16 @@ def test_destinations_pinned_with_socket_are_reached_from_that_address(
             methods = [m for _, m in gw.received]
             assert methods.count("INVITE") == methods.count("BYE") == PINNED_CALLS // 2
             assert "OPTIONS" in methods  # the probes too
+        # gw1 is reached from the listener calls come in on: one route; gw2 from another,
+        # which advertises an address of its own: two, gw2's side first
+        first = f"<sip:127.0.0.1:{proxy.port};lr;"
+        assert all(len(rr) == 1 and rr[0].startswith(first) for rr in gw1.record_routes)
+        assert all(
+            len(rr) == 2
+            and rr[0].startswith("<sip:198.51.100.9:5099;lr;")
+            and rr[1].startswith(first)
+            for rr in gw2.record_routes
+        ), gw2.record_routes[:2]
 
 
 def test_ipv4_and_ipv6_callers_reach_gateways_of_both_families(
