@@ -28,7 +28,10 @@ BRIDGED_RATE = 40  # calls/s
 
 
 def test_a_tcp_callers_calls_are_ended_by_udp_gateways_over_udp(
-    sipp_lab: SippLab, proxies: list[SipdispatchProxy], tmp_path: Path
+    sipp_lab: SippLab,
+    proxies: list[SipdispatchProxy],
+    tmp_path: Path,
+    proxy_build: list[str] | None,
 ) -> None:
     traces = [tmp_path / f"gw{n}.messages.log" for n in (1, 2)]
     gateways = [
@@ -39,7 +42,7 @@ def test_a_tcp_callers_calls_are_ended_by_udp_gateways_over_udp(
         )
         for n in (1, 2)
     ]
-    proxy = SipdispatchProxy(tmp_path / "proxy", gateways).start()  # UDP destinations
+    proxy = SipdispatchProxy(tmp_path / "proxy", gateways, command=proxy_build).start()
     proxies.append(proxy)
     caller = sipp_lab.caller(
         proxy.hostport,
