@@ -4,6 +4,7 @@ socket named, the previous table serving on."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from sipdispatch.dispatch.uris import ListenAddress, SocketAddress, parse_listen
 from sipdispatch.proxy.core import Listener, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook
-from sipdispatch.proxy.server import make_listeners
-from sipdispatch.proxy.settings import DEFAULTS, core_settings, probe_settings
+from sipdispatch.proxy.server import ProxyServer, make_listeners
+from sipdispatch.proxy.settings import DEFAULTS, ProxySettings, core_settings, probe_settings
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import FileTableSource, TableError
+from sipphelpers import free_port
 
 LISTENERS = (
     Listener("udp:127.0.0.1:5060", "udp", ("127.0.0.1", 5060), ("127.0.0.1", 5060)),
@@ -109,3 +111,50 @@ async def test_a_table_naming_a_socket_the_proxy_lacks_is_refused_and_the_last_s
     )
     assert keeper.table is served
     assert engine.table is served
+
+
+async def test_the_yaml_config_names_listeners_their_addresses_and_the_default(
+    tmp_path: Path,
+) -> None:
+    first, second = free_port("127.0.0.1"), free_port("127.0.0.2")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"listen:\n- udp:127.0.0.1:{first}\n- udp:127.0.0.2:{second} advertise 203.0.113.2\n"
+        "advertise: sip.example.com:5070\n"
+        "probing: {mode: 'off'}\n"
+        "sets:\n- id: 1\n  destinations:\n"
+        f"  - {{uri: 'sip:127.0.0.5:5060', socket: 'udp:127.0.0.2:{second}'}}\n"
+    )
+    server = ProxyServer(
+        FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None),
+        ProxySettings(control=""),
+    )
+    await server.start()
+    try:
+        assert [(x.id, x.local, x.advertise) for x in server.sockets] == [
+            (f"udp:127.0.0.1:{first}", ("127.0.0.1", first), ("sip.example.com", 5070)),
+            (f"udp:127.0.0.2:{second}", ("127.0.0.2", second), ("203.0.113.2", second)),
+        ]
+        assert server.engine is not None
+        assert set(server.engine.udp_by_id) == {x.id for x in server.sockets}
+    finally:
+        await server.close()
+
+
+async def test_a_first_table_naming_a_socket_the_proxy_lacks_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    port = free_port("127.0.0.1")
+    path = tmp_path / "table.yaml"
+    write(path, "udp:127.0.0.9:5060")
+    server = ProxyServer(
+        FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None),
+        ProxySettings(listen=(f"udp:127.0.0.1:{port}",), control=""),
+    )
+    try:
+        with pytest.raises(
+            TableError, match=re.escape("socket udp:127.0.0.9:5060 is not a listener")
+        ):
+            await server.start()
+    finally:
+        await server.close()

@@ -193,8 +193,10 @@ class ProxyServer:
             self.listeners = [parse_listen(text) for text in listen or ["udp:127.0.0.1:5060"]]
         except ValueError as exc:
             raise TableError(f"listen: {exc}") from None
-        advertise = _advertised(settings.advertise, self.listeners)
-        self.sockets = make_listeners(self.listeners, settings.advertise)
+        # --advertise, else the config's: the default of listeners that advertise nothing
+        default = settings.advertise or (loaded.config.advertise if loaded.config else None)
+        advertise = _advertised(default, self.listeners)
+        self.sockets = make_listeners(self.listeners, default)
         local: dict[str, Address] = {}
         for listener in self.sockets:
             local.setdefault(listener.transport, listener.local)

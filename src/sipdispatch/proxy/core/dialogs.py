@@ -4,7 +4,9 @@ Two things come back to the proxy in messages it did not keep state for, and bot
 with a keyed MAC (``Signer``) whose secret every replica of a deployment shares:
 
 * its Record-Route, in the Route of every in-dialog request. When it forwards a dialog-creating
-  request the proxy Record-Routes with the advertised address and four parameters: ``ftag``
+  request the proxy Record-Routes with the advertised address of the listener it leaves from
+  (and, when the request changes listener, a second route for the one it came in on: RFC 5658;
+  both signed alike, both popped together) and four parameters: ``ftag``
   (the caller's From tag, which tells the two directions apart), ``did`` (the gateway the branch
   went to), ``exp`` (when the route stops being honoured, Unix seconds: the dialog lifetime
   after it was made) and ``sig`` (a MAC over them and the Call-ID). Any replica can then route
