@@ -276,6 +276,10 @@ class CoreSettings:
         init=False, repr=False, compare=False
     )
     _own: frozenset[Address] = field(init=False, repr=False, compare=False)
+    _first: dict[str, Listener] = field(init=False, repr=False, compare=False)
+    _naming: dict[tuple[str, Address], tuple[Listener, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         listeners = self.listeners or tuple(
@@ -291,6 +295,15 @@ class CoreSettings:
         object.__setattr__(self, "by_id", {x.id: x for x in listeners})
         object.__setattr__(self, "_by_kind", {k: tuple(v) for k, v in by_kind.items()})
         object.__setattr__(self, "_own", frozenset(own))
+        first: dict[str, Listener] = {}
+        for listener in listeners:
+            first.setdefault(listener.transport, listener)
+        object.__setattr__(self, "_first", first)
+        naming: dict[tuple[str, Address], list[Listener]] = {}
+        for listener in listeners:
+            for address in {listener.advertise, listener.local}:
+                naming.setdefault((listener.transport, address), []).append(listener)
+        object.__setattr__(self, "_naming", {k: tuple(v) for k, v in naming.items()})
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: an advertised address or a listener's."""
@@ -303,12 +316,16 @@ class CoreSettings:
     def inbound(self, transport: str) -> Listener:
         """The default listener of ``transport`` (for callers that name only a transport);
         one made up from ``advertise`` if the proxy has none."""
-        for listener in self.listeners:
-            if listener.transport == transport:
-                return listener
-        return Listener(
-            f"{transport}:{format_host(*self.advertise)}", transport, self.advertise, self.advertise
-        )
+        listener = self._first.get(transport)
+        if listener is None:
+            listener = Listener(
+                f"{transport}:{format_host(*self.advertise)}",
+                transport,
+                self.advertise,
+                self.advertise,
+            )
+            self._first[transport] = listener
+        return listener
 
     def outbound(self, hop: Hop, arrived: Listener | None = None) -> Listener | None:
         """The listener to reach ``hop`` from: its ``socket=``; else one of its transport and
@@ -336,8 +353,4 @@ class CoreSettings:
 
     def advertised_by(self, transport: str, address: Address) -> tuple[Listener, ...]:
         """The listeners of ``transport`` that advertise ``address`` (or listen on it)."""
-        return tuple(
-            x
-            for x in self.listeners
-            if x.transport == transport and address in (x.advertise, x.local)
-        )
+        return self._naming.get((transport, address), ())
