@@ -228,9 +228,9 @@ def test_sets_without_an_algorithm_take_the_default() -> None:
             """
             listen:
               - udp:0.0.0.0:5060
-              - tls:0.0.0.0:5061
+              - tls:sip.example.com:5061
             """,
-            "config.yaml:4: listen[1]: 'tls:0.0.0.0:5061': listeners are udp or tcp",
+            "config.yaml:4: listen[1]: 'tls:sip.example.com:5061': listen on an IP address",
         ),
         ("advertise: 'sip.example.com:99999'", "config.yaml:1: advertise: 'sip.example.com:99999'"),
         (

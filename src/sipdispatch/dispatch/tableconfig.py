@@ -30,6 +30,7 @@ __all__ = [
     "DestinationError",
     "SetConfig",
     "TableConfig",
+    "TlsVerification",
 ]
 
 DEFAULT_ALGORITHM = "round-robin"
@@ -184,6 +185,8 @@ class SetConfig:
     hash_key: str | None = None
     #: "fallback" (hash the Call-ID) or "reject" (refuse with 400), for algorithm hash-key
     missing_hash_key: str = MISSING_KEY_DEFAULT
+    #: how the set's TLS destinations are verified; None: `TlsVerification()`'s defaults
+    tls: TlsVerification | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))
@@ -200,6 +203,18 @@ class SetConfig:
             if dest.key in seen:
                 raise ValueError(f"set {self.set_id}: {dest.uri} is listed twice")
             seen.add(dest.key)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsVerification:
+    """How the proxy checks the certificates of a set's TLS destinations."""
+
+    #: check the certificate chain and the name; off: any certificate is accepted
+    verify: bool = True
+    #: CA bundle (PEM file) the chain must lead to; None: the system's CAs
+    ca_file: str | None = None
+    #: the name sent as SNI and expected in the certificate; None: the destination's host
+    server_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

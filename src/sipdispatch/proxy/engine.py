@@ -72,6 +72,7 @@ class Engine:
         self.on_events = on_events
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpTransport | None = None
+        self.tls: TcpTransport | None = None  # a ``tls.TlsTransport``
         self._hops: dict[DestinationKey, Hop] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -146,6 +147,10 @@ class Engine:
         """A TCP connection could not be opened: fail over the branches waiting on it."""
         self._emit(self.core.transport_failed(address, "tcp", self._now()))
 
+    def tls_connection_failed(self, address: Address) -> None:
+        """A TLS connection could not be opened (refused, or its certificate not trusted)."""
+        self._emit(self.core.transport_failed(address, "tls", self._now()))
+
     def _now(self) -> float:
         loop = self._loop
         if loop is None:
@@ -157,6 +162,9 @@ class Engine:
             if send.transport == "udp":
                 if self.udp is not None:
                     self.udp.send(send.address, send.data)
+            elif send.transport == "tls":
+                if self.tls is not None:
+                    self.tls.send(send.address, send.data)
             elif self.tcp is not None:
                 self.tcp.send(send.address, send.data)
         events = out.events

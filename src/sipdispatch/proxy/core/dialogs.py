@@ -253,7 +253,7 @@ def record_route(
     did = destination_id(hop.host, hop.port, hop.transport)
     exp = str(expires)
     sig = signer.sign(request.call_id, ftag, did, exp)
-    transport = ";transport=tcp" if caller_transport == "tcp" else ""
+    transport = "" if caller_transport == "udp" else f";transport={caller_transport}"
     return (
         f"<sip:{format_host(*advertise)}{transport};lr;ftag={ftag};did={did};exp={exp};sig={sig}>"
     )
