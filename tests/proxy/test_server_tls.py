@@ -54,10 +54,12 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     servers: list[ProxyServer] = []
     ca = SigningCa(tmp_path / "ca")
 
-    async def make(sets: str, extra: str = "", **options: Any) -> Running:
+    async def make(
+        sets: str, extra: str = "", probing: str = "  mode: 'off'\n", **options: Any
+    ) -> Running:
         cert, key, _ = ca.issue_files("proxy", names=("127.0.0.1", "localhost"))
         config = tmp_path / "sipdispatch.yaml"
-        config.write_text(f"probing:\n  mode: 'off'\n{extra}sets:\n{sets}")
+        config.write_text(f"probing:\n{probing}{extra}sets:\n{sets}")
         source = FileTableSource(config, kamailio_format=False, algorithm=8, default_set=None)
         udp, tls = free_udp_port(), free_port()
         server = ProxyServer(
@@ -288,3 +290,32 @@ async def test_a_tls_listener_without_a_certificate_is_refused(tmp_path: Path) -
     with pytest.raises(Exception, match="tls listener needs --tls-cert"):
         await server.start()
     await server.close()
+
+
+async def test_probes_reach_tls_gateways_and_an_untrusted_one_goes_down(
+    start: Start, tmp_path: Path
+) -> None:
+    trusted_ca = SigningCa(tmp_path / "trusted", name="trusted CA")
+    untrusted = await TlsGateway(*run_gateway_cert(tmp_path)).start()
+    trusted = await TlsGateway(*trusted_ca.issue_files("trusted")[:2]).start()
+    try:
+        run = await start(
+            f"  - id: 1\n    tls: {{caFile: '{trusted_ca.cert_file}'}}\n    destinations:\n"
+            f"      - uri: {untrusted.uri()}\n      - uri: {trusted.uri()}\n",
+            probing="  interval: 0.2\n  timeout: 0.15\n  failureThreshold: 2\n"
+            "  successThreshold: 2\n",
+        )
+        table = run.server.table
+        assert table is not None
+
+        def state(uri: str) -> str:
+            return table.find(1, uri).runtime.health.code
+
+        await until(
+            lambda: state(untrusted.uri()) == "IP" and len(trusted.requests("OPTIONS")) >= 2
+        )
+        assert state(trusted.uri()) == "AP"
+        assert not untrusted.requests("OPTIONS")  # no probe crossed a failed handshake
+    finally:
+        await untrusted.close()
+        await trusted.close()
