@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from loopback import free_udp_port, until
 from prometheus_client import generate_latest
-from tlspeers import SigningCa, TlsCaller, TlsGateway, header
+from tlspeers import SigningCa, TlsCaller, TlsGateway, header, status_of
 
+from sipdispatch.dispatch.config import ProbingSpec
 from sipdispatch.proxy.server import ProxyServer
 from sipdispatch.proxy.settings import ProxySettings
 from sipdispatch.proxy.tables import FileTableSource
@@ -319,3 +320,51 @@ async def test_probes_reach_tls_gateways_and_an_untrusted_one_goes_down(
     finally:
         await untrusted.close()
         await trusted.close()
+
+
+@pytest.mark.parametrize("attrs", ["", "tls_verify=0"])
+async def test_a_dispatcher_list_sets_verification_in_a_destinations_attrs(
+    tmp_path: Path, attrs: str
+) -> None:
+    ca = SigningCa(tmp_path / "ca")
+    cert, key, _ = ca.issue_files("proxy")
+    gateway = await TlsGateway(*run_gateway_cert(tmp_path)).start()  # not signed by a known CA
+    table = tmp_path / "dispatcher.list"
+    table.write_text(f"1 {gateway.uri()} 0 0 {attrs}\n")
+    source = FileTableSource(table, kamailio_format=True, algorithm=4, default_set=None)
+    server = ProxyServer(
+        source,
+        ProxySettings(
+            listen=(f"tls:127.0.0.1:{free_port()}",),
+            control=None,
+            tls_cert=cert,
+            tls_key=key,
+            probing=ProbingSpec(mode="off"),
+        ),
+    )
+    await server.start()
+    try:
+        run = Running(server, ca, cert, key)
+        caller = await run.caller()
+        await caller.request(
+            caller.build(
+                "INVITE",
+                "sip:bob@127.0.0.1",
+                call_id="list-1",
+                cseq=1,
+                from_tag="l1",
+                to="<sip:bob@127.0.0.1>",
+                route="",
+            )
+        )
+        answer = await caller.final()
+        await caller.close()
+        if attrs:
+            assert answer.startswith("SIP/2.0 200 "), answer
+            assert len(gateway.requests("INVITE")) == 1
+        else:  # verified against the system's CAs: the handshake fails, nothing is sent
+            assert status_of(answer) in {408, 503}, answer  # the core's answer for a failed hop
+            assert not gateway.requests("INVITE")
+    finally:
+        await server.close()
+        await gateway.close()

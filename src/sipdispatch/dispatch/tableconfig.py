@@ -18,6 +18,7 @@ from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import keys as _keys
 from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import uris as _uris
+from sipdispatch.dispatch.tlsverify import TlsVerification, from_attrs
 
 __all__ = [
     "DEFAULT_ALGORITHM",
@@ -150,6 +151,10 @@ class Destination:
                 _uris.parse_sip_uri(ping_from)
             except ValueError as exc:
                 raise DestinationError("attrs.ping_from", str(exc)) from None
+        _, bad = from_attrs(raw, None)
+        if bad:
+            name, _, reason = bad.partition(": ")
+            raise DestinationError(f"attrs.{name}", reason)
         return cls(
             set_id=set_id,
             uri=uri,
@@ -203,18 +208,6 @@ class SetConfig:
             if dest.key in seen:
                 raise ValueError(f"set {self.set_id}: {dest.uri} is listed twice")
             seen.add(dest.key)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsVerification:
-    """How the proxy checks the certificates of a set's TLS destinations."""
-
-    #: check the certificate chain and the name; off: any certificate is accepted
-    verify: bool = True
-    #: CA bundle (PEM file) the chain must lead to; None: the system's CAs
-    ca_file: str | None = None
-    #: the name sent as SNI and expected in the certificate; None: the destination's host
-    server_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

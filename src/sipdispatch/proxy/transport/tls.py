@@ -28,7 +28,7 @@ from typing import Any
 from cryptography import x509
 
 from sipdispatch.dispatch.destinations import DestinationTable
-from sipdispatch.dispatch.tableconfig import TlsVerification
+from sipdispatch.dispatch.tlsverify import TlsVerification, from_attrs
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.transport.tcp import TcpTransport
 
@@ -154,7 +154,8 @@ class CertificateWatch:
 
 
 class TlsClients:
-    """The client context and server name of each TLS destination, from its set's settings.
+    """The client context and server name of each TLS destination, from its set's settings
+    and its own attrs (``tlsverify``).
 
     Contexts are made once per distinct `TlsVerification` (loading a CA bundle costs
     milliseconds) and looked up by the destination's address; the index follows the table.
@@ -183,12 +184,14 @@ class TlsClients:
             self._indexed = table
             self._by_address = {}
             for dest_set in table.sets.values() if table is not None else ():
-                verification = dest_set.config.tls or _DEFAULT
                 for target in dest_set.targets:
                     dest = target.destination
                     if dest.transport == "tls":
-                        # a destination in two sets: the first set's settings
-                        self._by_address.setdefault((dest.host, dest.port), verification)
+                        # its set's settings, its own attrs over them (checked at load);
+                        # a destination in two sets: the first set's
+                        verification, _ = from_attrs(dest.attrs, dest_set.config.tls)
+                        address = (dest.host, dest.port)
+                        self._by_address.setdefault(address, verification or _DEFAULT)
         return self._by_address.get(address, _DEFAULT)
 
     def options(self, address: Address) -> dict[str, Any]:
