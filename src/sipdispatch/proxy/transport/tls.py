@@ -119,6 +119,7 @@ class CertificateWatch:
         self.on_load = on_load
         self._loaded: tuple[bytes, bytes] | None = None
         self._failed: tuple[bytes, bytes] | None = None
+        self._unreadable = False  # said once, not every poll
         with contextlib.suppress(CertificateError):  # else the first check loads them again
             self._loaded = _read_pair(cert, key)
 
@@ -132,8 +133,11 @@ class CertificateWatch:
         try:
             pair = _read_pair(self.cert, self.key)
         except CertificateError as exc:
-            log.error("TLS certificate not reloaded, the previous one keeps serving: %s", exc)
+            if not self._unreadable:
+                log.error("TLS certificate not reloaded, the previous one keeps serving: %s", exc)
+            self._unreadable = True
             return False
+        self._unreadable = False
         if pair in (self._loaded, self._failed):
             return False  # unchanged, or the broken pair already reported
         try:
@@ -181,8 +185,10 @@ class TlsClients:
     def verification(self, address: Address) -> TlsVerification:
         table = self._table()
         if table is not self._indexed:
+            # a reloaded table: CA files are read again too (a bundle may have changed)
             self._indexed = table
             self._by_address = {}
+            self._contexts = {}
             for dest_set in table.sets.values() if table is not None else ():
                 for target in dest_set.targets:
                     dest = target.destination
