@@ -143,6 +143,9 @@ async def test_a_new_certificate_serves_new_connections_and_calls_in_progress_go
         old_serial = first.serial
         expiry = run.metric("sipdispatch_tls_certificate_expiry_timestamp_seconds")
         dialog = await first.call("sip:bob@127.0.0.1", "reload-1")
+        # TLS connections count as TCP's: the caller's in, the one to the gateway out
+        assert run.metric('sipdispatch_tcp_connections{direction="inbound"}') == 1
+        assert run.metric('sipdispatch_tcp_connections{direction="outbound"}') == 1
 
         cert, key, new_serial = run.ca.issue("proxy-renewed", names=("127.0.0.1",), days=30)
         replaced = time.monotonic()

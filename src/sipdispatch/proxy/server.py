@@ -137,11 +137,20 @@ class ProxyServer:
     def _refused_requests(self) -> dict[str, int]:
         return self.engine.core.admission_counts() if self.engine is not None else {}
 
+    def _streams(self) -> list[TcpTransport]:
+        """The stream transports: TCP, and TLS (whose connections are TCP's, counted as such)."""
+        return [t for t in (self._tcp, self._tls) if t is not None]
+
     def _refused_connections(self) -> dict[str, int]:
-        return dict(self._tcp.counts) if self._tcp is not None else {}
+        counts: dict[str, int] = {}
+        for stream in self._streams():
+            for reason, count in stream.counts.items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def _tcp_open(self) -> tuple[int, int]:
-        return self._tcp.open_connections if self._tcp is not None else (0, 0)
+        opened = [stream.open_connections for stream in self._streams()]
+        return sum(i for i, _ in opened), sum(o for _, o in opened)
 
     def _failover_codes(self) -> frozenset[int]:
         engine = self.engine
