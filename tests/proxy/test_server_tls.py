@@ -27,6 +27,8 @@ from sipdispatch.proxy.tables import FileTableSource
 from sipphelpers import SippLab, free_port, sipp_binary
 
 Start = Callable[..., Coroutine[Any, Any, "Running"]]
+#: calls up on old connections while the certificate changes
+IN_PROGRESS = 10
 
 
 class Running:
@@ -139,37 +141,45 @@ async def test_a_new_certificate_serves_new_connections_and_calls_in_progress_go
             "  - id: 1\n    tls: {verify: false}\n    destinations:\n"
             f"      - uri: {gateway.uri()}\n"
         )
-        first = await run.caller()
-        old_serial = first.serial
+        # calls up on connections opened before the change
+        early = [await run.caller() for _ in range(IN_PROGRESS)]
+        old_serial = early[0].serial
         expiry = run.metric("sipdispatch_tls_certificate_expiry_timestamp_seconds")
-        dialog = await first.call("sip:bob@127.0.0.1", "reload-1")
-        # TLS connections count as TCP's: the caller's in, the one to the gateway out
-        assert run.metric('sipdispatch_tcp_connections{direction="inbound"}') == 1
+        dialogs = [await c.call("sip:bob@127.0.0.1", f"early-{i}") for i, c in enumerate(early)]
+        # TLS connections count as TCP's: the callers' in, the one to the gateway out
+        assert run.metric('sipdispatch_tcp_connections{direction="inbound"}') == IN_PROGRESS
         assert run.metric('sipdispatch_tcp_connections{direction="outbound"}') == 1
 
         cert, key, new_serial = run.ca.issue("proxy-renewed", names=("127.0.0.1",), days=30)
         replaced = time.monotonic()
         run.key.write_bytes(key)  # as a mounted Secret changes: both files, one after the other
         run.cert.write_bytes(cert)
+        # new calls keep coming, each on a new connection, until one gets the new certificate
         second: TlsCaller | None = None
+        during = 0
         while time.monotonic() - replaced < 6.0:
-            second = await run.caller()
-            if second.serial == new_serial:
+            caller = await run.caller()
+            dialog = await caller.call("sip:bob@127.0.0.1", f"during-{during}")
+            assert await caller.bye(dialog) == 200
+            during += 1
+            if caller.serial == new_serial:
+                second = caller
                 break
-            await second.close()
-            second = None
-            await asyncio.sleep(0.1)
+            assert caller.serial == old_serial
+            await caller.close()
+            await asyncio.sleep(0.05)
         assert second is not None, "new connections never got the new certificate"
         seen_after = time.monotonic() - replaced
         assert second.peer_cert["subject"] == ((("commonName", "proxy-renewed"),),)
         assert run.metric("sipdispatch_tls_certificate_expiry_timestamp_seconds") > expiry
 
-        # the call set up before the change ends normally on its connection (old certificate)
-        assert first.serial == old_serial != new_serial
-        assert await first.bye(dialog) == 200
-        dialog2 = await second.call("sip:bob@127.0.0.1", "reload-2")
-        assert await second.bye(dialog2) == 200
-        print(f"new certificate served {seen_after:.2f} s after the files changed")
+        # the calls set up before the change end normally on their connections (old certificate)
+        assert {c.serial for c in early} == {old_serial} != {new_serial}
+        assert [await c.bye(d) for c, d in zip(early, dialogs, strict=True)] == [200] * IN_PROGRESS
+        print(
+            f"new certificate served {seen_after:.2f} s after the files changed; {during} calls "
+            f"placed meanwhile, {IN_PROGRESS} calls in progress ended with BYE 200"
+        )
 
         # a broken pair (the key of another certificate) is refused: the renewed one serves on
         _, other_key, _ = run.ca.issue("other")
@@ -179,7 +189,7 @@ async def test_a_new_certificate_serves_new_connections_and_calls_in_progress_go
         assert watch.check() is False
         third = await run.caller()
         assert third.serial == new_serial
-        for caller in (first, second, third):
+        for caller in (*early, second, third):
             await caller.close()
     finally:
         await gateway.close()
