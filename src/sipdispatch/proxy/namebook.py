@@ -1,0 +1,116 @@
+"""The one owner of what DNS said about the table's named destinations.
+
+The table keeper asks it to resolve the names of a new table before building it (so a reload
+with a new name waits for its first answer, bounded by the resolver's timeout), and to expand
+a table into addresses (`dispatch.names.expand`). Between tables, `refresh_due` asks again
+each name whose answer is due (`names.next_refresh`: the shortest TTL, within a floor and a
+ceiling); when any answer changed, the keeper rebuilds the table from the same configuration,
+so health of the addresses that stayed is carried over by key and only new ones start fresh.
+
+What a failure does (the policy, documented in docs/dispatcher.md):
+
+- NXDOMAIN, or a name with no record of the kind asked (the zone's own word): its addresses
+  leave the table at once; the name shows ``failed`` with the reason.
+- A timeout, SERVFAIL, REFUSED, no server reachable (a failure to find out): the last good
+  addresses keep serving, the name shows ``stale`` with the reason, and it is asked again
+  after the floor; once they are ``max_stale`` seconds past their TTL they are dropped too.
+- A name never resolved has no addresses and takes no calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from sipdispatch.dispatch import names
+from sipdispatch.dispatch.tableconfig import TableConfig
+from sipdispatch.proxy.resolver import Outcome, Resolver
+
+__all__ = ["NameBook"]
+
+log = logging.getLogger(__name__)
+
+
+class NameBook:
+    """Answers per `names.NameQuery`, and when each is due again. Time is ``clock``'s."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        clock: Callable[[], float],
+        policy: names.RefreshPolicy | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.clock = clock
+        self.policy = policy or names.RefreshPolicy()
+        self.answers: dict[names.NameQuery, names.Answer] = {}
+        self._due: dict[names.NameQuery, float] = {}
+
+    async def resolve_new(self, config: TableConfig) -> None:
+        """Forget names ``config`` no longer has; resolve those it adds."""
+        wanted = names.queries(config)
+        for query in set(self.answers) - wanted:
+            del self.answers[query]
+            self._due.pop(query, None)
+        await self._resolve(wanted - set(self.answers))
+
+    def expand(self, config: TableConfig) -> tuple[TableConfig, tuple[names.NameStatus, ...]]:
+        return names.expand(config, self.answers)
+
+    def next_due(self) -> float | None:
+        """When the earliest answer is due again; None without names."""
+        return min(self._due.values(), default=None)
+
+    async def refresh_due(self) -> bool:
+        """Ask again every name that is due; True when an answer changed (addresses, or a
+        failure that began or ended)."""
+        now = self.clock()
+        return await self._resolve([q for q, due in self._due.items() if due <= now])
+
+    async def _resolve(self, queries: Iterable[names.NameQuery]) -> bool:
+        queries = list(queries)
+        if not queries:
+            return False
+        outcomes = await asyncio.gather(*(self.resolver.resolve(q) for q in queries))
+        now = self.clock()
+        changed = False
+        for query, outcome in zip(queries, outcomes, strict=True):
+            changed |= self._learn(query, outcome, now)
+        return changed
+
+    def _learn(self, query: names.NameQuery, outcome: Outcome, now: float) -> bool:
+        old = self.answers.get(query)
+        if not outcome.error:
+            # sorted: the same records in another order are the same answer
+            addresses = tuple(sorted(outcome.addresses, key=_order))
+            new = names.Answer(addresses, now + outcome.ttl, "", now)
+        elif (
+            outcome.definitive
+            or old is None
+            or not old.addresses
+            or now > old.expires_at + self.policy.max_stale
+        ):
+            new = names.Answer((), now, outcome.error, old.resolved_at if old else 0.0)
+        else:  # transient: keep serving what was last known
+            new = names.Answer(old.addresses, old.expires_at, outcome.error, old.resolved_at)
+        self.answers[query] = new
+        self._due[query] = names.next_refresh(new, now, self.policy)
+        changed = old is None or old.addresses != new.addresses or old.error != new.error
+        if changed:
+            _log_change(query, old, new)
+        return changed
+
+
+def _order(address: names.ResolvedAddress) -> tuple[int, int, str, int]:
+    return (address.srv_priority or 0, -(address.srv_weight or 0), address.host, address.port)
+
+
+def _log_change(query: names.NameQuery, old: names.Answer | None, new: names.Answer) -> None:
+    shown = ", ".join(f"{a.host}:{a.port}" for a in new.addresses) or "none"
+    if new.state is names.NameState.RESOLVED:
+        log.info("DNS %s: %s (TTL %.0f s)", query, shown, new.expires_at - new.resolved_at)
+    elif new.state is names.NameState.STALE:
+        log.warning("DNS %s: %s; still serving the last answer: %s", query, new.error, shown)
+    else:
+        log.warning("DNS %s: %s; no addresses, it takes no calls", query, new.error)
