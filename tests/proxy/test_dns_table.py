@@ -120,8 +120,14 @@ async def test_names_become_targets_and_a_changed_answer_keeps_the_others_health
     keeper.apply(keeper.loaded, why="DNS answers changed")
     after = keeper.table
     assert after is not table
-    hosts = [t.destination.host for t in after.targets()]
-    assert hosts == ["127.0.0.2", "127.0.0.4", "127.0.0.5"]  # the SRV targets lost no record
+    rows = [(t.destination.host, t.runtime.health.code) for t in after.targets()]
+    # the SRV targets lost no record; the address that left drains
+    assert rows == [
+        ("127.0.0.2", "DX"),
+        ("127.0.0.3", "DR"),
+        ("127.0.0.4", "AP"),
+        ("127.0.0.5", "AP"),
+    ]
     carried = next(t for t in after.targets() if t.destination.host == "127.0.0.2")
     assert carried.runtime is kept.runtime  # health carried by key
     assert carried.runtime.health.code == "DX"

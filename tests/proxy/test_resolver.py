@@ -106,10 +106,15 @@ async def test_the_book_keeps_the_last_addresses_through_a_timeout_not_an_nxdoma
     now[0] = 107.0 + 31  # past max_stale after expiry: dropped
     assert await book.refresh_due()
     assert book.answers[query].state is NameState.FAILED
-    assert book.expand(config)[0].sets[0].destinations == ()
+    draining = book.expand(config)[0].sets[0].destinations
+    assert [d.draining for d in draining] == [True] * 3  # no new calls; their dialogs pass
+    assert book.next_due() == now[0] + 5  # the floor comes before the drain grace (30)
     # the server back, without the name: NXDOMAIN drops at once, and it shows
     dns.write(hosts=[("127.0.0.4", "a.test")])
     dns.start()
     now[0] += 5
     await book.refresh_due()
     assert (book.answers[query].state, book.answers[query].error) == (NameState.FAILED, "NXDOMAIN")
+    now[0] = 107.0 + 31 + 30  # the drain is over
+    await book.refresh_due()
+    assert book.expand(config)[0].sets[0].destinations == ()

@@ -17,6 +17,10 @@ destination's priority minus the SRV priority (a lower SRV priority is preferred
 sipdispatch priority comes first); its weight is the SRV weight, or the destination's weight for
 A/AAAA answers. An address that two entries of a set reach is kept once, for the first.
 
+An address that leaves a name's answer is not dropped at once: it drains (``DR``: in-dialog
+requests of its calls still pass, no new dialogs) for `RefreshPolicy.drain_grace`, as an
+endpoint gone does, since the proxy routes in-dialog requests only to table destinations.
+
 `next_refresh` is the refresh schedule: when the shortest TTL of an answer runs out, clamped
 to a floor and a ceiling, and a failed resolution is tried again after the floor.
 """
@@ -124,6 +128,9 @@ class RefreshPolicy:
     #: how long past their expiry the last good addresses keep serving through transient
     #: failures (timeouts, SERVFAIL); an NXDOMAIN or an empty answer drops them at once
     max_stale: float = 300.0
+    #: how long an address that left its name's answer stays in the table as draining (DR:
+    #: in-dialog requests of its calls pass, no new dialogs), as an endpoint gone does
+    drain_grace: float = 30.0
 
 
 def next_refresh(answer: Answer, now: float, policy: RefreshPolicy) -> float:
@@ -170,7 +177,9 @@ def queries(config: TableConfig) -> set[NameQuery]:
     return found
 
 
-def _targets(dest: Destination, addresses: Iterable[ResolvedAddress]) -> list[Destination]:
+def _targets(
+    dest: Destination, addresses: Iterable[ResolvedAddress], draining: bool = False
+) -> list[Destination]:
     addresses = list(addresses)
     scheme = "sips" if dest.key.split(":", 2)[1] == "sips" else "sip"
     user = f"{dest.user}@" if dest.user is not None else ""
@@ -193,16 +202,22 @@ def _targets(dest: Destination, addresses: Iterable[ResolvedAddress]) -> list[De
                 priority=dest.priority - (address.srv_priority or 0),
                 weight=weight,
                 name=dest.uri,
+                draining=dest.draining or draining,
             )
         )
     return targets
 
 
 def expand(
-    config: TableConfig, answers: Mapping[NameQuery, Answer]
+    config: TableConfig,
+    answers: Mapping[NameQuery, Answer],
+    departed: Mapping[NameQuery, Iterable[ResolvedAddress]] | None = None,
 ) -> tuple[TableConfig, tuple[NameStatus, ...]]:
     """The table with every named destination replaced by its addresses, and the state of
-    each name. A name without addresses (never resolved, or failed) contributes no target."""
+    each name. A name without addresses (never resolved, or failed) contributes no target.
+    ``departed``: addresses that left a name's answer, kept as draining targets (after the
+    live ones) until their grace ends."""
+    departed = departed or {}
     sets = []
     statuses = []
     for set_config in config.sets:
@@ -218,6 +233,10 @@ def expand(
             kept = [t for t in expanded if t.key not in seen]
             seen.update(t.key for t in kept)
             destinations.extend(kept)
+            if query is not None and query in departed:
+                leaving = [t for t in _targets(dest, departed[query], True) if t.key not in seen]
+                seen.update(t.key for t in leaving)
+                destinations.extend(leaving)
             if query is not None:
                 statuses.append(
                     NameStatus(

@@ -75,6 +75,15 @@ def add_dns_arguments(parser: argparse.ArgumentParser) -> None:
         "their TTL (%(default)s)",
     )
 
+    add(
+        "--dns-drain-grace",
+        type=_seconds,
+        default=DEFAULTS.dns_drain_grace,
+        metavar="SECONDS",
+        help="an address that left its name's answer drains (DR: in-dialog requests pass, "
+        "no new calls) this long before it leaves the table (%(default)s)",
+    )
+
 
 def dns_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `ProxySettings` fields the DNS flags set."""
@@ -84,4 +93,5 @@ def dns_settings(args: argparse.Namespace) -> dict[str, Any]:
         "dns_refresh_floor": args.dns_refresh_floor,
         "dns_refresh_ceiling": args.dns_refresh_ceiling,
         "dns_max_stale": args.dns_max_stale,
+        "dns_drain_grace": args.dns_drain_grace,
     }

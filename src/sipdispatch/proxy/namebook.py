@@ -10,11 +10,14 @@ so health of the addresses that stayed is carried over by key and only new ones 
 What a failure does (the policy, documented in docs/dispatcher.md):
 
 - NXDOMAIN, or a name with no record of the kind asked (the zone's own word): its addresses
-  leave the table at once; the name shows ``failed`` with the reason.
+  take no new calls at once; the name shows ``failed`` with the reason.
 - A timeout, SERVFAIL, REFUSED, no server reachable (a failure to find out): the last good
   addresses keep serving, the name shows ``stale`` with the reason, and it is asked again
   after the floor; once they are ``max_stale`` seconds past their TTL they are dropped too.
 - A name never resolved has no addresses and takes no calls.
+
+An address dropped from an answer (or with it) drains (``DR``) for ``drain_grace`` before it
+leaves the table, so that the in-dialog requests of its calls still pass.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class NameBook:
         self.policy = policy or names.RefreshPolicy()
         self.answers: dict[names.NameQuery, names.Answer] = {}
         self._due: dict[names.NameQuery, float] = {}
+        #: addresses that left an answer, draining until the time given
+        self.departed: dict[names.NameQuery, dict[names.ResolvedAddress, float]] = {}
 
     async def resolve_new(self, config: TableConfig) -> None:
         """Forget names ``config`` no longer has; resolve those it adds."""
@@ -53,20 +58,31 @@ class NameBook:
         for query in set(self.answers) - wanted:
             del self.answers[query]
             self._due.pop(query, None)
+            self.departed.pop(query, None)
         await self._resolve(wanted - set(self.answers))
 
     def expand(self, config: TableConfig) -> tuple[TableConfig, tuple[names.NameStatus, ...]]:
-        return names.expand(config, self.answers)
+        return names.expand(config, self.answers, self.departed)
 
     def next_due(self) -> float | None:
-        """When the earliest answer is due again; None without names."""
-        return min(self._due.values(), default=None)
+        """When the earliest answer is due again, or a drain ends; None without names."""
+        ends = (end for leaving in self.departed.values() for end in leaving.values())
+        return min((*self._due.values(), *ends), default=None)
 
     async def refresh_due(self) -> bool:
-        """Ask again every name that is due; True when an answer changed (addresses, or a
-        failure that began or ended)."""
+        """Ask again every name that is due, end the drains that are over; True when the
+        table changes (addresses, a failure that began or ended, a drain that ended)."""
         now = self.clock()
-        return await self._resolve([q for q, due in self._due.items() if due <= now])
+        ended = False
+        for query, leaving in list(self.departed.items()):
+            for address, end in list(leaving.items()):
+                if end <= now:
+                    del leaving[address]
+                    ended = True
+                    log.info("DNS %s: %s:%d drained, removed", query, address.host, address.port)
+            if not leaving:
+                del self.departed[query]
+        return await self._resolve([q for q, due in self._due.items() if due <= now]) or ended
 
     async def _resolve(self, queries: Iterable[names.NameQuery]) -> bool:
         queries = list(queries)
@@ -96,10 +112,30 @@ class NameBook:
             new = names.Answer(old.addresses, old.expires_at, outcome.error, old.resolved_at)
         self.answers[query] = new
         self._due[query] = names.next_refresh(new, now, self.policy)
+        self._depart(query, old.addresses if old else (), new.addresses, now)
         changed = old is None or old.addresses != new.addresses or old.error != new.error
         if changed:
             _log_change(query, old, new)
         return changed
+
+    def _depart(
+        self,
+        query: names.NameQuery,
+        before: tuple[names.ResolvedAddress, ...],
+        after: tuple[names.ResolvedAddress, ...],
+        now: float,
+    ) -> None:
+        """Addresses that left the answer drain; one that came back is live again."""
+        live = {(a.host, a.port) for a in after}
+        leaving = self.departed.setdefault(query, {})
+        for address in list(leaving):
+            if (address.host, address.port) in live:
+                del leaving[address]
+        for address in before:
+            if (address.host, address.port) not in live:
+                leaving.setdefault(address, now + self.policy.drain_grace)
+        if not leaving:
+            del self.departed[query]
 
 
 def _order(address: names.ResolvedAddress) -> tuple[int, int, str, int]:

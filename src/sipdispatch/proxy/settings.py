@@ -91,6 +91,8 @@ class ProxySettings:
     dns_refresh_ceiling: float = _DNS.ceiling
     #: through timeouts and SERVFAIL, the last good addresses serve this long past their TTL
     dns_max_stale: float = _DNS.max_stale
+    #: an address that left its name's answer drains (DR) this long before it is removed
+    dns_drain_grace: float = _DNS.drain_grace
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
     #: a signed Record-Route is honoured this long after the call began (in-dialog requests
@@ -254,7 +256,10 @@ class ProbeSettings:
 def dns_policy(settings: ProxySettings) -> RefreshPolicy:
     """The refresh bounds of DNS names (``dispatch.names.next_refresh``)."""
     return RefreshPolicy(
-        settings.dns_refresh_floor, settings.dns_refresh_ceiling, settings.dns_max_stale
+        settings.dns_refresh_floor,
+        settings.dns_refresh_ceiling,
+        settings.dns_max_stale,
+        settings.dns_drain_grace,
     )
 
 
