@@ -88,10 +88,21 @@ class NameBook:
         queries = list(queries)
         if not queries:
             return False
-        outcomes = await asyncio.gather(*(self.resolver.resolve(q) for q in queries))
+        results = await asyncio.gather(
+            *(self.resolver.resolve(q) for q in queries), return_exceptions=True
+        )
         now = self.clock()
         changed = False
-        for query, outcome in zip(queries, outcomes, strict=True):
+        for query, result in zip(queries, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation, KeyboardInterrupt: not a DNS answer
+                # the resolver answers every DNS outcome itself; this is a bug, kept to a
+                # transient failure of one name rather than an exception on the loop
+                log.error("DNS %s: resolver failed: %r", query, result)
+                outcome = Outcome((), 0.0, f"resolver error: {type(result).__name__}")
+            else:
+                outcome = result
             changed |= self._learn(query, outcome, now)
         return changed
 
