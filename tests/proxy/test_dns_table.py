@@ -131,3 +131,26 @@ async def test_names_become_targets_and_a_changed_answer_keeps_the_others_health
     carried = next(t for t in after.targets() if t.destination.host == "127.0.0.2")
     assert carried.runtime is kept.runtime  # health carried by key
     assert carried.runtime.health.code == "DX"
+
+
+def test_the_listing_has_a_name_column_only_when_the_table_has_names() -> None:
+    latency = {"avg": 0.0, "est": 0.0, "max": 0.0, "timeouts": 0}
+    dest = {
+        "uri": "sip:10.0.0.1:5060",
+        "name": None,
+        "state": "AP",
+        "priority": 0,
+        "weight": 1,
+        "activeCalls": 0,
+        "latency": latency,
+        "reason": "configured",
+    }
+    plain = format_table({"sets": [{"id": 1, "destinations": [dest], "names": []}]})
+    assert plain.splitlines()[0].split()[:3] == ["SET", "URI", "STATE"]
+    assert plain.splitlines()[1].split()[:3] == ["1", "sip:10.0.0.1:5060", "AP"]
+    name = {"uri": "sip:gw.test", "lookup": "SRV _sip._udp.gw.test", "state": "resolved"}
+    named = {**dest, "name": "sip:gw.test"}
+    view = {"sets": [{"id": 1, "destinations": [named], "names": [{**name, "addresses": ["x"]}]}]}
+    lines = format_table(view).splitlines()
+    assert lines[0].split()[:4] == ["SET", "URI", "NAME", "STATE"]
+    assert lines[1].split()[:4] == ["1", "sip:10.0.0.1:5060", "sip:gw.test", "AP"]

@@ -62,8 +62,9 @@ def _call(url: str, method: str, path: str, token: str, body: Any = None) -> Any
 def format_table(view: dict[str, Any]) -> str:
     """The table of ``list``: one line per destination, like ``kamcmd dispatcher.list``.
 
-    An address resolved from a DNS name shows the name; a name without addresses shows as
-    one line in state IX with the reason (NXDOMAIN, timeout...): it takes no calls."""
+    With DNS names in the table, a NAME column shows the name each address was resolved from,
+    and a name without addresses shows as one line in state IX with the reason (NXDOMAIN,
+    timeout...): it takes no calls."""
     header = (
         "SET",
         "URI",
@@ -109,7 +110,9 @@ def format_table(view: dict[str, Any]) -> str:
                 rows.append(
                     (str(dest_set["id"]), name["uri"], name["uri"], "IX", *("-",) * 7, reason)
                 )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    if not any(dest_set.get("names") for dest_set in view.get("sets", [])):
+        rows = [row[:2] + row[3:] for row in rows]  # no DNS names: the columns as before
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
