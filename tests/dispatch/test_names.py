@@ -78,6 +78,9 @@ def test_srv_answers_become_targets_with_their_priority_and_weight() -> None:
     live = DestinationTable.build(expanded, None, 0.0, names=names)
     assert len(live.sets[1].targets) == 4
     assert live.names == names
+    # set-state names an address however it is spelled
+    live.set_state(1, "SIP:[0:0::1]:5090", "dx", 1.0)
+    assert live.find(1, "sip:[::1]:5090;transport=udp").runtime.health.code == "DX"
 
 
 def test_a_zero_srv_weight_beside_others_stays_zero() -> None:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from sipdispatch.dispatch import uris as _uris
 from sipdispatch.dispatch.tableconfig import Destination, TableConfig
 from sipdispatch.sip.uri import SipUri, parse_uri
 
@@ -198,7 +199,7 @@ def _targets(
                 uri=uri,
                 host=address.host,
                 port=address.port,
-                key=f"{dest.set_id}:{uri}",
+                key=f"{dest.set_id}:{_uris.normalise(uri)}",
                 priority=dest.priority - (address.srv_priority or 0),
                 weight=weight,
                 name=dest.uri,
