@@ -154,3 +154,40 @@ def test_the_listing_has_a_name_column_only_when_the_table_has_names() -> None:
     lines = format_table(view).splitlines()
     assert lines[0].split()[:4] == ["SET", "URI", "NAME", "STATE"]
     assert lines[1].split()[:4] == ["1", "sip:10.0.0.1:5060", "sip:gw.test", "AP"]
+
+
+@pytest.mark.slow
+async def test_the_keeper_follows_the_ttl_and_swaps_the_table(tmp_path: Path, dns: Dnsmasq) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("sets: [{id: 1, destinations: [{uri: 'sip:gw.test:5070'}]}]\n")
+    loop = asyncio.get_running_loop()
+    book = HealthBook(probe_settings(None, DEFAULTS), clock=loop.time, max_dialog_age=1.0)
+    source = FileTableSource(path, kamailio_format=False, algorithm=4, default_set=None)
+    names = NameBook(
+        Resolver([parse_server(dns.server)], 0.5),
+        loop.time,
+        RefreshPolicy(floor=0.2, drain_grace=0.5),
+    )
+    keeper = TableKeeper(source, DEFAULTS, book, names=names)
+    await keeper.first()
+    assert keeper.table is not None
+    assert len(list(keeper.table.targets())) == 2
+    following = asyncio.create_task(keeper.follow_names(poll=0.1))
+    try:
+        dns.write(hosts=[("127.0.0.2", "gw.test")])
+        dns.reload_hosts()
+        start = loop.time()
+
+        def rows() -> list[tuple[str, str]]:
+            assert keeper.table is not None
+            return [(t.destination.host, t.runtime.health.code) for t in keeper.table.targets()]
+
+        while rows() != [("127.0.0.2", "AP"), ("127.0.0.3", "DR")]:
+            assert loop.time() - start < 2.5, rows()  # TTL 1 s + floor + a poll
+            await asyncio.sleep(0.05)
+        while rows() != [("127.0.0.2", "AP")]:
+            assert loop.time() - start < 4.0, rows()  # + the drain grace
+            await asyncio.sleep(0.05)
+        assert book.table is keeper.table  # the health owner follows each swap
+    finally:
+        following.cancel()

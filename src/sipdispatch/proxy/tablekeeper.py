@@ -94,8 +94,11 @@ class TableKeeper:
             due = names.next_due()
             delay = poll if due is None else min(poll, max(0.0, due - names.clock()))
             await asyncio.sleep(delay)
-            if await names.refresh_due() and self.loaded is not None:
-                self.apply(self.loaded, why="DNS answers changed")
+            try:
+                if await names.refresh_due() and self.loaded is not None:
+                    self.apply(self.loaded, why="DNS answers changed")
+            except Exception:  # a bug: logged, and the refresh goes on with the next answer
+                log.exception("DNS refresh failed, still serving the previous table")
 
     def apply(self, loaded: LoadedTable, why: str = "") -> None:
         """Swap in a table built from ``loaded``, carrying learned health across."""
