@@ -10,12 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from dnsserver import Dnsmasq, dnsmasq_available
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.names import RefreshPolicy
 from sipdispatch.proxy.control.views import table_view
 from sipdispatch.proxy.ctl import format_table
+from sipdispatch.proxy.dnsmetrics import watch_names
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.namebook import NameBook
 from sipdispatch.proxy.reporting import reported
@@ -191,3 +193,23 @@ async def test_the_keeper_follows_the_ttl_and_swaps_the_table(tmp_path: Path, dn
         assert book.table is keeper.table  # the health owner follows each swap
     finally:
         following.cancel()
+
+
+async def test_names_are_gauges_for_alerts(tmp_path: Path, dns: Dnsmasq) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    now = [100.0]
+    keeper = keeper_for(path, dns, now)
+    await keeper.first()
+    registry = CollectorRegistry()
+    watch_names(registry, lambda: keeper.table)
+    sample = registry.get_sample_value
+
+    def state(name: str, value: str) -> float | None:
+        labels = {"set": "1", "name": name, "state": value}
+        return sample("sipdispatch_dns_name_state", labels)
+
+    assert state("sip:nx.test:5060", "failed") == 1.0
+    assert state("sip:svc.test", "resolved") == 1.0
+    assert state("sip:svc.test", "failed") == 0.0
+    assert sample("sipdispatch_dns_name_addresses", {"set": "1", "name": "sip:gw.test:5070"}) == 2.0

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
-from sipdispatch.proxy import routekeys
+from sipdispatch.proxy import dnsmetrics, routekeys
 from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
 from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
@@ -105,6 +105,7 @@ class ProxyServer:
         )
         self.names = NameBook(resolver, self.now, dns_policy(settings))
         self.tables = TableKeeper(source, settings, self.health, self.metrics, self.names)
+        dnsmetrics.watch_names(self.registry, lambda: self.table)
         self.metrics.watch_readiness(lambda: self.table is not None and not self._draining)
         self.prober: Prober | None = None
 
