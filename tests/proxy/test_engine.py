@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
@@ -257,3 +258,33 @@ async def test_a_failure_of_the_core_is_survived_counted_and_logged_sanitised(
     records = [r for r in caplog.records if "failed, dropped" in r.getMessage()]
     assert len(records) == LOG_BURST  # rate-limited: not one per datagram
     assert all("\n" not in r.getMessage() and r.exc_info is None for r in records)
+
+
+async def test_a_tcp_gateway_that_resets_is_failed_over_at_once_not_at_the_answer_timeout(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, answering = boxes(), boxes()
+    reset_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def resetting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # SO_LINGER 0: a RST
+        reset_at.append(loop.time())
+
+    server = await asyncio.start_server(resetting, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    table = _table(f"sip:{host}:{port};transport=tcp", answering.uri)
+    _, address, events = await make_engine(table, answer_timeout=5.0)
+    caller.send(_invite(caller, "e5"), address)
+    await caller.next()  # 100 Trying
+    moved = await answering.next(within=1.0)
+    arrived = loop.time()
+    assert isinstance(moved, Request)
+    assert moved.call_id == "e5"
+    assert arrived - reset_at[0] < 0.1
+    assert [e.status for e in events if isinstance(e, BranchFailed)] == [503]
+    server.close()
+    await server.wait_closed()

@@ -143,7 +143,8 @@ class Engine:
         return probe_id
 
     def connection_failed(self, address: Address) -> None:
-        """A TCP connection could not be opened: fail over the branches waiting on it."""
+        """A TCP connection to ``address`` could not be opened, or broke (a reset): fail over
+        the branches sent there at once."""
         self._emit(self.core.transport_failed(address, "tcp", self._now()))
 
     def _now(self) -> float:

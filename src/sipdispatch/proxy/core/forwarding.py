@@ -383,7 +383,7 @@ class Forwarder:
         self._maybe_forget(txn)
 
     def transport_failed(self, address: Address, transport: str, now: float, out: Outbox) -> None:
-        """A connection to ``address`` could not be made: its branches fail over at once."""
+        """A connection to ``address`` failed or broke: its branches fail over at once."""
         for branch in list(self.branches.values()):
             hop = branch.hop
             client = branch.client

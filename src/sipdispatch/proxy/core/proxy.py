@@ -198,7 +198,7 @@ class Proxy:
         return probe_id, out
 
     def transport_failed(self, address: Address, transport: str, now: float) -> Outbox:
-        """A connection to ``address`` could not be made: its branches fail over at once."""
+        """A connection to ``address`` failed or broke: its branches fail over at once."""
         out = Outbox()
         self._forwarder.transport_failed(address, transport, now, out)
         self._probing.transport_failed(address, transport, out)
