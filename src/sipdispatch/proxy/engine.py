@@ -159,7 +159,7 @@ class Engine:
                 if self.udp is not None:
                     self.udp.send(send.address, send.data)
             elif self.tcp is not None:
-                self.tcp.send(send.address, send.data)
+                self.tcp.send(send.address, send.data, send.fallback)
         events = out.events
         if events:
             self._log(events)

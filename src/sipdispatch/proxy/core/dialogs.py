@@ -30,7 +30,13 @@ import hashlib
 import hmac
 import secrets
 
-from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, count_hop, via_value
+from sipdispatch.proxy.core.outbox import (
+    BRANCH_PREFIX,
+    Outbox,
+    count_hop,
+    stream_fallback,
+    via_value,
+)
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Send
 from sipdispatch.proxy.events import DialogEnded, RouteRefused
 from sipdispatch.sip import grammar, values
@@ -202,7 +208,10 @@ class Dialogs:
         host = via.params.get("received") or via.host.strip("[]")
         rport = via.params.get("rport")
         port = int(rport) if rport and grammar.is_digits(rport) else (via.port or 5060)
-        out.sends.append(Send(via.transport.lower(), (host, port), response.to_bytes()))
+        transport = via.transport.lower()
+        # Over a stream, rport is the connection's port; once it is gone, 18.2.2's address.
+        fallback = None if transport == "udp" else stream_fallback(via, (host, port))
+        out.sends.append(Send(transport, (host, port), response.to_bytes(), fallback))
 
 
 def via_signed_form(via: str) -> str:

@@ -20,7 +20,7 @@ from sipdispatch.proxy.core.admission import TRANSACTIONS, SourceLimiter
 from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
-from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
+from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, stream_fallback
 from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
@@ -260,8 +260,11 @@ class Proxy:
             out.respond(request, 200, source, transport)
         elif policy.active and (refusal := policy.refused_domain(request)) is not None:
             self._refused(request, refusal, source, transport, out)
-        else:
+        elif transport == "udp":
             forwarder.start(request, key, via, upstream, now, out)
+        else:
+            fallback = stream_fallback(top, source)
+            forwarder.start(request, key, via, upstream, now, out, fallback=fallback)
 
     def _tainted(self, request: Request, source: Address, transport: str, out: Outbox) -> None:
         """A request with a control character in its header section gets 400 (unless a
