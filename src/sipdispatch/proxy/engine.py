@@ -38,6 +38,7 @@ from sipdispatch.proxy.core import (
     destination_id,
 )
 from sipdispatch.proxy.events import (
+    AliasOffered,
     CoreEvent,
     HandlingFailed,
     HashKeyMissing,
@@ -200,8 +201,13 @@ class Engine:
     def _log(self, events: Sequence[CoreEvent]) -> None:
         """The lines events call for, in one pass over them: malformed or refused messages
         (rate-limited), routing refusals and missing hash keys (one line per kind every
-        10 s); what the peer wrote is sanitised."""
+        10 s); what the peer wrote is sanitised. (And, in the same pass, the aliases TCP
+        connections are offered, for the transport to take.)"""
         for event in events:
+            if isinstance(event, AliasOffered):
+                if self.tcp is not None:
+                    self.tcp.alias(event.source, event.alias)
+                continue
             if isinstance(event, MessageRejected):
                 if self._limited.allow():
                     log.warning(

@@ -222,8 +222,15 @@ class Forwarder:
         if outgoing.method in _DIALOG_METHODS:
             settings = self.settings
             expires = int(now + settings.clock_offset + settings.dialog_lifetime)
+            caller_transport, caller = txn.upstream
             value = record_route(
-                outgoing, hop, settings.advertise, txn.upstream[0], self.signer, expires=expires
+                outgoing,
+                hop,
+                settings.advertise,
+                caller_transport,
+                self.signer,
+                expires=expires,
+                flow=None if caller_transport == "udp" else caller,
             )
             outgoing.headers.push_first("Record-Route", value)
         outgoing.headers.push_first("Via", via)

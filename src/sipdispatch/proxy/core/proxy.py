@@ -25,6 +25,7 @@ from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
+from sipdispatch.proxy.events import AliasOffered
 from sipdispatch.sip import codec, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import LimitExceededError, salvage
@@ -235,6 +236,8 @@ class Proxy:
             _tag_source(request, self._settings.source_header, transport, source)
         key = _server_key(request, top)
         upstream = (transport, source)
+        if transport != "udp" and "alias" in top.params:
+            _offer_alias(top, upstream, out)
         forwarder = self._forwarder
         method = request.method
         if method == "ACK":
@@ -387,6 +390,15 @@ def _stamped(top: values.Via, source: Address) -> str:
         parts.append(f";received={host}")
     parts.append(f";rport={port}")
     return "".join(parts)
+
+
+def _offer_alias(top: values.Via, upstream: tuple[str, Address], out: Outbox) -> None:
+    """RFC 5923: the connection may carry requests to the Via's sent-by too. Only for a
+    sent-by on the connection's own host: an alias naming another host would let anyone take
+    over what is meant for it (RFC 5923 asks TLS and its certificate to prove that)."""
+    transport, source = upstream
+    if top.host.strip("[]") == source[0]:
+        out.report(AliasOffered(transport, source, stream_fallback(top, source)))
 
 
 def _tag_source(request: Request, name: str, transport: str, source: Address) -> None:
