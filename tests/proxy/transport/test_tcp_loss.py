@@ -88,11 +88,27 @@ async def test_a_reset_inbound_connection_is_reported_at_its_peer_and_its_alias(
     await until(lambda: bool(sink.messages))
     peer = sink.messages[0][1]
     assert transport.alias(peer, ("127.0.0.1", 5099))
+    transport.send(("127.0.0.1", 5099), MESSAGE)  # a request to a destination over it
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
     _reset(writer)
     await until(lambda: len(failed) == 2)
     assert failed == [peer, ("127.0.0.1", 5099)]
     assert transport.connections == {}
-    del reader
+
+
+async def test_a_callers_reset_after_only_responses_is_not_reported(tcp: Lab) -> None:
+    transport, sink, failed = tcp
+    address = await transport.listen("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(MESSAGE)
+    await until(lambda: bool(sink.messages))
+    peer = sink.messages[0][1]
+    transport.send(peer, REPLY, ("127.0.0.1", 9))  # a response: no branch waits on it
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    _reset(writer)
+    await until(lambda: not transport.connections)
+    await asyncio.sleep(0.05)
+    assert failed == []  # nothing for the core to look for: it is not asked to
 
 
 async def test_a_reply_whose_connection_is_gone_goes_to_the_fallback_not_the_old_port(

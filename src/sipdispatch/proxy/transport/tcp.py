@@ -8,7 +8,8 @@ flow ended): the transport never dials a peer's ephemeral port for it. A connect
 found under the addresses it was dialled at and, for a request whose Via asked for it (RFC
 5923 ``alias``), under that Via's sent-by.
 
-A connection that ends with an error (a reset, a failed write) is reported through
+A connection that ends with an error (a reset, a failed write) and that a branch may wait
+on (one we dialled, or one that carried a request to a destination) is reported through
 ``on_error`` under every address it was registered at, like a connection that could not be
 opened: the branches sent over it fail over at once. A clean close (FIN) is not: the peer may
 still answer on a new connection to our Via sent-by (RFC 3261 18.2.2), so its branches wait
@@ -79,6 +80,11 @@ class TcpConnection(asyncio.Protocol):
         self.peer: Address | None = None
         self.dialled: Address | None = None  # the address an outbound connection was opened to
         self.aliases: list[Address] = []  # Via sent-by addresses it stands for (RFC 5923)
+        #: whether a branch may wait on it: dialled by us, or it carried a send without a
+        #: fallback (a request to a destination). Only then is its loss reported: each report
+        #: costs the core a look over its branches, which a caller resetting its own
+        #: connections must not be able to ask for at will.
+        self.carries_branches = False
         # For the sweep: traffic since it last looked, and a message completed since then.
         self.active = True
         self.completed = False
@@ -113,7 +119,7 @@ class TcpConnection(asyncio.Protocol):
         addresses = self.owner.unregister(self)
         # A reset or a failed write: nothing more comes over it, so what was sent over it is
         # lost. A clean close (exc None) is not reported: see the module's docstring.
-        if exc is not None and addresses:
+        if exc is not None and addresses and (self.dialled is not None or self.carries_branches):
             log.debug("TCP connection %s lost: %s", self.peer, exc)
             self.owner.lost(addresses)
 
@@ -284,6 +290,8 @@ class TcpTransport:
             address = fallback
             connection = self.connections.get(address)
         if connection is not None and connection.writable:
+            if fallback is None:
+                connection.carries_branches = True
             connection.write(data)
             return
         pending = self._connecting.get(address)
