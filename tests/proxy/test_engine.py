@@ -288,3 +288,29 @@ async def test_a_tcp_gateway_that_resets_is_failed_over_at_once_not_at_the_answe
     assert [e.status for e in events if isinstance(e, BranchFailed)] == [503]
     server.close()
     await server.wait_closed()
+
+
+async def test_a_tcp_request_offering_an_alias_has_its_connection_registered_under_it(
+    make_engine: Callable[..., asyncio.Future[Lab]],
+) -> None:
+    engine, address, _ = await make_engine(_table("sip:127.0.0.9:5060"))
+    assert engine.tcp is not None
+    host, port = await engine.tcp.listen(*address)  # TCP on the core's own port
+    reader, writer = await asyncio.open_connection(host, port)
+    alias = ("127.0.0.1", free_udp_port())  # where the caller says it listens
+    writer.write(
+        (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {alias[0]}:{alias[1]};alias;branch=z9hG4bK-alias1\r\n"
+            "From: <sip:a@x>;tag=1\r\nTo: <sip:lb@x>\r\nCall-ID: alias-1\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    assert answer.startswith(b"SIP/2.0 200 ")  # over the connection, as ever
+    assert alias in engine.tcp.connections
+    engine.tcp.send(alias, b"OPTIONS sip:a@x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+    request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    assert request.startswith(b"OPTIONS sip:a@x ")  # the alias leads to the same connection
+    writer.close()
+    await writer.wait_closed()
