@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 from cryptography import x509
 from tlspeers import SigningCa
 
+from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
 from sipdispatch.dispatch.tlsverify import TlsVerification
 from sipdispatch.proxy.transport import tls
 
@@ -102,3 +105,22 @@ def test_client_contexts_follow_the_verification_asked(tmp_path: Path) -> None:
     custom = clients.context(TlsVerification(ca_file=str(ca.cert_file)))
     assert [c["subject"] for c in custom.get_ca_certs()] == [((("commonName", ca.name),),)]
     assert clients.context(TlsVerification(verify=False)) is lax  # made once
+
+
+def test_the_server_name_of_a_dns_destination_is_its_name_not_its_address() -> None:
+    named = Destination.create(1, "sips:gw.example.com")
+    resolved = dataclasses.replace(
+        named,
+        uri="sips:192.0.2.7:5061;transport=tls",
+        host="192.0.2.7",
+        key="1:sips:192.0.2.7:5061;transport=tls",
+        name=named.uri,
+    )
+    by_address = Destination.create(1, "sips:192.0.2.8", attrs={"tls_verify": "0"})
+    config = TableConfig((SetConfig(1, (resolved, by_address)),))
+    table = DestinationTable.build(config, None, 0.0)
+    clients = tls.TlsClients(lambda: table)
+    assert clients.options(("192.0.2.7", 5061))["server_hostname"] == "gw.example.com"
+    lax = clients.options(("192.0.2.8", 5061))
+    assert lax["server_hostname"] == "192.0.2.8"
+    assert lax["ssl"].verify_mode == ssl.CERT_NONE  # its attrs

@@ -351,6 +351,12 @@ class DestinationStatus(ApiModel):
         "replicas reporting its state see it; absent unless it is up or draining.",
     )
     seen_by: int = Field(default=0, description="How many replicas report this state.")
+    name: str | None = Field(
+        default=None,
+        description="For a destination named by DNS: the name as configured. Each address "
+        "it resolves to is a destination of its own under it; a name without addresses is "
+        "shown itself, state IX, with the DNS failure as reason.",
+    )
 
 
 class DestinationCounts(ApiModel):

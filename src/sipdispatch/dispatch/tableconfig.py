@@ -97,6 +97,9 @@ class Destination:
     ping_from: str | None = None
     disabled: bool = False
     draining: bool = False
+    #: for an address resolved from a DNS name: the named destination it came from
+    #: (canonical URI); None for destinations configured by address
+    name: str | None = None
 
     @classmethod
     def create(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import edgeflags, kubemode, routekeys
+from sipdispatch.proxy import dnsflags, edgeflags, kubemode, routekeys
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     edgeflags.add_limit_arguments(parser)
     edgeflags.add_admission_arguments(parser)
     edgeflags.add_policy_arguments(parser)
+    dnsflags.add_dns_arguments(parser)
     return parser
 
 
@@ -357,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_forwards=args.max_forwards,
         loop_detection=args.loop_detection,
         refuse_control_characters=args.refuse_control_characters,
+        **dnsflags.dns_settings(args),
     )
     try:
         _run(ProxyServer(source, settings, companions))

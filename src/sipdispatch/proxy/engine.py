@@ -38,6 +38,7 @@ from sipdispatch.proxy.core import (
     destination_id,
 )
 from sipdispatch.proxy.events import (
+    AliasOffered,
     CoreEvent,
     HandlingFailed,
     HashKeyMissing,
@@ -144,7 +145,8 @@ class Engine:
         return probe_id
 
     def connection_failed(self, address: Address) -> None:
-        """A TCP connection could not be opened: fail over the branches waiting on it."""
+        """A TCP connection to ``address`` could not be opened, or broke (a reset): fail over
+        the branches sent there at once."""
         self._emit(self.core.transport_failed(address, "tcp", self._now()))
 
     def tls_connection_failed(self, address: Address) -> None:
@@ -164,9 +166,9 @@ class Engine:
                     self.udp.send(send.address, send.data)
             elif send.transport == "tls":
                 if self.tls is not None:
-                    self.tls.send(send.address, send.data)
+                    self.tls.send(send.address, send.data, send.fallback)
             elif self.tcp is not None:
-                self.tcp.send(send.address, send.data)
+                self.tcp.send(send.address, send.data, send.fallback)
         events = out.events
         if events:
             self._log(events)
@@ -207,8 +209,14 @@ class Engine:
     def _log(self, events: Sequence[CoreEvent]) -> None:
         """The lines events call for, in one pass over them: malformed or refused messages
         (rate-limited), routing refusals and missing hash keys (one line per kind every
-        10 s); what the peer wrote is sanitised."""
+        10 s); what the peer wrote is sanitised. (And, in the same pass, the aliases TCP
+        connections are offered, for the transport to take.)"""
         for event in events:
+            if isinstance(event, AliasOffered):
+                stream = self.tls if event.transport == "tls" else self.tcp
+                if stream is not None:
+                    stream.alias(event.source, event.alias)
+                continue
             if isinstance(event, MessageRejected):
                 if self._limited.allow():
                     log.warning(

@@ -25,15 +25,23 @@ from prometheus_client import CollectorRegistry, Gauge
 from sipdispatch.dispatch.config import ProxyConfig
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
-from sipdispatch.proxy import routekeys
+from sipdispatch.proxy import dnsmetrics, routekeys
 from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
 from sipdispatch.proxy.core import Address, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.metrics import ProxyMetrics
+from sipdispatch.proxy.namebook import NameBook
 from sipdispatch.proxy.prober import Prober
-from sipdispatch.proxy.settings import DEFAULTS, ProxySettings, core_settings, probe_settings
+from sipdispatch.proxy.resolver import Resolver, parse_server
+from sipdispatch.proxy.settings import (
+    DEFAULTS,
+    ProxySettings,
+    core_settings,
+    dns_policy,
+    probe_settings,
+)
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
 from sipdispatch.proxy.transport import tls
@@ -97,7 +105,12 @@ class ProxyServer:
             max_dialog_age=settings.max_dialog_age,
             metrics=self.metrics,
         )
-        self.tables = TableKeeper(source, settings, self.health, self.metrics)
+        resolver = Resolver(
+            [parse_server(server) for server in settings.dns_servers], settings.dns_timeout
+        )
+        self.names = NameBook(resolver, self.now, dns_policy(settings))
+        self.tables = TableKeeper(source, settings, self.health, self.metrics, self.names)
+        dnsmetrics.watch_names(self.registry, lambda: self.table)
         self.metrics.watch_readiness(lambda: self.table is not None and not self._draining)
         self.prober: Prober | None = None
 
@@ -232,6 +245,7 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         work = [
             self.tables.watch(),
+            self.tables.follow_names(),
             self.prober.run(),
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),

@@ -91,7 +91,7 @@ class Forwarder:
             return False
         # The server transaction answers it, nothing goes downstream.
         if existing.server.receive_request() and existing.last_response:
-            out.send_back(existing.upstream, existing.last_response)
+            out.send_back(existing.upstream, existing.last_response, existing.fallback)
         return True
 
     def on_ack(self, key: str, now: float) -> bool:
@@ -126,8 +126,11 @@ class Forwarder:
         upstream: tuple[str, Address],
         now: float,
         out: Outbox,
+        *,
+        fallback: Address | None = None,
     ) -> None:
-        """A new transaction for ``request``, whose forwarded top Via is ``via``."""
+        """A new transaction for ``request``, whose forwarded top Via is ``via``; over a
+        stream, its responses go to ``fallback`` once the caller's connection is gone."""
         admission = self.settings.admission
         cap = admission.max_transactions
         if cap and len(self.transactions) >= cap:
@@ -140,7 +143,7 @@ class Forwarder:
         server = ServerTransaction(
             invite=invite, reliable=upstream[0] != "udp", timers=self.settings.timers
         )
-        txn = ProxyTransaction(key, request, via, upstream, server)
+        txn = ProxyTransaction(key, request, via, upstream, server, fallback=fallback)
         self.transactions[key] = txn
         ctx = RequestSelection(request, upstream[1][0])
         if self.challenged:
@@ -227,14 +230,15 @@ class Forwarder:
         if outgoing.method in _DIALOG_METHODS:
             settings = self.settings
             expires = int(now + settings.clock_offset + settings.dialog_lifetime)
-            caller = txn.upstream[0]
+            caller_transport, caller = txn.upstream
             value = record_route(
                 outgoing,
                 hop,
-                secure.record_route_address(settings, caller),
-                caller,
+                secure.record_route_address(settings, caller_transport),
+                caller_transport,
                 self.signer,
                 expires=expires,
+                flow=None if caller_transport == "udp" else caller,
             )
             outgoing.headers.push_first("Record-Route", value)
         outgoing.headers.push_first("Via", via)
@@ -310,7 +314,7 @@ class Forwarder:
                 if other is not branch:
                     self._cancel_branch(other, now, out)
         elif step is Step.RELAY_LATE:
-            out.send_back(txn.upstream, response.to_bytes())  # another fork's 2xx
+            out.send_back(txn.upstream, response.to_bytes(), txn.fallback)  # another fork's 2xx
             self._maybe_forget(txn)
         elif step is Step.FAIL_OVER:
             if (
@@ -392,12 +396,12 @@ class Forwarder:
     def server_timer(self, txn: ProxyTransaction, now: float, out: Outbox) -> None:
         for action in txn.server.on_timer(now):
             if action is Action.RETRANSMIT and txn.last_response:
-                out.send_back(txn.upstream, txn.last_response)
+                out.send_back(txn.upstream, txn.last_response, txn.fallback)
         self._deadlines.schedule(txn)
         self._maybe_forget(txn)
 
     def transport_failed(self, address: Address, transport: str, now: float, out: Outbox) -> None:
-        """A connection to ``address`` could not be made: its branches fail over at once."""
+        """A connection to ``address`` failed or broke: its branches fail over at once."""
         for branch in list(self.branches.values()):
             hop = branch.hop
             client = branch.client
@@ -453,7 +457,7 @@ class Forwarder:
             txn.upstream_state = Upstream.ACCEPTED if status < 300 else Upstream.REJECTED
         data = response.to_bytes()
         txn.last_response = data
-        out.send_back(txn.upstream, data)
+        out.send_back(txn.upstream, data, txn.fallback)
         server = txn.server
         if server.state is ServerState.ACCEPTED or (
             not server.invite and server.state is ServerState.COMPLETED

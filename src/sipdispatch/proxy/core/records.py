@@ -47,11 +47,17 @@ class Send:
     transport: str  # "udp" or "tcp"
     address: Address
     data: bytes
+    #: over a stream: where to send instead when no connection to ``address`` is open (RFC
+    #: 3261 18.2.2 for a response, the Request-URI for a request meant for a caller's flow)
+    fallback: Address | None
 
-    def __init__(self, transport: str, address: Address, data: bytes) -> None:
+    def __init__(
+        self, transport: str, address: Address, data: bytes, fallback: Address | None = None
+    ) -> None:
         self.transport = transport
         self.address = address
         self.data = data
+        self.fallback = fallback
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -29,6 +30,7 @@ from cryptography import x509
 
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.tlsverify import TlsVerification, from_attrs
+from sipdispatch.dispatch.uris import parse_sip_uri
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.transport.tcp import TcpTransport
 
@@ -159,7 +161,9 @@ class CertificateWatch:
 
 class TlsClients:
     """The client context and server name of each TLS destination, from its set's settings
-    and its own attrs (``tlsverify``).
+    and its own attrs (``tlsverify``). The server name (SNI, and the name the certificate must
+    carry) is the configured one, else the destination's host: for the addresses of a DNS
+    name, that name.
 
     Contexts are made once per distinct `TlsVerification` (loading a CA bundle costs
     milliseconds) and looked up by the destination's address; the index follows the table.
@@ -196,8 +200,13 @@ class TlsClients:
                         # its set's settings, its own attrs over them (checked at load);
                         # a destination in two sets: the first set's
                         verification, _ = from_attrs(dest.attrs, dest_set.config.tls)
-                        address = (dest.host, dest.port)
-                        self._by_address.setdefault(address, verification or _DEFAULT)
+                        verification = verification or _DEFAULT
+                        if verification.server_name is None and dest.name is not None:
+                            # an address of a DNS name: the name is the server's identity
+                            # (RFC 5922 4), not the address, nor an SRV target
+                            name = parse_sip_uri(dest.name).host_address
+                            verification = dataclasses.replace(verification, server_name=name)
+                        self._by_address.setdefault((dest.host, dest.port), verification)
         return self._by_address.get(address, _DEFAULT)
 
     def options(self, address: Address) -> dict[str, Any]:
