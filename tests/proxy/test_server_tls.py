@@ -381,3 +381,23 @@ async def test_a_dispatcher_list_sets_verification_in_a_destinations_attrs(
     finally:
         await server.close()
         await gateway.close()
+
+
+async def test_the_yaml_config_names_the_certificate_when_no_flag_does(tmp_path: Path) -> None:
+    ca = SigningCa(tmp_path / "ca")
+    cert, key, serial = ca.issue_files("from-yaml")
+    config = tmp_path / "sipdispatch.yaml"
+    port = free_port()
+    config.write_text(
+        f"listen: ['tls:127.0.0.1:{port}']\ntls:\n  certFile: '{cert}'\n  keyFile: '{key}'\n"
+        "probing: {mode: 'off'}\nsets: []\n"
+    )
+    source = FileTableSource(config, kamailio_format=False, algorithm=4, default_set=None)
+    server = ProxyServer(source, ProxySettings(control=None))
+    await server.start()
+    try:
+        caller = await TlsCaller.connect("127.0.0.1", port, ca)
+        assert caller.serial == serial
+        await caller.close()
+    finally:
+        await server.close()
