@@ -279,6 +279,12 @@ class DispatcherSetSpec(ApiModel):
         description="A request without the hash key of algorithm hash-key: hashed by its "
         "Call-ID (fallback, counted and logged) or refused with 400 (reject).",
     )
+    tls: _config.TlsClientSpec | None = Field(
+        default=None,
+        description="How the certificates of this set's TLS destinations (sips: or "
+        "transport=tls) are verified: verify (default on), caFile (a path in the proxy's "
+        "container), serverName (SNI). Default: verified against the system's CAs.",
+    )
 
     @model_validator(mode="after")
     def _one_admin_state_each(self) -> DispatcherSetSpec:

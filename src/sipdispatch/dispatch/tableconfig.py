@@ -18,6 +18,7 @@ from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import keys as _keys
 from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import uris as _uris
+from sipdispatch.dispatch.tlsverify import TlsVerification, from_attrs
 
 __all__ = [
     "DEFAULT_ALGORITHM",
@@ -30,6 +31,7 @@ __all__ = [
     "DestinationError",
     "SetConfig",
     "TableConfig",
+    "TlsVerification",
 ]
 
 DEFAULT_ALGORITHM = "round-robin"
@@ -152,6 +154,10 @@ class Destination:
                 _uris.parse_sip_uri(ping_from)
             except ValueError as exc:
                 raise DestinationError("attrs.ping_from", str(exc)) from None
+        _, bad = from_attrs(raw, None)
+        if bad:
+            name, _, reason = bad.partition(": ")
+            raise DestinationError(f"attrs.{name}", reason)
         return cls(
             set_id=set_id,
             uri=uri,
@@ -187,6 +193,8 @@ class SetConfig:
     hash_key: str | None = None
     #: "fallback" (hash the Call-ID) or "reject" (refuse with 400), for algorithm hash-key
     missing_hash_key: str = MISSING_KEY_DEFAULT
+    #: how the set's TLS destinations are verified; None: `TlsVerification()`'s defaults
+    tls: TlsVerification | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))

@@ -47,7 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PROTO:IP:PORT",
-        help="listener, e.g. udp:0.0.0.0:5060 or tcp:0.0.0.0:5060 (repeatable)",
+        help="listener, e.g. udp:0.0.0.0:5060, tcp:0.0.0.0:5060 or tls:0.0.0.0:5061 (repeatable)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="certificate (PEM, chain first) of the tls listeners; read again when it changes",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="private key (PEM) of --tls-cert"
     )
     parser.add_argument(
         "--advertise",
@@ -300,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         probing = _probing(args)
         secret_keys = _secret_keys(args)  # KeyListError is a ValueError
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
         if args.dialog_lifetime <= 0:
             raise ValueError("--dialog-lifetime: must be more than 0 seconds")
         source, companions = _source(args)  # KubeConfigError is a ValueError
@@ -311,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise=args.advertise,
         secret_keys=secret_keys,
         secret_file=args.secret_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         answer_timeout=args.answer_timeout,
         timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,

@@ -73,6 +73,7 @@ class Engine:
         self.on_events = on_events
         self.udp: UdpEndpoint | None = None
         self.tcp: TcpTransport | None = None
+        self.tls: TcpTransport | None = None  # a ``tls.TlsTransport``
         self._hops: dict[DestinationKey, Hop] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -148,6 +149,10 @@ class Engine:
         the branches sent there at once."""
         self._emit(self.core.transport_failed(address, "tcp", self._now()))
 
+    def tls_connection_failed(self, address: Address) -> None:
+        """A TLS connection could not be opened (refused, or its certificate not trusted)."""
+        self._emit(self.core.transport_failed(address, "tls", self._now()))
+
     def _now(self) -> float:
         loop = self._loop
         if loop is None:
@@ -159,6 +164,9 @@ class Engine:
             if send.transport == "udp":
                 if self.udp is not None:
                     self.udp.send(send.address, send.data)
+            elif send.transport == "tls":
+                if self.tls is not None:
+                    self.tls.send(send.address, send.data, send.fallback)
             elif self.tcp is not None:
                 self.tcp.send(send.address, send.data, send.fallback)
         events = out.events
@@ -205,8 +213,9 @@ class Engine:
         connections are offered, for the transport to take.)"""
         for event in events:
             if isinstance(event, AliasOffered):
-                if self.tcp is not None:
-                    self.tcp.alias(event.source, event.alias)
+                stream = self.tls if event.transport == "tls" else self.tcp
+                if stream is not None:
+                    stream.alias(event.source, event.alias)
                 continue
             if isinstance(event, MessageRejected):
                 if self._limited.allow():

@@ -16,11 +16,13 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from sipdispatch.dispatch.config import ProxyConfig
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import SocketAddress, parse_socket
 from sipdispatch.proxy import dnsmetrics, routekeys
@@ -42,6 +44,7 @@ from sipdispatch.proxy.settings import (
 )
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
+from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import open_udp
 
@@ -85,6 +88,8 @@ class ProxyServer:
         self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._tcp: TcpTransport | None = None
+        self._tls: tls.TlsTransport | None = None
+        self._certificate: tls.CertificateWatch | None = None
         self._control: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = CollectorRegistry()
@@ -145,11 +150,20 @@ class ProxyServer:
     def _refused_requests(self) -> dict[str, int]:
         return self.engine.core.admission_counts() if self.engine is not None else {}
 
+    def _streams(self) -> list[TcpTransport]:
+        """The stream transports: TCP, and TLS (whose connections are TCP's, counted as such)."""
+        return [t for t in (self._tcp, self._tls) if t is not None]
+
     def _refused_connections(self) -> dict[str, int]:
-        return dict(self._tcp.counts) if self._tcp is not None else {}
+        counts: dict[str, int] = {}
+        for stream in self._streams():
+            for reason, count in stream.counts.items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def _tcp_open(self) -> tuple[int, int]:
-        return self._tcp.open_connections if self._tcp is not None else (0, 0)
+        opened = [stream.open_connections for stream in self._streams()]
+        return sum(i for i, _ in opened), sum(o for _, o in opened)
 
     def _failover_codes(self) -> frozenset[int]:
         engine = self.engine
@@ -204,6 +218,7 @@ class ProxyServer:
             on_events,
         )
         self.engine = self.tables.engine = engine
+        self._certificate = self._tls_certificate(loaded.config)
         await self._listen(engine)
         log.info(
             "hot path %s",
@@ -235,6 +250,8 @@ class ProxyServer:
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),
         ]
+        if self._certificate is not None:
+            work.append(self._certificate.run())
         if settings.secret_file is not None:
             watch = routekeys.KeyFileWatch(
                 settings.secret_file, signer, keys, on_change=self.metrics.keys_in_use
@@ -264,8 +281,48 @@ class ProxyServer:
                     )
                     engine.tcp = self._tcp
                 self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)
+            elif listener.transport == "tls":
+                self.bound["tls"] = await self._tls_transport(engine).listen(
+                    listener.host, listener.port
+                )
             else:
                 raise TableError(f"listen: transport {listener.transport} is not supported yet")
+
+    def _tls_certificate(self, config: ProxyConfig | None) -> tls.CertificateWatch | None:
+        """The listeners' certificate, loaded and watched; None without a tls listener."""
+        if not any(listener.transport == "tls" for listener in self.listeners):
+            return None
+        settings = self.settings
+        cert, key = settings.tls_cert, settings.tls_key
+        if (cert is None or key is None) and config is not None and config.tls is not None:
+            cert, key = Path(config.tls.cert_file), Path(config.tls.key_file)
+        if cert is None or key is None:
+            raise TableError("listen: a tls listener needs --tls-cert and --tls-key")
+        try:
+            context, expiry = tls.server_context(cert, key)
+        except tls.CertificateError as exc:
+            raise TableError(f"--tls-cert: {exc}") from None
+        gauge = Gauge(
+            "sipdispatch_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate of the TLS listeners expires (Unix seconds)",
+            registry=self.registry,
+        )
+        gauge.set(expiry)
+        return tls.CertificateWatch(cert, key, context, on_load=gauge.set)
+
+    def _tls_transport(self, engine: Engine) -> tls.TlsTransport:
+        if self._tls is None:
+            assert self._certificate is not None
+            self._tls = tls.TlsTransport(
+                engine,
+                on_error=engine.tls_connection_failed,
+                max_message_size=self.settings.max_message_size,
+                limits=self.settings.tcp_limits(),
+                server=self._certificate.context,
+                clients=tls.TlsClients(lambda: self.table),
+            )
+            engine.tls = self._tls
+        return self._tls
 
     def stop(self) -> None:
         self._stop.set()
@@ -306,6 +363,8 @@ class ProxyServer:
                 self.engine.udp.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
 
 
 def _control_token(settings: ProxySettings, host: str) -> str:

@@ -65,6 +65,10 @@ class ProxySettings:
     secret_keys: tuple[bytes, ...] = ()
     #: the file ``secret_keys`` came from, read again when it changes; None: they are fixed
     secret_file: Path | None = None
+    #: certificate (chain) and key of the tls listeners, PEM files watched for changes; None:
+    #: what the YAML config's ``tls`` section says
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: no response at all from a destination within this time counts as a 408
     answer_timeout: float = _CORE.answer_timeout
     #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it

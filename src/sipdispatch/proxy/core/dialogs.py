@@ -269,7 +269,7 @@ def record_route(
     ftag = from_tag(request.headers.get("from")) or ""
     did = destination_id(hop.host, hop.port, hop.transport)
     exp = str(expires)
-    transport = ";transport=tcp" if caller_transport == "tcp" else ""
+    transport = "" if caller_transport == "udp" else f";transport={caller_transport}"
     if flow is None:
         sig = signer.sign(request.call_id, ftag, did, exp)
         flow_param = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from sipdispatch.proxy.core import secure
 from sipdispatch.proxy.core.affinity import ChallengeAffinity
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers
 from sipdispatch.proxy.core.dialogs import Signer, record_route, via_signed_form
@@ -168,6 +169,13 @@ class Forwarder:
         if selection.key_missing is not None:
             out.report(HashKeyMissing(selection.key_missing, request.call_id, upstream[1]))
         txn.candidates = list(selection.hops)
+        if txn.candidates and secure.is_sips(request.uri):
+            txn.candidates = secure.tls_hops(txn.candidates, self.settings)
+            if not txn.candidates:
+                out.report(NoDestination(request.method))
+                response = build_response(request, secure.STATUS, secure.REASON)
+                self._answer(txn, response, now, out)
+                return
         txn.parallel = selection.parallel
         if ctx.affinity is not None and not txn.parallel:
             ChallengeAffinity.put_first(ctx.affinity, txn.candidates)  # whatever the selector did
@@ -226,7 +234,7 @@ class Forwarder:
             value = record_route(
                 outgoing,
                 hop,
-                settings.advertise,
+                secure.record_route_address(settings, caller_transport),
                 caller_transport,
                 self.signer,
                 expires=expires,

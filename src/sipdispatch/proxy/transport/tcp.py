@@ -34,7 +34,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sipdispatch.proxy.core import Address
 from sipdispatch.proxy.ratelog import RateLimitedLog
@@ -113,7 +113,7 @@ class TcpConnection(asyncio.Protocol):
         if messages:
             self.completed = True
         for message in messages:
-            self.owner.sink.message_received(message, self.peer, "tcp")
+            self.owner.sink.message_received(message, self.peer, self.owner.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         addresses = self.owner.unregister(self)
@@ -157,6 +157,9 @@ class TcpConnection(asyncio.Protocol):
 class TcpTransport:
     """All TCP connections of the proxy, inbound and outbound."""
 
+    #: the transport the core is told messages came over (``tls.TlsTransport``: "tls")
+    name = "tcp"
+
     def __init__(
         self,
         sink: DatagramSink,
@@ -183,7 +186,11 @@ class TcpTransport:
     async def listen(self, host: str, port: int) -> Address:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: TcpConnection(self, inbound=True), host, port, backlog=ACCEPT_BACKLOG
+            lambda: TcpConnection(self, inbound=True),
+            host,
+            port,
+            backlog=ACCEPT_BACKLOG,
+            **self._listen_options(),
         )
         self._servers.append(server)
         interval = self._sweep_interval()
@@ -191,6 +198,14 @@ class TcpTransport:
             self._sweeper = loop.create_task(self._sweep_forever(interval))
         sockname = server.sockets[0].getsockname()
         return (str(sockname[0]), int(sockname[1]))
+
+    def _listen_options(self) -> dict[str, Any]:
+        """Extra keywords of ``create_server`` (TLS adds its context)."""
+        return {}
+
+    def _connect_options(self, address: Address) -> dict[str, Any]:
+        """Extra keywords of ``create_connection`` toward ``address`` (TLS: context, SNI)."""
+        return {}
 
     @property
     def open_connections(self) -> tuple[int, int]:
@@ -306,8 +321,11 @@ class TcpTransport:
     async def _connect(self, address: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
+            options = self._connect_options(address)
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self), address[0], address[1]),
+                loop.create_connection(
+                    lambda: TcpConnection(self), address[0], address[1], **options
+                ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as exc:
