@@ -31,6 +31,7 @@ HOT_PATH = [
     "src/sipdispatch/proxy/core/admission.py",
     "src/sipdispatch/proxy/core/policy.py",
     "src/sipdispatch/proxy/core/records.py",
+    "src/sipdispatch/proxy/core/secure.py",
     "src/sipdispatch/proxy/core/affinity.py",
     "src/sipdispatch/proxy/core/outbox.py",
     "src/sipdispatch/proxy/core/deadlines.py",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from sipdispatch.dispatch import config, configfile, health, tablefile
-from sipdispatch.dispatch.configfile import ConfigError
+from sipdispatch.dispatch.configfile import ConfigError, load_config
+from sipdispatch.dispatch.tableconfig import TlsVerification
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -226,11 +227,35 @@ def test_sets_without_an_algorithm_take_the_default() -> None:
         ),
         (
             """
+            sets:
+              - id: 1
+                tls:
+                  serverName: "gw example"
+            """,
+            "config.yaml:5: sets[0].tls.serverName: 'gw example' is not a host name or IP",
+        ),
+        (
+            """
+            sets:
+              - id: 1
+                tls: {verify: maybe}
+            """,
+            "config.yaml:4: sets[0].tls.verify: Input should be a valid boolean",
+        ),
+        (
+            """
+            tls:
+              certFile: /etc/sipdispatch/tls/tls.crt
+            """,
+            "config.yaml:3: tls.keyFile: required field is missing",
+        ),
+        (
+            """
             listen:
               - udp:0.0.0.0:5060
-              - tls:0.0.0.0:5061
+              - tls:sip.example.com:5061
             """,
-            "config.yaml:4: listen[1]: 'tls:0.0.0.0:5061': listeners are udp or tcp",
+            "config.yaml:4: listen[1]: 'tls:sip.example.com:5061': listen on an IP address",
         ),
         ("advertise: 'sip.example.com:99999'", "config.yaml:1: advertise: 'sip.example.com:99999'"),
         (
@@ -335,3 +360,16 @@ def test_the_schema_accepts_names_or_numbers_for_kubernetes() -> None:
     assert "hashKey" in set_spec["properties"]
     algorithm = set_spec["properties"]["algorithm"]
     assert "x-kubernetes-int-or-string" in str(algorithm)
+
+
+def test_a_sets_tls_settings_reach_its_table_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "sets:\n  - id: 1\n"
+        "    tls: {verify: false, caFile: /etc/ca.pem, serverName: GW.Example.com}\n"
+        "  - id: 2\n"
+    )
+    table = load_config(path).to_table_config()
+    verifying, default = (s.tls for s in table.sets)
+    assert verifying == TlsVerification(False, "/etc/ca.pem", "gw.example.com")
+    assert default is None

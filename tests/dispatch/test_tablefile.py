@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sipdispatch.dispatch import tablefile
+from sipdispatch.dispatch import tablefile, tlsverify
 from sipdispatch.dispatch.tablefile import TableFileError
+from sipdispatch.dispatch.tlsverify import TlsVerification
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -85,6 +86,9 @@ def test_an_empty_file_is_an_empty_table() -> None:
         ("1 sip:10.0.0.1 0 0 maxload=-2\n", "dispatcher.list:1: attrs.maxload:"),
         ("1 sip:10.0.0.1 0 0 socket=udp:a:b\n", "dispatcher.list:1: attrs.socket:"),
         ("1 sip:10.0.0.1 0 0 ping_from=nobody\n", "dispatcher.list:1: attrs.ping_from:"),
+        ("1 sips:10.0.0.1 0 0 tls_verify=2\n", "dispatcher.list:1: attrs.tls_verify: '2' is"),
+        ("1 sips:10.0.0.1 0 0 tls_ca=\n", "dispatcher.list:1: attrs.tls_ca: empty"),
+        ("1 sips:10.0.0.1 0 0 tls_server_name=a_b\n", "dispatcher.list:1: attrs.tls_server_name:"),
         ("1 sip:10.0.0.1 0 0 a=1 b=2\n", "dispatcher.list:1: attrs: unexpected text"),
         ("1 sip:10.0.0.1:0\n", "dispatcher.list:1: uri: 'sip:10.0.0.1:0' has an invalid port"),
         (
@@ -124,3 +128,17 @@ def test_a_bad_algorithm_is_the_callers_error_not_the_files() -> None:
     assert not isinstance(info.value, TableFileError)
     config = tablefile.parse_table("1 sip:10.0.0.1\n", algorithm=7, hash_key="ruri.user")
     assert (config.sets[0].algorithm, config.sets[0].hash_key) == ("hash-key", "ruri.user")
+
+
+def test_tls_attrs_override_the_sets_verification_per_destination() -> None:
+    [dest_set] = tablefile.parse_table(
+        "1 sips:10.0.0.1 0 0 tls_verify=0;tls_server_name=GW.example\n"
+        "1 sips:10.0.0.2 0 0 tls_ca=/etc/ca.pem\n1 sips:10.0.0.3\n"
+    ).sets
+    base = TlsVerification(True, "/etc/set-ca.pem", None)
+    found = [tlsverify.from_attrs(d.attrs, base)[0] for d in dest_set.destinations]
+    assert found == [
+        TlsVerification(False, "/etc/set-ca.pem", "gw.example"),
+        TlsVerification(True, "/etc/ca.pem", None),
+        base,
+    ]

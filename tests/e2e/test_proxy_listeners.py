@@ -38,19 +38,21 @@ def test_a_tcp_callers_calls_are_ended_by_udp_gateways_over_udp(
         sipp_lab.gateway(
             f"gw{n}",
             scenario="uas_hangup",
-            extra_args=["-trace_msg", "-message_file", str(traces[n - 1])],
+            extra_args=["-trace_msg", "-message_file", str(traces[n - 1]), "-d", "200"],
         )
         for n in (1, 2)
     ]
     proxy = SipdispatchProxy(tmp_path / "proxy", gateways, command=proxy_build).start()
     proxies.append(proxy)
+    port = free_port()
     caller = sipp_lab.caller(
         proxy.hostport,
         transport="tcp",
         scenario="uac_hungup",
         rate=BRIDGED_RATE,
         calls=BRIDGED_CALLS,
-        call_ms=200,
+        port=port,
+        extra_args=["-key", "contact_port", str(port)],
     )
     started = time.monotonic()
     result = caller.run()

@@ -32,6 +32,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
             "spec.destinations[0].uri",
             "not an IPv4 address",
         ),
+        (
+            {"setId": 1, "tls": {"serverName": "gw example"}},
+            "spec.tls.serverName",
+            "not a host name",
+        ),
     ],
 )
 def test_what_only_the_proxy_model_checks_names_the_field(
@@ -76,3 +81,14 @@ def test_a_valid_spec_is_the_static_part_of_the_proxy_set() -> None:
     assert (parsed.static.id, parsed.static.algorithm) == (4, "round-robin")
     assert parsed.static.destinations == parsed.spec.destinations
     assert parsed.static_keys == {"sip:gw.example.com:5060;transport=udp"}
+
+
+def test_a_sets_tls_verification_goes_into_the_proxys_table() -> None:
+    parsed, issues = parse_spec(
+        {"setId": 3, "tls": {"verify": False, "caFile": "/etc/ca/ca.crt", "serverName": "gw.x"}}
+    )
+    assert not issues
+    assert parsed is not None
+    tls = parsed.static.to_set_config("round-robin").tls
+    assert tls is not None
+    assert (tls.verify, tls.ca_file, tls.server_name) == (False, "/etc/ca/ca.crt", "gw.x")

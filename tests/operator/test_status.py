@@ -255,3 +255,32 @@ def test_a_down_destination_shows_no_latency_the_probe_timeout_is_not_a_round_tr
     assert destinations[A]["state"] == "IP"
     assert "latencyMs" not in destinations[A]
     assert destinations[B]["latencyMs"] == 6.0  # the median of the three that see it up
+
+
+def test_a_dns_name_shows_its_addresses_under_it_or_why_it_has_none() -> None:
+    spec = {"setId": 2, "destinations": [{"uri": "sip:svc.example.com"}, {"uri": "sip:nx.test"}]}
+    body = report("r1", [(2, "sip:10.2.0.1:5070", "AP"), (2, "sip:10.2.0.2:5070", "IP")])
+    entries = body["spec"]["destinations"]
+    for entry in entries:
+        entry["name"] = "sip:svc.example.com"
+    entries.append(
+        {
+            "set": 2,
+            "uri": "sip:nx.test",
+            "name": "sip:nx.test",
+            "state": "IX",
+            "eligible": False,
+            "reason": "dns: NXDOMAIN (SRV _sip._udp.nx.test)",
+        }
+    )
+    result = status_of([body], set_rendering=rendering(spec))
+    rows = [
+        (d["uri"], d.get("name"), d["state"], d["reason"]) for d in result.status["destinations"]
+    ]
+    assert rows == [
+        ("sip:nx.test", "sip:nx.test", "IX", "dns: NXDOMAIN (SRV _sip._udp.nx.test)"),
+        ("sip:10.2.0.1:5070", "sip:svc.example.com", "AP", "AP by r1"),
+        ("sip:10.2.0.2:5070", "sip:svc.example.com", "IP", "IP by r1"),
+    ]
+    assert result.status["upTotal"] == "1/3"
+    assert conditions(result)["Degraded"][0] == "True"

@@ -94,7 +94,7 @@ def test_a_method_outside_the_list_gets_405_with_allow() -> None:
     [
         (f"sip:service@{PROXY[0]}", True),
         (f"sip:service@{PROXY[0]}:5080;user=phone", True),
-        ("sips:+15551234;npdi@SIP.Example.com", True),  # a host is case-insensitive
+        ("sip:+15551234;npdi@SIP.Example.com", True),  # a host is case-insensitive
         ("tel:+15551234", True),  # a tel: URI names no host
         ("sip:service@evil.example.net", False),
         ("sip:10.9.9.9", False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
@@ -257,3 +258,59 @@ async def test_a_failure_of_the_core_is_survived_counted_and_logged_sanitised(
     records = [r for r in caplog.records if "failed, dropped" in r.getMessage()]
     assert len(records) == LOG_BURST  # rate-limited: not one per datagram
     assert all("\n" not in r.getMessage() and r.exc_info is None for r in records)
+
+
+async def test_a_tcp_gateway_that_resets_is_failed_over_at_once_not_at_the_answer_timeout(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, answering = boxes(), boxes()
+    reset_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def resetting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # SO_LINGER 0: a RST
+        reset_at.append(loop.time())
+
+    server = await asyncio.start_server(resetting, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    table = _table(f"sip:{host}:{port};transport=tcp", answering.uri)
+    _, address, events = await make_engine(table, answer_timeout=5.0)
+    caller.send(_invite(caller, "e5"), address)
+    await caller.next()  # 100 Trying
+    moved = await answering.next(within=1.0)
+    arrived = loop.time()
+    assert isinstance(moved, Request)
+    assert moved.call_id == "e5"
+    assert arrived - reset_at[0] < 0.1
+    assert [e.status for e in events if isinstance(e, BranchFailed)] == [503]
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_tcp_request_offering_an_alias_has_its_connection_registered_under_it(
+    make_engine: Callable[..., asyncio.Future[Lab]],
+) -> None:
+    engine, address, _ = await make_engine(_table("sip:127.0.0.9:5060"))
+    assert engine.tcp is not None
+    host, port = await engine.tcp.listen(*address)  # TCP on the core's own port
+    reader, writer = await asyncio.open_connection(host, port)
+    alias = ("127.0.0.1", free_udp_port())  # where the caller says it listens
+    writer.write(
+        (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {alias[0]}:{alias[1]};alias;branch=z9hG4bK-alias1\r\n"
+            "From: <sip:a@x>;tag=1\r\nTo: <sip:lb@x>\r\nCall-ID: alias-1\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    assert answer.startswith(b"SIP/2.0 200 ")  # over the connection, as ever
+    assert alias in engine.tcp.connections
+    engine.tcp.send(alias, b"OPTIONS sip:a@x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+    request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+    assert request.startswith(b"OPTIONS sip:a@x ")  # the alias leads to the same connection
+    writer.close()
+    await writer.wait_closed()

@@ -279,6 +279,12 @@ class DispatcherSetSpec(ApiModel):
         description="A request without the hash key of algorithm hash-key: hashed by its "
         "Call-ID (fallback, counted and logged) or refused with 400 (reject).",
     )
+    tls: _config.TlsClientSpec | None = Field(
+        default=None,
+        description="How the certificates of this set's TLS destinations (sips: or "
+        "transport=tls) are verified: verify (default on), caFile (a path in the proxy's "
+        "container), serverName (SNI). Default: verified against the system's CAs.",
+    )
 
     @model_validator(mode="after")
     def _one_admin_state_each(self) -> DispatcherSetSpec:
@@ -345,6 +351,12 @@ class DestinationStatus(ApiModel):
         "replicas reporting its state see it; absent unless it is up or draining.",
     )
     seen_by: int = Field(default=0, description="How many replicas report this state.")
+    name: str | None = Field(
+        default=None,
+        description="For a destination named by DNS: the name as configured. Each address "
+        "it resolves to is a destination of its own under it; a name without addresses is "
+        "shown itself, state IX, with the DNS failure as reason.",
+    )
 
 
 class DestinationCounts(ApiModel):

@@ -69,6 +69,12 @@ class ReportedDestination(ApiModel):
     latency_ms: float | None = Field(
         default=None, description="Estimated round trip in milliseconds, once measured."
     )
+    name: str | None = Field(
+        default=None,
+        description="For an address resolved from a DNS name: the destination as configured "
+        "(its name). A name without addresses is one entry of its own, with the name as "
+        "uri, state IX and the DNS failure as reason.",
+    )
 
 
 class DispatcherReportSpec(ApiModel):

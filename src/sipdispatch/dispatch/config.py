@@ -51,6 +51,8 @@ __all__ = [
     "ProbingSpec",
     "ProxyConfig",
     "SetSpec",
+    "TlsClientSpec",
+    "TlsListenerSpec",
     "code_matches",
     "expand_codes",
 ]
@@ -127,8 +129,8 @@ FailoverCode = Annotated[ReplyCode, AfterValidator(_failover_code)]
 def _listener(value: str) -> _uris.ListenAddress:
     listen = _uris.parse_listen(value)
     address = listen.socket
-    if address.transport not in ("udp", "tcp"):
-        raise ValueError(f"{value!r}: listeners are udp or tcp")
+    if address.transport not in ("udp", "tcp", "tls"):
+        raise ValueError(f"{value!r}: listeners are udp, tcp or tls")
     try:
         ipaddress.ip_address(address.host)
     except ValueError:
@@ -207,6 +209,45 @@ _FIELD_ATTRS = {
 }
 
 
+class TlsClientSpec(_Model):
+    """How a set's TLS destinations (``sips:`` or ``transport=tls``) are verified."""
+
+    verify: bool = Field(
+        default=True,
+        description="Check the destinations' certificates (chain and name). Off: any "
+        "certificate is accepted (encryption without authentication). Default: on.",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="CA bundle (PEM file, a path on the proxy) the certificates must chain "
+        "to. Default: the system's CAs.",
+    )
+    server_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Name sent as SNI and expected in the certificates. Default: each "
+        "destination's host.",
+    )
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        return None if value is None else _uris.parse_host(value)
+
+    def verification(self) -> _tableconfig.TlsVerification:
+        return _tableconfig.TlsVerification(self.verify, self.ca_file, self.server_name)
+
+
+class TlsListenerSpec(_Model):
+    """The certificate of the proxy's TLS listeners (files, re-read when they change)."""
+
+    cert_file: str = Field(min_length=1, max_length=4096)
+    key_file: str = Field(min_length=1, max_length=4096)
+
+
 class SetSpec(_Model):
     id: int = Field(ge=0)
     algorithm: AlgorithmName | None = None
@@ -214,6 +255,8 @@ class SetSpec(_Model):
     #: a request without the hash key: hashed by its Call-ID (counted, logged), or refused (400)
     missing_hash_key: Literal["fallback", "reject"] = _tableconfig.MISSING_KEY_DEFAULT
     destinations: list[DestinationSpec] = Field(default_factory=list)
+    #: verification of the set's TLS destinations; None: verified against the system's CAs
+    tls: TlsClientSpec | None = None
 
     @field_validator("hash_key")
     @classmethod
@@ -245,6 +288,7 @@ class SetSpec(_Model):
             self.algorithm or _algorithms.resolve(default_algorithm),
             self.hash_key,
             self.missing_hash_key,
+            None if self.tls is None else self.tls.verification(),
         )
 
 
@@ -306,6 +350,8 @@ class FailoverSpec(_Model):
 class ProxyConfig(_Model):
     listen: list[Listen] = Field(default_factory=lambda: ["udp:0.0.0.0:5060"], min_length=1)
     advertise: str | None = None
+    #: certificate and key of the tls listeners (``--tls-cert``/``--tls-key`` win)
+    tls: TlsListenerSpec | None = None
     default_set: int | None = None
     sets: list[SetSpec] = Field(default_factory=list)
     probing: ProbingSpec = Field(default_factory=ProbingSpec)

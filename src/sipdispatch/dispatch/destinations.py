@@ -35,6 +35,7 @@ from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import context as _context
 from sipdispatch.dispatch import health as _health
 from sipdispatch.dispatch import keys as _keys
+from sipdispatch.dispatch import names as _names
 from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import tableconfig as _tableconfig
 from sipdispatch.dispatch import uris as _uris
@@ -309,8 +310,11 @@ class DestinationTable:
         sets: Mapping[int, DestinationSet],
         default_set: int | None,
         routing: _routes.RoutingConfig | None = None,
+        names: tuple[_names.NameStatus, ...] = (),
     ) -> None:
         self.sets: Mapping[int, DestinationSet] = MappingProxyType(dict(sets))
+        #: the DNS-named destinations the table was expanded from, with their state
+        self.names = names
         self.default_set = default_set
         #: the set that takes requests no route decides: ``default_set``, else the lowest id
         self.fallback_set = default_set if default_set is not None else min(sets, default=0)
@@ -335,8 +339,10 @@ class DestinationTable:
         *,
         policy: _health.HealthPolicy | None = None,
         rng: random.Random | None = None,
+        names: tuple[_names.NameStatus, ...] = (),
     ) -> DestinationTable:
-        """A new table; runtime records and selectors carried from `previous`."""
+        """A new table; runtime records and selectors carried from `previous`. ``config``
+        holds addresses only (`names.expand` made it); ``names`` says how its names fared."""
         policy = policy or _health.HealthPolicy()
         sets: dict[int, DestinationSet] = {}
         for set_config in config.sets:
@@ -361,7 +367,7 @@ class DestinationTable:
                     set_config.algorithm, hash_key=set_config.hash_key, rng=rng
                 )
             sets[set_config.set_id] = DestinationSet(set_config, tuple(targets), selector)
-        return cls(sets, config.default_set, config.routing)
+        return cls(sets, config.default_set, config.routing, names)
 
     def get_set(self, set_id: int) -> DestinationSet:
         try:

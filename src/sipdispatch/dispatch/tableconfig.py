@@ -18,6 +18,7 @@ from sipdispatch.dispatch import algorithms as _algorithms
 from sipdispatch.dispatch import keys as _keys
 from sipdispatch.dispatch import routes as _routes
 from sipdispatch.dispatch import uris as _uris
+from sipdispatch.dispatch.tlsverify import TlsVerification, from_attrs
 
 __all__ = [
     "DEFAULT_ALGORITHM",
@@ -30,6 +31,7 @@ __all__ = [
     "DestinationError",
     "SetConfig",
     "TableConfig",
+    "TlsVerification",
 ]
 
 DEFAULT_ALGORITHM = "round-robin"
@@ -95,6 +97,9 @@ class Destination:
     ping_from: str | None = None
     disabled: bool = False
     draining: bool = False
+    #: for an address resolved from a DNS name: the named destination it came from
+    #: (canonical URI); None for destinations configured by address
+    name: str | None = None
 
     @classmethod
     def create(
@@ -149,6 +154,10 @@ class Destination:
                 _uris.parse_sip_uri(ping_from)
             except ValueError as exc:
                 raise DestinationError("attrs.ping_from", str(exc)) from None
+        _, bad = from_attrs(raw, None)
+        if bad:
+            name, _, reason = bad.partition(": ")
+            raise DestinationError(f"attrs.{name}", reason)
         return cls(
             set_id=set_id,
             uri=uri,
@@ -184,6 +193,8 @@ class SetConfig:
     hash_key: str | None = None
     #: "fallback" (hash the Call-ID) or "reject" (refuse with 400), for algorithm hash-key
     missing_hash_key: str = MISSING_KEY_DEFAULT
+    #: how the set's TLS destinations are verified; None: `TlsVerification()`'s defaults
+    tls: TlsVerification | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", _algorithms.resolve(self.algorithm))

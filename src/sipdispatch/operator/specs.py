@@ -52,6 +52,7 @@ def parse_spec(data: Mapping[str, Any]) -> tuple[ValidSpec | None, tuple[Issue, 
                 "algorithm": spec.algorithm or _tableconfig.DEFAULT_ALGORITHM,
                 "hashKey": spec.hash_key,
                 "missingHashKey": spec.missing_hash_key,
+                "tls": spec.tls,
                 "destinations": spec.destinations,  # validated instances: kept as they are
             }
         )

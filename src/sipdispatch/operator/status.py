@@ -27,6 +27,7 @@ series (:mod:`.eventseries`).
 
 from __future__ import annotations
 
+import ipaddress
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ from pydantic import ValidationError
 
 from sipdispatch.api import models
 from sipdispatch.api import report as _report
+from sipdispatch.dispatch import uris as _uris
 from sipdispatch.operator import endpoints as _endpoints
 from sipdispatch.operator.render import SetRendering
 
@@ -158,6 +160,35 @@ def _aggregate(
         latency_ms=round(statistics.median(latencies), 3) if latencies else None,
         seen_by=len(agreeing),
     )
+
+
+def _by_name(
+    set_id: int, dest: models.DestinationStatus, replicas: Sequence[ReplicaView]
+) -> list[models.DestinationStatus]:
+    """A destination named by DNS: the addresses the replicas resolved it to, each under the
+    name, or the name itself (the replicas report why it has none) while it has none."""
+    try:
+        host = _uris.parse_sip_uri(dest.uri).host_address
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [dest]  # an address
+    name = _key(set_id, dest.uri)
+    addresses = {
+        key: reported.uri
+        for view in replicas
+        for key, reported in view.destinations.items()
+        if reported.name and key != name and _key(set_id, reported.name) == name
+    }
+    if not addresses:
+        return [dest.model_copy(update={"name": dest.uri})]
+    return [
+        _aggregate(set_id, addresses[key], dest.origin, replicas).model_copy(
+            update={"name": dest.uri}
+        )
+        for key in sorted(addresses)
+    ]
 
 
 def _explained(dest: models.DestinationStatus, rendering: SetRendering) -> str:
@@ -301,8 +332,9 @@ def set_status(
     set_id = rendering.set_id
     destinations = (
         [
-            _aggregate(set_id, d.uri, d.origin, replicas)
+            address
             for d in sorted(rendering.destinations, key=lambda d: (d.origin != "static", d.uri))
+            for address in _by_name(set_id, _aggregate(set_id, d.uri, d.origin, replicas), replicas)
         ]
         if set_id is not None
         else []

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import edgeflags, kubemode, routekeys
+from sipdispatch.proxy import dnsflags, edgeflags, kubemode, routekeys
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
@@ -47,9 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PROTO:IP:PORT",
-        help="listener, e.g. udp:0.0.0.0:5060, tcp:[::1]:5060 or, with the address it writes in"
-        " Record-Route, 'udp:10.0.0.1:5060 advertise 203.0.113.1:5060' (repeatable; several per"
-        " transport and address family; a destination's socket= names one)",
+        help="listener, e.g. udp:0.0.0.0:5060, tcp:[::1]:5060, tls:0.0.0.0:5061 or, with the"
+        " address it writes in Record-Route, 'udp:10.0.0.1:5060 advertise 203.0.113.1:5060'"
+        " (repeatable; several per transport and address family; a destination's socket="
+        " names one)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="certificate (PEM, chain first) of the tls listeners; read again when it changes",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="private key (PEM) of --tls-cert"
     )
     parser.add_argument(
         "--advertise",
@@ -137,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     edgeflags.add_limit_arguments(parser)
     edgeflags.add_admission_arguments(parser)
     edgeflags.add_policy_arguments(parser)
+    dnsflags.add_dns_arguments(parser)
     return parser
 
 
@@ -302,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         probing = _probing(args)
         secret_keys = _secret_keys(args)  # KeyListError is a ValueError
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
         if args.dialog_lifetime <= 0:
             raise ValueError("--dialog-lifetime: must be more than 0 seconds")
         source, companions = _source(args)  # KubeConfigError is a ValueError
@@ -313,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         advertise=args.advertise,
         secret_keys=secret_keys,
         secret_file=args.secret_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         answer_timeout=args.answer_timeout,
         timer_t1=args.timer_t1,
         control=None if args.control == "off" else args.control,
@@ -347,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_forwards=args.max_forwards,
         loop_detection=args.loop_detection,
         refuse_control_characters=args.refuse_control_characters,
+        **dnsflags.dns_settings(args),
     )
     try:
         _run(ProxyServer(source, settings, companions))

@@ -60,10 +60,15 @@ def _call(url: str, method: str, path: str, token: str, body: Any = None) -> Any
 
 
 def format_table(view: dict[str, Any]) -> str:
-    """The table of ``list``: one line per destination, like ``kamcmd dispatcher.list``."""
+    """The table of ``list``: one line per destination, like ``kamcmd dispatcher.list``.
+
+    With DNS names in the table, a NAME column shows the name each address was resolved from,
+    and a name without addresses shows as one line in state IX with the reason (NXDOMAIN,
+    timeout...): it takes no calls."""
     header = (
         "SET",
         "URI",
+        "NAME",
         "STATE",
         "PRIO",
         "WEIGHT",
@@ -76,12 +81,18 @@ def format_table(view: dict[str, Any]) -> str:
     )
     rows: list[tuple[str, ...]] = [header]
     for dest_set in view.get("sets", []):
+        names = {n["uri"]: n for n in dest_set.get("names", [])}
         for dest in dest_set["destinations"]:
             lat = dest["latency"]
+            name = names.get(dest.get("name") or "")
+            reason = dest["reason"]
+            if name is not None and name["state"] == "stale":
+                reason += f"; dns: {name['reason']}, last answer kept"
             rows.append(
                 (
                     str(dest_set["id"]),
                     dest["uri"],
+                    dest.get("name") or "-",
                     dest["state"],
                     str(dest["priority"]),
                     str(dest["weight"]),
@@ -90,10 +101,18 @@ def format_table(view: dict[str, Any]) -> str:
                     f"{lat['est']:.2f}",
                     f"{lat['max']:.2f}",
                     str(lat["timeouts"]),
-                    dest["reason"],
+                    reason,
                 )
             )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for name in names.values():
+            if not name["addresses"]:
+                reason = f"dns: {name['reason']} ({name['lookup']})"
+                rows.append(
+                    (str(dest_set["id"]), name["uri"], name["uri"], "IX", *("-",) * 7, reason)
+                )
+    if not any(dest_set.get("names") for dest_set in view.get("sets", [])):
+        rows = [row[:2] + row[3:] for row in rows]  # no DNS names: the columns as before
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows

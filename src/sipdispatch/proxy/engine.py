@@ -40,6 +40,7 @@ from sipdispatch.proxy.core import (
     destination_id,
 )
 from sipdispatch.proxy.events import (
+    AliasOffered,
     CoreEvent,
     HandlingFailed,
     HashKeyMissing,
@@ -80,8 +81,9 @@ class Engine:
         self.udp_by_id: dict[str, UdpEndpoint] = {}
         self._udp_by_family: dict[int, UdpEndpoint] = {}
         self.tcp: TcpTransport | None = None
-        #: the address an outbound TCP connection from each listener is bound to
-        self._tcp_bind: dict[str, str] = {}
+        self.tls: TcpTransport | None = None  # a ``tls.TlsTransport``
+        #: the address an outbound stream connection from each listener is bound to
+        self._stream_bind: dict[str, str] = {}
         self._hops: dict[DestinationKey, Hop] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -100,9 +102,9 @@ class Engine:
         if self.udp is None:
             self.udp = endpoint
 
-    def bind_tcp(self, listener: Listener, host: str) -> None:
-        """Open the outbound TCP connections of ``listener`` from ``host``."""
-        self._tcp_bind[listener.id] = host
+    def bind_stream(self, listener: Listener, host: str) -> None:
+        """Open the outbound TCP (or TLS) connections of ``listener`` from ``host``."""
+        self._stream_bind[listener.id] = host
 
     def check(self, table: TableConfig) -> None:
         """Refuse a table that pins a destination to a listener this proxy does not have."""
@@ -171,8 +173,13 @@ class Engine:
         return probe_id
 
     def connection_failed(self, address: Address) -> None:
-        """A TCP connection could not be opened: fail over the branches waiting on it."""
+        """A TCP connection to ``address`` could not be opened, or broke (a reset): fail over
+        the branches sent there at once."""
         self._emit(self.core.transport_failed(address, "tcp", self._now()))
+
+    def tls_connection_failed(self, address: Address) -> None:
+        """A TLS connection could not be opened (refused, or its certificate not trusted)."""
+        self._emit(self.core.transport_failed(address, "tls", self._now()))
 
     def _now(self) -> float:
         loop = self._loop
@@ -192,9 +199,11 @@ class Engine:
                     endpoint = self._udp_by_family.get(family, self.udp)
                 if endpoint is not None:
                     endpoint.send(send.address, send.data)
-            elif self.tcp is not None:
-                bind = self._tcp_bind.get(listener.id) if listener is not None else None
-                self.tcp.send(send.address, send.data, bind)
+                continue
+            stream = self.tls if send.transport == "tls" else self.tcp
+            if stream is not None:
+                bind = self._stream_bind.get(listener.id) if listener is not None else None
+                stream.send(send.address, send.data, send.fallback, bind)
         events = out.events
         if events:
             self._log(events)
@@ -235,8 +244,14 @@ class Engine:
     def _log(self, events: Sequence[CoreEvent]) -> None:
         """The lines events call for, in one pass over them: malformed or refused messages
         (rate-limited), routing refusals and missing hash keys (one line per kind every
-        10 s); what the peer wrote is sanitised."""
+        10 s); what the peer wrote is sanitised. (And, in the same pass, the aliases TCP
+        connections are offered, for the transport to take.)"""
         for event in events:
+            if isinstance(event, AliasOffered):
+                stream = self.tls if event.transport == "tls" else self.tcp
+                if stream is not None:
+                    stream.alias(event.source, event.alias)
+                continue
             if isinstance(event, MessageRejected):
                 if self._limited.allow():
                     log.warning(

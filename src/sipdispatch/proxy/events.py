@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sipdispatch.dispatch.destinations import DestinationKey
 
 __all__ = [
+    "AliasOffered",
     "BranchAnswered",
     "BranchFailed",
     "BranchStarted",
@@ -183,6 +184,17 @@ class HashKeyMissing:
     source: tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class AliasOffered:
+    """A request over a stream asked for its connection to be reused (RFC 5923 ``alias`` in
+    its top Via): what is sent to ``alias`` (its sent-by) may go over the connection from
+    ``source``. The transport's owner applies it; a live connection there keeps its place."""
+
+    transport: str
+    source: tuple[str, int]
+    alias: tuple[str, int]
+
+
 CoreEvent = (
     BranchStarted
     | BranchAnswered
@@ -196,4 +208,5 @@ CoreEvent = (
     | HandlingFailed
     | RequestRefused
     | HashKeyMissing
+    | AliasOffered
 )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sipdispatch.api import report as _report
 from sipdispatch.api.names import GROUP, VERSION
 from sipdispatch.dispatch.destinations import DestinationTable, Target
+from sipdispatch.dispatch.names import NameState
 from sipdispatch.kube import Kind, KubeError, objects
 from sipdispatch.proxy.kubetable import KubeTableSource
 from sipdispatch.proxy.wallclock import clock_offset
@@ -84,6 +85,7 @@ def fingerprint(table: DestinationTable, version: str) -> Hashable:
             )
             for t in table.targets()
         ),
+        tuple((n.set_id, n.uri, n.state, n.reason) for n in table.names),
     )
 
 
@@ -115,20 +117,50 @@ def report_body(
         table=version,
         reported_at=_report.timestamp(wall_now),
         heartbeat_seconds=heartbeat,
-        destinations=[_reported(target, clock_offset) for target in table.targets()],
+        destinations=reported(table, clock_offset),
     )
     return spec.manifest(name=report_name(proxy, replica), namespace=namespace, pod_uid=pod_uid)
 
 
-def _reported(target: Target, clock_offset: float) -> _report.ReportedDestination:
+def reported(table: DestinationTable, clock_offset: float) -> list[_report.ReportedDestination]:
+    """Every target of ``table``, then every DNS name without addresses (state IX: it takes
+    no calls, and the reason says why)."""
+    stale = {
+        (n.set_id, n.uri): f"; dns: {n.reason}, last answer kept"
+        for n in table.names
+        if n.state is NameState.STALE
+    }
+    rows = [
+        _reported(t, clock_offset, stale.get((t.destination.set_id, t.destination.name or "")))
+        for t in table.targets()
+    ]
+    rows += [
+        _report.ReportedDestination(
+            set=n.set_id,
+            uri=n.uri,
+            name=n.uri,
+            state="IX",
+            eligible=False,
+            reason=f"dns: {n.reason} ({n.query})",
+        )
+        for n in table.names
+        if not n.addresses
+    ]
+    return rows
+
+
+def _reported(
+    target: Target, clock_offset: float, dns: str | None = None
+) -> _report.ReportedDestination:
     health = target.runtime.health
     estimate = health.latency.estimate
     return _report.ReportedDestination(
         set=target.destination.set_id,
         uri=target.destination.uri,
+        name=target.destination.name,
         state=health.code,
         eligible=target.eligible,  # what selection decides, not a reading of the code
-        reason=health.reason,
+        reason=health.reason + (dns or ""),
         changed_at=_report.timestamp(health.changed_at + clock_offset)
         if health.changed_at
         else None,

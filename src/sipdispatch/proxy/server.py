@@ -16,24 +16,35 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from sipdispatch.dispatch.config import ProxyConfig
 from sipdispatch.dispatch.destinations import DestinationTable
 from sipdispatch.dispatch.uris import ListenAddress, parse_listen
-from sipdispatch.proxy import routekeys
+from sipdispatch.proxy import dnsmetrics, routekeys
 from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
 from sipdispatch.proxy.core import Address, Listener, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.metrics import ProxyMetrics
+from sipdispatch.proxy.namebook import NameBook
 from sipdispatch.proxy.prober import Prober
-from sipdispatch.proxy.settings import DEFAULTS, ProxySettings, core_settings, probe_settings
+from sipdispatch.proxy.resolver import Resolver, parse_server
+from sipdispatch.proxy.settings import (
+    DEFAULTS,
+    ProxySettings,
+    core_settings,
+    dns_policy,
+    probe_settings,
+)
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
+from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import open_udp
 
@@ -74,8 +85,11 @@ def make_listeners(listens: list[ListenAddress], default: str | None) -> tuple[L
         if listen.advertise is not None:
             host, port = listen.advertise
             advertise = (host, sock.port if port is None else port)
+        elif fallback is not None:
+            # TLS has a port of its own: the advertised host, on the TLS listener's port
+            advertise = (fallback[0], sock.port) if sock.transport == "tls" else fallback
         else:
-            advertise = fallback or _own_address(listen)
+            advertise = _own_address(listen)
         wildcard = sock.host in _WILDCARDS
         local = (advertise[0] if wildcard else sock.host, sock.port)
         family = 6 if ":" in sock.host else 4
@@ -104,6 +118,8 @@ class ProxyServer:
         self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
         self._tcp: TcpTransport | None = None
+        self._tls: tls.TlsTransport | None = None
+        self._certificate: tls.CertificateWatch | None = None
         self._control: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = CollectorRegistry()
@@ -119,7 +135,12 @@ class ProxyServer:
             max_dialog_age=settings.max_dialog_age,
             metrics=self.metrics,
         )
-        self.tables = TableKeeper(source, settings, self.health, self.metrics)
+        resolver = Resolver(
+            [parse_server(server) for server in settings.dns_servers], settings.dns_timeout
+        )
+        self.names = NameBook(resolver, self.now, dns_policy(settings))
+        self.tables = TableKeeper(source, settings, self.health, self.metrics, self.names)
+        dnsmetrics.watch_names(self.registry, lambda: self.table)
         self.metrics.watch_readiness(lambda: self.table is not None and not self._draining)
         self.prober: Prober | None = None
 
@@ -159,11 +180,20 @@ class ProxyServer:
     def _refused_requests(self) -> dict[str, int]:
         return self.engine.core.admission_counts() if self.engine is not None else {}
 
+    def _streams(self) -> list[TcpTransport]:
+        """The stream transports: TCP, and TLS (whose connections are TCP's, counted as such)."""
+        return [t for t in (self._tcp, self._tls) if t is not None]
+
     def _refused_connections(self) -> dict[str, int]:
-        return dict(self._tcp.counts) if self._tcp is not None else {}
+        counts: dict[str, int] = {}
+        for stream in self._streams():
+            for reason, count in stream.counts.items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def _tcp_open(self) -> tuple[int, int]:
-        return self._tcp.open_connections if self._tcp is not None else (0, 0)
+        opened = [stream.open_connections for stream in self._streams()]
+        return sum(i for i, _ in opened), sum(o for _, o in opened)
 
     def _failover_codes(self) -> frozenset[int]:
         engine = self.engine
@@ -186,20 +216,7 @@ class ProxyServer:
         loaded = await self.tables.first()
         table = self.tables.table
         assert table is not None
-        listen = list(settings.listen) or (
-            [str(s) for s in loaded.config.listeners()] if loaded.config else []
-        )
-        try:
-            self.listeners = [parse_listen(text) for text in listen or ["udp:127.0.0.1:5060"]]
-        except ValueError as exc:
-            raise TableError(f"listen: {exc}") from None
-        # --advertise, else the config's: the default of listeners that advertise nothing
-        default = settings.advertise or (loaded.config.advertise if loaded.config else None)
-        advertise = _advertised(default, self.listeners)
-        self.sockets = make_listeners(self.listeners, default)
-        local: dict[str, Address] = {}
-        for listener in self.sockets:
-            local.setdefault(listener.transport, listener.local)
+        local, advertise = self._listeners(loaded.config)
         keys = settings.secret_keys
         if keys:
             log.info("route keys: %s", routekeys.describe(keys))
@@ -225,6 +242,7 @@ class ProxyServer:
         )
         engine.check(loaded.table)  # a socket= naming no listener: refused before serving
         self.engine = self.tables.engine = engine
+        self._certificate = self._tls_certificate(loaded.config)
         await self._listen(engine)
         log.info(
             "hot path %s",
@@ -252,10 +270,13 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         work = [
             self.tables.watch(),
+            self.tables.follow_names(),
             self.prober.run(),
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),
         ]
+        if self._certificate is not None:
+            work.append(self._certificate.run())
         if settings.secret_file is not None:
             watch = routekeys.KeyFileWatch(
                 settings.secret_file, signer, keys, on_change=self.metrics.keys_in_use
@@ -267,6 +288,25 @@ class ProxyServer:
             task = loop.create_task(coroutine)
             task.add_done_callback(_report_failure)
             self._tasks.append(task)
+
+    def _listeners(self, config: ProxyConfig | None) -> tuple[dict[str, Address], Address]:
+        """Make the listener records (``sockets``) from the command line, else the config;
+        returns the first listener's address per transport and the default advertised one."""
+        settings = self.settings
+        listen = list(settings.listen) or (
+            [str(s) for s in config.listeners()] if config is not None else []
+        )
+        try:
+            self.listeners = [parse_listen(text) for text in listen or ["udp:127.0.0.1:5060"]]
+        except ValueError as exc:
+            raise TableError(f"listen: {exc}") from None
+        # --advertise, else the config's: the default of listeners that advertise nothing
+        default = settings.advertise or (config.advertise if config is not None else None)
+        self.sockets = make_listeners(self.listeners, default)
+        local: dict[str, Address] = {}
+        for listener in self.sockets:
+            local.setdefault(listener.transport, listener.local)
+        return local, _advertised(default, self.listeners)
 
     async def _listen(self, engine: Engine) -> None:
         for listen, listener in zip(self.listeners, self.sockets, strict=True):
@@ -284,12 +324,52 @@ class ProxyServer:
                         limits=self.settings.tcp_limits(),
                     )
                     engine.tcp = self._tcp
-                bound = await self._tcp.listen(host, port, listener)
-                self.bound.setdefault("tcp", bound)
+                self.bound.setdefault("tcp", await self._tcp.listen(host, port, listener))
                 if host not in _WILDCARDS:
-                    engine.bind_tcp(listener, host)
+                    engine.bind_stream(listener, host)
+            elif listener.transport == "tls":
+                bound = await self._tls_transport(engine).listen(host, port, listener)
+                self.bound.setdefault("tls", bound)
+                if host not in _WILDCARDS:
+                    engine.bind_stream(listener, host)
             else:
                 raise TableError(f"listen: transport {listener.transport} is not supported yet")
+
+    def _tls_certificate(self, config: ProxyConfig | None) -> tls.CertificateWatch | None:
+        """The listeners' certificate, loaded and watched; None without a tls listener."""
+        if not any(listen.socket.transport == "tls" for listen in self.listeners):
+            return None
+        settings = self.settings
+        cert, key = settings.tls_cert, settings.tls_key
+        if (cert is None or key is None) and config is not None and config.tls is not None:
+            cert, key = Path(config.tls.cert_file), Path(config.tls.key_file)
+        if cert is None or key is None:
+            raise TableError("listen: a tls listener needs --tls-cert and --tls-key")
+        try:
+            context, expiry = tls.server_context(cert, key)
+        except tls.CertificateError as exc:
+            raise TableError(f"--tls-cert: {exc}") from None
+        gauge = Gauge(
+            "sipdispatch_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate of the TLS listeners expires (Unix seconds)",
+            registry=self.registry,
+        )
+        gauge.set(expiry)
+        return tls.CertificateWatch(cert, key, context, on_load=gauge.set)
+
+    def _tls_transport(self, engine: Engine) -> tls.TlsTransport:
+        if self._tls is None:
+            assert self._certificate is not None
+            self._tls = tls.TlsTransport(
+                engine,
+                on_error=engine.tls_connection_failed,
+                max_message_size=self.settings.max_message_size,
+                limits=self.settings.tcp_limits(),
+                server=self._certificate.context,
+                clients=tls.TlsClients(lambda: self.table),
+            )
+            engine.tls = self._tls
+        return self._tls
 
     def stop(self) -> None:
         self._stop.set()
@@ -331,6 +411,8 @@ class ProxyServer:
                     endpoint.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
+        if self._tls is not None:
+            await self._tls.close()
 
 
 def _control_token(settings: ProxySettings, host: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
+from sipdispatch.dispatch.names import RefreshPolicy
 from sipdispatch.proxy.core import Address, CoreSettings, Listener
 from sipdispatch.proxy.core.admission import AdmissionSettings
 from sipdispatch.proxy.core.policy import (
@@ -35,11 +36,13 @@ __all__ = [
     "ProbeSettings",
     "ProxySettings",
     "core_settings",
+    "dns_policy",
     "probe_settings",
     "with_failover",
 ]
 
 _CORE = CoreSettings(local={}, advertise=("", 0))
+_DNS = RefreshPolicy()
 _LIMITS = MessageLimits()
 _ADMISSION = AdmissionSettings()
 #: Kamailio's tcp_max_connections: the cap on inbound TCP connections when the descriptors allow
@@ -64,6 +67,10 @@ class ProxySettings:
     secret_keys: tuple[bytes, ...] = ()
     #: the file ``secret_keys`` came from, read again when it changes; None: they are fixed
     secret_file: Path | None = None
+    #: certificate (chain) and key of the tls listeners, PEM files watched for changes; None:
+    #: what the YAML config's ``tls`` section says
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: no response at all from a destination within this time counts as a 408
     answer_timeout: float = _CORE.answer_timeout
     #: RFC 3261 T1 (RTT estimate); every transaction timer scales with it
@@ -80,6 +87,18 @@ class ProxySettings:
     probing: ProbingSpec = field(default_factory=ProbingSpec)
     #: a dialog whose BYE was never seen stops counting as a call on its destination after this
     max_dialog_age: float = 4 * 3600.0
+    #: DNS servers for destinations named by DNS, ``IP[:PORT]`` each; empty: resolv.conf
+    dns_servers: tuple[str, ...] = ()
+    #: seconds one DNS resolution (all its queries and retries) may take
+    dns_timeout: float = 2.0
+    #: re-resolve a name no sooner than this after its last answer, whatever its TTL
+    dns_refresh_floor: float = _DNS.floor
+    #: and no later than this
+    dns_refresh_ceiling: float = _DNS.ceiling
+    #: through timeouts and SERVFAIL, the last good addresses serve this long past their TTL
+    dns_max_stale: float = _DNS.max_stale
+    #: an address that left its name's answer drains (DR) this long before it is removed
+    dns_drain_grace: float = _DNS.drain_grace
     #: how often Retry-After drains and stale dialogs are expired
     housekeeping_interval: float = 0.5
     #: a signed Record-Route is honoured this long after the call began (in-dialog requests
@@ -238,6 +257,16 @@ class ProbeSettings:
             passive=expand_codes(spec.passive_codes),
             max_retry_after=spec.max_retry_after,
         )
+
+
+def dns_policy(settings: ProxySettings) -> RefreshPolicy:
+    """The refresh bounds of DNS names (``dispatch.names.next_refresh``)."""
+    return RefreshPolicy(
+        settings.dns_refresh_floor,
+        settings.dns_refresh_ceiling,
+        settings.dns_max_stale,
+        settings.dns_drain_grace,
+    )
 
 
 def probe_settings(config: ProxyConfig | None, settings: ProxySettings) -> ProbeSettings:

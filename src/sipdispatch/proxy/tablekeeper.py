@@ -5,17 +5,24 @@ updated) and from ``POST /v1/reload``. Each is built into a new `DestinationTabl
 carries learned health, latency and call counts across by destination key, then swapped into
 the engine and handed to the health owner; a config's probing and failover sections apply from
 the next request on. A change that cannot be used leaves the previous table serving.
+
+Destinations named by DNS are resolved (``namebook.py``) before a table is built, and the
+table holds their addresses; `follow_names` re-resolves them as their TTLs run out and
+rebuilds the table from the same configuration when an answer changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from sipdispatch.dispatch.destinations import DestinationTable
+from sipdispatch.dispatch.names import expand
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.healthbook import HealthBook
 from sipdispatch.proxy.metrics import ProxyMetrics
+from sipdispatch.proxy.namebook import NameBook
 from sipdispatch.proxy.settings import ProxySettings, probe_settings, with_failover
 from sipdispatch.proxy.tables import LoadedTable, TableError, TableSource
 
@@ -33,8 +40,11 @@ class TableKeeper:
         settings: ProxySettings,
         book: HealthBook,
         metrics: ProxyMetrics | None = None,
+        names: NameBook | None = None,
     ) -> None:
         self.source = source
+        #: resolves the table's DNS names; None: names stay unresolved (they take no calls)
+        self.names = names
         self.settings = settings
         self.book = book
         #: told of each table applied or rejected (the table's age and refusals)
@@ -47,6 +57,7 @@ class TableKeeper:
     async def first(self) -> LoadedTable:
         """Wait for the first table and build it; raises ``TableError``."""
         loaded = await self.source.first()
+        await self._resolve(loaded)
         self._build(loaded)
         if self.metrics is not None:
             self.metrics.table_applied(time.time())
@@ -61,6 +72,7 @@ class TableKeeper:
             log.error("reload failed, still serving the previous table: %s", exc)
             self._rejected()
             raise
+        await self._resolve(loaded)
         self.apply(loaded)
 
     async def watch(self) -> None:
@@ -74,9 +86,26 @@ class TableKeeper:
                 log.error("table change not applied, still serving the previous table: %s", error)
                 self._rejected()
                 continue
+            await self._resolve(change)
             self.apply(change)
 
-    def apply(self, loaded: LoadedTable) -> None:
+    async def follow_names(self, poll: float = 1.0) -> None:
+        """Re-resolve names when they are due; rebuild the table when an answer changed.
+        Wakes at least every ``poll`` seconds, so that names a reload added are seen."""
+        names = self.names
+        if names is None:
+            return
+        while True:
+            due = names.next_due()
+            delay = poll if due is None else min(poll, max(0.0, due - names.clock()))
+            await asyncio.sleep(delay)
+            try:
+                if await names.refresh_due() and self.loaded is not None:
+                    self.apply(self.loaded, why="DNS answers changed")
+            except Exception:  # a bug: logged, and the refresh goes on with the next answer
+                log.exception("DNS refresh failed, still serving the previous table")
+
+    def apply(self, loaded: LoadedTable, why: str = "") -> None:
         """Swap in a table built from ``loaded``, carrying learned health across."""
         table = self._build(loaded)
         engine = self.engine
@@ -94,8 +123,9 @@ class TableKeeper:
         if self.metrics is not None:
             self.metrics.table_applied(time.time())
         log.info(
-            "table from %s applied: %d sets, %d destinations",
+            "table from %s applied%s: %d sets, %d destinations",
             self.source.description,
+            f" ({why})" if why else "",
             len(table.sets),
             sum(len(s.targets) for s in table.sets.values()),
         )
@@ -109,11 +139,20 @@ class TableKeeper:
         if self.metrics is not None:
             self.metrics.table_rejected(time.time())
 
+    async def _resolve(self, loaded: LoadedTable) -> None:
+        if self.names is not None:
+            await self.names.resolve_new(loaded.table)
+
     def _build(self, loaded: LoadedTable) -> DestinationTable:
         book = self.book
         book.configure(probe_settings(loaded.config, self.settings))
+        config, names = (
+            self.names.expand(loaded.table)
+            if self.names is not None
+            else expand(loaded.table, {})  # no resolver: names take no calls
+        )
         table = DestinationTable.build(
-            loaded.table, self.table, book.clock(), policy=book.probing.policy
+            config, self.table, book.clock(), policy=book.probing.policy, names=names
         )
         self.loaded, self.table = loaded, table
         book.follow(table)

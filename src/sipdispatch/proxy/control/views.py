@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sipdispatch.dispatch.destinations import DestinationTable, Target
+from sipdispatch.dispatch.names import NameStatus
 
-__all__ = ["destination_view", "table_view"]
+__all__ = ["destination_view", "name_view", "table_view"]
 
 
 def destination_view(target: Target, now: float, clock_offset: float) -> dict[str, Any]:
@@ -19,6 +20,8 @@ def destination_view(target: Target, now: float, clock_offset: float) -> dict[st
     latency = health.latency
     return {
         "uri": dest.uri,
+        #: the DNS name it was resolved from, as configured; None: configured by address
+        "name": dest.name,
         "state": health.code,
         "priority": dest.priority,
         "weight": dest.weight,
@@ -39,6 +42,17 @@ def destination_view(target: Target, now: float, clock_offset: float) -> dict[st
     }
 
 
+def name_view(name: NameStatus) -> dict[str, Any]:
+    """One destination named by DNS: how its resolution went and the targets it became."""
+    return {
+        "uri": name.uri,
+        "lookup": str(name.query),
+        "state": name.state.value,
+        "reason": name.reason,
+        "addresses": list(name.addresses),
+    }
+
+
 def table_view(table: DestinationTable, now: float, clock_offset: float) -> dict[str, Any]:
     return {
         "defaultSet": table.default_set,
@@ -49,6 +63,7 @@ def table_view(table: DestinationTable, now: float, clock_offset: float) -> dict
                 "destinations": [
                     destination_view(t, now, clock_offset) for t in table.sets[set_id].targets
                 ],
+                "names": [name_view(n) for n in table.names if n.set_id == set_id],
             }
             for set_id in sorted(table.sets)
         ],

@@ -12,7 +12,11 @@ with a keyed MAC (``Signer``) whose secret every replica of a deployment shares:
   after it was made) and ``sig`` (a MAC over them and the Call-ID). Any replica can then route
   the dialog's later requests from the Route alone: caller to gateway always goes to the signed
   gateway, and only that gateway (its address, over its transport) may send requests the other
-  way. A route is honoured only while it has not expired and its gateway is still in the table
+  way. A caller that came over a stream (TCP) has its flow recorded too, ``flow`` (its
+  transport and source address, signed with the rest): requests the gateway sends the
+  caller's way go over that connection while it lives, as RFC 5626/5923 would have them, so a
+  caller behind NAT gets its BYE; once it is gone they go where the request says, as before. A
+  route is honoured only while it has not expired and its gateway is still in the table
   (in any state: a draining gateway still takes in-dialog requests), so a route captured once
   cannot reach a gateway that left, or whatever later took its address. Nothing else is
   followed, so the proxy is never an open relay. Refusals say why (`RouteRefusedError`): 403 for
@@ -32,8 +36,21 @@ import hashlib
 import hmac
 import secrets
 
-from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, count_hop, via_value
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Listener, Send, family_of
+from sipdispatch.proxy.core.outbox import (
+    BRANCH_PREFIX,
+    Outbox,
+    count_hop,
+    stream_fallback,
+    via_value,
+)
+from sipdispatch.proxy.core.records import (
+    Address,
+    CoreSettings,
+    Hop,
+    Listener,
+    Send,
+    family_of,
+)
 from sipdispatch.proxy.events import DialogEnded, RouteRefused
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
@@ -54,6 +71,8 @@ __all__ = [
 
 #: where an in-dialog request goes next: its transport and address (not a table destination)
 NextHop = tuple[str, Address]
+#: a `NextHop` and, over a stream, where to send instead when no connection to it is open
+RoutedHop = tuple[str, Address, Address | None]
 
 _SIGNATURE_BYTES = 10  # 80 bits: forging one takes 2**79 tries on average
 
@@ -147,7 +166,7 @@ class Dialogs:
         """
         arrival, source = upstream
         try:
-            ours, facing, did, (next_transport, address) = self._target(
+            ours, facing, did, (next_transport, address, fallback) = self._target(
                 request, route, upstream, now
             )
         except RouteRefusedError as refusal:
@@ -172,13 +191,14 @@ class Dialogs:
         count_hop(request, self.settings.policy.max_forwards)
         branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via_signed_form(via))}"
         headers.push_first("Via", via_value(next_transport, listener.local, branch))
-        out.sends.append(Send(next_transport, address, request.to_bytes(), listener))
+        data = request.to_bytes()
+        out.sends.append(Send(next_transport, address, data, fallback, listener))
         if request.method == "BYE":
             out.report(DialogEnded(request.call_id))
 
     def _target(
         self, request: Request, route: str, upstream: tuple[Listener, Address], now: float
-    ) -> tuple[int, SipUri, str, NextHop]:
+    ) -> tuple[int, SipUri, str, RoutedHop]:
         """How many Routes at the top are ours, the last of them, the dialog's gateway
         (``did``) and where the request goes."""
         uri = values.parse_name_addr(route).uri
@@ -193,7 +213,7 @@ class Dialogs:
             if (
                 isinstance(second, SipUri)
                 and settings.is_local(second)
-                and _signed_fields(second.params)[3] == _signed_fields(uri.params)[3]
+                and _signed_fields(second.params)[4] == _signed_fields(uri.params)[4]
             ):
                 ours, last = 2, second
         did, target = route_target(
@@ -246,7 +266,12 @@ class Dialogs:
         host = via.params.get("received") or via.host.strip("[]")
         rport = via.params.get("rport")
         port = int(rport) if rport and grammar.is_digits(rport) else (via.port or 5060)
-        out.sends.append(Send(via.transport.lower(), (host, port), response.to_bytes()))
+        transport = via.transport.lower()
+        # Over a stream, rport is the connection's port; once it is gone, 18.2.2's address.
+        fallback = None if transport == "udp" else stream_fallback(via, (host, port))
+        # (leaves from the first listener of its transport and family: which one the request
+        # came in on is not kept for a stateless forward)
+        out.sends.append(Send(transport, (host, port), response.to_bytes(), fallback))
 
 
 def via_signed_form(via: str) -> str:
@@ -290,9 +315,12 @@ def record_routes(
     signer: Signer,
     *,
     expires: int,
+    flow: Address | None = None,
 ) -> list[str]:
     """The Record-Route values for ``request``, which arrived on ``inbound``, forwarded to
     ``hop`` from ``outbound``, honoured until ``expires`` (Unix seconds); top one first.
+    ``flow``: the address a stream caller's connection comes from, to send the gateway's
+    requests back over it.
 
     One route when both sides see the proxy alike; two when the request changes transport
     or advertised address (RFC 5658): the top one names the outbound listener (the gateway's
@@ -302,8 +330,14 @@ def record_routes(
     ftag = from_tag(request.headers.get("from")) or ""
     did = destination_id(hop.host, hop.port, hop.transport)
     exp = str(expires)
-    sig = signer.sign(request.call_id, ftag, did, exp)
-    params = f";lr;ftag={ftag};did={did};exp={exp};sig={sig}"
+    if flow is None:
+        sig = signer.sign(request.call_id, ftag, did, exp)
+        flow_param = ""
+    else:
+        caller = destination_id(flow[0], flow[1], inbound.transport)
+        sig = signer.sign(request.call_id, ftag, did, exp, caller)
+        flow_param = f";flow={caller}"
+    params = f";lr;ftag={ftag};did={did};exp={exp}{flow_param};sig={sig}"
     outer = _route_value(outbound, params)
     if inbound.record_route_key == outbound.record_route_key:
         return [outer]
@@ -324,29 +358,36 @@ def route_target(
     unix_now: float,
     destinations: frozenset[str],
     skip: int = 1,
-) -> tuple[str, NextHop]:
+) -> tuple[str, RoutedHop]:
     """The dialog's gateway (``did``) and where an in-dialog request carrying our Route
     ``route`` (the first of ``skip`` Routes of ours) goes; raises `RouteRefusedError` for
     anything not signed by us, expired, leading to a gateway no longer in ``destinations``, or
     sent against the dialog's direction."""
-    ftag, did, exp, sig = _signed_fields(route.params)
+    ftag, did, exp, flow, sig = _signed_fields(route.params)
     if ftag is None or did is None or exp is None or sig is None or not exp.isdigit():
         raise RouteRefusedError("unsigned", "Route carries no dialog signature")
-    if not signer.verify(sig, request.call_id, ftag, did, exp):
+    # A route without a flow is signed without one (callers over UDP, routes made before
+    # flows were recorded); one with it, over it, so it can be neither added nor changed.
+    signed = (
+        signer.verify(sig, request.call_id, ftag, did, exp)
+        if flow is None
+        else signer.verify(sig, request.call_id, ftag, did, exp, flow)
+    )
+    if not signed:
         raise RouteRefusedError("signature", "Route signature does not match")
     if int(exp) < unix_now:
         raise RouteRefusedError("expired", "Route has expired (dialog lifetime)")
     if did not in destinations:
         raise RouteRefusedError("gone", "the dialog's destination is no longer in the table")
-    gateway = _parse_did(did)
+    gateway_transport, gateway_address = _parse_did(did)
     if from_tag(request.headers.get("from")) == ftag:
-        return did, gateway  # caller to gateway: always the box that answered the dialog
+        # caller to gateway: always the box that answered the dialog
+        return did, (gateway_transport, gateway_address, None)
     # Gateway to caller: only the gateway may send this way, to where the request says. Its
     # address and transport are checked, not its port: over TCP it is the ephemeral port of a
     # connection the gateway opened.
-    gateway_transport, (gateway_host, _) = gateway
     arrival, source = upstream
-    if source[0] != gateway_host or arrival.transport != gateway_transport:
+    if source[0] != gateway_address[0] or arrival.transport != gateway_transport:
         raise RouteRefusedError("direction", "request against the dialog direction")
     remaining = request.headers.values("route")[skip:]
     next_uri = parse_uri(
@@ -355,13 +396,22 @@ def route_target(
     if not isinstance(next_uri, SipUri):
         raise RemoteProtocolError("next hop is not a SIP URI", 416, "Unsupported URI Scheme")
     host = next_uri.param("maddr") or next_uri.host_address
-    return did, (next_uri.transport, (host, next_uri.default_port()))
+    next_transport, address = next_uri.transport, (host, next_uri.default_port())
+    if flow is not None:
+        flow_transport, flow_address = _parse_did(flow)
+        if flow_transport == next_transport:
+            # The caller's own connection while it lives (behind NAT, the only way in); the
+            # address the request names once it is gone.
+            return did, (flow_transport, flow_address, address)
+    return did, (next_transport, address, None)
 
 
-def _signed_fields(params: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """``ftag``, ``did``, ``exp`` and ``sig`` of a Route's parameters, in one pass over them
-    (``SipUri.param`` would split them once per name, on every in-dialog request)."""
-    ftag = did = exp = sig = None
+def _signed_fields(
+    params: str,
+) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """``ftag``, ``did``, ``exp``, ``flow`` and ``sig`` of a Route's parameters, in one pass
+    over them (``SipUri.param`` would split them once per name, on every in-dialog request)."""
+    ftag = did = exp = flow = sig = None
     for item in params.split(";"):
         key, _, value = item.partition("=")
         key = key.lower()
@@ -371,9 +421,11 @@ def _signed_fields(params: str) -> tuple[str | None, str | None, str | None, str
             did = value
         elif key == "exp":
             exp = value
+        elif key == "flow":
+            flow = value
         elif key == "sig":
             sig = value
-    return ftag, did, exp, sig
+    return ftag, did, exp, flow, sig
 
 
 def _parse_did(did: str) -> NextHop:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+from sipdispatch.proxy.core import secure
 from sipdispatch.proxy.core.affinity import ChallengeAffinity
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers
 from sipdispatch.proxy.core.dialogs import Signer, record_routes, via_signed_form
@@ -97,7 +98,7 @@ class Forwarder:
             return False
         # The server transaction answers it, nothing goes downstream.
         if existing.server.receive_request() and existing.last_response:
-            out.send_back(existing.upstream, existing.last_response)
+            out.send_back(existing.upstream, existing.last_response, existing.fallback)
         return True
 
     def on_ack(self, key: str, now: float) -> bool:
@@ -137,8 +138,11 @@ class Forwarder:
         upstream: tuple[Listener, Address],
         now: float,
         out: Outbox,
+        *,
+        fallback: Address | None = None,
     ) -> None:
-        """A new transaction for ``request``, whose forwarded top Via is ``via``."""
+        """A new transaction for ``request``, whose forwarded top Via is ``via``; over a
+        stream, its responses go to ``fallback`` once the caller's connection is gone."""
         admission = self.settings.admission
         cap = admission.max_transactions
         if cap and len(self.transactions) >= cap:
@@ -151,7 +155,7 @@ class Forwarder:
         server = ServerTransaction(
             invite=invite, reliable=upstream[0].transport != "udp", timers=self.settings.timers
         )
-        txn = ProxyTransaction(key, request, via, upstream, server)
+        txn = ProxyTransaction(key, request, via, upstream, server, fallback=fallback)
         self.transactions[key] = txn
         ctx = RequestSelection(request, upstream[1][0])
         if self.challenged:
@@ -177,6 +181,13 @@ class Forwarder:
         if selection.key_missing is not None:
             out.report(HashKeyMissing(selection.key_missing, request.call_id, upstream[1]))
         txn.candidates = list(selection.hops)
+        if txn.candidates and secure.is_sips(request.uri):
+            txn.candidates = secure.tls_hops(txn.candidates, self.settings)
+            if not txn.candidates:
+                out.report(NoDestination(request.method))
+                response = build_response(request, secure.STATUS, secure.REASON)
+                self._answer(txn, response, now, out)
+                return
         txn.parallel = selection.parallel
         if ctx.affinity is not None and not txn.parallel:
             ChallengeAffinity.put_first(ctx.affinity, txn.candidates)  # whatever the selector did
@@ -231,10 +242,17 @@ class Forwarder:
         if outgoing.method in _DIALOG_METHODS:
             settings = self.settings
             expires = int(now + settings.clock_offset + settings.dialog_lifetime)
+            inbound, caller = txn.upstream
             # RFC 5658: one route per side when the request changes listener, top one first
             for value in reversed(
                 record_routes(
-                    outgoing, hop, txn.upstream[0], listener, self.signer, expires=expires
+                    outgoing,
+                    hop,
+                    inbound,
+                    listener,
+                    self.signer,
+                    expires=expires,
+                    flow=None if inbound.transport == "udp" else caller,
                 )
             ):
                 outgoing.headers.push_first("Record-Route", value)
@@ -311,7 +329,7 @@ class Forwarder:
                 if other is not branch:
                     self._cancel_branch(other, now, out)
         elif step is Step.RELAY_LATE:
-            out.send_back(txn.upstream, response.to_bytes())  # another fork's 2xx
+            out.send_back(txn.upstream, response.to_bytes(), txn.fallback)  # another fork's 2xx
             self._maybe_forget(txn)
         elif step is Step.FAIL_OVER:
             if (
@@ -393,12 +411,12 @@ class Forwarder:
     def server_timer(self, txn: ProxyTransaction, now: float, out: Outbox) -> None:
         for action in txn.server.on_timer(now):
             if action is Action.RETRANSMIT and txn.last_response:
-                out.send_back(txn.upstream, txn.last_response)
+                out.send_back(txn.upstream, txn.last_response, txn.fallback)
         self._deadlines.schedule(txn)
         self._maybe_forget(txn)
 
     def transport_failed(self, address: Address, transport: str, now: float, out: Outbox) -> None:
-        """A connection to ``address`` could not be made: its branches fail over at once."""
+        """A connection to ``address`` failed or broke: its branches fail over at once."""
         for branch in list(self.branches.values()):
             hop = branch.hop
             client = branch.client
@@ -454,7 +472,7 @@ class Forwarder:
             txn.upstream_state = Upstream.ACCEPTED if status < 300 else Upstream.REJECTED
         data = response.to_bytes()
         txn.last_response = data
-        out.send_back(txn.upstream, data)
+        out.send_back(txn.upstream, data, txn.fallback)
         server = txn.server
         if server.state is ServerState.ACCEPTED or (
             not server.invite and server.state is ServerState.COMPLETED

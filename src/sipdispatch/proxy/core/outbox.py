@@ -29,6 +29,7 @@ __all__ = [
     "build_cancel",
     "build_response",
     "count_hop",
+    "stream_fallback",
     "to_tag_for",
     "via_value",
 ]
@@ -44,12 +45,15 @@ class Outbox:
         self.events: list[CoreEvent] = []
 
     def send(self, hop: Hop, data: bytes, listener: Listener | None) -> None:
-        self.sends.append(Send(hop.transport, (hop.host, hop.port), data, listener))
+        self.sends.append(Send(hop.transport, (hop.host, hop.port), data, None, listener))
 
-    def send_back(self, upstream: tuple[Listener, Address], data: bytes) -> None:
-        """Send to where a request came from (the listener it arrived on, its source)."""
+    def send_back(
+        self, upstream: tuple[Listener, Address], data: bytes, fallback: Address | None = None
+    ) -> None:
+        """Send to where a request came from (the listener it arrived on, its source); over
+        a stream, to ``fallback`` (`stream_fallback`) once that connection is gone."""
         listener, address = upstream
-        self.sends.append(Send(listener.transport, address, data, listener))
+        self.sends.append(Send(listener.transport, address, data, fallback, listener))
 
     def report(self, event: CoreEvent) -> None:
         self.events.append(event)
@@ -66,7 +70,9 @@ class Outbox:
     ) -> None:
         """A stateless response of our own, sent back where the request came from."""
         response = build_response(request, status, reason, extra)
-        self.sends.append(Send(listener.transport, source, response.to_bytes(), listener))
+        transport = listener.transport
+        fallback = None if transport == "udp" else _fallback_of(request, source)
+        self.sends.append(Send(transport, source, response.to_bytes(), fallback, listener))
 
     def reject(
         self,
@@ -169,6 +175,25 @@ def build_ack(invite: Request, via: str, response: Response) -> Request:
 def build_cancel(invite: Request, via: str) -> Request:
     """A CANCEL for the INVITE sent with Via ``via`` (RFC 3261 9.1)."""
     return _hop_request(invite, "CANCEL", via, invite.headers.get("to") or "")
+
+
+def stream_fallback(via: values.Via, source: Address) -> Address:
+    """Where a response goes over a stream once the request's connection is gone (RFC 3261
+    18.2.2): the address the request came from (its Via's ``received``) at the Via's sent-by
+    port (5060 by default, 5061 over TLS). Never another host than the source's: the sent-by
+    host is the sender's say-so, and a response sent there would make the proxy a reflector."""
+    return (source[0], via.port or (5061 if via.transport.upper() == "TLS" else 5060))
+
+
+def _fallback_of(request: Request, source: Address) -> Address | None:
+    """`stream_fallback` for a request whose Via may be what is broken (then None)."""
+    value = request.headers.first_value("via")
+    if value is None:
+        return None
+    try:
+        return stream_fallback(values.parse_via(value), source)
+    except RemoteProtocolError:
+        return None
 
 
 #: every branch the proxy writes starts so; the next letter says who sent the request

@@ -20,11 +20,12 @@ from sipdispatch.proxy.core.admission import TRANSACTIONS, SourceLimiter
 from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
 from sipdispatch.proxy.core.forwarding import Forwarder
-from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox
+from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, stream_fallback
 from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Listener, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
+from sipdispatch.proxy.events import AliasOffered
 from sipdispatch.sip import codec, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import LimitExceededError, salvage
@@ -210,7 +211,7 @@ class Proxy:
         return probe_id, out
 
     def transport_failed(self, address: Address, transport: str, now: float) -> Outbox:
-        """A connection to ``address`` could not be made: its branches fail over at once."""
+        """A connection to ``address`` failed or broke: its branches fail over at once."""
         out = Outbox()
         self._forwarder.transport_failed(address, transport, now, out)
         self._probing.transport_failed(address, transport, out)
@@ -247,6 +248,8 @@ class Proxy:
             _tag_source(request, self._settings.source_header, listener.transport, source)
         key = _server_key(request, top)
         upstream = (listener, source)
+        if listener.transport != "udp" and "alias" in top.params:
+            _offer_alias(top, upstream, out)
         forwarder = self._forwarder
         method = request.method
         if method == "ACK":
@@ -270,8 +273,11 @@ class Proxy:
             out.respond(request, 200, source, listener)
         elif policy.active and (refusal := policy.refused_domain(request)) is not None:
             self._refused(request, refusal, source, listener, out)
-        else:
+        elif listener.transport == "udp":
             forwarder.start(request, key, via, upstream, now, out)
+        else:
+            fallback = stream_fallback(top, source)
+            forwarder.start(request, key, via, upstream, now, out, fallback=fallback)
 
     def _tainted(self, request: Request, source: Address, listener: Listener, out: Outbox) -> None:
         """A request with a control character in its header section gets 400 (unless a
@@ -394,6 +400,15 @@ def _stamped(top: values.Via, source: Address) -> str:
         parts.append(f";received={host}")
     parts.append(f";rport={port}")
     return "".join(parts)
+
+
+def _offer_alias(top: values.Via, upstream: tuple[Listener, Address], out: Outbox) -> None:
+    """RFC 5923: the connection may carry requests to the Via's sent-by too. Only for a
+    sent-by on the connection's own host: an alias naming another host would let anyone take
+    over what is meant for it (RFC 5923 asks TLS and its certificate to prove that)."""
+    listener, source = upstream
+    if top.host.strip("[]") == source[0]:
+        out.report(AliasOffered(listener.transport, source, stream_fallback(top, source)))
 
 
 def _tag_source(request: Request, name: str, transport: str, source: Address) -> None:

@@ -86,15 +86,24 @@ class Send:
     transport: str  # "udp" or "tcp"
     address: Address
     data: bytes
+    #: over a stream: where to send instead when no connection to ``address`` is open (RFC
+    #: 3261 18.2.2 for a response, the Request-URI for a request meant for a caller's flow)
+    fallback: Address | None
     #: the listener to send from; None: any of the transport and the address's family
     listener: Listener | None
 
     def __init__(
-        self, transport: str, address: Address, data: bytes, listener: Listener | None = None
+        self,
+        transport: str,
+        address: Address,
+        data: bytes,
+        fallback: Address | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.transport = transport
         self.address = address
         self.data = data
+        self.fallback = fallback
         self.listener = listener
 
 
@@ -283,7 +292,13 @@ class CoreSettings:
 
     def __post_init__(self) -> None:
         listeners = self.listeners or tuple(
-            Listener(f"{transport}:{format_host(*local)}", transport, local, self.advertise)
+            Listener(
+                f"{transport}:{format_host(*local)}",
+                transport,
+                local,
+                # TLS has a port of its own: the advertised host, on the TLS listener's port
+                (self.advertise[0], local[1]) if transport == "tls" else self.advertise,
+            )
             for transport, local in self.local.items()
         )
         by_kind: dict[tuple[str, int], list[Listener]] = {}

@@ -63,6 +63,7 @@ class ProxyTransaction(Timed):
         "branches",
         "cancelled",
         "candidates",
+        "fallback",
         "key",
         "last_response",
         "loop_tag",
@@ -82,12 +83,16 @@ class ProxyTransaction(Timed):
         via: str,
         upstream: tuple[Listener, Address],
         server: ServerTransaction,
+        *,
+        fallback: Address | None = None,
     ) -> None:
         super().__init__()
         self.key = key
         self.request = request
         self.via = via  # the caller's Via as forwarded (received and rport filled in)
         self.upstream = upstream
+        #: over a stream, where responses go once the caller's connection is gone (18.2.2)
+        self.fallback = fallback
         self.server = server
         self.upstream_state = Upstream.WAITING
         self.last_response: bytes | None = None

@@ -2,7 +2,20 @@
 
 SIP over a stream is framed by Content-Length (``codec.StreamFramer``). Responses go back over
 the connection the request came on (RFC 3261 18.2.2): the core addresses them to the request's
-source, which is exactly the registry key. A malformed message is the core's business (it
+source, which is exactly the registry key. When that connection is gone, a send's ``fallback``
+is used instead (a response's Via sent-by, the Request-URI of a request toward a caller whose
+flow ended): the transport never dials a peer's ephemeral port for it. A connection is also
+found under the addresses it was dialled at and, for a request whose Via asked for it (RFC
+5923 ``alias``), under that Via's sent-by.
+
+A connection that ends with an error (a reset, a failed write) and that a branch may wait
+on (one we dialled, or one that carried a request to a destination) is reported through
+``on_error`` under every address it was registered at, like a connection that could not be
+opened: the branches sent over it fail over at once. A clean close (FIN) is not: the peer may
+still answer on a new connection to our Via sent-by (RFC 3261 18.2.2), so its branches wait
+for their answer timeout as over UDP.
+
+A malformed message is the core's business (it
 answers 400 and the connection goes on, see ``StreamFramer``); only a connection whose header
 section outgrows the size limit is closed, since that stream cannot be resynchronised.
 
@@ -21,7 +34,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sipdispatch.proxy.core import Address, Listener
 from sipdispatch.proxy.ratelog import RateLimitedLog
@@ -60,16 +73,22 @@ class TcpLimits:
 
 class TcpConnection(asyncio.Protocol):
     def __init__(
-        self, owner: TcpTransport, inbound: bool = False, listener: Listener | str = "tcp"
+        self, owner: TcpTransport, inbound: bool = False, listener: Listener | None = None
     ) -> None:
         self.owner = owner
         self.inbound = inbound
-        #: the listener it was accepted on or dialled from (or just "tcp")
+        #: the listener it was accepted on (None: dialled out; the transport's default)
         self.listener = listener
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
         self.dialled: Address | None = None  # the address an outbound connection was opened to
+        self.aliases: list[Address] = []  # Via sent-by addresses it stands for (RFC 5923)
+        #: whether a branch may wait on it: dialled by us, or it carried a send without a
+        #: fallback (a request to a destination). Only then is its loss reported: each report
+        #: costs the core a look over its branches, which a caller resetting its own
+        #: connections must not be able to ask for at will.
+        self.carries_branches = False
         # For the sweep: traffic since it last looked, and a message completed since then.
         self.active = True
         self.completed = False
@@ -98,10 +117,21 @@ class TcpConnection(asyncio.Protocol):
         if messages:
             self.completed = True
         for message in messages:
-            self.owner.sink.message_received(message, self.peer, self.listener)
+            arrival = self.listener or self.owner.name
+            self.owner.sink.message_received(message, self.peer, arrival)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.unregister(self)
+        addresses = self.owner.unregister(self)
+        # A reset or a failed write: nothing more comes over it, so what was sent over it is
+        # lost. A clean close (exc None) is not reported: see the module's docstring.
+        if exc is not None and addresses and (self.dialled is not None or self.carries_branches):
+            log.debug("TCP connection %s lost: %s", self.peer, exc)
+            self.owner.lost(addresses)
+
+    @property
+    def writable(self) -> bool:
+        """Whether a write can still reach the peer (not closed, nor closing)."""
+        return self.transport is not None and not self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -132,6 +162,9 @@ class TcpConnection(asyncio.Protocol):
 class TcpTransport:
     """All TCP connections of the proxy, inbound and outbound."""
 
+    #: the transport the core is told messages came over (``tls.TlsTransport``: "tls")
+    name = "tcp"
+
     def __init__(
         self,
         sink: DatagramSink,
@@ -155,10 +188,14 @@ class TcpTransport:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def listen(self, host: str, port: int, listener: Listener | str = "tcp") -> Address:
+    async def listen(self, host: str, port: int, listener: Listener | None = None) -> Address:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: TcpConnection(self, True, listener), host, port, backlog=ACCEPT_BACKLOG
+            lambda: TcpConnection(self, True, listener),
+            host,
+            port,
+            backlog=ACCEPT_BACKLOG,
+            **self._listen_options(),
         )
         self._servers.append(server)
         interval = self._sweep_interval()
@@ -166,6 +203,14 @@ class TcpTransport:
             self._sweeper = loop.create_task(self._sweep_forever(interval))
         sockname = server.sockets[0].getsockname()
         return (str(sockname[0]), int(sockname[1]))
+
+    def _listen_options(self) -> dict[str, Any]:
+        """Extra keywords of ``create_server`` (TLS adds its context)."""
+        return {}
+
+    def _connect_options(self, address: Address) -> dict[str, Any]:
+        """Extra keywords of ``create_connection`` toward ``address`` (TLS: context, SNI)."""
+        return {}
 
     @property
     def open_connections(self) -> tuple[int, int]:
@@ -196,10 +241,29 @@ class TcpTransport:
             self.connections[connection.peer] = connection
             self._open.add(connection)
 
-    def unregister(self, connection: TcpConnection) -> None:
-        for address in (connection.peer, connection.dialled):
+    def alias(self, source: Address, alias: Address) -> bool:
+        """Let the connection from ``source`` carry what is sent to ``alias`` too (RFC 5923);
+        whether it now does. The core checks the alias names the source's own host; a live
+        connection already registered there keeps it (first come, first served)."""
+        connection = self.connections.get(source)
+        if connection is None or not connection.writable:
+            return False
+        existing = self.connections.get(alias)
+        if existing is connection:
+            return True
+        if existing is not None and existing.writable:
+            return False
+        self.connections[alias] = connection
+        connection.aliases.append(alias)
+        return True
+
+    def unregister(self, connection: TcpConnection) -> list[Address]:
+        """Forget ``connection``; the addresses that led to it until now."""
+        addresses = []
+        for address in (connection.peer, connection.dialled, *connection.aliases):
             if address is not None and self.connections.get(address) is connection:
                 del self.connections[address]  # else a send there would go nowhere
+                addresses.append(address)
         if connection in self._open:
             self._open.discard(connection)
             if connection.inbound and connection.peer is not None:
@@ -210,6 +274,13 @@ class TcpTransport:
                     self._per_source[host] = left
                 else:
                     self._per_source.pop(host, None)
+        return addresses
+
+    def lost(self, addresses: list[Address]) -> None:
+        """A connection registered at ``addresses`` broke: fail what was sent over it."""
+        if self.on_error is not None:
+            for address in addresses:
+                self.on_error(address)
 
     def _sweep_interval(self) -> float:
         timeouts = [t for t in (self.limits.idle_timeout, self.limits.message_timeout) if t > 0]
@@ -231,11 +302,23 @@ class TcpTransport:
                 log.debug("closing TCP connection %s: %s", connection.peer, reason)
                 connection.transport.close()
 
-    def send(self, address: Address, data: bytes, bind: str | None = None) -> None:
-        """Write to the connection with ``address``; none yet: open one (from ``bind``, the
-        host of the listener the message leaves from, if given)."""
+    def send(
+        self,
+        address: Address,
+        data: bytes,
+        fallback: Address | None = None,
+        bind: str | None = None,
+    ) -> None:
+        """Write ``data`` to the connection registered at ``address``; if there is none (or
+        it is closing), to ``fallback``'s when given, else to a new one dialled there (from
+        ``bind``, the host of the listener the message leaves from, if given)."""
         connection = self.connections.get(address)
-        if connection is not None:
+        if fallback is not None and (connection is None or not connection.writable):
+            address = fallback
+            connection = self.connections.get(address)
+        if connection is not None and connection.writable:
+            if fallback is None:
+                connection.carries_branches = True
             connection.write(data)
             return
         pending = self._connecting.get(address)
@@ -250,12 +333,12 @@ class TcpTransport:
     async def _connect(self, address: Address, bind: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
+            options = self._connect_options(address)
+            if bind is not None:
+                options = {**options, "local_addr": (bind, 0)}
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: TcpConnection(self),
-                    address[0],
-                    address[1],
-                    local_addr=None if bind is None else (bind, 0),
+                    lambda: TcpConnection(self), address[0], address[1], **options
                 ),
                 timeout=5.0,
             )
