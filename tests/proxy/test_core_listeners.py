@@ -128,8 +128,8 @@ def test_a_hop_whose_socket_is_no_listener_is_skipped_for_the_next() -> None:
 
 def test_every_listener_and_advertised_address_is_local() -> None:
     for address in (PUBLIC, U4.local, U4B.local, U6.local):
-        assert SETTINGS.is_own(address)
-    assert not SETTINGS.is_own(("10.0.0.3", 5060))
+        assert SETTINGS.sockets.is_own(address)
+    assert not SETTINGS.sockets.is_own(("10.0.0.3", 5060))
 
 
 # ---------------------------------------------------------------------- Record-Route shape

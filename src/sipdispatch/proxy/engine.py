@@ -108,7 +108,7 @@ class Engine:
 
     def check(self, table: TableConfig) -> None:
         """Refuse a table that pins a destination to a listener this proxy does not have."""
-        error = unknown_sockets(table, self.core.settings.by_id)
+        error = unknown_sockets(table, self.core.settings.sockets.by_id)
         if error is not None:
             raise TableError(error)
 

@@ -233,19 +233,17 @@ class Dialogs:
         """The listener an in-dialog request leaves from: the gateway's ``socket=`` towards
         the gateway; else the one our last Route names, if it fits the next hop's transport
         and family; else any that fits, the one it arrived on first."""
-        settings = self.settings
+        sockets = self.settings.sockets
         if self.sockets and _parse_did(did)[1] == address:
             pinned = self.sockets.get(did)
             if pinned is not None:
-                return settings.by_id.get(pinned)
+                return sockets.by_id.get(pinned)
         family = family_of(address[0])
-        named = settings.advertised_by(
-            facing.transport, (facing.host_address, facing.default_port())
-        )
+        named = sockets.naming(facing.transport, (facing.host_address, facing.default_port()))
         fitting = [x for x in named if x.transport == transport and family in (0, x.family)]
         if fitting:
             return arrival if arrival in fitting else fitting[0]
-        return settings.facing(transport, family, arrival)
+        return sockets.facing(transport, family, arrival)
 
     def relay(self, response: Response, branch_id: str, out: Outbox) -> None:
         """Relay a response by the Via below ours, if our signature in ``branch_id`` covers it:

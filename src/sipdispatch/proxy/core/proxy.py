@@ -86,7 +86,7 @@ class Proxy:
         if codec.is_keepalive(data):
             return out
         settings = self._settings
-        listener = settings.inbound(arrival) if isinstance(arrival, str) else arrival
+        listener = settings.sockets.first(arrival) if isinstance(arrival, str) else arrival
         limiter = self._limiter
         if limiter is not None and not data.startswith(b"SIP/"):
             refused = limiter.admit(source[0], data.find(_DIALOG_MARK) >= 0, now)
@@ -329,7 +329,7 @@ class Proxy:
             if _OUR_BRANCH not in value:
                 continue
             via = values.parse_via(value)
-            if not settings.is_own((via.host.strip("[]"), via.port or 5060)):
+            if not settings.sockets.is_own((via.host.strip("[]"), via.port or 5060)):
                 continue
             parts = (via.branch or "")[len(_OUR_BRANCH) :].split(".")
             if len(parts) != 3:

@@ -16,6 +16,7 @@ from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.dispatch.routes import Refusal
 from sipdispatch.proxy.core.admission import AdmissionSettings
+from sipdispatch.proxy.core.listeners import Address, Listener, Listeners, family_of
 from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
@@ -35,45 +36,6 @@ __all__ = [
     "Send",
     "family_of",
 ]
-
-Address = tuple[str, int]
-
-
-def family_of(host: str) -> int:
-    """The address family of ``host``: 6 for IPv6, 4 for IPv4, 0 for a name (either)."""
-    if ":" in host:
-        return 6
-    return 4 if host.replace(".", "").isdigit() else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """One socket the proxy receives on and sends from (Kamailio's ``listen=``).
-
-    Messages carry the listener they arrived on, and every ``Send`` the one it leaves from,
-    so that several listeners per transport and per address family can serve side by side.
-    A stream transport's listener (TCP, TLS, and WebSocket later) is the same record: the
-    transport layer owns how a stream is opened; the core only names the listener.
-    """
-
-    #: the canonical ``proto:host:port`` it was bound as (what a destination's ``socket=`` names)
-    id: str
-    transport: str
-    #: the address written in Via: where responses come back to this very socket
-    local: Address
-    #: the address written in Record-Route: the one the other side reaches (a Service address)
-    advertise: Address
-    #: 4 or 6: the family of the address it is bound to (0: worked out from ``local``)
-    family: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.family:
-            object.__setattr__(self, "family", family_of(self.local[0]) or 4)
-
-    @property
-    def record_route_key(self) -> tuple[str, Address]:
-        """What tells two listeners apart in a Record-Route: transport and advertised address."""
-        return self.transport, self.advertise
 
 
 # Records made for every message are dataclasses with a hand-written __init__, not frozen:
@@ -279,16 +241,8 @@ class CoreSettings:
     #: every socket of the proxy, the first of each transport its default; empty: one per
     #: entry of ``local``, advertising ``advertise``
     listeners: tuple[Listener, ...] = ()
-    #: the listeners by id, and by transport and family (in order), made from ``listeners``
-    by_id: dict[str, Listener] = field(init=False, repr=False, compare=False)
-    _by_kind: dict[tuple[str, int], tuple[Listener, ...]] = field(
-        init=False, repr=False, compare=False
-    )
-    _own: frozenset[Address] = field(init=False, repr=False, compare=False)
-    _first: dict[str, Listener] = field(init=False, repr=False, compare=False)
-    _naming: dict[tuple[str, Address], tuple[Listener, ...]] = field(
-        init=False, repr=False, compare=False
-    )
+    #: the lookups over them, made from ``listeners``
+    sockets: Listeners = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         listeners = self.listeners or tuple(
@@ -301,71 +255,17 @@ class CoreSettings:
             )
             for transport, local in self.local.items()
         )
-        by_kind: dict[tuple[str, int], list[Listener]] = {}
-        for listener in listeners:
-            by_kind.setdefault((listener.transport, listener.family), []).append(listener)
-        own = {self.advertise}
-        own.update(address for x in listeners for address in (x.local, x.advertise))
         object.__setattr__(self, "listeners", listeners)
-        object.__setattr__(self, "by_id", {x.id: x for x in listeners})
-        object.__setattr__(self, "_by_kind", {k: tuple(v) for k, v in by_kind.items()})
-        object.__setattr__(self, "_own", frozenset(own))
-        first: dict[str, Listener] = {}
-        for listener in listeners:
-            first.setdefault(listener.transport, listener)
-        object.__setattr__(self, "_first", first)
-        naming: dict[tuple[str, Address], list[Listener]] = {}
-        for listener in listeners:
-            for address in {listener.advertise, listener.local}:
-                naming.setdefault((listener.transport, address), []).append(listener)
-        object.__setattr__(self, "_naming", {k: tuple(v) for k, v in naming.items()})
+        object.__setattr__(self, "sockets", Listeners(listeners, self.advertise))
 
     def is_local(self, uri: SipUri) -> bool:
         """Whether ``uri`` names this proxy: an advertised address or a listener's."""
-        return (uri.host_address, uri.default_port()) in self._own
-
-    def is_own(self, address: Address) -> bool:
-        """Whether ``address`` is one of this proxy's (a listener's or an advertised one)."""
-        return address in self._own
-
-    def inbound(self, transport: str) -> Listener:
-        """The default listener of ``transport`` (for callers that name only a transport);
-        one made up from ``advertise`` if the proxy has none."""
-        listener = self._first.get(transport)
-        if listener is None:
-            listener = Listener(
-                f"{transport}:{format_host(*self.advertise)}",
-                transport,
-                self.advertise,
-                self.advertise,
-            )
-            self._first[transport] = listener
-        return listener
+        return self.sockets.is_own((uri.host_address, uri.default_port()))
 
     def outbound(self, hop: Hop, arrived: Listener | None = None) -> Listener | None:
         """The listener to reach ``hop`` from: its ``socket=``; else one of its transport and
         address family, the one the request ``arrived`` on if it is such; None if none fits."""
+        sockets = self.sockets
         if hop.socket is not None:
-            return self.by_id.get(hop.socket)
-        return self.facing(hop.transport, hop.family, arrived)
-
-    def facing(
-        self, transport: str, family: int, arrived: Listener | None = None
-    ) -> Listener | None:
-        """A listener of ``transport`` that reaches an address of ``family`` (0: a name,
-        either family, IPv4 first), preferring ``arrived``."""
-        if (
-            arrived is not None
-            and arrived.transport == transport
-            and (family in (0, arrived.family))
-        ):
-            return arrived
-        if family:
-            fitting = self._by_kind.get((transport, family))
-            return fitting[0] if fitting else None
-        fitting = self._by_kind.get((transport, 4)) or self._by_kind.get((transport, 6))
-        return fitting[0] if fitting else None
-
-    def advertised_by(self, transport: str, address: Address) -> tuple[Listener, ...]:
-        """The listeners of ``transport`` that advertise ``address`` (or listen on it)."""
-        return self._naming.get((transport, address), ())
+            return sockets.by_id.get(hop.socket)
+        return sockets.facing(hop.transport, hop.family, arrived)
