@@ -30,6 +30,7 @@ HOT_PATH = [
     "src/sipdispatch/proxy/events.py",
     "src/sipdispatch/proxy/core/admission.py",
     "src/sipdispatch/proxy/core/policy.py",
+    "src/sipdispatch/proxy/core/listeners.py",
     "src/sipdispatch/proxy/core/records.py",
     "src/sipdispatch/proxy/core/secure.py",
     "src/sipdispatch/proxy/core/affinity.py",

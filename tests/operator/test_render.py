@@ -276,3 +276,17 @@ def test_a_gateway_naming_its_own_namespace_needs_no_grant() -> None:
     rendering = render([dset("own", spec)], slices, Memory(), NOW, Grants("voice", {}))
     assert rendering.sets["own"].issues == ()
     assert "sip:10.1.0.5:5080" in [d.uri for d in rendering.sets["own"].destinations]
+
+
+def test_a_static_destinations_socket_reaches_the_table_the_proxy_loads() -> None:
+    spec = {
+        "setId": 1,
+        "destinations": [{"uri": "sip:203.0.113.10:5060", "socket": "udp:10.0.0.2:5060"}],
+    }
+    rendering = render([dset("pinned", spec)], {}, Memory(), NOW)
+    assert rendering.data["sets"][0]["destinations"] == [
+        {"uri": "sip:203.0.113.10:5060", "socket": "udp:10.0.0.2:5060"}
+    ]
+    config = configfile.parse_config(rendering.text, "table.yaml")
+    table = DestinationTable.build(config.to_table_config(), None, 0.0)
+    assert [t.destination.socket for t in table.targets()] == ["udp:10.0.0.2:5060"]

@@ -46,7 +46,8 @@ FIELD_DOCS: Mapping[tuple[str, str], str] = {
     "(Kamailio's rweight). Default: the weight.",
     ("DestinationSpec", "maxLoad"): "Most concurrent calls for algorithm call-load (0: no limit).",
     ("DestinationSpec", "duid"): "Destination unique id for algorithm call-load.",
-    ("DestinationSpec", "socket"): "Local socket to send from, as proto:ip:port.",
+    ("DestinationSpec", "socket"): "The proxy's listener to send from, as proto:ip:port "
+    "(as given to --listen; every proxy replica must have it, else it refuses the table).",
     ("DestinationSpec", "pingFrom"): "From URI of the OPTIONS probes to this destination.",
     ("DestinationSpec", "disabled"): "Administratively disabled (DX): never selected, never "
     "probed.",

@@ -126,15 +126,16 @@ def _failover_code(code: str) -> str:
 FailoverCode = Annotated[ReplyCode, AfterValidator(_failover_code)]
 
 
-def _listener(value: str) -> _uris.SocketAddress:
-    address = _uris.parse_socket(value)
+def _listener(value: str) -> _uris.ListenAddress:
+    listen = _uris.parse_listen(value)
+    address = listen.socket
     if address.transport not in ("udp", "tcp", "tls"):
         raise ValueError(f"{value!r}: listeners are udp, tcp or tls")
     try:
         ipaddress.ip_address(address.host)
     except ValueError:
         raise ValueError(f"{value!r}: listen on an IP address, not a host name") from None
-    return address
+    return listen
 
 
 Listen = Annotated[str, AfterValidator(lambda value: str(_listener(value)))]
@@ -407,7 +408,7 @@ class ProxyConfig(_Model):
         routes = tuple(route.compile(i) for i, route in enumerate(self.routes))
         return _routes.RoutingConfig(routes, unrouted)
 
-    def listeners(self) -> list[_uris.SocketAddress]:
+    def listeners(self) -> list[_uris.ListenAddress]:
         return [_listener(value) for value in self.listen]
 
     def health_policy(self) -> _health.HealthPolicy:

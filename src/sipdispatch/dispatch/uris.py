@@ -19,10 +19,12 @@ from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = [
     "TRANSPORTS",
+    "ListenAddress",
     "SocketAddress",
     "normalise",
     "parse_host",
     "parse_hostport",
+    "parse_listen",
     "parse_sip_uri",
     "parse_socket",
 ]
@@ -44,6 +46,20 @@ class SocketAddress:
 
     def __str__(self) -> str:
         return f"{self.transport}:{format_host(self.host, self.port)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A listener as given: its socket and, Kamailio style, the address it advertises
+    (``udp:10.0.0.1:5060 advertise 203.0.113.1:5060``; no port: the socket's)."""
+
+    socket: SocketAddress
+    advertise: tuple[str, int | None] | None = None
+
+    def __str__(self) -> str:
+        if self.advertise is None:
+            return str(self.socket)
+        return f"{self.socket} advertise {format_host(*self.advertise)}"
 
 
 def parse_host(text: str) -> str:
@@ -148,6 +164,19 @@ def normalise(text: str) -> str:
     ``sip:gw.example.com:5060;transport=udp``. Raises `ValueError` like `parse_sip_uri`.
     """
     return str(parse_sip_uri(text))
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse `proto:host:port [advertise host[:port]]`."""
+    socket_text, _, rest = text.strip().partition(" ")
+    words = rest.split()
+    if not words:
+        return ListenAddress(parse_socket(socket_text))
+    if len(words) != 2 or words[0].lower() != "advertise":
+        raise ValueError(
+            f"{text!r} is not a listener (expected proto:host:port [advertise host[:port]])"
+        )
+    return ListenAddress(parse_socket(socket_text), parse_hostport(words[1]))
 
 
 def parse_socket(text: str) -> SocketAddress:

@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PROTO:IP:PORT",
-        help="listener, e.g. udp:0.0.0.0:5060, tcp:0.0.0.0:5060 or tls:0.0.0.0:5061 (repeatable)",
+        help="listener, e.g. udp:0.0.0.0:5060, tcp:[::1]:5060, tls:0.0.0.0:5061 or, with the"
+        " address it writes in Record-Route, 'udp:10.0.0.1:5060 advertise 203.0.113.1:5060'"
+        " (repeatable; several per transport and address family; a destination's socket="
+        " names one)",
     )
     parser.add_argument(
         "--tls-cert",
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--advertise",
         metavar="HOST[:PORT]",
-        help="address written in Record-Route: the one callers reach (a Service address)",
+        help="address written in Record-Route by listeners that advertise none of their own: the"
+        " one callers reach (a Service address); default: each listener's own address",
     )
     parser.add_argument(
         "--algorithm",

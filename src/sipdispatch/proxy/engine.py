@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sipdispatch.dispatch.destinations import (
     DestinationKey,
@@ -26,10 +26,12 @@ from sipdispatch.dispatch.destinations import (
     UnknownSetError,
 )
 from sipdispatch.dispatch.routes import MISSING_HASH_KEY, Refusal
+from sipdispatch.dispatch.tableconfig import TableConfig
 from sipdispatch.proxy.core import (
     Address,
     CoreSettings,
     Hop,
+    Listener,
     Outbox,
     Proxy,
     RequestSelection,
@@ -46,10 +48,11 @@ from sipdispatch.proxy.events import (
     RequestRefused,
 )
 from sipdispatch.proxy.ratelog import LogThrottle, RateLimitedLog, sanitise
+from sipdispatch.proxy.tables import TableError
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "unknown_sockets"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +73,17 @@ class Engine:
         self.core = Proxy(settings, self._select, signer)
         self.table = table
         self.core.destinations = _destination_ids(table)
+        self.core.sockets = _pinned(table)
         self.on_events = on_events
+        #: the first UDP socket (the one a send that names no listener leaves from)
         self.udp: UdpEndpoint | None = None
+        #: every UDP socket, by its listener's id, and the first of each address family
+        self.udp_by_id: dict[str, UdpEndpoint] = {}
+        self._udp_by_family: dict[int, UdpEndpoint] = {}
         self.tcp: TcpTransport | None = None
         self.tls: TcpTransport | None = None  # a ``tls.TlsTransport``
+        #: the address an outbound stream connection from each listener is bound to
+        self._stream_bind: dict[str, str] = {}
         self._hops: dict[DestinationKey, Hop] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -85,11 +95,29 @@ class Engine:
 
     # ------------------------------------------------------------------ table
 
+    def add_udp(self, listener: Listener, endpoint: UdpEndpoint) -> None:
+        """Send from ``endpoint`` what leaves from ``listener``."""
+        self.udp_by_id[listener.id] = endpoint
+        self._udp_by_family.setdefault(listener.family, endpoint)
+        if self.udp is None:
+            self.udp = endpoint
+
+    def bind_stream(self, listener: Listener, host: str) -> None:
+        """Open the outbound TCP (or TLS) connections of ``listener`` from ``host``."""
+        self._stream_bind[listener.id] = host
+
+    def check(self, table: TableConfig) -> None:
+        """Refuse a table that pins a destination to a listener this proxy does not have."""
+        error = unknown_sockets(table, self.core.settings.sockets.by_id)
+        if error is not None:
+            raise TableError(error)
+
     def swap_table(self, table: DestinationTable) -> None:
         """Serve a new table from the next request on (in-flight calls keep their hops)."""
         self.table = table
         self._hops = {}
         self.core.destinations = _destination_ids(table)
+        self.core.sockets = _pinned(table)
 
     def _select(self, ctx: RequestSelection) -> Selection:
         table = self.table
@@ -125,15 +153,15 @@ class Engine:
         hop = self._hops.get(key)
         if hop is None:
             dest = target.destination
-            hop = Hop(dest.host, dest.port, dest.transport, key)
+            hop = Hop(dest.host, dest.port, dest.transport, key, dest.socket)
             self._hops[key] = hop
         return hop
 
     # ------------------------------------------------------------------ traffic
 
-    def message_received(self, data: bytes, source: Address, transport: str) -> None:
+    def message_received(self, data: bytes, source: Address, arrival: Listener | str) -> None:
         try:
-            self._emit(self.core.receive(data, source, transport, self._now()))
+            self._emit(self.core.receive(data, source, arrival, self._now()))
         except Exception as exc:  # the catch-all the module docstring describes
             self._failed("message", exc, source)
             self._rearm()  # the core may have scheduled something before it raised
@@ -161,14 +189,21 @@ class Engine:
 
     def _emit(self, out: Outbox) -> None:
         for send in out.sends:
+            listener = send.listener
             if send.transport == "udp":
-                if self.udp is not None:
-                    self.udp.send(send.address, send.data)
-            elif send.transport == "tls":
-                if self.tls is not None:
-                    self.tls.send(send.address, send.data, send.fallback)
-            elif self.tcp is not None:
-                self.tcp.send(send.address, send.data, send.fallback)
+                endpoint = None
+                if listener is not None:
+                    endpoint = self.udp_by_id.get(listener.id)
+                if endpoint is None:  # a response by Via: the first socket of its family
+                    family = 6 if ":" in send.address[0] else 4
+                    endpoint = self._udp_by_family.get(family, self.udp)
+                if endpoint is not None:
+                    endpoint.send(send.address, send.data)
+                continue
+            stream = self.tls if send.transport == "tls" else self.tcp
+            if stream is not None:
+                bind = self._stream_bind.get(listener.id) if listener is not None else None
+                stream.send(send.address, send.data, send.fallback, bind)
         events = out.events
         if events:
             self._log(events)
@@ -258,6 +293,28 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def unknown_sockets(table: TableConfig, listeners: Mapping[str, object]) -> str | None:
+    """Why ``table`` cannot be served by a proxy with ``listeners`` (by id), or None: the
+    first destination whose ``socket=`` names none of them."""
+    for dest_set in table.sets:
+        for dest in dest_set.destinations:
+            if dest.socket is not None and dest.socket not in listeners:
+                return (
+                    f"set {dest_set.set_id}, destination {dest.uri}: socket {dest.socket} is "
+                    f"not a listener of this proxy (listening on {', '.join(listeners) or '-'})"
+                )
+    return None
+
+
+def _pinned(table: DestinationTable) -> dict[str, str]:
+    """The listener each gateway pinned with ``socket=`` is reached from, as routes name it."""
+    return {
+        destination_id(dest.host, dest.port, dest.transport): dest.socket
+        for dest in (target.destination for target in table.targets())
+        if dest.socket is not None
+    }
 
 
 def _destination_ids(table: DestinationTable) -> frozenset[str]:

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from sipdispatch.dispatch.config import ProxyConfig
 from sipdispatch.dispatch.destinations import DestinationTable
-from sipdispatch.dispatch.uris import SocketAddress, parse_socket
+from sipdispatch.dispatch.uris import ListenAddress, parse_listen
 from sipdispatch.proxy import dnsmetrics, routekeys
 from sipdispatch.proxy.control.app import is_loopback, make_app, start_control
-from sipdispatch.proxy.core import Address, Signer
+from sipdispatch.proxy.core import Address, Listener, Signer
 from sipdispatch.proxy.engine import Engine
 from sipdispatch.proxy.events import CoreEvent
 from sipdispatch.proxy.healthbook import HealthBook
@@ -55,17 +55,46 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 CLOSE_GRACE = 3.0  # seconds the tasks get to finish once cancelled
 
 
-def _advertised(text: str | None, listeners: list[SocketAddress]) -> Address:
-    first = listeners[0]
+def _advertised(text: str | None, listeners: list[ListenAddress]) -> Address:
+    """The global ``--advertise`` address; none: the first listener's own."""
     if text:
         host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
         if not host:
             host, port = text, ""
         return (host.strip("[]"), int(port) if port else 5060)
-    host = first.host
+    return _own_address(listeners[0])
+
+
+def _own_address(listen: ListenAddress) -> Address:
+    """Where a listener is reached when it advertises nothing: its address (a wildcard one:
+    this host's)."""
+    host = listen.socket.host
     if host in _WILDCARDS:
         host = socket.gethostbyname(socket.gethostname())
-    return (host, first.port)
+    return (host, listen.socket.port)
+
+
+def make_listeners(listens: list[ListenAddress], default: str | None) -> tuple[Listener, ...]:
+    """The listener records: each advertises its own ``advertise`` (no port: its own), else
+    the global ``default`` (``--advertise``), else its own address. A wildcard listener
+    writes its advertised host in Via, as nothing else reaches it."""
+    fallback = _advertised(default, listens) if default else None
+    made = []
+    for listen in listens:
+        sock = listen.socket
+        if listen.advertise is not None:
+            host, port = listen.advertise
+            advertise = (host, sock.port if port is None else port)
+        elif fallback is not None:
+            # TLS has a port of its own: the advertised host, on the TLS listener's port
+            advertise = (fallback[0], sock.port) if sock.transport == "tls" else fallback
+        else:
+            advertise = _own_address(listen)
+        wildcard = sock.host in _WILDCARDS
+        local = (advertise[0] if wildcard else sock.host, sock.port)
+        family = 6 if ":" in sock.host else 4
+        made.append(Listener(str(sock), sock.transport, local, advertise, family))
+    return tuple(made)
 
 
 class ProxyServer:
@@ -82,7 +111,8 @@ class ProxyServer:
         #: Kubernetes), started once the proxy serves and cancelled when it stops
         self.companions = companions
         self.engine: Engine | None = None
-        self.listeners: list[SocketAddress] = []
+        self.listeners: list[ListenAddress] = []
+        self.sockets: tuple[Listener, ...] = ()
         self.bound: dict[str, Address] = {}
         self._stop = asyncio.Event()
         self._draining = False
@@ -186,15 +216,7 @@ class ProxyServer:
         loaded = await self.tables.first()
         table = self.tables.table
         assert table is not None
-        listen = list(settings.listen) or (
-            [str(s) for s in loaded.config.listeners()] if loaded.config else []
-        )
-        self.listeners = [parse_socket(text) for text in listen or ["udp:127.0.0.1:5060"]]
-        advertise = _advertised(settings.advertise, self.listeners)
-        local: dict[str, Address] = {}
-        for listener in self.listeners:
-            host = advertise[0] if listener.host in _WILDCARDS else listener.host
-            local.setdefault(listener.transport, (host, listener.port))
+        local, advertise = self._listeners(loaded.config)
         keys = settings.secret_keys
         if keys:
             log.info("route keys: %s", routekeys.describe(keys))
@@ -210,13 +232,15 @@ class ProxyServer:
             metrics.observe(events)
             health.observe(events)
 
-        names = _wildcard_names() if any(x.host in _WILDCARDS for x in self.listeners) else ()
+        wildcard = any(x.socket.host in _WILDCARDS for x in self.listeners)
+        names = _wildcard_names() if wildcard else ()
         engine = Engine(
-            core_settings(loaded.config, settings, local, advertise, names),
+            core_settings(loaded.config, settings, local, advertise, names, listeners=self.sockets),
             table,
             signer,
             on_events,
         )
+        engine.check(loaded.table)  # a socket= naming no listener: refused before serving
         self.engine = self.tables.engine = engine
         self._certificate = self._tls_certificate(loaded.config)
         await self._listen(engine)
@@ -225,9 +249,10 @@ class ProxyServer:
             "compiled with mypyc" if _compiled() else "in pure Python (see hack/build-native)",
         )
         log.info(
-            "sipdispatch proxy listening on %s, advertising %s:%d, %d sets, %d destinations",
-            ", ".join(str(listener) for listener in self.listeners),
-            *advertise,
+            "sipdispatch proxy listening on %s, %d sets, %d destinations",
+            ", ".join(
+                f"{x.id} (advertising {x.advertise[0]}:{x.advertise[1]})" for x in self.sockets
+            ),
             len(table.sets),
             sum(len(s.targets) for s in table.sets.values()),
         )
@@ -264,13 +289,32 @@ class ProxyServer:
             task.add_done_callback(_report_failure)
             self._tasks.append(task)
 
+    def _listeners(self, config: ProxyConfig | None) -> tuple[dict[str, Address], Address]:
+        """Make the listener records (``sockets``) from the command line, else the config;
+        returns the first listener's address per transport and the default advertised one."""
+        settings = self.settings
+        listen = list(settings.listen) or (
+            [str(s) for s in config.listeners()] if config is not None else []
+        )
+        try:
+            self.listeners = [parse_listen(text) for text in listen or ["udp:127.0.0.1:5060"]]
+        except ValueError as exc:
+            raise TableError(f"listen: {exc}") from None
+        # --advertise, else the config's: the default of listeners that advertise nothing
+        default = settings.advertise or (config.advertise if config is not None else None)
+        self.sockets = make_listeners(self.listeners, default)
+        local: dict[str, Address] = {}
+        for listener in self.sockets:
+            local.setdefault(listener.transport, listener.local)
+        return local, _advertised(default, self.listeners)
+
     async def _listen(self, engine: Engine) -> None:
-        for listener in self.listeners:
+        for listen, listener in zip(self.listeners, self.sockets, strict=True):
+            host, port = listen.socket.host, listen.socket.port
             if listener.transport == "udp":
-                if engine.udp is not None:
-                    raise TableError("only one UDP listener is supported")
-                engine.udp = await open_udp(listener.host, listener.port, engine)
-                self.bound["udp"] = engine.udp.local_address
+                endpoint = await open_udp(host, port, engine, listener)
+                engine.add_udp(listener, endpoint)
+                self.bound.setdefault("udp", endpoint.local_address)
             elif listener.transport == "tcp":
                 if self._tcp is None:
                     self._tcp = TcpTransport(
@@ -280,17 +324,20 @@ class ProxyServer:
                         limits=self.settings.tcp_limits(),
                     )
                     engine.tcp = self._tcp
-                self.bound["tcp"] = await self._tcp.listen(listener.host, listener.port)
+                self.bound.setdefault("tcp", await self._tcp.listen(host, port, listener))
+                if host not in _WILDCARDS:
+                    engine.bind_stream(listener, host)
             elif listener.transport == "tls":
-                self.bound["tls"] = await self._tls_transport(engine).listen(
-                    listener.host, listener.port
-                )
+                bound = await self._tls_transport(engine).listen(host, port, listener)
+                self.bound.setdefault("tls", bound)
+                if host not in _WILDCARDS:
+                    engine.bind_stream(listener, host)
             else:
                 raise TableError(f"listen: transport {listener.transport} is not supported yet")
 
     def _tls_certificate(self, config: ProxyConfig | None) -> tls.CertificateWatch | None:
         """The listeners' certificate, loaded and watched; None without a tls listener."""
-        if not any(listener.transport == "tls" for listener in self.listeners):
+        if not any(listen.socket.transport == "tls" for listen in self.listeners):
             return None
         settings = self.settings
         cert, key = settings.tls_cert, settings.tls_key
@@ -359,8 +406,9 @@ class ProxyServer:
             await self._control.cleanup()
         if self.engine is not None:
             self.engine.close()
-            if self.engine.udp is not None and self.engine.udp.transport is not None:
-                self.engine.udp.transport.close()
+            for endpoint in self.engine.udp_by_id.values():
+                if endpoint.transport is not None:
+                    endpoint.transport.close()
         if self._tcp is not None:
             await self._tcp.close()
         if self._tls is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.config import FailoverSpec, ProbingSpec, ProxyConfig, expand_codes
 from sipdispatch.dispatch.names import RefreshPolicy
-from sipdispatch.proxy.core import Address, CoreSettings
+from sipdispatch.proxy.core import Address, CoreSettings, Listener
 from sipdispatch.proxy.core.admission import AdmissionSettings
 from sipdispatch.proxy.core.policy import (
     DEFAULT_METHODS,
@@ -56,9 +56,11 @@ ANY = "*"
 class ProxySettings:
     """How one proxy runs, apart from where its table comes from."""
 
-    #: ``udp:IP:PORT`` / ``tcp:IP:PORT``; empty means "what the config file says"
+    #: ``udp:IP:PORT`` / ``tcp:IP:PORT``, each optionally followed by ``advertise
+    #: HOST[:PORT]``; empty means "what the config file says"
     listen: tuple[str, ...] = ()
-    #: ``host[:port]`` written in Record-Route; default: the first listener's address
+    #: ``host[:port]`` written in Record-Route by listeners that advertise none of their own;
+    #: default: each listener's own address
     advertise: str | None = None
     #: the keys that sign Record-Routes, the first signs, any is accepted (``routekeys``);
     #: none: a random key of this process only
@@ -278,9 +280,14 @@ def core_settings(
     local: dict[str, Address],
     advertise: Address,
     names: Iterable[str] = (),
+    *,
+    listeners: tuple[Listener, ...] = (),
 ) -> CoreSettings:
     """What the core runs with: timers from ``settings``, failover from the config's section
-    (a table without a config fails over as an empty section says)."""
+    (a table without a config fails over as an empty section says). ``listeners``: every
+    socket (empty: one per entry of ``local``, advertising ``advertise``); a Request-URI may
+    name any address of theirs."""
+    hosts = [*names, *(host for x in listeners for host in (x.local[0], x.advertise[0]))]
     t1 = settings.timer_t1
     timers = Timers(t1=t1, t2=max(_CORE.timers.t2, 8 * t1), t4=_CORE.timers.t4)
     base = CoreSettings(
@@ -295,7 +302,8 @@ def core_settings(
         challenge_affinity_size=settings.challenge_affinity_size,
         source_header=settings.source_header,
         admission=settings.admission(),
-        policy=settings.request_policy_for(local, advertise, names),
+        policy=settings.request_policy_for(local, advertise, hosts),
+        listeners=listeners,
     )
     return with_failover(base, config)
 

@@ -67,6 +67,7 @@ class TableKeeper:
         """Read the table again; on error keep serving the previous table and raise."""
         try:
             loaded = await self.source.reload()
+            self._check(loaded)
         except TableError as exc:
             log.error("reload failed, still serving the previous table: %s", exc)
             self._rejected()
@@ -77,12 +78,16 @@ class TableKeeper:
     async def watch(self) -> None:
         """Apply every change the source announces, for as long as the proxy runs."""
         async for change in self.source.changes():
-            if isinstance(change, TableError):
-                log.error("table change not applied, still serving the previous table: %s", change)
+            try:
+                if isinstance(change, TableError):
+                    raise change
+                self._check(change)
+            except TableError as error:
+                log.error("table change not applied, still serving the previous table: %s", error)
                 self._rejected()
-            else:
-                await self._resolve(change)
-                self.apply(change)
+                continue
+            await self._resolve(change)
+            self.apply(change)
 
     async def follow_names(self, poll: float = 1.0) -> None:
         """Re-resolve names when they are due; rebuild the table when an answer changed.
@@ -124,6 +129,11 @@ class TableKeeper:
             len(table.sets),
             sum(len(s.targets) for s in table.sets.values()),
         )
+
+    def _check(self, loaded: LoadedTable) -> None:
+        """What the engine must refuse before a table is built (a ``socket=`` it lacks)."""
+        if self.engine is not None:
+            self.engine.check(loaded.table)
 
     def _rejected(self) -> None:
         if self.metrics is not None:

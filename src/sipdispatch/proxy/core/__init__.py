@@ -10,6 +10,7 @@ Its components import one way only, top to bottom (an import contract holds it):
 * ``deadlines`` (the timers, and the answers kept for retransmissions);
 * ``outbox`` (what one call gives back, and the messages the proxy writes itself);
 * ``records`` (settings, hops, selections, sends);
+* ``listeners`` (the proxy's sockets: which one a message arrived on or leaves from);
 * ``admission`` (the per-source rate limiter and the admission settings);
 * ``policy`` (which requests are refused however well formed).
 """
@@ -21,6 +22,7 @@ from sipdispatch.proxy.core.records import (
     Address,
     CoreSettings,
     Hop,
+    Listener,
     RequestSelection,
     Selection,
     Selector,
@@ -32,6 +34,7 @@ __all__ = [
     "Address",
     "CoreSettings",
     "Hop",
+    "Listener",
     "Outbox",
     "Proxy",
     "RequestSelection",

@@ -21,12 +21,12 @@ import heapq
 import itertools
 from collections import deque
 
-from sipdispatch.proxy.core.records import Address
+from sipdispatch.proxy.core.records import Address, Listener
 
 __all__ = ["Answer", "Deadlines", "RecentAnswers", "Timed"]
 
 #: (until, final response, transport, address): a plain tuple, as a NamedTuple stays tracked
-Answer = tuple[float, bytes, str, Address]
+Answer = tuple[float, bytes, Listener, Address]
 
 
 class Timed:
@@ -115,12 +115,12 @@ class RecentAnswers:
         return self._answers.get(key)
 
     def remember(
-        self, key: str, keep: float, now: float, answer: tuple[bytes, str, Address]
+        self, key: str, keep: float, now: float, answer: tuple[bytes, Listener, Address]
     ) -> None:
-        """``answer``: the final response, and the transport and address it was sent to."""
+        """``answer``: the final response, and the listener and address it was sent to."""
         until = now + keep
-        data, transport, address = answer
-        self._answers[key] = (until, data, transport, address)
+        data, listener, address = answer
+        self._answers[key] = (until, data, listener, address)
         queue = self._queues.get(keep)
         if queue is None:
             queue = self._queues[keep] = deque()

@@ -4,7 +4,9 @@ Two things come back to the proxy in messages it did not keep state for, and bot
 with a keyed MAC (``Signer``) whose secret every replica of a deployment shares:
 
 * its Record-Route, in the Route of every in-dialog request. When it forwards a dialog-creating
-  request the proxy Record-Routes with the advertised address and four parameters: ``ftag``
+  request the proxy Record-Routes with the advertised address of the listener it leaves from
+  (and, when the request changes listener, a second route for the one it came in on: RFC 5658;
+  both signed alike, both popped together) and four parameters: ``ftag``
   (the caller's From tag, which tells the two directions apart), ``did`` (the gateway the branch
   went to), ``exp`` (when the route stops being honoured, Unix seconds: the dialog lifetime
   after it was made) and ``sig`` (a MAC over them and the Call-ID). Any replica can then route
@@ -41,7 +43,14 @@ from sipdispatch.proxy.core.outbox import (
     stream_fallback,
     via_value,
 )
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Send
+from sipdispatch.proxy.core.records import (
+    Address,
+    CoreSettings,
+    Hop,
+    Listener,
+    Send,
+    family_of,
+)
 from sipdispatch.proxy.events import DialogEnded, RouteRefused
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
@@ -55,7 +64,7 @@ __all__ = [
     "Signer",
     "destination_id",
     "from_tag",
-    "record_route",
+    "record_routes",
     "route_target",
     "via_signed_form",
 ]
@@ -135,65 +144,106 @@ class Dialogs:
         #: `destination_id` of every gateway in the table being served: the only ones a
         #: signed route may still lead to (the owner of the table keeps it current)
         self.destinations: frozenset[str] = frozenset()
+        #: the listener (``socket=``) of each of those gateways that is pinned to one
+        self.sockets: dict[str, str] = {}
 
     def route(
         self,
         request: Request,
         route: str,
         via: str,
-        upstream: tuple[str, Address],
+        upstream: tuple[Listener, Address],
         out: Outbox,
         *,
         now: float,
     ) -> None:
         """Loose routing (RFC 3261 16.4, 16.12) through our own signed Record-Route.
 
-        ``via`` is the request's top Via as it will be forwarded (received and rport filled in),
-        ``upstream`` the transport and address it came from.
+        ``route`` is the top Route, ``via`` the request's top Via as it will be forwarded
+        (received and rport filled in), ``upstream`` the listener it arrived on and its source.
+        Every Route of ours at the top goes: one, or two where the dialog was bridged between
+        listeners (RFC 5658); the last of them names the listener that faces the next hop.
         """
-        transport, source = upstream
+        arrival, source = upstream
         try:
-            next_transport, address, fallback = self._target(request, route, upstream, now)
+            ours, facing, did, (next_transport, address, fallback) = self._target(
+                request, route, upstream, now
+            )
         except RouteRefusedError as refusal:
             out.report(RouteRefused(refusal.reason))
             exc = RemoteProtocolError(str(refusal), refusal.status)
             if request.method != "ACK":
-                out.respond(request, exc.status, source, transport)
+                out.respond(request, exc.status, source, arrival)
             out.rejected(request, exc, source)
             return
         except RemoteProtocolError as exc:
             if request.method != "ACK":
-                out.respond(request, exc.status, source, transport, reason=exc.reason)
+                out.respond(request, exc.status, source, arrival, reason=exc.reason)
             out.rejected(request, exc, source)
             return
-        local = self.settings.local.get(next_transport)
-        if local is None:
-            out.respond(request, 503, source, transport, reason="No Transport")
+        listener = self._leaving(facing, did, next_transport, address, arrival)
+        if listener is None:
+            out.respond(request, 503, source, arrival, reason="No Transport")
             return
         headers = request.headers
-        headers.pop_first("route")
+        for _ in range(ours):
+            headers.pop_first("route")
         count_hop(request, self.settings.policy.max_forwards)
         branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via_signed_form(via))}"
-        headers.push_first("Via", via_value(next_transport, local, branch))
-        out.sends.append(Send(next_transport, address, request.to_bytes(), fallback))
+        headers.push_first("Via", via_value(next_transport, listener.local, branch))
+        data = request.to_bytes()
+        out.sends.append(Send(next_transport, address, data, fallback, listener))
         if request.method == "BYE":
             out.report(DialogEnded(request.call_id))
 
     def _target(
-        self, request: Request, route: str, upstream: tuple[str, Address], now: float
-    ) -> RoutedHop:
+        self, request: Request, route: str, upstream: tuple[Listener, Address], now: float
+    ) -> tuple[int, SipUri, str, RoutedHop]:
+        """How many Routes at the top are ours, the last of them, the dialog's gateway
+        (``did``) and where the request goes."""
         uri = values.parse_name_addr(route).uri
         settings = self.settings
         if not isinstance(uri, SipUri) or not settings.is_local(uri):
             raise RouteRefusedError("foreign", "Route does not point at this proxy")
-        return route_target(
+        ours, last = 1, uri
+        routes = request.headers.values("route")
+        if len(routes) > 1:
+            # The twin of a bridged dialog: ours too, and signed alike (the same signature)
+            second = values.parse_name_addr(routes[1]).uri
+            if (
+                isinstance(second, SipUri)
+                and settings.is_local(second)
+                and _signed_fields(second.params)[4] == _signed_fields(uri.params)[4]
+            ):
+                ours, last = 2, second
+        did, target = route_target(
             request,
             uri,
             upstream,
             self.signer,
             unix_now=now + settings.clock_offset,
             destinations=self.destinations,
+            skip=ours,
         )
+        return ours, last, did, target
+
+    def _leaving(
+        self, facing: SipUri, did: str, transport: str, address: Address, arrival: Listener
+    ) -> Listener | None:
+        """The listener an in-dialog request leaves from: the gateway's ``socket=`` towards
+        the gateway; else the one our last Route names, if it fits the next hop's transport
+        and family; else any that fits, the one it arrived on first."""
+        sockets = self.settings.sockets
+        if self.sockets and _parse_did(did)[1] == address:
+            pinned = self.sockets.get(did)
+            if pinned is not None:
+                return sockets.by_id.get(pinned)
+        family = family_of(address[0])
+        named = sockets.naming(facing.transport, (facing.host_address, facing.default_port()))
+        fitting = [x for x in named if x.transport == transport and family in (0, x.family)]
+        if fitting:
+            return arrival if arrival in fitting else fitting[0]
+        return sockets.facing(transport, family, arrival)
 
     def relay(self, response: Response, branch_id: str, out: Outbox) -> None:
         """Relay a response by the Via below ours, if our signature in ``branch_id`` covers it:
@@ -217,6 +267,8 @@ class Dialogs:
         transport = via.transport.lower()
         # Over a stream, rport is the connection's port; once it is gone, 18.2.2's address.
         fallback = None if transport == "udp" else stream_fallback(via, (host, port))
+        # (leaves from the first listener of its transport and family: which one the request
+        # came in on is not kept for a stateless forward)
         out.sends.append(Send(transport, (host, port), response.to_bytes(), fallback))
 
 
@@ -253,47 +305,61 @@ def destination_id(host: str, port: int, transport: str) -> str:
     return f"{format_host(host, None)}~{port}~{transport}"
 
 
-def record_route(
+def record_routes(
     request: Request,
     hop: Hop,
-    advertise: Address,
-    caller_transport: str,
+    inbound: Listener,
+    outbound: Listener,
     signer: Signer,
     *,
     expires: int,
     flow: Address | None = None,
-) -> str:
-    """The Record-Route value for ``request`` forwarded to ``hop``, honoured until ``expires``
-    (Unix seconds); ``flow``: the address a stream caller's connection comes from, to send
-    the gateway's requests back over it."""
+) -> list[str]:
+    """The Record-Route values for ``request``, which arrived on ``inbound``, forwarded to
+    ``hop`` from ``outbound``, honoured until ``expires`` (Unix seconds); top one first.
+    ``flow``: the address a stream caller's connection comes from, to send the gateway's
+    requests back over it.
+
+    One route when both sides see the proxy alike; two when the request changes transport
+    or advertised address (RFC 5658): the top one names the outbound listener (the gateway's
+    side uses it), the second the inbound one (the caller's). Both carry the same signed
+    dialog fields, so either side's in-dialog requests pop both.
+    """
     ftag = from_tag(request.headers.get("from")) or ""
     did = destination_id(hop.host, hop.port, hop.transport)
     exp = str(expires)
-    transport = "" if caller_transport == "udp" else f";transport={caller_transport}"
     if flow is None:
         sig = signer.sign(request.call_id, ftag, did, exp)
         flow_param = ""
     else:
-        caller = destination_id(flow[0], flow[1], caller_transport)
+        caller = destination_id(flow[0], flow[1], inbound.transport)
         sig = signer.sign(request.call_id, ftag, did, exp, caller)
         flow_param = f";flow={caller}"
-    return (
-        f"<sip:{format_host(*advertise)}{transport};lr;ftag={ftag};did={did};exp={exp}"
-        f"{flow_param};sig={sig}>"
-    )
+    params = f";lr;ftag={ftag};did={did};exp={exp}{flow_param};sig={sig}"
+    outer = _route_value(outbound, params)
+    if inbound.record_route_key == outbound.record_route_key:
+        return [outer]
+    return [outer, _route_value(inbound, params)]
+
+
+def _route_value(listener: Listener, params: str) -> str:
+    transport = "" if listener.transport == "udp" else f";transport={listener.transport}"
+    return f"<sip:{format_host(*listener.advertise)}{transport}{params}>"
 
 
 def route_target(
     request: Request,
     route: SipUri,
-    upstream: tuple[str, Address],
+    upstream: tuple[Listener, Address],
     signer: Signer,
     *,
     unix_now: float,
     destinations: frozenset[str],
-) -> RoutedHop:
-    """Where an in-dialog request carrying our Route ``route`` goes; raises `RouteRefusedError`
-    for anything not signed by us, expired, leading to a gateway no longer in ``destinations``, or
+    skip: int = 1,
+) -> tuple[str, RoutedHop]:
+    """The dialog's gateway (``did``) and where an in-dialog request carrying our Route
+    ``route`` (the first of ``skip`` Routes of ours) goes; raises `RouteRefusedError` for
+    anything not signed by us, expired, leading to a gateway no longer in ``destinations``, or
     sent against the dialog's direction."""
     ftag, did, exp, flow, sig = _signed_fields(route.params)
     if ftag is None or did is None or exp is None or sig is None or not exp.isdigit():
@@ -314,14 +380,14 @@ def route_target(
     gateway_transport, gateway_address = _parse_did(did)
     if from_tag(request.headers.get("from")) == ftag:
         # caller to gateway: always the box that answered the dialog
-        return gateway_transport, gateway_address, None
+        return did, (gateway_transport, gateway_address, None)
     # Gateway to caller: only the gateway may send this way, to where the request says. Its
     # address and transport are checked, not its port: over TCP it is the ephemeral port of a
     # connection the gateway opened.
-    transport, source = upstream
-    if source[0] != gateway_address[0] or transport != gateway_transport:
+    arrival, source = upstream
+    if source[0] != gateway_address[0] or arrival.transport != gateway_transport:
         raise RouteRefusedError("direction", "request against the dialog direction")
-    remaining = request.headers.values("route")[1:]
+    remaining = request.headers.values("route")[skip:]
     next_uri = parse_uri(
         values.parse_name_addr(remaining[0]).uri_text if remaining else request.uri
     )
@@ -334,8 +400,8 @@ def route_target(
         if flow_transport == next_transport:
             # The caller's own connection while it lives (behind NAT, the only way in); the
             # address the request names once it is gone.
-            return flow_transport, flow_address, address
-    return next_transport, address, None
+            return did, (flow_transport, flow_address, address)
+    return did, (next_transport, address, None)
 
 
 def _signed_fields(

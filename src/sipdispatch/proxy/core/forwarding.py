@@ -13,7 +13,7 @@ import itertools
 from sipdispatch.proxy.core import secure
 from sipdispatch.proxy.core.affinity import ChallengeAffinity
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers
-from sipdispatch.proxy.core.dialogs import Signer, record_route, via_signed_form
+from sipdispatch.proxy.core.dialogs import Signer, record_routes, via_signed_form
 from sipdispatch.proxy.core.outbox import (
     BRANCH_PREFIX,
     Outbox,
@@ -24,7 +24,14 @@ from sipdispatch.proxy.core.outbox import (
     via_value,
 )
 from sipdispatch.proxy.core.policy import loop_tag
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, RequestSelection, Selector
+from sipdispatch.proxy.core.records import (
+    Address,
+    CoreSettings,
+    Hop,
+    Listener,
+    RequestSelection,
+    Selector,
+)
 from sipdispatch.proxy.core.transaction import (
     STEPS,
     Branch,
@@ -104,14 +111,19 @@ class Forwarder:
         return True
 
     def on_cancel(
-        self, request: Request, key: str, upstream: tuple[str, Address], now: float, out: Outbox
+        self,
+        request: Request,
+        key: str,
+        upstream: tuple[Listener, Address],
+        now: float,
+        out: Outbox,
     ) -> None:
-        transport, source = upstream
+        listener, source = upstream
         txn = self.transactions.get(key)
         if txn is None:
-            out.respond(request, 481, source, transport)
+            out.respond(request, 481, source, listener)
             return
-        out.respond(request, 200, source, transport)
+        out.respond(request, 200, source, listener)
         if txn.answered or txn.cancelled:
             return
         txn.cancelled = True
@@ -123,7 +135,7 @@ class Forwarder:
         request: Request,
         key: str,
         via: str,
-        upstream: tuple[str, Address],
+        upstream: tuple[Listener, Address],
         now: float,
         out: Outbox,
         *,
@@ -141,7 +153,7 @@ class Forwarder:
             return
         invite = request.method == "INVITE"
         server = ServerTransaction(
-            invite=invite, reliable=upstream[0] != "udp", timers=self.settings.timers
+            invite=invite, reliable=upstream[0].transport != "udp", timers=self.settings.timers
         )
         txn = ProxyTransaction(key, request, via, upstream, server, fallback=fallback)
         self.transactions[key] = txn
@@ -198,10 +210,10 @@ class Forwarder:
         while txn.tried < limit and not txn.cancelled:
             hop = txn.candidates[txn.tried]
             txn.tried += 1
-            local = self.settings.local.get(hop.transport)
-            if local is None:
-                continue  # no listener for that transport: cannot send there
-            self._start_branch(txn, hop, local, now, out)
+            listener = self.settings.outbound(hop, txn.upstream[0])
+            if listener is None:
+                continue  # no listener for that transport and family: cannot send there
+            self._start_branch(txn, hop, listener, now, out)
             return
         if txn.pending:
             return  # other forks are still running
@@ -213,7 +225,7 @@ class Forwarder:
         self._answer(txn, best, now, out)
 
     def _start_branch(
-        self, txn: ProxyTransaction, hop: Hop, local: Address, now: float, out: Outbox
+        self, txn: ProxyTransaction, hop: Hop, listener: Listener, now: float, out: Outbox
     ) -> None:
         # Signed over the Via below ours, like stateless branches: a late 2xx is then relayed
         # only to the hop that really sent the INVITE. The loop tag between them lets this
@@ -223,24 +235,27 @@ class Forwarder:
             txn.loop_tag = loop_tag(txn.request)
         tag = f".{txn.loop_tag}" if txn.loop_tag is not None else ""
         branch_id = f"{BRANCH_PREFIX}T{next(self._ids):x}{tag}.{signature}"
-        via = via_value(hop.transport, local, branch_id)
-        branch = Branch(txn, hop, branch_id, via)
+        via = via_value(hop.transport, listener.local, branch_id)
+        branch = Branch(txn, hop, branch_id, via, listener)
         outgoing = txn.request_for_downstream()
         count_hop(outgoing, self.settings.policy.max_forwards)
         if outgoing.method in _DIALOG_METHODS:
             settings = self.settings
             expires = int(now + settings.clock_offset + settings.dialog_lifetime)
-            caller_transport, caller = txn.upstream
-            value = record_route(
-                outgoing,
-                hop,
-                secure.record_route_address(settings, caller_transport),
-                caller_transport,
-                self.signer,
-                expires=expires,
-                flow=None if caller_transport == "udp" else caller,
-            )
-            outgoing.headers.push_first("Record-Route", value)
+            inbound, caller = txn.upstream
+            # RFC 5658: one route per side when the request changes listener, top one first
+            for value in reversed(
+                record_routes(
+                    outgoing,
+                    hop,
+                    inbound,
+                    listener,
+                    self.signer,
+                    expires=expires,
+                    flow=None if inbound.transport == "udp" else caller,
+                )
+            ):
+                outgoing.headers.push_first("Record-Route", value)
         outgoing.headers.push_first("Via", via)
         branch.request = outgoing.to_bytes()
         branch.client = ClientTransaction(
@@ -255,7 +270,7 @@ class Forwarder:
         self.branches[branch_id] = branch
         request = txn.request
         out.report(BranchStarted(hop.key, request.method, request.call_id))
-        out.send(hop, branch.request)
+        out.send(hop, branch.request, listener)
         self._deadlines.schedule(branch)
 
     def _cancel_branch(self, branch: Branch, now: float, out: Outbox) -> None:
@@ -267,7 +282,7 @@ class Forwarder:
             branch.cancel_pending = True  # RFC 3261 9.1: wait for a provisional first
             return
         cancel = build_cancel(branch.owner.request_for_downstream(), branch.via)
-        out.send(branch.hop, cancel.to_bytes())
+        out.send(branch.hop, cancel.to_bytes(), branch.listener)
         # Timer C's job is done; if the 487 never comes, the answer timeout ends the branch.
         branch.ringing_until = None
         branch.answer_by = now + self.settings.timers.transaction_timeout
@@ -285,7 +300,7 @@ class Forwarder:
         txn = branch.owner
         if Action.SEND_ACK in actions:
             ack = build_ack(txn.request_for_downstream(), branch.via, response)
-            out.send(branch.hop, ack.to_bytes())
+            out.send(branch.hop, ack.to_bytes(), branch.listener)
         if was_final:
             return  # a retransmitted final (its ACK resent above) or a stray: absorbed
         branch.answer_by = None
@@ -386,7 +401,7 @@ class Forwarder:
         else:
             for action in client.on_timer(now):
                 if action is Action.RETRANSMIT:
-                    out.send(branch.hop, branch.request)
+                    out.send(branch.hop, branch.request, branch.listener)
                 elif action is Action.TIMEOUT:
                     timed_out = True
         if timed_out:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 
 from sipdispatch.proxy.core.policy import PolicyRefusalError
-from sipdispatch.proxy.core.records import Address, Hop, Send
+from sipdispatch.proxy.core.records import Address, Hop, Listener, Send
 from sipdispatch.proxy.events import CoreEvent, MessageRejected
 from sipdispatch.sip import values
 from sipdispatch.sip.errors import RemoteProtocolError
@@ -44,16 +44,16 @@ class Outbox:
         self.sends: list[Send] = []
         self.events: list[CoreEvent] = []
 
-    def send(self, hop: Hop, data: bytes) -> None:
-        self.sends.append(Send(hop.transport, (hop.host, hop.port), data))
+    def send(self, hop: Hop, data: bytes, listener: Listener | None) -> None:
+        self.sends.append(Send(hop.transport, (hop.host, hop.port), data, None, listener))
 
     def send_back(
-        self, upstream: tuple[str, Address], data: bytes, fallback: Address | None = None
+        self, upstream: tuple[Listener, Address], data: bytes, fallback: Address | None = None
     ) -> None:
-        """Send to where a request came from (its transport and source address); over a
-        stream, to ``fallback`` (`stream_fallback`) once that connection is gone."""
-        transport, address = upstream
-        self.sends.append(Send(transport, address, data, fallback))
+        """Send to where a request came from (the listener it arrived on, its source); over
+        a stream, to ``fallback`` (`stream_fallback`) once that connection is gone."""
+        listener, address = upstream
+        self.sends.append(Send(listener.transport, address, data, fallback, listener))
 
     def report(self, event: CoreEvent) -> None:
         self.events.append(event)
@@ -63,22 +63,23 @@ class Outbox:
         request: Request,
         status: int,
         source: Address,
-        transport: str,
+        listener: Listener,
         *,
         reason: str | None = None,
         extra: list[tuple[str, str]] | None = None,
     ) -> None:
         """A stateless response of our own, sent back where the request came from."""
         response = build_response(request, status, reason, extra)
+        transport = listener.transport
         fallback = None if transport == "udp" else _fallback_of(request, source)
-        self.sends.append(Send(transport, source, response.to_bytes(), fallback))
+        self.sends.append(Send(transport, source, response.to_bytes(), fallback, listener))
 
     def reject(
         self,
         partial: Request | Response | None,
         exc: RemoteProtocolError,
         source: Address,
-        transport: str,
+        listener: Listener,
     ) -> None:
         """Answer a malformed request if it can be answered at all, and report it once.
 
@@ -90,7 +91,7 @@ class Outbox:
             return
         if partial.headers.get("via") is None:
             return
-        self.respond(partial, exc.status, source, transport, reason=exc.reason)
+        self.respond(partial, exc.status, source, listener, reason=exc.reason)
 
     def rejected(
         self, message: Request | Response | None, exc: RemoteProtocolError, source: Address | None

@@ -17,7 +17,7 @@ import secrets
 
 from sipdispatch.proxy.core.deadlines import Deadlines, Timed
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, via_value
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop
+from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Listener
 from sipdispatch.proxy.events import ProbeCompleted, ProbeReplyRejected
 from sipdispatch.sip import grammar
 from sipdispatch.sip.message import Headers, Request, Response
@@ -30,14 +30,30 @@ __all__ = ["Probe", "Probing", "build_options", "retry_after"]
 class Probe(Timed):
     """One OPTIONS in flight to one destination."""
 
-    __slots__ = ("client", "give_up_at", "hop", "id", "literal", "request", "started")
+    __slots__ = (
+        "client",
+        "give_up_at",
+        "hop",
+        "id",
+        "listener",
+        "literal",
+        "request",
+        "started",
+    )
 
-    def __init__(
-        self, probe_id: str, hop: Hop, request: bytes, client: ClientTransaction, now: float
+    def __init__(  # noqa: PLR0917 - the probe's identity, target, bytes, machine, time, socket
+        self,
+        probe_id: str,
+        hop: Hop,
+        request: bytes,
+        client: ClientTransaction,
+        now: float,
+        listener: Listener | None = None,
     ) -> None:
         super().__init__()
         self.id = probe_id
         self.hop = hop
+        self.listener = listener
         self.request = request
         self.client = client
         self.started = now
@@ -75,18 +91,18 @@ class Probing:
         """Send an OPTIONS to ``hop``; returns the probe id. A hop whose transport has no
         listener completes at once with a 503, so the prober sees it as down."""
         probe_id = f"{BRANCH_PREFIX}P{secrets.token_hex(8)}"
-        local = self.settings.local.get(hop.transport)
-        if local is None:
+        listener = self.settings.outbound(hop)
+        if listener is None:
             out.report(ProbeCompleted(probe_id, hop.key, 503, None))
             return probe_id
-        request = build_options(hop, local, probe_id, from_uri).to_bytes()
+        request = build_options(hop, listener.local, probe_id, from_uri).to_bytes()
         client = ClientTransaction(
             invite=False, reliable=hop.transport != "udp", now=now, timers=self.settings.timers
         )
-        probe = Probe(probe_id, hop, request, client, now)
+        probe = Probe(probe_id, hop, request, client, now, listener)
         probe.give_up_at = now + timeout
         self._probes[probe_id] = probe
-        out.send(hop, request)
+        out.send(hop, request, listener)
         self._deadlines.schedule(probe)
         return probe_id
 
@@ -116,7 +132,7 @@ class Probing:
             return
         for action in probe.client.on_timer(now):
             if action is Action.RETRANSMIT:
-                out.send(probe.hop, probe.request)
+                out.send(probe.hop, probe.request, probe.listener)
             elif action is Action.TIMEOUT:
                 self._finish(probe, 408, None, out)
                 return

@@ -1,6 +1,6 @@
 """The sans-I/O SIP proxy: datagrams in, datagrams and events out (RFC 3261 section 16).
 
-``Proxy.receive(data, source, transport, now)`` returns an ``Outbox``: the ``Send`` values to put
+``Proxy.receive(data, source, listener, now)`` returns an ``Outbox``: the ``Send`` values to put
 on the wire and the events to report. ``next_deadline()`` and ``on_timer(now)`` drive
 retransmissions and timeouts. No socket, clock or asyncio here (the aioquic shape), so every
 path is testable with bytes and a hand-moved ``now``.
@@ -23,7 +23,7 @@ from sipdispatch.proxy.core.forwarding import Forwarder
 from sipdispatch.proxy.core.outbox import BRANCH_PREFIX, Outbox, stream_fallback
 from sipdispatch.proxy.core.policy import PolicyRefusalError, loop_tag
 from sipdispatch.proxy.core.probing import Probe, Probing
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Selector
+from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Listener, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
 from sipdispatch.proxy.events import AliasOffered
 from sipdispatch.sip import codec, validation, values
@@ -79,60 +79,62 @@ class Proxy:
 
     # ------------------------------------------------------------------ public surface
 
-    def receive(self, data: bytes, source: Address, transport: str, now: float) -> Outbox:
-        """Handle one datagram (or one framed stream message) from ``source``."""
+    def receive(self, data: bytes, source: Address, arrival: Listener | str, now: float) -> Outbox:
+        """Handle one datagram (or one framed stream message) from ``source`` that arrived
+        on listener ``arrival`` (a transport name: that transport's first listener)."""
         out = Outbox()
         if codec.is_keepalive(data):
             return out
+        settings = self._settings
+        listener = settings.sockets.first(arrival) if isinstance(arrival, str) else arrival
         limiter = self._limiter
         if limiter is not None and not data.startswith(b"SIP/"):
             refused = limiter.admit(source[0], data.find(_DIALOG_MARK) >= 0, now)
             if refused:
-                self._over_rate(data, source, transport, out)
+                self._over_rate(data, source, listener, out)
                 return out
-        settings = self._settings
         try:
             message = codec.parse(
                 data,
-                datagram=transport == "udp",
+                datagram=listener.transport == "udp",
                 limits=settings.limits,
                 controls=settings.policy.controls,
             )
         except codec.ControlCharacterError as tainted:
-            self._tainted(tainted.request, source, transport, out)
+            self._tainted(tainted.request, source, listener, out)
             return out
         except codec.MessageError as partial_error:
-            out.reject(partial_error.partial, partial_error, source, transport)
+            out.reject(partial_error.partial, partial_error, source, listener)
             return out
         except LimitExceededError as over:  # answered without a full parse
-            out.reject(salvage(data), over, source, transport)
+            out.reject(salvage(data), over, source, listener)
             return out
         except RemoteProtocolError as parse_error:  # (distinct names: mypyc types each one)
             out.rejected(None, parse_error, source)
             return out
         try:
             if isinstance(message, Request):
-                self._on_request(message, data, source, transport, now, out)
+                self._on_request(message, data, source, listener, now, out)
             else:
-                self._on_response(message, source, transport, now, out)
+                self._on_response(message, source, listener, now, out)
         except RemoteProtocolError as late_error:
             # A field read only on the way (an in-dialog request's Route, a relayed response's
             # Via) can still be malformed: the message is answered or dropped like any other.
-            out.reject(message, late_error, source, transport)
+            out.reject(message, late_error, source, listener)
         return out
 
-    def _over_rate(self, data: bytes, source: Address, transport: str, out: Outbox) -> None:
+    def _over_rate(self, data: bytes, source: Address, listener: Listener, out: Outbox) -> None:
         """A request refused by its source's rate: dropped (UDP by default: an answer to a
         spoofed source would make the proxy a reflector), else a 503 from its salvaged
         fields, without a full parse."""
         admission = self._settings.admission
-        if transport == "udp" and not admission.reply_udp:
+        if listener.transport == "udp" and not admission.reply_udp:
             return
         partial = salvage(data)
         if partial is None or partial.method == "ACK" or partial.headers.get("via") is None:
             return
         retry = [("Retry-After", str(admission.retry_after))]
-        out.respond(partial, 503, source, transport, extra=retry)
+        out.respond(partial, 503, source, listener, extra=retry)
 
     def admission_counts(self) -> dict[str, int]:
         """Requests refused by admission control so far, by reason."""
@@ -170,6 +172,16 @@ class Proxy:
     def destinations(self, ids: frozenset[str]) -> None:
         """Set by the table's owner with every table it serves."""
         self._dialogs.destinations = ids
+
+    @property
+    def sockets(self) -> dict[str, str]:
+        """The listener id each gateway pinned with ``socket=`` is reached from, by
+        ``dialogs.destination_id``: in-dialog requests towards it leave from there too."""
+        return self._dialogs.sockets
+
+    @sockets.setter
+    def sockets(self, pinned: dict[str, str]) -> None:
+        self._dialogs.sockets = pinned
 
     @property
     def transaction_count(self) -> int:
@@ -212,31 +224,31 @@ class Proxy:
         request: Request,
         data: bytes,
         source: Address,
-        transport: str,
+        listener: Listener,
         now: float,
         out: Outbox,
     ) -> None:
         policy = self._settings.policy
         if policy.active and (refusal := policy.refused_agent(request)) is not None:
-            self._refused(request, refusal, source, transport, out)  # before any validation
+            self._refused(request, refusal, source, listener, out)  # before any validation
             return
         try:
             top = validation.validate_request(request)
         except RemoteProtocolError as exc:
-            out.reject(request, exc, source, transport)
+            out.reject(request, exc, source, listener)
             return
         if policy.active and (refusal := policy.refused_method(request)) is not None:
-            self._refused(request, refusal, source, transport, out)
+            self._refused(request, refusal, source, listener, out)
             return
         # The top Via is read once, here: its parsed form gives the key, the stamped text is
         # what goes downstream and what our branch signatures cover.
         via = _stamped(top, source)
         request.headers.replace_first("via", via)
         if self._settings.source_header is not None:
-            _tag_source(request, self._settings.source_header, transport, source)
+            _tag_source(request, self._settings.source_header, listener.transport, source)
         key = _server_key(request, top)
-        upstream = (transport, source)
-        if transport != "udp" and "alias" in top.params:
+        upstream = (listener, source)
+        if listener.transport != "udp" and "alias" in top.params:
             _offer_alias(top, upstream, out)
         forwarder = self._forwarder
         method = request.method
@@ -250,37 +262,35 @@ class Proxy:
         if method == "CANCEL":
             forwarder.on_cancel(request, key, upstream, now, out)
             return
-        if forwarder.retransmission(key, out) or self._refuse(
-            request, data, source, transport, out
-        ):
+        if forwarder.retransmission(key, out) or self._refuse(request, data, source, listener, out):
             return
         route = request.headers.first_value("route")
         if route is not None:
             self._dialogs.route(request, route, via, upstream, out, now=now)
         elif validation.has_to_tag(request):
-            out.respond(request, 404, source, transport, reason="Not Here")
+            out.respond(request, 404, source, listener, reason="Not Here")
         elif self._is_for_us(request):
-            out.respond(request, 200, source, transport)
+            out.respond(request, 200, source, listener)
         elif policy.active and (refusal := policy.refused_domain(request)) is not None:
-            self._refused(request, refusal, source, transport, out)
-        elif transport == "udp":
+            self._refused(request, refusal, source, listener, out)
+        elif listener.transport == "udp":
             forwarder.start(request, key, via, upstream, now, out)
         else:
             fallback = stream_fallback(top, source)
             forwarder.start(request, key, via, upstream, now, out, fallback=fallback)
 
-    def _tainted(self, request: Request, source: Address, transport: str, out: Outbox) -> None:
+    def _tainted(self, request: Request, source: Address, listener: Listener, out: Outbox) -> None:
         """A request with a control character in its header section gets 400 (unless a
         scanner sent it: no answer then either)."""
         refusal = self._settings.policy.refused_agent(request) or _control_characters()
-        self._refused(request, refusal, source, transport, out)
+        self._refused(request, refusal, source, listener, out)
 
     def _refused(
         self,
         request: Request,
         refusal: PolicyRefusalError,
         source: Address,
-        transport: str,
+        listener: Listener,
         out: Outbox,
     ) -> None:
         """Answer (or silently drop) a request the policy refuses, and report it."""
@@ -288,10 +298,10 @@ class Proxy:
         if refusal.silent or request.method == "ACK" or request.headers.get("via") is None:
             return
         extra = [("Allow", self._settings.policy.allow)] if refusal.status == 405 else None
-        out.respond(request, refusal.status, source, transport, reason=refusal.reason, extra=extra)
+        out.respond(request, refusal.status, source, listener, reason=refusal.reason, extra=extra)
 
     def _refuse(
-        self, request: Request, data: bytes, source: Address, transport: str, out: Outbox
+        self, request: Request, data: bytes, source: Address, listener: Listener, out: Outbox
     ) -> bool:
         """Checks of RFC 3261 16.3 that end in a response of our own (reported like errors)."""
         max_forwards = request.headers.get("max-forwards")
@@ -306,20 +316,20 @@ class Proxy:
         else:
             return False
         out.rejected(request, refusal, source)
-        out.respond(request, refusal.status, source, transport, extra=extra)
+        out.respond(request, refusal.status, source, listener, extra=extra)
         return True
 
     def _looped(self, request: Request) -> bool:
         """RFC 3261 16.3 item 4: one of our own Vias (our address, our branch) carries the
         loop tag this request has now. A spiral (a Request-URI or To changed on the way)
         has another tag and goes on."""
-        ours = self._settings.local.values()
+        settings = self._settings
         tag: str | None = None
         for value in request.headers.values("via"):
             if _OUR_BRANCH not in value:
                 continue
             via = values.parse_via(value)
-            if (via.host.strip("[]"), via.port or 5060) not in ours:
+            if not settings.sockets.is_own((via.host.strip("[]"), via.port or 5060)):
                 continue
             parts = (via.branch or "")[len(_OUR_BRANCH) :].split(".")
             if len(parts) != 3:
@@ -340,7 +350,7 @@ class Proxy:
     # ------------------------------------------------------------------ responses
 
     def _on_response(
-        self, response: Response, source: Address, transport: str, now: float, out: Outbox
+        self, response: Response, source: Address, listener: Listener, now: float, out: Outbox
     ) -> None:
         try:
             top = validation.validate_response(response)
@@ -354,7 +364,7 @@ class Proxy:
             return
         sender = branch_id[_AFTER_PREFIX]
         if sender == "P":
-            self._probing.on_response(branch_id, response, source, transport, now, out)
+            self._probing.on_response(branch_id, response, source, listener.transport, now, out)
         elif sender == "S":
             self._dialogs.relay(response, branch_id, out)
         elif sender == "T":
@@ -392,13 +402,13 @@ def _stamped(top: values.Via, source: Address) -> str:
     return "".join(parts)
 
 
-def _offer_alias(top: values.Via, upstream: tuple[str, Address], out: Outbox) -> None:
+def _offer_alias(top: values.Via, upstream: tuple[Listener, Address], out: Outbox) -> None:
     """RFC 5923: the connection may carry requests to the Via's sent-by too. Only for a
     sent-by on the connection's own host: an alias naming another host would let anyone take
     over what is meant for it (RFC 5923 asks TLS and its certificate to prove that)."""
-    transport, source = upstream
+    listener, source = upstream
     if top.host.strip("[]") == source[0]:
-        out.report(AliasOffered(transport, source, stream_fallback(top, source)))
+        out.report(AliasOffered(listener.transport, source, stream_fallback(top, source)))
 
 
 def _tag_source(request: Request, name: str, transport: str, source: Address) -> None:

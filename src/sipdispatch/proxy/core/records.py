@@ -16,25 +16,26 @@ from sipdispatch.dispatch import codes
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.dispatch.routes import Refusal
 from sipdispatch.proxy.core.admission import AdmissionSettings
+from sipdispatch.proxy.core.listeners import Address, Listener, Listeners, family_of
 from sipdispatch.proxy.core.policy import RequestPolicy
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits
 from sipdispatch.sip.message import Request, header_key
 from sipdispatch.sip.transaction import Timers
-from sipdispatch.sip.uri import SipUri, parse_uri
+from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = [
     "Address",
     "CoreSettings",
     "Hop",
+    "Listener",
     "RequestSelection",
     "Selection",
     "Selector",
     "Send",
+    "family_of",
 ]
-
-Address = tuple[str, int]
 
 
 # Records made for every message are dataclasses with a hand-written __init__, not frozen:
@@ -50,14 +51,22 @@ class Send:
     #: over a stream: where to send instead when no connection to ``address`` is open (RFC
     #: 3261 18.2.2 for a response, the Request-URI for a request meant for a caller's flow)
     fallback: Address | None
+    #: the listener to send from; None: any of the transport and the address's family
+    listener: Listener | None
 
     def __init__(
-        self, transport: str, address: Address, data: bytes, fallback: Address | None = None
+        self,
+        transport: str,
+        address: Address,
+        data: bytes,
+        fallback: Address | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.transport = transport
         self.address = address
         self.data = data
         self.fallback = fallback
+        self.listener = listener
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
@@ -69,12 +78,25 @@ class Hop:
     transport: str
     #: the destination's identity (its table target's own key), which every event names
     key: DestinationKey
+    #: the listener (its ``Listener.id``) the destination is reached from (``socket=``)
+    socket: str | None
+    #: its address family (``family_of``), worked out once
+    family: int
 
-    def __init__(self, host: str, port: int, transport: str, key: DestinationKey) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        transport: str,
+        key: DestinationKey,
+        socket: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.transport = transport
         self.key = key
+        self.socket = socket
+        self.family = family_of(host)
 
 
 class RequestSelection:
@@ -180,9 +202,11 @@ Selector = Callable[[RequestSelection], Selection]
 class CoreSettings:
     """What the core needs to know about itself."""
 
-    #: this replica's own address per transport, written in Via (responses come back here)
+    #: the first listener's own address per transport, written in Via (responses come back
+    #: here): the listeners when ``listeners`` is empty
     local: dict[str, Address]
-    #: the address callers reach the service at, written in Record-Route (any replica answers)
+    #: the address callers reach the service at, written in Record-Route (any replica answers):
+    #: the default of every listener that advertises none of its own
     advertise: Address
     timers: Timers = field(default_factory=Timers)
     #: final responses that make an INVITE move on to the next destination
@@ -214,8 +238,34 @@ class CoreSettings:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     #: which requests are refused however well formed (``policy.OFF``: none)
     policy: RequestPolicy = field(default_factory=RequestPolicy)
+    #: every socket of the proxy, the first of each transport its default; empty: one per
+    #: entry of ``local``, advertising ``advertise``
+    listeners: tuple[Listener, ...] = ()
+    #: the lookups over them, made from ``listeners``
+    sockets: Listeners = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        listeners = self.listeners or tuple(
+            Listener(
+                f"{transport}:{format_host(*local)}",
+                transport,
+                local,
+                # TLS has a port of its own: the advertised host, on the TLS listener's port
+                (self.advertise[0], local[1]) if transport == "tls" else self.advertise,
+            )
+            for transport, local in self.local.items()
+        )
+        object.__setattr__(self, "listeners", listeners)
+        object.__setattr__(self, "sockets", Listeners(listeners, self.advertise))
 
     def is_local(self, uri: SipUri) -> bool:
-        """Whether ``uri`` names this proxy: the advertised address or a listener's."""
-        address = (uri.host_address, uri.default_port())
-        return address == self.advertise or address in self.local.values()
+        """Whether ``uri`` names this proxy: an advertised address or a listener's."""
+        return self.sockets.is_own((uri.host_address, uri.default_port()))
+
+    def outbound(self, hop: Hop, arrived: Listener | None = None) -> Listener | None:
+        """The listener to reach ``hop`` from: its ``socket=``; else one of its transport and
+        address family, the one the request ``arrived`` on if it is such; None if none fits."""
+        sockets = self.sockets
+        if hop.socket is not None:
+            return sockets.by_id.get(hop.socket)
+        return sockets.facing(hop.transport, hop.family, arrived)

@@ -2,17 +2,17 @@
 
 A new request whose Request-URI is ``sips:`` is forwarded only to TLS destinations: the others
 are left out of its candidates, and with none left it is answered with `STATUS` and `REASON`
-instead of going out in clear. Also here: the address the proxy Record-Routes with for a
-caller that reached it over ``transport`` (TLS has a port of its own).
+instead of going out in clear. (The address a TLS listener Record-Routes with is its own:
+``records.Listener.advertise``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sipdispatch.proxy.core.records import Address, CoreSettings, Hop
+from sipdispatch.proxy.core.records import CoreSettings, Hop
 
-__all__ = ["REASON", "STATUS", "is_sips", "record_route_address", "tls_hops"]
+__all__ = ["REASON", "STATUS", "is_sips", "tls_hops"]
 
 #: the answer to a sips request that no TLS destination can take
 STATUS = 503
@@ -29,14 +29,3 @@ def tls_hops(hops: Sequence[Hop], settings: CoreSettings) -> list[Hop]:
     if "tls" not in settings.local:
         return []
     return [hop for hop in hops if hop.transport == "tls"]
-
-
-def record_route_address(settings: CoreSettings, transport: str) -> Address:
-    """The advertised host, with the TLS listener's port for a TLS caller: the port it must
-    reach for the dialog's later requests."""
-    advertise = settings.advertise
-    if transport == "tls":
-        local = settings.local.get("tls")
-        if local is not None:
-            return (advertise[0], local[1])
-    return advertise

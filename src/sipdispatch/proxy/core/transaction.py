@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 from sipdispatch.proxy.core.deadlines import Timed
-from sipdispatch.proxy.core.records import Address, Hop
+from sipdispatch.proxy.core.records import Address, Hop, Listener
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import ClientTransaction, ServerTransaction
 
@@ -81,7 +81,7 @@ class ProxyTransaction(Timed):
         key: str,
         request: Request,
         via: str,
-        upstream: tuple[str, Address],
+        upstream: tuple[Listener, Address],
         server: ServerTransaction,
         *,
         fallback: Address | None = None,
@@ -139,6 +139,7 @@ class Branch(Timed):
         "client",
         "hop",
         "id",
+        "listener",
         "owner",
         "provisional",
         "request",
@@ -147,10 +148,14 @@ class Branch(Timed):
         "via",
     )
 
-    def __init__(self, owner: ProxyTransaction, hop: Hop, branch_id: str, via: str) -> None:
+    def __init__(
+        self, owner: ProxyTransaction, hop: Hop, branch_id: str, via: str, listener: Listener
+    ) -> None:
         super().__init__()
         self.owner = owner
         self.hop = hop
+        #: the listener the branch's requests (and its CANCEL and ACK) leave from
+        self.listener = listener
         self.id = branch_id
         self.via = via
         self.request: bytes = b""

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sipdispatch.proxy.core import Address
+from sipdispatch.proxy.core import Address, Listener
 from sipdispatch.proxy.ratelog import RateLimitedLog
 from sipdispatch.proxy.transport.udp import DatagramSink
 from sipdispatch.sip.codec import MAX_MESSAGE_SIZE, StreamFramer
@@ -72,9 +72,13 @@ class TcpLimits:
 
 
 class TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: TcpTransport, inbound: bool = False) -> None:
+    def __init__(
+        self, owner: TcpTransport, inbound: bool = False, listener: Listener | None = None
+    ) -> None:
         self.owner = owner
         self.inbound = inbound
+        #: the listener it was accepted on (None: dialled out; the transport's default)
+        self.listener = listener
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
@@ -113,7 +117,8 @@ class TcpConnection(asyncio.Protocol):
         if messages:
             self.completed = True
         for message in messages:
-            self.owner.sink.message_received(message, self.peer, self.owner.name)
+            arrival = self.listener or self.owner.name
+            self.owner.sink.message_received(message, self.peer, arrival)
 
     def connection_lost(self, exc: Exception | None) -> None:
         addresses = self.owner.unregister(self)
@@ -183,10 +188,10 @@ class TcpTransport:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def listen(self, host: str, port: int) -> Address:
+    async def listen(self, host: str, port: int, listener: Listener | None = None) -> Address:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: TcpConnection(self, inbound=True),
+            lambda: TcpConnection(self, True, listener),
             host,
             port,
             backlog=ACCEPT_BACKLOG,
@@ -297,9 +302,16 @@ class TcpTransport:
                 log.debug("closing TCP connection %s: %s", connection.peer, reason)
                 connection.transport.close()
 
-    def send(self, address: Address, data: bytes, fallback: Address | None = None) -> None:
+    def send(
+        self,
+        address: Address,
+        data: bytes,
+        fallback: Address | None = None,
+        bind: str | None = None,
+    ) -> None:
         """Write ``data`` to the connection registered at ``address``; if there is none (or
-        it is closing), to ``fallback``'s when given, else to a new one dialled there."""
+        it is closing), to ``fallback``'s when given, else to a new one dialled there (from
+        ``bind``, the host of the listener the message leaves from, if given)."""
         connection = self.connections.get(address)
         if fallback is not None and (connection is None or not connection.writable):
             address = fallback
@@ -314,14 +326,16 @@ class TcpTransport:
             pending.append(data)
             return
         self._connecting[address] = [data]
-        task = asyncio.get_running_loop().create_task(self._connect(address))
+        task = asyncio.get_running_loop().create_task(self._connect(address, bind))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, address: Address) -> None:
+    async def _connect(self, address: Address, bind: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
             options = self._connect_options(address)
+            if bind is not None:
+                options = {**options, "local_addr": (bind, 0)}
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: TcpConnection(self), address[0], address[1], **options

@@ -8,7 +8,7 @@ import logging
 import socket
 from typing import Protocol, cast
 
-from sipdispatch.proxy.core import Address
+from sipdispatch.proxy.core import Address, Listener
 
 __all__ = ["DatagramSink", "UdpEndpoint", "open_udp"]
 
@@ -16,14 +16,16 @@ log = logging.getLogger(__name__)
 
 
 class DatagramSink(Protocol):
-    def message_received(self, data: bytes, source: Address, transport: str) -> None: ...
+    def message_received(self, data: bytes, source: Address, arrival: Listener | str) -> None:
+        """``arrival``: the listener the message came in on (or just its transport)."""
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    """A bound UDP socket feeding the engine."""
+    """A bound UDP socket feeding the engine, as the listener it is (or plain "udp")."""
 
-    def __init__(self, sink: DatagramSink) -> None:
+    def __init__(self, sink: DatagramSink, listener: Listener | str = "udp") -> None:
         self.sink = sink
+        self.listener = listener
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -31,7 +33,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.sink.message_received(data, (str(addr[0]), int(addr[1])), "udp")
+        self.sink.message_received(data, (str(addr[0]), int(addr[1])), self.listener)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like: the transaction timers handle the consequence.
@@ -69,10 +71,12 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> int:
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
-async def open_udp(host: str, port: int, sink: DatagramSink) -> UdpEndpoint:
+async def open_udp(
+    host: str, port: int, sink: DatagramSink, listener: Listener | str = "udp"
+) -> UdpEndpoint:
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(sink), local_addr=(host, port)
+        lambda: UdpEndpoint(sink, listener), local_addr=(host, port)
     )
     protocol.transport = transport  # uvloop calls connection_made only on the next loop turn
     sock = transport.get_extra_info("socket")
