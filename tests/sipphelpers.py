@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -91,6 +92,28 @@ def scenario_path(scenario: str | Path) -> Path:
 
 #: every port free_port() has given in this test run, never given twice
 _HANDED_OUT: set[tuple[str, int]] = set()
+
+
+def proxy_command() -> list[str]:
+    """``sipdispatch-proxy`` of this environment, as a user runs it."""
+    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+
+
+def control_page(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 15.0
+) -> bytes:
+    """The page at ``url`` of a proxy's control API once it answers; fails with the proxy's
+    log if the process exits or the page does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url) as page:
+                return bytes(page.read())
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError(log.read_text()) from None
+            time.sleep(0.1)
 
 
 def free_port(ip: str = "127.0.0.1", *, netns: str | None = None) -> int:

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 from promnames import SYNTHETIC, chart_exprs, exposed, selected, used
 
 from sipdispatch.operator.metrics import OperatorMetrics
-from sipphelpers import free_port
+from sipphelpers import control_page, free_port, proxy_command
 
 ALL_ON = [
     *("--set", "monitoring.prometheusRule.enabled=true"),
@@ -62,8 +58,7 @@ def proxy_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     table = tmp / "dispatcher.list"
     table.write_text("1 sip:127.0.0.1:9\n")
     port, control = free_port(), free_port()
-    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
-    command = [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+    command = proxy_command()
     log = tmp / "proxy.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -77,16 +72,7 @@ def proxy_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{control}/metrics") as page:
-                    yield page.read().decode()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(log.read_text()) from None
-                time.sleep(0.1)
+        yield control_page(f"http://127.0.0.1:{control}/metrics", process, log).decode()
     finally:
         process.terminate()
         process.wait(10)

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sipphelpers import HarnessError, ManagedProcess, SippGateway, free_port, sip_options_ping
-
-
-def proxy_command() -> list[str]:
-    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+from sipphelpers import (
+    HarnessError,
+    ManagedProcess,
+    SippGateway,
+    free_port,
+    proxy_command,
+    sip_options_ping,
+)
 
 
 def ctl_command() -> list[str]:

@@ -5,11 +5,8 @@ the log, and a TCP connection carries on with the next request."""
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +17,7 @@ from hostile import HOSTILE_REQUESTS, bare_branch_response, request
 
 from sipdispatch.sip import codec
 from sipdispatch.sip.message import Response
-from sipphelpers import free_port
+from sipphelpers import control_page, free_port, proxy_command
 
 
 @dataclass
@@ -41,9 +38,8 @@ def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
     table = tmp_path / "dispatcher.list"
     table.write_text("1 sip:127.0.0.1:9\n")  # nobody there: nothing here is forwarded
     port, control = free_port(), free_port()
-    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
     log = tmp_path / "proxy.log"
-    command = [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+    command = proxy_command()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -58,15 +54,7 @@ def proxy(tmp_path: Path) -> Iterator[RunningProxy]:
         )
     try:
         running = RunningProxy(port, control, log)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{control}/readyz"):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(log.read_text()) from None
-                time.sleep(0.1)
+        control_page(f"http://127.0.0.1:{control}/readyz", process, log)
         yield running
     finally:
         process.terminate()

@@ -4,11 +4,9 @@ and refuses a start without a usable pair."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,12 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from tlspeers import SigningCa
 
-from sipphelpers import free_port
-
-
-def _command() -> list[str]:
-    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+from sipphelpers import control_page, free_port, proxy_command
 
 
 def _options(port: int, ca: SigningCa) -> tuple[str, int]:
@@ -57,7 +50,7 @@ def test_the_process_serves_tls_and_reloads_its_certificate(tmp_path: Path) -> N
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                *_command(),
+                *proxy_command(),
                 *("--dispatcher-list", str(table), "--probe-mode", "off"),
                 *("--listen", f"tls:127.0.0.1:{port}", "--control", f"127.0.0.1:{control}"),
                 *("--tls-cert", str(cert), "--tls-key", str(key)),
@@ -66,15 +59,7 @@ def test_the_process_serves_tls_and_reloads_its_certificate(tmp_path: Path) -> N
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{control}/readyz"):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(log.read_text()) from None
-                time.sleep(0.1)
+        control_page(f"http://127.0.0.1:{control}/readyz", process, log)
         assert _options(port, ca) == ("SIP/2.0 200 OK", first)
 
         new_cert, new_key, second = ca.issue("proxy-renewed", days=30)
@@ -99,7 +84,7 @@ def test_a_start_without_a_usable_certificate_exits_naming_it(tmp_path: Path) ->
     table.write_text("1 sip:127.0.0.1:9\n")
     cert = tmp_path / "tls.crt"
     cert.write_text("nothing")
-    common = [*_command(), "--dispatcher-list", str(table), "--control", "off"]
+    common = [*proxy_command(), "--dispatcher-list", str(table), "--control", "off"]
     listen = ["--listen", f"tls:127.0.0.1:{free_port()}"]
     cases = [
         (listen, "a tls listener needs --tls-cert and --tls-key"),
