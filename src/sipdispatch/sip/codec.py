@@ -68,6 +68,8 @@ def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     raise RemoteProtocolError("incomplete header section")
 
 
+_LINE_ENDS = (b"\r", b"\n")
+
 #: header names already checked against the grammar, with their look-up keys
 _KNOWN_NAMES: dict[str, tuple[str, str]] = {}
 
@@ -104,7 +106,7 @@ def _content_length(headers: Headers) -> int | None:
     text = headers.get("content-length")
     if text is None:
         return None
-    if headers.has_repeated():
+    if headers.repeated("content-length"):
         values = headers.get_all("content-length")
         if len(set(values)) > 1:
             raise RemoteProtocolError(f"conflicting Content-Length values {values}")
@@ -152,7 +154,8 @@ def parse(
     Responses are not checked: they come from the destinations, and the fields they copy
     from a request were checked in it.
     """
-    data = data.lstrip(b"\r\n")
+    if data[:1] in _LINE_ENDS:  # a copy only when there is something to strip
+        data = data.lstrip(b"\r\n")
     if len(data) > limits.max_message_size:
         raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
