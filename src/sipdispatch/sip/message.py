@@ -36,13 +36,20 @@ class Headers:
 
     __slots__ = ("_first", "_items", "_repeated")
 
-    def __init__(self, items: list[Header] | None = None) -> None:
+    def __init__(
+        self,
+        items: list[Header] | None = None,
+        first: dict[str, str] | None = None,
+        repeated: set[str] | None = None,
+    ) -> None:
+        """``first`` and ``repeated``, when given, must be the index of ``items`` (the parser
+        builds it as it reads them)."""
         self._items: list[Header] = items if items is not None else []
         # key -> first value, and the keys seen more than once, built together on the first
         # look-up: a proxy reads the same dozen headers many times per message and asks which
         # are repeated on every message; every change drops both.
-        self._first: dict[str, str] | None = None
-        self._repeated: set[str] = set()
+        self._first: dict[str, str] | None = first
+        self._repeated: set[str] = repeated if repeated is not None else set()
 
     def __iter__(self) -> Iterator[Header]:
         return iter(self._items)
