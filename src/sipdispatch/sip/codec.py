@@ -68,12 +68,17 @@ def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     raise RemoteProtocolError("incomplete header section")
 
 
+_LINE_ENDS = (b"\r", b"\n")
+
 #: header names already checked against the grammar, with their look-up keys
 _KNOWN_NAMES: dict[str, tuple[str, str]] = {}
 
 
-def _parse_headers(lines: list[str]) -> list[Header]:
+def _parse_headers(lines: list[str]) -> Headers:
     items: list[Header] = []
+    # The look-up index of ``Headers``, built in the same pass.
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
     for line in lines:
         if not line:
             continue
@@ -82,7 +87,10 @@ def _parse_headers(lines: list[str]) -> list[Header]:
             if not items:
                 raise RemoteProtocolError("continuation line before any header")
             key, name, value = items[-1]
-            items[-1] = (key, name, f"{value} {line.strip()}".strip())
+            value = f"{value} {line.strip()}".strip()
+            items[-1] = (key, name, value)
+            if key not in repeated:  # the field folded is its key's first
+                first[key] = value
             continue
         colon = line.find(":")
         if colon <= 0:
@@ -96,19 +104,25 @@ def _parse_headers(lines: list[str]) -> list[Header]:
             known = (header_key(name), name)
             if len(_KNOWN_NAMES) < 4096:  # bounded: names come from the network
                 _KNOWN_NAMES[raw] = known
-        items.append((known[0], known[1], line[colon + 1 :].strip(" \t")))
-    return items
+        key = known[0]
+        value = line[colon + 1 :].strip(" \t")
+        items.append((key, known[1], value))
+        if key in first:
+            repeated.add(key)
+        else:
+            first[key] = value
+    return Headers(items, first, repeated)
 
 
 def _content_length(headers: Headers) -> int | None:
     text = headers.get("content-length")
     if text is None:
         return None
-    if headers.has_repeated():
+    if headers.repeated("content-length"):
         values = headers.get_all("content-length")
         if len(set(values)) > 1:
             raise RemoteProtocolError(f"conflicting Content-Length values {values}")
-    if not grammar.is_digits(text) or len(text) > 10:
+    if len(text) > 10 or not grammar.is_digits(text):
         raise RemoteProtocolError(f"bad Content-Length {text!r}")
     return int(text)
 
@@ -152,7 +166,8 @@ def parse(
     Responses are not checked: they come from the destinations, and the fields they copy
     from a request were checked in it.
     """
-    data = data.lstrip(b"\r\n")
+    if data[:1] in _LINE_ENDS:  # a copy only when there is something to strip
+        data = data.lstrip(b"\r\n")
     if len(data) > limits.max_message_size:
         raise too_large(len(data), limits)
     head, body_start = _split_head(data, datagram)
@@ -171,7 +186,7 @@ def parse(
         and len(head) - len(head.translate(None, grammar.CONTROL_BYTES))
         != (count - 1) * (2 if crlf else 1)
     )
-    headers = Headers(_parse_headers(lines[1:]))
+    headers = _parse_headers(lines[1:])
     if count + text.count(",") > limits.shortest_list:
         check_lists(headers, limits)
     try:

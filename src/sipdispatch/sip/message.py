@@ -34,13 +34,22 @@ def header_key(name: str) -> str:
 class Headers:
     """An ordered multimap of header fields; order matters for Via, Route and Record-Route."""
 
-    __slots__ = ("_first", "_items")
+    __slots__ = ("_first", "_items", "_repeated")
 
-    def __init__(self, items: list[Header] | None = None) -> None:
+    def __init__(
+        self,
+        items: list[Header] | None = None,
+        first: dict[str, str] | None = None,
+        repeated: set[str] | None = None,
+    ) -> None:
+        """``first`` and ``repeated``, when given, must be the index of ``items`` (the parser
+        builds it as it reads them)."""
         self._items: list[Header] = items if items is not None else []
-        # key -> first value, built on the first look-up: a proxy reads the same dozen
-        # headers many times per message; every change drops it.
-        self._first: dict[str, str] | None = None
+        # key -> first value, and the keys seen more than once, built together on the first
+        # look-up: a proxy reads the same dozen headers many times per message and asks which
+        # are repeated on every message; every change drops both.
+        self._first: dict[str, str] | None = first
+        self._repeated: set[str] = repeated if repeated is not None else set()
 
     def __iter__(self) -> Iterator[Header]:
         return iter(self._items)
@@ -51,20 +60,36 @@ class Headers:
     def copy(self) -> Headers:
         return Headers(list(self._items))
 
+    def _index(self) -> dict[str, str]:
+        first: dict[str, str] = {}
+        repeated: set[str] = set()
+        for k, _, value in self._items:
+            if k in first:
+                repeated.add(k)
+            else:
+                first[k] = value
+        self._first = first
+        self._repeated = repeated
+        return first
+
     def get(self, key: str) -> str | None:
         """Value of the first field with this key (``key`` must be canonical)."""
         first = self._first
         if first is None:
-            first = self._first = {}
-            for k, _, value in self._items:
-                if k not in first:
-                    first[k] = value
+            first = self._index()
         return first.get(key)
 
     def has_repeated(self) -> bool:
         """Whether any header name appears more than once."""
-        keys = [k for k, _, _ in self._items]
-        return len(keys) != len(set(keys))
+        if self._first is None:
+            self._index()
+        return bool(self._repeated)
+
+    def repeated(self, key: str) -> bool:
+        """Whether the header with this (canonical) key appears more than once."""
+        if self._first is None:
+            self._index()
+        return key in self._repeated
 
     def get_all(self, key: str) -> list[str]:
         """Every field value with this key, in order (not split on commas)."""

@@ -36,8 +36,8 @@ def _check_headers(message: Request | Response) -> values.Via:
             raise RemoteProtocolError(f"missing {key} header")
     if headers.has_repeated():
         for key in _SINGLETONS:
-            found = headers.get_all(key)
-            if len(found) > 1:
+            if headers.repeated(key):
+                found = headers.get_all(key)
                 raise RemoteProtocolError(f"{key} appears {len(found)} times")
     return values.parse_via(headers.first_value("via") or "")
 
