@@ -373,7 +373,11 @@ class Bench:
 
     def two_workers(self) -> None:
         """Two workers against one at the same rates, taking turns (``bench/workers.py``)."""
-        rates = [1000.0, 2000.0]
+        # 40 % and 80 % of one worker's capacity (the ladder's, if it ran), as in feature costs
+        top = self.results.get("max_per_core", {}).get("sipdispatch") or (
+            2500 if self.build.name == "mypyc" else 1200
+        )
+        rates = [float(max(100, round(top * f / 100) * 100)) for f in (0.4, 0.8)]
         seconds, rounds = (5, 2) if self.quick else (8, 4)
         self.results["workers"] = workers.compare(
             self.lab,
