@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,3 +163,30 @@ def test_set_state_and_a_reload_through_the_control_api_reach_both_workers(
         assert set(again) <= set(g3.invites), "a worker still serves the old table"
         counts = workers.received()
         print(f"messages per worker: {counts}")
+
+
+def test_a_worker_that_cannot_start_stops_them_all_with_its_exit_code(tmp_path: Path) -> None:
+    """A port held by a socket without SO_REUSEPORT: no worker can bind it; the supervisor
+    restarts none of them and exits with their code, the error on stderr."""
+    table = tmp_path / "dispatcher.list"
+    table.write_text("1 sip:127.0.0.1:9\n")
+    found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
+    command = [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+    with socket.socket(type=socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [
+                *command,
+                *("--workers", "2", "--dispatcher-list", str(table)),
+                *("--listen", f"udp:127.0.0.1:{port}", "--control", "off"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "cannot listen" in done.stderr
+    assert "started (pid" in done.stderr
+    assert done.stderr.count("started (pid") == 2, "no worker was started again"

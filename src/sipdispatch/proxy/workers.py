@@ -26,7 +26,6 @@ from types import FrameType
 
 from sipdispatch.dispatch.uris import ListenAddress
 from sipdispatch.proxy.core import Listener
-from sipdispatch.proxy.tables import TableError
 
 __all__ = ["available_cores", "own_port", "supervise", "worker_ports"]
 
@@ -57,11 +56,9 @@ def worker_ports(
     sockets: dict[str, socket.socket],
 ) -> tuple[Listener, ...]:
     """A worker's listeners: each UDP one writes a port of this worker's own in Via (its
-    socket put in ``sockets`` by listener id); a port 0 is refused, as workers share ports."""
+    socket put in ``sockets`` by listener id)."""
     made = []
     for listen, listener in zip(listens, listeners, strict=True):
-        if listen.socket.port == 0:
-            raise TableError(f"listen: {listen.socket}: --workers needs a fixed port")
         if listener.transport == "udp":
             worker_listener, sock = own_port(listener, listen.socket.host)
             sockets[listener.id] = sock
