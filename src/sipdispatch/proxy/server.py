@@ -287,7 +287,7 @@ class ProxyServer:
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),
         ]
-        if isinstance(self.link, Follower):
+        if self.link is not None:
             work.append(self.link.run())
         if self._certificate is not None:
             work.append(self._certificate.run())

@@ -4,12 +4,14 @@ Worker 0, the leader, probes the destinations and serves the control API; the ot
 it over a unix socket in a directory the supervisor makes (uvloop refuses Linux's abstract
 names), one JSON line per message. Down the link go every change of a destination's
 two-letter state (probe results, set-state, Retry-After drains and their ends) and every
-reload the control API asks for; a follower that (re)connects first gets every destination's
-state. Up the link each follower
+reload the control API asks for; every destination's state goes again every second (a
+follower that connects gets it at once), which also ends what a follower decided alone: a
+destination its own calls marked down (passive health) follows the leader again within a
+second, since only the leader probes it back up. Up the link each follower
 sends its counters every second, which the leader shows per worker on ``/metrics``.
 
-A follower's own calls still feed its passive health (failures it sees): those counts are
-per worker, as they are per replica; the states that decide routing come from the leader.
+So the states that decide routing are the leader's: its probes, its set-states, and the
+passive marks of the calls it carries (a follower's own last at most that second).
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ class Leader(Collector):
             os.unlink(self.path)
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
         self.health.watchers.append(self._changed)
+
+    async def run(self) -> None:
+        """Every destination's state to every follower, every ``STATS_INTERVAL`` seconds."""
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            if self._writers:
+                self._send(self._snapshot())
 
     def _changed(self, change: HealthChange) -> None:
         if change.code != change.previous or change.source == "set-state":
@@ -205,12 +214,16 @@ class Follower:
     async def _apply(self, message: dict[str, Any]) -> None:
         if message.get("reload"):
             await self.reload()
+        table = self.health.table
         for set_id, uri, code in message.get("health", ()):
             try:
+                if table is not None and table.find(set_id, uri).runtime.health.code == code:
+                    continue  # the snapshot's usual case: nothing to do
                 self.health.set_state(int(set_id), str(uri), str(code).lower())
             except (LookupError, InvalidStateError) as exc:
                 # a table this worker has not loaded yet: its own reload brings the state
                 log.debug("worker link: state %s of %s not applied: %s", code, uri, exc)
+                continue
             self.applied += 1
 
 
