@@ -121,11 +121,14 @@ class Gateway:
         self.sock.close()
 
 
-def receive(sock: socket.socket, want: str) -> str:
-    """The next message on ``sock`` whose first line starts with ``want`` (others skipped)."""
+def receive(sock: socket.socket, want: str, source: tuple[str, int] | None = None) -> str:
+    """The next message on ``sock`` whose first line starts with ``want`` (others skipped);
+    ``source`` given: it must come from there."""
     while True:
-        text = sock.recv(65535).decode()
+        data, sender = sock.recvfrom(65535)
+        text = data.decode()
         if text.startswith(want):
+            assert source is None or sender == source, f"{want} from {sender}, not {source}"
             return text
 
 
@@ -152,7 +155,7 @@ def place_call(proxy_port: int, index: int, gateway_hangs_up: dict[str, Gateway]
             ).encode(),
             proxy,
         )
-        ok = receive(sock, "SIP/2.0 200")
+        ok = receive(sock, "SIP/2.0 200", proxy)  # from the port sent to (RFC 3581)
         routes = list(reversed(route_set(ok)))
         target = re.search(r"<([^>]+)>", header(ok, "contact"))
         assert target, ok
@@ -172,7 +175,7 @@ def place_call(proxy_port: int, index: int, gateway_hangs_up: dict[str, Gateway]
                 address_of(routes[0]),
             )
         if gateway_hangs_up is None:
-            receive(sock, "SIP/2.0 200")
+            receive(sock, "SIP/2.0 200", proxy)
             return call_id
         gateway = gateway_hangs_up[address_of(target.group(1))[1]]
         with gateway.hang_up(call_id) as hanging_up:

@@ -47,6 +47,7 @@ from sipdispatch.proxy.tables import TableError, TableSource
 from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint, open_udp
+from sipdispatch.proxy.transport.workerudp import WorkerEndpoint
 from sipdispatch.proxy.workerlink import CountingSink, Follower, Leader, WorkerStats, join
 from sipdispatch.proxy.workers import worker_ports
 
@@ -344,9 +345,10 @@ class ProxyServer:
                 endpoint = await open_udp(host, port, sink or engine, listener, reuse_port=workers)
                 self.bound.setdefault("udp", endpoint.local_address)
                 own = self._own_udp.get(listener.id)
-                if own is not None:  # sends leave from this worker's own port
+                if own is not None:  # requests leave from this worker's own port
                     self._shared_udp.append(endpoint)
-                    endpoint = await open_udp(host, 0, sink or engine, listener, sock=own)
+                    mine = await open_udp(host, 0, sink or engine, listener, sock=own)
+                    endpoint = WorkerEndpoint(endpoint, mine)
                 engine.add_udp(listener, endpoint)
             elif listener.transport == "tcp":
                 if self._tcp is None:
