@@ -5,8 +5,8 @@ a sipp caller on one port (``-t u1``) would land every call on one worker. So he
 opens a port per call (``-t un``), for both rigs alike, and the figures compare like with
 like: the balancer's CPU per call (every process of its group: the supervisor and the
 workers) and the calls lost, at the same rates, the rigs taking turns (forwards in one
-round, backwards in the next) on fresh processes. Each worker's share of the messages comes
-from the leader's ``/metrics`` (``sipdispatch_worker_messages_received_total``).
+round, backwards in the next) on fresh processes. Each worker's share of the calls comes
+from the leader's ``/metrics`` (``sipdispatch_worker_calls_answered_total``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def per_worker_messages(rig: SipdispatchRig) -> dict[str, float]:
     url = f"http://{balancer.ip}:{balancer.control_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as page:
         text = page.read().decode()
-    name = "sipdispatch_worker_messages_received_total"
+    name = "sipdispatch_worker_calls_answered_total"
     found = re.findall(rf'^{name}\{{worker="(\d+)"\}} (\S+)$', text, re.MULTILINE)
     return {worker: float(value) for worker, value in found}
 
@@ -96,7 +96,7 @@ def compare(
                 log(
                     f"  {rig.label:40s} {rate:6.0f} cps: {step.cpu_ms_per_call:.3f} ms CPU/call, "
                     f"{step.failed} failed of {step.calls}"
-                    + (f", messages per worker {shares[-1]}" if rig is rigs[1] else "")
+                    + (f", calls answered per worker {shares[-1]}" if rig is rigs[1] else "")
                 )
             if this_round[rigs[0].label] > 0:
                 ratios.append(this_round[rigs[1].label] / this_round[rigs[0].label])

@@ -26,6 +26,8 @@ from workerpeers import Gateway, place_call
 from sipphelpers import free_port
 
 CALLS = 40
+ANSWERED = "sipdispatch_worker_calls_answered_total"
+CPU = "sipdispatch_worker_cpu_seconds_total"
 
 
 @dataclass
@@ -40,9 +42,8 @@ class Workers:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.control}/metrics") as page:
             return str(page.read().decode())
 
-    def received(self) -> dict[str, float]:
-        """Messages each worker took in, as the leader's /metrics shows them."""
-        name = "sipdispatch_worker_messages_received_total"
+    def per_worker(self, name: str) -> dict[str, float]:
+        """A per-worker family of the leader's /metrics, by worker."""
         found = re.findall(rf'^{name}\{{worker="(\d+)"\}} (\S+)$', self.metrics(), re.MULTILINE)
         return {worker: float(value) for worker, value in found}
 
@@ -128,13 +129,15 @@ def test_calls_over_two_workers_lose_nothing_whichever_worker_takes_each_message
         assert set(g1.byes) | set(g2.byes) == set(placed[0::2])
         assert g1.invites
         assert g2.invites
-        # three requests and two responses per call: every one taken in by a worker; both
-        # workers took some (the counters reach the leader every second)
-        _wait(lambda: sum(workers.received().values()) >= CALLS * 5)
-        counts = workers.received()
+        # every INVITE's 200 counted once, by the worker that took the INVITE; both took
+        # some (the counters reach the leader every second), and both spent CPU
+        _wait(lambda: sum(workers.per_worker(ANSWERED).values()) >= CALLS)
+        counts = workers.per_worker(ANSWERED)
         assert set(counts) == {"0", "1"}
+        assert sum(counts.values()) == CALLS, counts
         assert min(counts.values()) >= CALLS // 5, counts
-        print(f"messages per worker: {counts}")
+        assert min(workers.per_worker(CPU).values()) > 0
+        print(f"calls answered per worker: {counts}")
 
 
 def test_set_state_and_a_reload_through_the_control_api_reach_both_workers(
@@ -148,7 +151,7 @@ def test_set_state_and_a_reload_through_the_control_api_reach_both_workers(
         placed = [place_call(workers.port, i, None) for i in range(CALLS)]
         assert not set(placed) & set(g1.invites), "a worker sent a call to the DX destination"
         assert set(placed) <= set(g2.invites)
-        _wait(lambda: min(workers.received().values()) >= CALLS // 5)
+        _wait(lambda: min(workers.per_worker(ANSWERED).values()) >= CALLS // 5)
 
         # A new table of the same size and mtime: the file poller cannot see it, only the
         # control API's reload does, and the leader passes it on.
@@ -161,8 +164,8 @@ def test_set_state_and_a_reload_through_the_control_api_reach_both_workers(
         time.sleep(0.3)
         again = [place_call(workers.port, CALLS + i, None) for i in range(CALLS)]
         assert set(again) <= set(g3.invites), "a worker still serves the old table"
-        counts = workers.received()
-        print(f"messages per worker: {counts}")
+        counts = workers.per_worker(ANSWERED)
+        print(f"calls answered per worker: {counts}")
 
 
 def test_a_worker_that_cannot_start_stops_them_all_with_its_exit_code(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint, open_udp
 from sipdispatch.proxy.transport.workerudp import WorkerEndpoint
-from sipdispatch.proxy.workerlink import CountingSink, Follower, Leader, WorkerStats, join
+from sipdispatch.proxy.workerlink import Follower, Leader, WorkerStats, join
 from sipdispatch.proxy.workers import worker_ports
 
 __all__ = ["ProxyServer", "run"]
@@ -128,7 +129,6 @@ class ProxyServer:
         #: with --workers: the link to the other workers, this worker's own UDP sockets (by
         #: listener id) and the shared ones it also receives on
         self.link: Leader | Follower | None = None
-        self.counter: CountingSink | None = None
         self._own_udp: dict[str, socket.socket] = {}
         self._shared_udp: list[UdpEndpoint] = []
         self.registry = CollectorRegistry()
@@ -333,21 +333,26 @@ class ProxyServer:
         return isinstance(self.link, Follower)
 
     def _worker_stats(self) -> WorkerStats:
-        received = self.counter.received if self.counter is not None else 0
-        return {"received": received, "transactions": self._in_flight()}
+        answered = sum(
+            sample.value
+            for family in self.metrics.answered.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+        cpu_ms = round(time.process_time() * 1000)
+        return {"answered": int(answered), "cpu_ms": cpu_ms, "transactions": self._in_flight()}
 
     async def _listen(self, engine: Engine) -> None:
         workers = self.settings.workers > 1
-        sink = self.counter = CountingSink(engine) if workers else None
         for listen, listener in zip(self.listeners, self.sockets, strict=True):
             host, port = listen.socket.host, listen.socket.port
             if listener.transport == "udp":
-                endpoint = await open_udp(host, port, sink or engine, listener, reuse_port=workers)
+                endpoint = await open_udp(host, port, engine, listener, reuse_port=workers)
                 self.bound.setdefault("udp", endpoint.local_address)
                 own = self._own_udp.get(listener.id)
                 if own is not None:  # requests leave from this worker's own port
                     self._shared_udp.append(endpoint)
-                    mine = await open_udp(host, 0, sink or engine, listener, sock=own)
+                    mine = await open_udp(host, 0, engine, listener, sock=own)
                     endpoint = WorkerEndpoint(endpoint, mine)
                 engine.add_udp(listener, endpoint)
             elif listener.transport == "tcp":

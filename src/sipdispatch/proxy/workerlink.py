@@ -8,7 +8,8 @@ reload the control API asks for; every destination's state goes again every seco
 follower that connects gets it at once), which also ends what a follower decided alone: a
 destination its own calls marked down (passive health) follows the leader again within a
 second, since only the leader probes it back up. Up the link each follower
-sends its counters every second, which the leader shows per worker on ``/metrics``.
+sends its counters every second (calls answered, CPU: read, never counted per message), which
+the leader shows per worker on ``/metrics``.
 
 So the states that decide routing are the leader's: its probes, its set-states, and the
 passive marks of the calls it carries (a follower's own last at most that second).
@@ -28,12 +29,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sipdispatch.dispatch.health import InvalidStateError
-from sipdispatch.proxy.core import Address, Listener
 from sipdispatch.proxy.healthbook import HealthBook, HealthChange
 from sipdispatch.proxy.settings import ProxySettings
-from sipdispatch.proxy.transport.udp import DatagramSink
 
-__all__ = ["CountingSink", "Follower", "Leader", "WorkerStats", "join", "link_address"]
+__all__ = ["Follower", "Leader", "WorkerStats", "join", "link_address"]
 
 log = logging.getLogger(__name__)
 #: how often a follower sends its counters, and retries a lost link
@@ -46,21 +45,7 @@ def link_address(directory: str) -> str:
     return os.path.join(directory, "link")
 
 
-class CountingSink:
-    """Counts the messages a worker takes in, then hands them on (``DatagramSink``)."""
-
-    __slots__ = ("received", "sink")
-
-    def __init__(self, sink: DatagramSink) -> None:
-        self.sink = sink
-        self.received = 0
-
-    def message_received(self, data: bytes, source: Address, arrival: Listener | str) -> None:
-        self.received += 1
-        self.sink.message_received(data, source, arrival)
-
-
-#: what a worker reports of itself: messages received, transactions in flight, its pid
+#: what a worker reports of itself: calls answered, CPU milliseconds, transactions in flight
 WorkerStats = dict[str, int]
 
 
@@ -137,9 +122,14 @@ class Leader(Collector):
 
     def collect(self) -> Iterator[Metric]:
         every = {0: {**self.own(), "worker": 0}, **self.stats}
-        received = CounterMetricFamily(
-            "sipdispatch_worker_messages_received",
-            "SIP messages each worker process took in",
+        answered = CounterMetricFamily(
+            "sipdispatch_worker_calls_answered",
+            "Requests a destination answered with 2xx, by the worker process that forwarded them",
+            labels=["worker"],
+        )
+        cpu = CounterMetricFamily(
+            "sipdispatch_worker_cpu_seconds",
+            "CPU time (user and system) of each worker process",
             labels=["worker"],
         )
         in_flight = GaugeMetricFamily(
@@ -148,13 +138,15 @@ class Leader(Collector):
             labels=["worker"],
         )
         for index, stats in sorted(every.items()):
-            received.add_metric([str(index)], stats.get("received", 0))
+            answered.add_metric([str(index)], stats.get("answered", 0))
+            cpu.add_metric([str(index)], stats.get("cpu_ms", 0) / 1000)
             in_flight.add_metric([str(index)], stats.get("transactions", 0))
         up = GaugeMetricFamily(
             "sipdispatch_workers_up", "Worker processes the leader hears from (itself included)"
         )
         up.add_metric([], len(every))
-        yield received
+        yield answered
+        yield cpu
         yield in_flight
         yield up
 
