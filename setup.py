@@ -45,6 +45,8 @@ HOT_PATH = [
     "src/sipdispatch/proxy/core/__init__.py",
     "src/sipdispatch/proxy/engine.py",
     "src/sipdispatch/proxy/transport/udp.py",
+    # subclasses the compiled UdpEndpoint: an interpreted class cannot
+    "src/sipdispatch/proxy/transport/workerudp.py",
     "src/sipdispatch/proxy/traffic.py",
     "src/sipdispatch/dispatch/context.py",
     "src/sipdispatch/dispatch/keys.py",

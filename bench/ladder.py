@@ -153,7 +153,8 @@ def run_step(
         trace_messages=trace,
         recv_timeout_ms=recv_timeout_ms,
         timeout_s=duration_s * 2 + call_ms / 1000 + recv_timeout_ms / 1000 + 20,
-        extra_args=SIPP_BUFFER,
+        # a rig may ask for more: sipdispatch's workers need a caller port per call
+        extra_args=(*SIPP_BUFFER, *getattr(rig, "caller_args", ())),
         scenario=CALLER_SCENARIO,
     )
     drops0 = udp_drops()

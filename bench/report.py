@@ -160,8 +160,22 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                 _fmt(all_max.get(SD), 0),
                 _fmt(all_max.get(KAM), 0),
                 _fmt(r, 2, "x"),
-                "(scale by workers)",
-                "multi-worker not implemented" if r is not None else "not measured",
+                "(reported)",
+                "measured" if r is not None else "not measured",
+            ]
+        )
+    for rate, figure in results.get("workers", {}).get("rates", {}).items():
+        one, two = (figure["median_cpu_ms_per_call"].get(k) for k in _worker_labels(figure))
+        lost = figure["failed_calls"].get(two, 0)
+        rows.append(
+            [
+                f"CPU ms/call at {rate} cps: 2 workers (sd column) / 1 worker (kam column); "
+                f"failed calls {lost} (1 worker: {figure['failed_calls'].get(one, 0)})",
+                _fmt(two, 3),
+                _fmt(one, 3),
+                _fmt(figure.get("median_ratio"), 2, "x"),
+                "<= 1.1x, 0 lost",
+                verdict_le(figure.get("median_ratio"), 1.1) if not lost else f"{lost} lost",
             ]
         )
     rate, steps = common_rate_steps(results)
@@ -387,6 +401,14 @@ def sd_only_rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def _worker_labels(figure: dict[str, Any]) -> tuple[str, str]:
+    """The one-worker and two-worker labels of a ``bench/workers.py`` figure."""
+    labels = sorted(figure["median_cpu_ms_per_call"])
+    one = next(label for label in labels if "(1 worker" in label)
+    two = next(label for label in labels if "(2 workers" in label)
+    return one, two
 
 
 def ratio_table_text(results: dict[str, Any]) -> str:
@@ -696,8 +718,11 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         "its processes) from /proc, before and after each step.\n\n"
         '"Per core" is sipdispatch\'s single process against Kamailio with `children=1` (one '
         'UDP worker; its timer, probing and TCP processes still run besides). "All cores": '
-        "Kamailio with `children=2`; sipdispatch has no multi-worker mode yet (SO_REUSEPORT "
-        "workers are planned), so its one-worker figure stands for all cores.\n"
+        "Kamailio with `children=2`, sipdispatch with `--workers 2` (SO_REUSEPORT; its caller "
+        "places each call from a port of its own, `-t un`, so that the kernel's hash spreads "
+        'the calls over the workers). "Two workers against one" (`bench/workers.py`): the '
+        "same rates, the caller on a port per call for both, the rigs taking turns on fresh "
+        "processes; CPU is the whole process group (supervisor and workers).\n"
     )
     parts.append("## Ratios\n")
     parts.append(

@@ -8,8 +8,10 @@ options.  Phases, each bounded in time:
    calls; CPU seconds per 1,000 calls from the balancer's process group;
 2. response times (INVITE -> 100 and INVITE -> 200, p50/p90/p99) at 25/50/75 % of each
    balancer's own maximum, and straight to a gateway (no balancer) as the floor;
-3. the ladder with all cores: Kamailio ``children=2``; sipdispatch has no multi-worker mode
-   yet, so it runs with one worker again;
+3. the ladder with all cores: Kamailio ``children=2`` and sipdispatch ``--workers 2`` (its
+   caller with a port per call, so that the kernel spreads calls over the workers); then
+   two workers against one at the same rates (``bench/workers.py``): CPU per call, lost
+   calls, each worker's share;
 4. a gateway killed at 50 calls/s and started again: failed calls, time to detect and to
    recover;
 5. memory: RSS and PSS after the runs, and per 10,000 concurrent calls (full run only);
@@ -44,6 +46,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import extras  # noqa: E402
 import failover  # noqa: E402
 import report  # noqa: E402
+import workers  # noqa: E402
 from ladder import (  # noqa: E402
     LadderSpec,
     best_rate,
@@ -334,32 +337,59 @@ class Bench:
     # ---------------------------------------------------------------- 3. all cores
 
     def ladder_all_cores(self) -> None:
-        """Kamailio with ``children=2`` against sipdispatch with all the cores it can use: one
-        worker, i.e. its per-core figure (no multi-worker mode yet; measuring the same
-        process again would only measure the noise)."""
-        maxima = self.results["max_per_core"]
-        self.results["all_cores_labels"] = {
-            "sipdispatch": f"{self.per_core_rigs[0].label}: its per-core figure"
-        }
-        self.results["max_all_cores"] = {"sipdispatch": maxima.get("sipdispatch", 0)}
-        if self.args.no_kamailio:
-            return
-        kam2 = self.rig(KamailioRig(self.lab, self.out / "logs", self.settings, "kam2", children=2))
+        """Kamailio with ``children=2`` against sipdispatch with ``--workers 2``."""
+        maxima = self.results.get("max_per_core", {})
+        sd2 = self.rig(
+            workers.worker_rig(
+                self.lab, self.out / "logs", self.settings, self.build, workers=2, tag="sd2"
+            )
+        )
+        self.results["all_cores_labels"] = {"sipdispatch": sd2.label}
+        self.results["max_all_cores"] = {}
+        rigs: list[Any] = [sd2]
+        if not self.args.no_kamailio:
+            rigs.append(
+                self.rig(
+                    KamailioRig(self.lab, self.out / "logs", self.settings, "kam2", children=2)
+                )
+            )
         spec = (
             LadderSpec(growth=1.4, bisections=0, step_s=4)
             if self.quick
             else LadderSpec(growth=1.2, bisections=1, step_s=8)
         )
-        log(f"ladder, all cores: {kam2.label}")
-        budget = time.monotonic() + (0.5 if self.quick else 1.5) * 60
-        start = max(100.0, round(maxima.get("kamailio", 0) * 0.7 / 50) * 50)
-        ladders = run_ladders(self.lab, [kam2], spec, start_rates=[start], log=log, deadline=budget)
+        log(f"ladder, all cores: {', '.join(rig.label for rig in rigs)}")
+        budget = time.monotonic() + (1.0 if self.quick else 3.0) * 60
+        # 70 % of the per-core maximum; run alone (--only), from 1,000 calls/s
+        starts = [max(100.0, round(maxima.get(rig.kind, 1430) * 0.7 / 50) * 50) for rig in rigs]
+        ladders = run_ladders(self.lab, rigs, spec, start_rates=starts, log=log, deadline=budget)
         self.results["ladder_all_cores"] = {
             label: [s.as_dict() for s in steps] for label, steps in ladders.items()
         }
-        self.results["max_all_cores"]["kamailio"] = best_rate(ladders[kam2.label])
-        self.results["all_cores_labels"]["kamailio"] = kam2.label
-        kam2.stop()
+        for rig in rigs:
+            self.results["max_all_cores"][rig.kind] = best_rate(ladders[rig.label])
+            self.results["all_cores_labels"][rig.kind] = rig.label
+            rig.stop()
+        self.save()
+
+    def two_workers(self) -> None:
+        """Two workers against one at the same rates, taking turns (``bench/workers.py``)."""
+        # 40 % and 80 % of one worker's capacity (the ladder's, if it ran), as in feature costs
+        top = self.results.get("max_per_core", {}).get("sipdispatch") or (
+            2500 if self.build.name == "mypyc" else 1200
+        )
+        rates = [float(max(100, round(top * f / 100) * 100)) for f in (0.4, 0.8)]
+        seconds, rounds = (5, 2) if self.quick else (8, 4)
+        self.results["workers"] = workers.compare(
+            self.lab,
+            self.out / "logs",
+            self.settings,
+            self.build,
+            rates=rates,
+            seconds=seconds,
+            rounds=rounds,
+            log=log,
+        )
         self.save()
 
     # ---------------------------------------------------------------- 2b. garbage collector
@@ -698,6 +728,7 @@ class Bench:
             ("latency", self.latency, 99),
             ("feature costs", self.feature_costs, 99 if self.quick else 12.0),
             ("ladder all cores", self.ladder_all_cores, 9.0),
+            ("two workers", self.two_workers, 99 if self.quick else 10.0),
         ]
         if not self.quick:
             phases.append(("garbage collector", self.gc_diagnosis, 8.5))
@@ -773,7 +804,7 @@ def main() -> int:
         action="append",
         metavar="PHASE",
         help="run only this phase (repeatable): ladder-per-core, latency, feature-costs, "
-        "ladder-all-cores, gateway-killed, sipdispatch-only, ...",
+        "ladder-all-cores, two-workers, gateway-killed, sipdispatch-only, ...",
     )
     args = parser.parse_args()
     if not args.no_kamailio and kamailio_binary() is None:

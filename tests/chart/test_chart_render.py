@@ -850,3 +850,12 @@ def test_people_with_edit_may_change_dispatchersets_and_the_proxy_may_not(render
         "sipdispatch-edit",
         "sipdispatch-view",
     }
+
+
+def test_proxy_workers_are_passed_on_only_when_more_than_one(render: Render) -> None:
+    deployment, args = _proxy_args(render())
+    assert option(args, "--workers") == [], "one process per pod by default"
+    deployment, args = _proxy_args(render("--set", "proxy.workers=4"))
+    assert option(args, "--workers") == ["4"]
+    parsed = proxy_parser().parse_args(expand(container(deployment, "proxy")["args"], {}))
+    assert parsed.workers == 4

@@ -8,15 +8,19 @@ import asyncio
 import gc
 import logging
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from sipdispatch.dispatch.config import ProbingSpec
-from sipdispatch.proxy import dnsflags, edgeflags, kubemode, routekeys
+from sipdispatch.proxy import dnsflags, edgeflags, kubemode, routekeys, workerlink, workers
 from sipdispatch.proxy.server import ProxyServer, run
 from sipdispatch.proxy.settings import DEFAULTS, ProxySettings
 from sipdispatch.proxy.tables import FileTableSource, TableError, TableSource
@@ -141,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="add this header (e.g. X-Sipdispatch-Source) to forwarded requests, naming where "
         "each came from as transport:ip:port; a copy that arrives is removed (default: off)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="worker processes sharing the listening ports (SO_REUSEPORT); 'auto': one per core"
+        " this process may use (default 1: one process, as before)",
     )
     parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
     _add_probing_arguments(parser)
@@ -268,6 +280,14 @@ def _probing(args: argparse.Namespace) -> ProbingSpec:
         raise ValueError("; ".join(problems)) from None
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return workers.available_cores()
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (1 or more)")
+    return int(value)
+
+
 def _header_name(value: str) -> str:
     if not HEADER_NAME.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a header name")
@@ -364,8 +384,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         refuse_control_characters=args.refuse_control_characters,
         **dnsflags.dns_settings(args),
     )
+    if args.workers > 1:
+        return _supervise(args, settings)
+    return _serve(ProxyServer(source, settings, companions))
+
+
+def _supervise(args: argparse.Namespace, settings: ProxySettings) -> int:
+    """Fork the workers; each makes its own table source (a watch, a Kubernetes client).
+    They share one route key when none is given, so that each routes the others' dialogs."""
+    if not settings.secret_keys:
+        settings = replace(settings, secret_keys=(secrets.token_urlsafe(32).encode(),))
+    directory = tempfile.mkdtemp(prefix="sipdispatch-workers-")
+    link = workerlink.link_address(directory)
+
+    def serve(index: int) -> int:
+        worker = replace(
+            settings,
+            workers=args.workers,
+            worker_index=index,
+            worker_link=link,
+            control=settings.control if index == 0 else None,
+        )
+        source, companions = _source(args)
+        return _serve(ProxyServer(source, worker, companions if index == 0 else ()))
+
     try:
-        _run(ProxyServer(source, settings, companions))
+        return workers.supervise(args.workers, serve)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(server: ProxyServer) -> int:
+    try:
+        _run(server)
     except TableError as exc:
         print(f"sipdispatch-proxy: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import logging
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
 from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
-from sipdispatch.proxy.transport.udp import open_udp
+from sipdispatch.proxy.transport.udp import UdpEndpoint, open_udp
+from sipdispatch.proxy.transport.workerudp import WorkerEndpoint
+from sipdispatch.proxy.workerlink import Follower, Leader, WorkerStats, join
+from sipdispatch.proxy.workers import worker_ports
 
 __all__ = ["ProxyServer", "run"]
 
@@ -122,6 +126,11 @@ class ProxyServer:
         self._certificate: tls.CertificateWatch | None = None
         self._control: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: with --workers: the link to the other workers, this worker's own UDP sockets (by
+        #: listener id) and the shared ones it also receives on
+        self.link: Leader | Follower | None = None
+        self._own_udp: dict[str, socket.socket] = {}
+        self._shared_udp: list[UdpEndpoint] = []
         self.registry = CollectorRegistry()
         self.metrics = ProxyMetrics(
             self.registry, lambda: self.table, self._in_flight, self._failover_codes
@@ -166,6 +175,8 @@ class ProxyServer:
 
     async def reload(self) -> None:
         await self.tables.reload()
+        if isinstance(self.link, Leader):
+            self.link.reloaded()
 
     def set_state(self, set_id: int, uri: str, code: str) -> None:
         self.health.set_state(set_id, uri, code)
@@ -257,6 +268,7 @@ class ProxyServer:
             sum(len(s.targets) for s in table.sets.values()),
         )
         self.prober = self.health.probes = Prober(engine, health)
+        follower = await self._link()
         probing = health.probing
         log.info(
             "probing %s every %gs (+/-%d%%), timeout %gs, thresholds %d failures / %d successes",
@@ -271,10 +283,13 @@ class ProxyServer:
         work = [
             self.tables.watch(),
             self.tables.follow_names(),
-            self.prober.run(),
+            # a follower takes the states the leader's probes decide
+            *([] if follower else [self.prober.run()]),
             health.run_housekeeping(settings.housekeeping_interval),
             *(companion(self) for companion in self.companions),
         ]
+        if self.link is not None:
+            work.append(self.link.run())
         if self._certificate is not None:
             work.append(self._certificate.run())
         if settings.secret_file is not None:
@@ -303,18 +318,43 @@ class ProxyServer:
         # --advertise, else the config's: the default of listeners that advertise nothing
         default = settings.advertise or (config.advertise if config is not None else None)
         self.sockets = make_listeners(self.listeners, default)
+        if settings.workers > 1:
+            self.sockets = worker_ports(self.listeners, self.sockets, self._own_udp)
         local: dict[str, Address] = {}
         for listener in self.sockets:
             local.setdefault(listener.transport, listener.local)
         return local, _advertised(default, self.listeners)
 
+    async def _link(self) -> bool:
+        """Join the other workers (``workerlink.py``); True if this worker follows."""
+        self.link = await join(self.settings, self.health, self.tables.reload, self._worker_stats)
+        if isinstance(self.link, Leader):
+            self.registry.register(self.link)
+        return isinstance(self.link, Follower)
+
+    def _worker_stats(self) -> WorkerStats:
+        answered = sum(
+            sample.value
+            for family in self.metrics.answered.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+        cpu_ms = round(time.process_time() * 1000)
+        return {"answered": int(answered), "cpu_ms": cpu_ms, "transactions": self._in_flight()}
+
     async def _listen(self, engine: Engine) -> None:
+        workers = self.settings.workers > 1
         for listen, listener in zip(self.listeners, self.sockets, strict=True):
             host, port = listen.socket.host, listen.socket.port
             if listener.transport == "udp":
-                endpoint = await open_udp(host, port, engine, listener)
-                engine.add_udp(listener, endpoint)
+                endpoint = await open_udp(host, port, engine, listener, reuse_port=workers)
                 self.bound.setdefault("udp", endpoint.local_address)
+                own = self._own_udp.get(listener.id)
+                if own is not None:  # requests leave from this worker's own port
+                    self._shared_udp.append(endpoint)
+                    mine = await open_udp(host, 0, engine, listener, sock=own)
+                    endpoint = WorkerEndpoint(endpoint, mine)
+                engine.add_udp(listener, endpoint)
             elif listener.transport == "tcp":
                 if self._tcp is None:
                     self._tcp = TcpTransport(
@@ -323,6 +363,7 @@ class ProxyServer:
                         max_message_size=self.settings.max_message_size,
                         limits=self.settings.tcp_limits(),
                     )
+                    self._tcp.reuse_port = workers
                     engine.tcp = self._tcp
                 self.bound.setdefault("tcp", await self._tcp.listen(host, port, listener))
                 if host not in _WILDCARDS:
@@ -368,6 +409,7 @@ class ProxyServer:
                 server=self._certificate.context,
                 clients=tls.TlsClients(lambda: self.table),
             )
+            self._tls.reuse_port = self.settings.workers > 1
             engine.tls = self._tls
         return self._tls
 
@@ -404,6 +446,11 @@ class ProxyServer:
             await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
         if self._control is not None:
             await self._control.cleanup()
+        if isinstance(self.link, Leader):
+            await self.link.close()
+        for shared in self._shared_udp:
+            if shared.transport is not None:
+                shared.transport.close()
         if self.engine is not None:
             self.engine.close()
             for endpoint in self.engine.udp_by_id.values():

@@ -77,6 +77,12 @@ class ProxySettings:
     timer_t1: float = _CORE.timers.t1
     #: ``IP:PORT`` of the HTTP control API; None disables it
     control: str | None = "127.0.0.1:8080"
+    #: worker processes sharing the listening ports (``workers.py``); 1: this process alone
+    workers: int = 1
+    #: which worker this process is: 0 is the leader (probes, control API), others follow it
+    worker_index: int = 0
+    #: the leader's unix socket the other workers follow (``workerlink.py``); "": none
+    worker_link: str = ""
     #: bearer token required by write calls of the control API; "" = none given: writes are
     #: then open on a loopback ``control`` address only, else a token is made and logged
     control_token: str = ""

@@ -177,6 +177,8 @@ class TcpTransport:
         self.max_message_size = max_message_size
         self.limits = limits or TcpLimits()
         self.connections: dict[Address, TcpConnection] = {}
+        #: listen with SO_REUSEPORT: other worker processes share the port
+        self.reuse_port = False
         self._open: set[TcpConnection] = set()  # every connection registered, once
         self._inbound = 0
         self._per_source: dict[str, int] = {}
@@ -195,6 +197,7 @@ class TcpTransport:
             host,
             port,
             backlog=ACCEPT_BACKLOG,
+            reuse_port=self.reuse_port or None,
             **self._listen_options(),
         )
         self._servers.append(server)

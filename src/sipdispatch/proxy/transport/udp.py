@@ -72,12 +72,24 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 async def open_udp(
-    host: str, port: int, sink: DatagramSink, listener: Listener | str = "udp"
+    host: str,
+    port: int,
+    sink: DatagramSink,
+    listener: Listener | str = "udp",
+    *,
+    reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> UdpEndpoint:
+    """Bind ``host:port`` (``reuse_port``: shared with other workers), or serve ``sock``,
+    bound already."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(sink, listener), local_addr=(host, port)
-    )
+    make = lambda: UdpEndpoint(sink, listener)  # noqa: E731 - one factory, two calls
+    if sock is not None:
+        transport, protocol = await loop.create_datagram_endpoint(make, sock=sock)
+    else:
+        transport, protocol = await loop.create_datagram_endpoint(
+            make, local_addr=(host, port), reuse_port=reuse_port or None
+        )
     protocol.transport = transport  # uvloop calls connection_made only on the next loop turn
     sock = transport.get_extra_info("socket")
     if sock is not None:
