@@ -92,3 +92,12 @@ def test_a_relayed_response_to_an_in_dialog_request_carries_the_fallback() -> No
     assert response_of(relayed).status == 200
     assert (relayed.transport, relayed.address) == ("tcp", CALLER_CONNECTION)
     assert relayed.fallback == ("198.51.100.7", 5077)
+
+
+def test_a_malformed_via_list_over_a_stream_is_answered_400_without_a_fallback() -> None:
+    # Found by hack/fuzz: the list "," failed to split inside the fallback of the 400 itself,
+    # and the exception left the core.
+    proxy, _ = make_proxy()
+    [answer] = proxy.receive(_tcp_invite(3, ","), CALLER_CONNECTION, "tcp", 0.0)
+    assert response_of(answer).status == 400
+    assert (answer.address, answer.fallback) == (CALLER_CONNECTION, None)

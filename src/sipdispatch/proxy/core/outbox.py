@@ -187,11 +187,9 @@ def stream_fallback(via: values.Via, source: Address) -> Address:
 
 def _fallback_of(request: Request, source: Address) -> Address | None:
     """`stream_fallback` for a request whose Via may be what is broken (then None)."""
-    value = request.headers.first_value("via")
-    if value is None:
-        return None
     try:
-        return stream_fallback(values.parse_via(value), source)
+        value = request.headers.first_value("via")  # splitting the list may fail already
+        return None if value is None else stream_fallback(values.parse_via(value), source)
     except RemoteProtocolError:
         return None
 
