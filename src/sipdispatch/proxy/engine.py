@@ -172,14 +172,11 @@ class Engine:
         self._emit(out)
         return probe_id
 
-    def connection_failed(self, address: Address) -> None:
-        """A TCP connection to ``address`` could not be opened, or broke (a reset): fail over
-        the branches sent there at once."""
-        self._emit(self.core.transport_failed(address, "tcp", self._now()))
-
-    def tls_connection_failed(self, address: Address) -> None:
-        """A TLS connection could not be opened (refused, or its certificate not trusted)."""
-        self._emit(self.core.transport_failed(address, "tls", self._now()))
+    def connection_failed(self, address: Address, transport: str = "tcp") -> None:
+        """A stream connection to ``address`` could not be opened (refused; over TLS, its
+        certificate not trusted), or broke (a reset): fail over the branches sent there at
+        once."""
+        self._emit(self.core.transport_failed(address, transport, self._now()))
 
     def _now(self) -> float:
         loop = self._loop

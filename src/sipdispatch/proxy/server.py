@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import signal
@@ -403,7 +404,7 @@ class ProxyServer:
             assert self._certificate is not None
             self._tls = tls.TlsTransport(
                 engine,
-                on_error=engine.tls_connection_failed,
+                on_error=functools.partial(engine.connection_failed, transport="tls"),
                 max_message_size=self.settings.max_message_size,
                 limits=self.settings.tcp_limits(),
                 server=self._certificate.context,
