@@ -3,8 +3,8 @@
 * A TCP caller to UDP-only gateways whose calls the gateway ends: the proxy records two routes
   (RFC 5658), the gateway's BYE reaches it over UDP and the caller over TCP.
 * Two UDP listeners on two loopback addresses, destinations pinned with ``socket=``: what each
-  gateway receives comes from the pinned address (the gateway records the source of every
-  datagram).
+  gateway receives comes from the pinned address (Kamailio gateways log the source of every
+  request, as their socket saw it).
 * IPv4 and IPv6 side by side: a caller of each family calls gateways of each family.
 """
 
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kamailiogateway import KamailioRecordingGateway
 from sipdispatchproc import SipdispatchProxy
 
 from sipphelpers import SippLab, free_port
@@ -197,7 +198,9 @@ def test_destinations_pinned_with_socket_are_reached_from_that_address(
 ) -> None:
     second = "127.0.0.9"
     second_port = free_port(second)
-    with RecordingGateway("127.0.0.2") as gw1, RecordingGateway("127.0.0.3") as gw2:
+    gw1 = KamailioRecordingGateway(tmp_path / "gateways", "gw1", "127.0.0.2").start()
+    gw2 = KamailioRecordingGateway(tmp_path / "gateways", "gw2", "127.0.0.3").start()
+    try:
         config = (
             "sets:\n- id: 1\n  algorithm: round-robin\n  destinations:\n"
             f"  - {{uri: '{gw1.uri}', socket: 'udp:127.0.0.1:{{PORT}}'}}\n"
@@ -236,6 +239,9 @@ def test_destinations_pinned_with_socket_are_reached_from_that_address(
             and rr[1].startswith(first)
             for rr in gw2.record_routes
         ), gw2.record_routes[:2]
+    finally:
+        gw1.stop()
+        gw2.stop()
 
 
 def test_ipv4_and_ipv6_callers_reach_gateways_of_both_families(
