@@ -103,8 +103,21 @@ def test_what_is_not_a_uri_is_a_400(text: str) -> None:
 
 def test_a_request_uri_may_not_carry_headers() -> None:
     assert sip("sip:bob@biloxi.com?subject=hi").headers == "subject=hi"
+    # parsed (and remembered) just above as a header's URI: refused all the same
     with pytest.raises(RemoteProtocolError, match="headers"):
         parse_uri("sip:bob@biloxi.com?subject=hi", allow_headers=False)
+
+
+def test_a_uri_seen_before_parses_to_the_same_parts() -> None:
+    text = "sip:alice@atlanta.example.com:5070;transport=tcp"
+    first, again = parse_uri(text), parse_uri(text)
+    assert first == again
+    assert isinstance(again, SipUri)
+    assert (again.user, again.port) == ("alice", 5070)
+    with pytest.raises(RemoteProtocolError):  # and a bad one stays bad however often it comes
+        parse_uri("sip:alice@bad host")
+    with pytest.raises(RemoteProtocolError):
+        parse_uri("sip:alice@bad host")
 
 
 def test_parameters_are_read_by_name_whatever_their_case() -> None:

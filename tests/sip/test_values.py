@@ -124,6 +124,16 @@ def test_malformed_vias_are_a_400(text: str) -> None:
     assert info.value.status == 400
 
 
+def test_a_known_sent_by_still_has_its_parameters_checked() -> None:
+    good = values.parse_via("SIP/2.0/UDP gw.example.com:5060;branch=z9hG4bK1")
+    assert (good.host, good.port, good.branch) == ("gw.example.com", 5060, "z9hG4bK1")
+    # the same sent-by (remembered now) with parameters the fast path does not take
+    quoted = values.parse_via('SIP/2.0/UDP gw.example.com:5060;branch=z9hG4bK2;x="a b"')
+    assert quoted.params == {"branch": "z9hG4bK2", "x": '"a b"'}
+    with pytest.raises(RemoteProtocolError):
+        values.parse_via("SIP/2.0/UDP gw.example.com:5060;branch=z9hG4bK1;x=")
+
+
 _LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 
 

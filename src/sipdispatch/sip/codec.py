@@ -15,6 +15,7 @@ from __future__ import annotations
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
+from sipdispatch.sip.memo import remember
 from sipdispatch.sip.message import Header, Headers, Request, Response, header_key
 
 __all__ = [
@@ -127,8 +128,17 @@ def _content_length(headers: Headers) -> int | None:
     return int(text)
 
 
+#: request methods already checked against the grammar (a proxy sees a handful)
+_METHODS: dict[str, bool] = {}
+
+
 def _start_line(line: str, headers: Headers) -> Request | Response:
     if line.startswith("SIP/"):
+        # The common form, read without the regex: "SIP/2.0 DDD reason".
+        if line.startswith("SIP/2.0 ") and line[11:12] == " " and grammar.is_digits(line[8:11]):
+            status = int(line[8:11])
+            if status >= 100:
+                return Response(status, line[12:], headers, version="SIP/2.0")
         match = grammar.STATUS_LINE.fullmatch(line)
         if not match:
             raise RemoteProtocolError(f"bad status line {line[:80]!r}")
@@ -136,9 +146,13 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
         if status < 100:
             raise RemoteProtocolError(f"status code out of range: {status}")
         return Response(status, match.group(3), headers, version=match.group(1))
+    parts = line.split(" ")
+    if len(parts) == 3 and parts[0] in _METHODS and parts[1] and parts[2] and "\t" not in line:
+        return Request(parts[0], parts[1], headers, version=parts[2])
     match = grammar.REQUEST_LINE.fullmatch(line)
     if not match:
         raise RemoteProtocolError(f"bad request line {line[:80]!r}")
+    remember(_METHODS, match.group(1), True)
     return Request(match.group(1), match.group(2), headers, version=match.group(3))
 
 

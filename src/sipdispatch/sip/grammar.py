@@ -38,6 +38,7 @@ __all__ = [
     "URI_PARAMS",
     "USERINFO",
     "VIA_FAST",
+    "VIA_PARAMS",
     "WSP",
     "is_digits",
 ]
@@ -123,10 +124,12 @@ SENT_PROTOCOL: Final = re.compile(
 # takes: no LWS inside, a host name or IPv4 address, token parameters. Groups: transport,
 # host, port, parameters. Anything else (IPv6, blanks, quoted values) is for the general
 # parser, which uses the rules above.
+_VIA_PARAMS = rf"(?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*"
 VIA_FAST: Final = re.compile(
-    rf"SIP/2\.0/([A-Za-z]+) ({_HOSTNAME})(?::([0-9]{{1,5}}))?"
-    rf"((?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*)"
+    rf"SIP/2\.0/([A-Za-z]+) ({_HOSTNAME})(?::([0-9]{{1,5}}))?({_VIA_PARAMS})"
 )
+# The parameters part of VIA_FAST alone, for a Via whose sent-by was read before.
+VIA_PARAMS: Final = re.compile(_VIA_PARAMS)
 # tag-param = "tag" EQUAL token (From, To): use with search() to find a tag without parsing
 # the whole name-addr. Group 1 is the tag, which may be empty when the sender wrote "tag=".
 TAG_PARAM: Final = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;,\s]*)", re.IGNORECASE)

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.memo import remember
 
 __all__ = ["SipUri", "format_host", "parse_host_port", "parse_uri", "unescape"]
 
@@ -134,12 +135,23 @@ class SipUri:
         return f"{self.scheme}:{userinfo}{format_host(self.host, self.port)}{self.params}{headers}"
 
 
+#: URIs parsed already (see ``memo``): a trunk's URIs recur in every call
+_PARSED: dict[str, SipUri | str] = {}
+
+
 def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
     """Parse a URI. Returns a ``SipUri`` for sip/sips, else the text of a generic URI.
 
     Raises ``RemoteProtocolError`` (400) on anything that is not a URI at all. A Request-URI may
     not carry ``?headers`` (RFC 4475 escruri): pass ``allow_headers=False`` for it.
     """
+    known = _PARSED.get(text)
+    if known is not None and (allow_headers or isinstance(known, str) or not known.headers):
+        return known
+    return remember(_PARSED, text, _parse_uri(text, allow_headers))
+
+
+def _parse_uri(text: str, allow_headers: bool) -> SipUri | str:
     scheme, colon, rest = text.partition(":")
     if not colon or not grammar.SCHEME.fullmatch(scheme) or not rest:
         raise RemoteProtocolError(f"not a URI: {text!r}")

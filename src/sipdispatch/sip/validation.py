@@ -24,7 +24,8 @@ _MAX_UINT32 = 2**32 - 1
 
 def has_to_tag(request: Request) -> bool:
     """Whether the request is inside a dialog (its To header carries a tag)."""
-    return grammar.TAG_PARAM.search(request.headers.get("to") or "") is not None
+    to = request.headers.get("to") or ""
+    return ";tag=" in to or grammar.TAG_PARAM.search(to) is not None
 
 
 def _check_headers(message: Request | Response) -> values.Via:

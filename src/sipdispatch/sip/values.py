@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.memo import remember
 from sipdispatch.sip.uri import SipUri, parse_host_port, parse_uri
 
 __all__ = [
@@ -161,17 +162,32 @@ class Via:
         )
 
 
+#: a Via's sent-protocol and sent-by, read already: a peer writes the same ones every time
+_SENT: dict[str, tuple[str, str, int | None]] = {}
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via value (LWS around ``/`` is legal, RFC 4475 wsinv)."""
-    simple = grammar.VIA_FAST.fullmatch(value)
-    if simple is not None:
-        transport, host, port, params_text = simple.groups()
-        if port is None or int(port) <= 65535:
-            params: dict[str, str] = {}
-            for item in params_text[1:].split(";") if params_text else ():
-                name, _, param_value = item.partition("=")
-                params[name.lower()] = param_value
-            return Via(transport.upper(), host, int(port) if port else None, params)
+    semi = value.find(";")
+    head, params_text = (value, "") if semi < 0 else (value[:semi], value[semi:])
+    sent = _SENT.get(head)
+    if sent is None:
+        simple = grammar.VIA_FAST.fullmatch(value)
+        if simple is None or (simple.group(3) is not None and int(simple.group(3)) > 65535):
+            return _parse_via(value)
+        transport, host, port = simple.group(1, 2, 3)
+        sent = remember(_SENT, head, (transport.upper(), host, int(port) if port else None))
+    elif params_text and not grammar.VIA_PARAMS.fullmatch(params_text):
+        return _parse_via(value)  # quoted values, blanks, IPv6 received=...
+    params: dict[str, str] = {}
+    for item in params_text[1:].split(";") if params_text else ():
+        name, _, param_value = item.partition("=")
+        params[name.lower()] = param_value
+    return Via(sent[0], sent[1], sent[2], params)
+
+
+def _parse_via(value: str) -> Via:
+    """The general Via grammar, for what the fast path of ``parse_via`` does not take."""
     match = grammar.SENT_PROTOCOL.match(value.strip(_LWS))
     if not match:
         raise RemoteProtocolError(f"bad Via {value!r}")
@@ -212,8 +228,20 @@ class NameAddr:
         return self.params.get("tag")
 
 
+#: name-addrs parsed already: a dialog's Routes, a trunk's Contact and To recur
+_NAME_ADDRS: dict[str, NameAddr] = {}
+
+
 def parse_name_addr(value: str) -> NameAddr:
-    """Parse To, From, Contact, Route or Record-Route values (RFC 3261 20.10, 20.20).
+    """Parse To, From, Contact, Route or Record-Route values (RFC 3261 20.10, 20.20)."""
+    known = _NAME_ADDRS.get(value)
+    if known is not None:
+        return known
+    return remember(_NAME_ADDRS, value, _parse_name_addr(value))
+
+
+def _parse_name_addr(value: str) -> NameAddr:
+    """Parse one name-addr.
 
     Rejects what RFC 4475 calls malformed: unbalanced quotes (quotbal), spaces inside ``<>``
     (badaspec), unquoted non-token display names (baddn), a bare URI with ``?headers``
@@ -265,8 +293,19 @@ class CSeq:
         self.method = method
 
 
+#: CSeq values parsed already: "1 INVITE", "2 BYE"... recur in every call
+_CSEQS: dict[str, CSeq] = {}
+
+
 def parse_cseq(value: str) -> CSeq:
     """``1*DIGIT LWS Method``; the number must fit in 32 bits (RFC 4475 scalar02)."""
+    known = _CSEQS.get(value)
+    if known is not None:
+        return known
+    return remember(_CSEQS, value, _parse_cseq(value))
+
+
+def _parse_cseq(value: str) -> CSeq:
     match = grammar.CSEQ.fullmatch(value.strip(_LWS))
     if not match:
         raise RemoteProtocolError(f"bad CSeq {value!r}")
