@@ -103,3 +103,34 @@ def test_a_copy_can_be_edited_without_touching_the_original() -> None:
     assert request.headers.get("max-forwards") == "70"
     assert request.start_line() == "INVITE sip:bob@biloxi.com SIP/2.0"
     assert repr(copy) == "<Request INVITE sip:bob@10.0.0.1>"
+
+
+def test_look_ups_after_each_edit_match_a_fresh_index() -> None:
+    """The look-up index is kept up to date key by key as fields are pushed, popped, set and
+    removed: after every edit it answers as one built from scratch would."""
+    h = headers(
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+        ("Route", "<sip:p1;lr>"),
+        ("Route", "<sip:p2;lr>"),
+        ("Contact", "<sip:c@d>"),
+    )
+    edits = [
+        lambda: h.push_first("Via", "SIP/2.0/UDP proxy;branch=z9hG4bK3"),
+        lambda: h.pop_first("route"),
+        lambda: h.pop_first("via"),
+        lambda: h.pop_first("via"),
+        lambda: h.append("Contact", "<sip:e@f>"),
+        lambda: h.set("Max-Forwards", "69"),
+        lambda: h.replace_first("via", "SIP/2.0/UDP b;received=10.0.0.1"),
+        lambda: h.pop_first("route"),
+        lambda: h.remove_all("contact"),
+        lambda: h.push_first("Record-Route", "<sip:proxy;lr>"),
+    ]
+    for edit in edits:
+        assert h.get("via") is not None  # keeps the index built between edits
+        edit()
+        fresh = h.copy()
+        for key in ("via", "route", "contact", "max-forwards", "record-route"):
+            assert h.get(key) == fresh.get(key), key
+            assert h.repeated(key) == fresh.repeated(key), key
+        assert h.has_repeated() == fresh.has_repeated()

@@ -47,7 +47,8 @@ class Headers:
         self._items: list[Header] = items if items is not None else []
         # key -> first value, and the keys seen more than once, built together on the first
         # look-up: a proxy reads the same dozen headers many times per message and asks which
-        # are repeated on every message; every change drops both.
+        # are repeated on every message. A change to one key's fields updates that key's
+        # entries (the proxy pops and pushes Via and Route on every message it forwards).
         self._first: dict[str, str] | None = first
         self._repeated: set[str] = repeated if repeated is not None else set()
 
@@ -71,6 +72,27 @@ class Headers:
         self._first = first
         self._repeated = repeated
         return first
+
+    def _reindex(self, key: str) -> None:
+        """Bring the index up to date for ``key`` after its fields changed."""
+        first = self._first
+        if first is None:
+            return  # built on the next look-up
+        value: str | None = None
+        count = 0
+        for k, _, v in self._items:
+            if k == key:
+                if count == 0:
+                    value = v
+                count += 1
+        if value is None:
+            first.pop(key, None)
+        else:
+            first[key] = value
+        if count > 1:
+            self._repeated.add(key)
+        else:
+            self._repeated.discard(key)
 
     def get(self, key: str) -> str | None:
         """Value of the first field with this key (``key`` must be canonical)."""
@@ -111,50 +133,52 @@ class Headers:
         return None
 
     def append(self, name: str, value: str) -> None:
-        self._first = None
-        self._items.append((header_key(name), name, value))
+        key = header_key(name)
+        self._items.append((key, name, value))
+        self._reindex(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace the first field with this name's key (keeping its position), or append."""
-        self._first = None
         key = header_key(name)
         for i, (k, written, _) in enumerate(self._items):
             if k == key:
                 self._items[i] = (k, written, value)
+                self._reindex(key)
                 return
         self._items.append((key, name, value))
+        self._reindex(key)
 
     def remove_all(self, key: str) -> None:
-        self._first = None
         self._items = [h for h in self._items if h[0] != key]
+        self._reindex(key)
 
     def push_first(self, name: str, value: str) -> None:
         """Add a value on top of a list header (a new Via or Record-Route goes first)."""
-        self._first = None
         key = header_key(name)
         for i, (k, _, _) in enumerate(self._items):
             if k == key:
                 self._items.insert(i, (key, name, value))
+                self._reindex(key)
                 return
         # No such header yet: Via belongs at the top, other list headers just before the body.
         if key == "via":
             self._items.insert(0, (key, name, value))
         else:
             self._items.append((key, name, value))
+        self._reindex(key)
 
     def replace_first(self, key: str, value: str) -> None:
         """Replace the first element of a list header (the top Via), keeping the others."""
-        self._first = None
         for i, (k, written, old) in enumerate(self._items):
             if k == key:
                 rest = split_first(old)[1]
                 self._items[i] = (k, written, value if rest is None else f"{value}, {rest}")
+                self._reindex(key)
                 return
         raise KeyError(key)
 
     def pop_first(self, key: str) -> str | None:
         """Remove and return the first element of a list header (the top Via, the top Route)."""
-        self._first = None
         for i, (k, written, value) in enumerate(self._items):
             if k == key:
                 first, rest = split_first(value)
@@ -162,6 +186,7 @@ class Headers:
                     del self._items[i]
                 else:
                     self._items[i] = (k, written, rest)
+                self._reindex(key)
                 return first
         return None
 
