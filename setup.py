@@ -19,6 +19,7 @@ from setuptools import setup
 #: asyncio, prometheus_client, aiohttp and pydantic, where compiling the caller gains little.
 HOT_PATH = [
     "src/sipdispatch/sip/errors.py",
+    "src/sipdispatch/sip/identityenum.py",
     "src/sipdispatch/sip/memo.py",
     "src/sipdispatch/sip/grammar.py",
     "src/sipdispatch/sip/uri.py",

@@ -69,6 +69,7 @@ import enum
 from dataclasses import dataclass, field
 
 from sipdispatch.dispatch import latency as _latency
+from sipdispatch.sip.identityenum import IdentityEnum
 
 __all__ = [
     "ADMIN_CODES",
@@ -90,7 +91,7 @@ __all__ = [
 ]
 
 
-class HealthState(enum.Enum):
+class HealthState(IdentityEnum):
     """Where a destination stands: four learned states, then the two overrides.
 
     The two-letter code a user sees is computed from the state and the probing flag
@@ -137,7 +138,7 @@ _KAMAILIO_MODES = {
 }
 
 
-class Outcome(enum.Enum):
+class Outcome(IdentityEnum):
     SUCCESS = "success"  # an accepted reply code
     FAILURE = "failure"  # any other reply, or a transport error
     TIMEOUT = "timeout"  # no reply in time
@@ -228,7 +229,10 @@ class HealthRecord:
     @property
     def eligible(self) -> bool:
         """Whether new dialogs may be sent here."""
-        return self.state in _ELIGIBLE
+        # Compared by identity: hashing an Enum member runs interpreted Python, and this is
+        # asked of every candidate of every call.
+        state = self.state
+        return state is HealthState.ACTIVE or state is HealthState.TRYING
 
 
 _LETTERS = {HealthState.ACTIVE: "A", HealthState.TRYING: "T", HealthState.INACTIVE: "I"}
@@ -239,10 +243,9 @@ _LEARNED = (
     HealthState.COMING_UP,
 )
 _DOWN = frozenset({HealthState.INACTIVE, HealthState.COMING_UP})
-_ELIGIBLE = frozenset({HealthState.ACTIVE, HealthState.TRYING})
 
 
-class _Step(enum.Enum):
+class _Step(IdentityEnum):
     """A result as the learned state machine sees it, once counted: its kind, and whether it
     makes the streak of its kind reach the policy's threshold."""
 

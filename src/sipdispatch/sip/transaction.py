@@ -11,10 +11,10 @@ Transitions are tables: a move that is not in the table is a ``LocalProtocolErro
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from sipdispatch.sip.errors import LocalProtocolError
+from sipdispatch.sip.identityenum import IdentityEnum
 
 __all__ = [
     "Action",
@@ -39,7 +39,7 @@ class Timers:
         return 64 * self.t1
 
 
-class Action(enum.Enum):
+class Action(IdentityEnum):
     """What a transaction asks its owner to do."""
 
     RETRANSMIT = "retransmit"  # send the request (client) or the last response (server) again
@@ -48,7 +48,7 @@ class Action(enum.Enum):
     SEND_ACK = "send_ack"  # a retransmitted non-2xx final reached a completed INVITE client
 
 
-class ClientState(enum.Enum):
+class ClientState(IdentityEnum):
     CALLING = "calling"  # INVITE sent, nothing heard (non-INVITE: TRYING)
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -56,7 +56,7 @@ class ClientState(enum.Enum):
     TERMINATED = "terminated"
 
 
-class ServerState(enum.Enum):
+class ServerState(IdentityEnum):
     PROCEEDING = "proceeding"  # (non-INVITE: TRYING merges into PROCEEDING here)
     COMPLETED = "completed"
     CONFIRMED = "confirmed"
@@ -115,10 +115,11 @@ class ClientTransaction:
         stray) change nothing."""
         table = _CLIENT_INVITE if self.invite else _CLIENT_NON_INVITE
         cls = _response_class(status)
-        if self.state is ClientState.TERMINATED or (self.state, cls) not in table:
+        following = table.get((self.state, cls))
+        if self.state is ClientState.TERMINATED or following is None:
             return []  # late or stray response: absorbed, as RFC 3261 17.1.1.2 allows
         previous = self.state
-        self.state = table[(self.state, cls)]
+        self.state = following
         actions: list[Action] = []
         if self.state is ClientState.PROCEEDING:
             if not self.invite and previous is ClientState.CALLING:
@@ -196,10 +197,10 @@ class ServerTransaction:
     def send_response(self, status: int, now: float) -> None:
         """Record that a response is being sent; raises if the state forbids it."""
         table = _SERVER_INVITE_SEND if self.invite else _SERVER_NON_INVITE_SEND
-        key = (self.state, _response_class(status))
-        if key not in table:
+        following = table.get((self.state, _response_class(status)))
+        if following is None:
             raise LocalProtocolError(f"cannot send {status} in state {self.state.value}")
-        previous, self.state = self.state, table[key]
+        previous, self.state = self.state, following
         if self.state is ServerState.COMPLETED and previous is not ServerState.COMPLETED:
             if self.invite:
                 # Timer G retransmits the final over UDP until the ACK; Timer H gives up.

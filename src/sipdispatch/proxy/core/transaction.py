@@ -7,17 +7,16 @@ has been told so far (``Upstream``) and the response class, the value the ``Step
 
 from __future__ import annotations
 
-import enum
-
 from sipdispatch.proxy.core.deadlines import Timed
 from sipdispatch.proxy.core.records import Address, Hop, Listener
+from sipdispatch.sip.identityenum import IdentityEnum
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import ClientTransaction, ServerTransaction
 
 __all__ = ["STEPS", "Branch", "ProxyTransaction", "Step", "Upstream", "response_class"]
 
 
-class Upstream(enum.Enum):
+class Upstream(IdentityEnum):
     """What the caller has been told so far."""
 
     WAITING = "waiting"  # no final response yet (provisionals may have gone)
@@ -25,7 +24,7 @@ class Upstream(enum.Enum):
     REJECTED = "rejected"  # a 3xx-6xx
 
 
-class Step(enum.Enum):
+class Step(IdentityEnum):
     """What a branch's response does to its transaction."""
 
     RELAY = "relay"  # a provisional: pass it upstream (a 100 is hop-by-hop and stays here)
