@@ -4,6 +4,7 @@ by the health owner (`HealthBook`) as the server wires them."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sipdispatch.dispatch import context, health
 from sipdispatch.dispatch.config import ProbingSpec
@@ -17,7 +18,9 @@ from sipdispatch.proxy.events import (
     DialogEnded,
 )
 from sipdispatch.proxy.healthbook import HealthBook, HealthChange
+from sipdispatch.proxy.metrics import ProxyMetrics
 from sipdispatch.proxy.settings import ProbeSettings
+from sipdispatch.proxy.traffic import EventFeed
 
 GW1 = "sip:127.0.0.2:5060"
 GW2 = "sip:127.0.0.3:5060"
@@ -317,3 +320,34 @@ def test_call_load_selection_sees_the_counted_calls() -> None:
     assert world.table.select(1, ctx("y")) == []
     world.observe(DialogEnded("a"), 2.0)
     assert [t.destination.uri for t in world.table.select(1, ctx("z"))] == [GW1]
+
+
+def test_the_event_feed_counts_each_calls_events_and_passes_on_the_rest() -> None:
+    """The engine hands events to `EventFeed` (compiled): call load and answers are counted
+    there, health changes applied, the metrics read the answers tallied, and every other event
+    reaches the interpreted observers unchanged."""
+    world = World()
+    registry = CollectorRegistry()
+    metrics = ProxyMetrics(registry, lambda: world.table, lambda: 0)
+    others: list[CoreEvent] = []
+    feed = EventFeed(world.traffic, lambda: world.now, world.book.apply_traffic, others.extend)
+    metrics.count_answers(feed.take_answered)
+    gw1, gw2 = DestinationKey.parse(1, GW1), DestinationKey.parse(1, GW2)
+    failed = BranchFailed(gw2, 503, "b")
+    feed.feed([BranchStarted(gw1, "INVITE", "a"), BranchStarted(gw2, "INVITE", "b")])
+    feed.feed([BranchAnswered(gw1, 0.01, "INVITE", "a"), failed])
+    assert (world.calls(GW1), world.calls(GW2)) == (1, 1)
+    assert others == [failed]  # the failure goes on as it came: the health owner releases it
+    world.book.observe(others)
+    assert world.calls(GW2) == 0
+    labels = {"set": "1", "uri": GW1}
+    assert registry.get_sample_value("sipdispatch_calls_answered_total", labels) == 1.0
+    assert registry.get_sample_value("sipdispatch_destination_replies_total", {"class": "2xx"}) == 1
+    feed.feed([BranchAnswered(gw1, 0.01, "BYE", "a"), DialogEnded("a")])
+    assert world.calls(GW1) == 0
+    assert registry.get_sample_value("sipdispatch_calls_answered_total", labels) == 2.0
+    # a destination trying after a timeout is back to AP with a call's 2xx, through the feed
+    world.time_out(GW1)
+    assert world.code(GW1) == "TP"
+    feed.feed([BranchStarted(gw1, "INVITE", "c"), BranchAnswered(gw1, 0.01, "INVITE", "c")])
+    assert world.code(GW1) == "AP"

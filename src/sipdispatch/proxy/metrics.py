@@ -140,6 +140,17 @@ class _ReadyCollector(Collector):
         )
 
 
+class _Flush(Collector):
+    """Yields nothing: brings the tallied counters up to date when the registry is read."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.metrics.flush()
+        return iter(())
+
+
 class ProxyMetrics:
     """Every metric of one proxy, registered on ``registry``."""
 
@@ -153,6 +164,10 @@ class ProxyMetrics:
         self.registry = registry
         self._table = table
         self._failover_codes = failover_codes
+        # Registered first, so that a scrape brings the tallies up to date before the
+        # counters they feed are read.
+        self._answers: Callable[[], Mapping[DestinationKey, int]] | None = None
+        registry.register(_Flush(self))
         self.answered = Counter(
             "sipdispatch_calls_answered",
             "Requests a destination answered with 2xx",
@@ -363,6 +378,29 @@ class ProxyMetrics:
                 return str(key.set_id), target.destination.uri
         return str(key.set_id), key.uri
 
+    def count_answers(self, take: Callable[[], Mapping[DestinationKey, int]]) -> None:
+        """Count the answers ``take`` tallies (compiled, per call: ``traffic.EventFeed``) when
+        the metrics are read, instead of one event at a time."""
+        self._answers = take
+
+    def flush(self) -> None:
+        """Bring the counters fed by tallies up to date (before any read of them)."""
+        if self._answers is None:
+            return
+        total = 0
+        for key, count in self._answers().items():
+            self._answered_child(key).inc(count)
+            total += count
+        if total:
+            self._replies_2xx.inc(total)
+
+    def _answered_child(self, key: DestinationKey) -> Counter:
+        answered = self._answered_children.get(key)
+        if answered is None:
+            answered = self.answered.labels(*self._labels(key))
+            self._answered_children[key] = answered
+        return answered
+
     def keys_in_use(self, fingerprints: Sequence[str]) -> None:
         """The route keys now in use, signing key first (at start and after each reload)."""
         self.route_keys.clear()
@@ -376,11 +414,7 @@ class ProxyMetrics:
     def observe(self, events: Sequence[CoreEvent]) -> None:
         for event in events:
             if isinstance(event, BranchAnswered):
-                answered = self._answered_children.get(event.destination)
-                if answered is None:
-                    answered = self.answered.labels(*self._labels(event.destination))
-                    self._answered_children[event.destination] = answered
-                answered.inc()
+                self._answered_child(event.destination).inc()
                 self._replies_2xx.inc()
             elif isinstance(event, BranchFailed):
                 self._failed(event)

@@ -46,6 +46,7 @@ from sipdispatch.proxy.settings import (
 )
 from sipdispatch.proxy.tablekeeper import TableKeeper
 from sipdispatch.proxy.tables import TableError, TableSource
+from sipdispatch.proxy.traffic import EventFeed
 from sipdispatch.proxy.transport import tls
 from sipdispatch.proxy.transport.tcp import TcpTransport
 from sipdispatch.proxy.transport.udp import UdpEndpoint, open_udp
@@ -244,13 +245,17 @@ class ProxyServer:
             metrics.observe(events)
             health.observe(events)
 
+        # Each call's own events are handled compiled; the rest go to on_events.
+        feed = EventFeed(health.traffic, self.now, health.apply_traffic, on_events)
+        metrics.count_answers(feed.take_answered)
+
         wildcard = any(x.socket.host in _WILDCARDS for x in self.listeners)
         names = _wildcard_names() if wildcard else ()
         engine = Engine(
             core_settings(loaded.config, settings, local, advertise, names, listeners=self.sockets),
             table,
             signer,
-            on_events,
+            feed.feed,
         )
         engine.check(loaded.table)  # a socket= naming no listener: refused before serving
         self.engine = self.tables.engine = engine
@@ -334,6 +339,7 @@ class ProxyServer:
         return isinstance(self.link, Follower)
 
     def _worker_stats(self) -> WorkerStats:
+        self.metrics.flush()
         answered = sum(
             sample.value
             for family in self.metrics.answered.collect()

@@ -19,7 +19,7 @@ which applies what it reports:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sipdispatch.dispatch import health
 from sipdispatch.dispatch.destinations import DestinationKey, Runtime, Target, TargetIndex
@@ -31,7 +31,7 @@ from sipdispatch.proxy.events import (
     DialogEnded,
 )
 
-__all__ = ["Observation", "TrafficObserver"]
+__all__ = ["EventFeed", "Observation", "TrafficObserver"]
 
 #: what a call said about its destination, for the health owner to apply
 Observation = tuple[Target, health.Result]
@@ -153,3 +153,51 @@ class TrafficObserver:
                 else:  # a younger call on the same Call-ID: keep it, at the back
                     self._calls.setdefault(call_id, []).append(entry)
         return ended
+
+
+class EventFeed:
+    """The core's events on their way to the traffic observer, the health owner and metrics.
+
+    Every call brings a branch started, a branch answered and a dialog ended. Those three are
+    handled here, in compiled code: counted for call load, answers tallied for the metrics
+    (which read the tally when scraped, `take_answered`), and only an observation that
+    changes health goes on, to ``apply``. Every other event goes to ``others`` (the
+    interpreted observers: metrics, probes) as it came. Handing every event to interpreted
+    code cost about 6 % of a call's CPU.
+    """
+
+    def __init__(
+        self,
+        traffic: TrafficObserver,
+        clock: Callable[[], float],
+        apply: Callable[[Target, health.Result, float], None],
+        others: Callable[[Sequence[CoreEvent]], None],
+    ) -> None:
+        self.traffic = traffic
+        self.clock = clock
+        self.apply = apply
+        self.others = others
+        self._answered: dict[DestinationKey, int] = {}
+
+    def feed(self, events: Sequence[CoreEvent]) -> None:
+        rest: list[CoreEvent] = []
+        now = -1.0
+        for event in events:
+            if isinstance(event, (BranchStarted, BranchAnswered, DialogEnded)):
+                if now < 0:
+                    now = self.clock()
+                observed = self.traffic.observe(event, now)
+                if isinstance(event, BranchAnswered):
+                    key = event.destination
+                    self._answered[key] = self._answered.get(key, 0) + 1
+                if observed is not None:
+                    self.apply(observed[0], observed[1], now)
+            else:
+                rest.append(event)
+        if rest:
+            self.others(rest)
+
+    def take_answered(self) -> dict[DestinationKey, int]:
+        """The answers tallied since the last call, by destination (and a fresh tally)."""
+        answered, self._answered = self._answered, {}
+        return answered
