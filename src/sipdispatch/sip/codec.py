@@ -93,26 +93,38 @@ def _parse_headers(lines: list[str]) -> Headers:
             if key not in repeated:  # the field folded is its key's first
                 first[key] = value
             continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise RemoteProtocolError(f"header line without a name: {line[:60]!r}")
-        raw = line[:colon]
-        known = _KNOWN_NAMES.get(raw)
-        if known is None:
-            name = raw.rstrip(" \t")
-            if not grammar.HEADER_NAME.fullmatch(name):
-                raise RemoteProtocolError(f"bad header name {name!r}")
-            known = (header_key(name), name)
-            if len(_KNOWN_NAMES) < 4096:  # bounded: names come from the network
-                _KNOWN_NAMES[raw] = known
-        key = known[0]
-        value = line[colon + 1 :].strip(" \t")
-        items.append((key, known[1], value))
+        header = _LINES.get(line)
+        if header is None:
+            header = remember(_LINES, line, _parse_line(line))
+        key = header[0]
+        items.append(header)
         if key in first:
             repeated.add(key)
         else:
-            first[key] = value
+            first[key] = header[2]
     return Headers(items, first, repeated)
+
+
+#: whole header lines read already: half the lines of a call (Max-Forwards, Contact, Allow,
+#: Content-Type, a trunk's To...) come back in every call, and one look-up of the line replaces
+#: cutting, naming and stripping it
+_LINES: dict[str, Header] = {}
+
+
+def _parse_line(line: str) -> Header:
+    colon = line.find(":")
+    if colon <= 0:
+        raise RemoteProtocolError(f"header line without a name: {line[:60]!r}")
+    raw = line[:colon]
+    known = _KNOWN_NAMES.get(raw)
+    if known is None:
+        name = raw.rstrip(" \t")
+        if not grammar.HEADER_NAME.fullmatch(name):
+            raise RemoteProtocolError(f"bad header name {name!r}")
+        known = (header_key(name), name)
+        if len(_KNOWN_NAMES) < 4096:  # bounded: names come from the network
+            _KNOWN_NAMES[raw] = known
+    return (known[0], known[1], line[colon + 1 :].strip(" \t"))
 
 
 def _content_length(headers: Headers) -> int | None:
