@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipdispatch.sip import codec
 from sipdispatch.sip.message import Headers, Request, Response, header_key
 
 
@@ -134,3 +135,37 @@ def test_look_ups_after_each_edit_match_a_fresh_index() -> None:
             assert h.get(key) == fresh.get(key), key
             assert h.repeated(key) == fresh.repeated(key), key
         assert h.has_repeated() == fresh.has_repeated()
+
+
+def test_a_forwarded_message_keeps_the_lines_it_did_not_change() -> None:
+    """Fields the proxy does not touch leave as they came (spacing and all); the ones it
+    edits, and folded ones, are written anew, and Content-Length always tells the truth."""
+    data = (
+        b"INVITE sip:bob@biloxi.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"Route: <sip:p1;lr>, <sip:p2;lr>\r\n"
+        b"Subject:   odd  spacing\r\n"
+        b"X-Folded: one\r\n two\r\n"
+        b"Max-Forwards : 70\r\n"
+        b"Content-Length: 9\r\n\r\nv=0\r\nbody"
+    )
+    request = codec.parse(data)
+    assert isinstance(request, Request)
+    request.headers.push_first("Via", "SIP/2.0/UDP proxy;branch=z9hG4bK2")
+    request.headers.pop_first("route")
+    request.headers.set("Max-Forwards", "69")
+    assert request.to_bytes() == (
+        b"INVITE sip:bob@biloxi.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP proxy;branch=z9hG4bK2\r\n"
+        b"Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"Route: <sip:p2;lr>\r\n"
+        b"Subject:   odd  spacing\r\n"
+        b"X-Folded: one two\r\n"
+        b"Max-Forwards: 69\r\n"
+        b"Content-Length: 9\r\n\r\nv=0\r\nbody"
+    )
+    copy = request.copy()
+    copy.headers.remove_all("subject")
+    assert b"Subject:   odd  spacing\r\n" in request.to_bytes()
+    assert b"Subject" not in copy.to_bytes()
+    assert b"Max-Forwards: 69\r\n" in copy.to_bytes()

@@ -77,6 +77,7 @@ _KNOWN_NAMES: dict[str, tuple[str, str]] = {}
 
 def _parse_headers(lines: list[str]) -> Headers:
     items: list[Header] = []
+    read: list[str | None] = []  # the line of each item, to forward it unchanged
     # The look-up index of ``Headers``, built in the same pass.
     first: dict[str, str] = {}
     repeated: set[str] = set()
@@ -90,6 +91,7 @@ def _parse_headers(lines: list[str]) -> Headers:
             key, name, value = items[-1]
             value = f"{value} {line.strip()}".strip()
             items[-1] = (key, name, value)
+            read[-1] = None  # written unfolded
             if key not in repeated:  # the field folded is its key's first
                 first[key] = value
             continue
@@ -98,11 +100,12 @@ def _parse_headers(lines: list[str]) -> Headers:
             header = remember(_LINES, line, _parse_line(line))
         key = header[0]
         items.append(header)
+        read.append(line)
         if key in first:
             repeated.add(key)
         else:
             first[key] = header[2]
-    return Headers(items, first, repeated)
+    return Headers(items, first, repeated, read)
 
 
 #: whole header lines read already: half the lines of a call (Max-Forwards, Contact, Allow,

@@ -34,17 +34,22 @@ def header_key(name: str) -> str:
 class Headers:
     """An ordered multimap of header fields; order matters for Via, Route and Record-Route."""
 
-    __slots__ = ("_first", "_items", "_repeated")
+    __slots__ = ("_first", "_items", "_lines", "_repeated")
 
     def __init__(
         self,
         items: list[Header] | None = None,
         first: dict[str, str] | None = None,
         repeated: set[str] | None = None,
+        lines: list[str | None] | None = None,
     ) -> None:
         """``first`` and ``repeated``, when given, must be the index of ``items`` (the parser
-        builds it as it reads them)."""
+        builds it as it reads them); ``lines``, the line each item was read from (None for
+        one to write anew), aligned with ``items``."""
         self._items: list[Header] = items if items is not None else []
+        # Forwarding writes an unchanged field as the line it came in, not rebuilt from its
+        # name and value: a proxy changes three or four fields of a dozen.
+        self._lines: list[str | None] = lines if lines is not None else [None] * len(self._items)
         # key -> first value, and the keys seen more than once, built together on the first
         # look-up: a proxy reads the same dozen headers many times per message and asks which
         # are repeated on every message. A change to one key's fields updates that key's
@@ -59,7 +64,22 @@ class Headers:
         return len(self._items)
 
     def copy(self) -> Headers:
-        return Headers(list(self._items))
+        return Headers(list(self._items), lines=list(self._lines))
+
+    def write(self, parts: list[str], content_length: str) -> None:
+        """Append the header lines to ``parts``, with one Content-Length: ``content_length``."""
+        has_length = False
+        lines = self._lines
+        for i, (key, name, value) in enumerate(self._items):
+            if key == "content-length":
+                if not has_length:
+                    has_length = True
+                    parts.append(f"{name}: {content_length}")
+                continue
+            line = lines[i]
+            parts.append(f"{name}: {value}" if line is None else line)
+        if not has_length:
+            parts.append(f"Content-Length: {content_length}")
 
     def _index(self) -> dict[str, str]:
         first: dict[str, str] = {}
@@ -135,6 +155,7 @@ class Headers:
     def append(self, name: str, value: str) -> None:
         key = header_key(name)
         self._items.append((key, name, value))
+        self._lines.append(None)
         self._reindex(key)
 
     def set(self, name: str, value: str) -> None:
@@ -143,13 +164,17 @@ class Headers:
         for i, (k, written, _) in enumerate(self._items):
             if k == key:
                 self._items[i] = (k, written, value)
+                self._lines[i] = None
                 self._reindex(key)
                 return
         self._items.append((key, name, value))
+        self._lines.append(None)
         self._reindex(key)
 
     def remove_all(self, key: str) -> None:
-        self._items = [h for h in self._items if h[0] != key]
+        kept = [i for i, h in enumerate(self._items) if h[0] != key]
+        self._items = [self._items[i] for i in kept]
+        self._lines = [self._lines[i] for i in kept]
         self._reindex(key)
 
     def push_first(self, name: str, value: str) -> None:
@@ -158,13 +183,16 @@ class Headers:
         for i, (k, _, _) in enumerate(self._items):
             if k == key:
                 self._items.insert(i, (key, name, value))
+                self._lines.insert(i, None)
                 self._reindex(key)
                 return
         # No such header yet: Via belongs at the top, other list headers just before the body.
         if key == "via":
             self._items.insert(0, (key, name, value))
+            self._lines.insert(0, None)
         else:
             self._items.append((key, name, value))
+            self._lines.append(None)
         self._reindex(key)
 
     def replace_first(self, key: str, value: str) -> None:
@@ -173,6 +201,7 @@ class Headers:
             if k == key:
                 rest = split_first(old)[1]
                 self._items[i] = (k, written, value if rest is None else f"{value}, {rest}")
+                self._lines[i] = None
                 self._reindex(key)
                 return
         raise KeyError(key)
@@ -184,8 +213,10 @@ class Headers:
                 first, rest = split_first(value)
                 if rest is None:
                     del self._items[i]
+                    del self._lines[i]
                 else:
                     self._items[i] = (k, written, rest)
+                    self._lines[i] = None
                 self._reindex(key)
                 return first
         return None
@@ -211,18 +242,7 @@ class Message:
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is always written and always equals the body's length."""
         parts = [self.start_line()]
-        has_length = False
-        length = str(len(self.body))
-        for key, name, value in self.headers:
-            if key == "content-length":
-                if has_length:
-                    continue
-                has_length = True
-                parts.append(f"{name}: {length}")
-                continue
-            parts.append(f"{name}: {value}")
-        if not has_length:
-            parts.append(f"Content-Length: {length}")
+        self.headers.write(parts, str(len(self.body)))
         parts.append("\r\n")
         return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
 
