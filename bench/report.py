@@ -122,7 +122,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
     def verdict_le(ratio: float | None, bar: float) -> str:
         if ratio is None:
             return "not measured"
-        return "met" if ratio <= bar else f"missed by {ratio / bar - 1:.0%}"
+        return "met" if ratio <= bar else f"missed by {ratio / bar - 1:.1%}"
 
     r = _ratio(sd_max, kam_max)
     rows.append(
@@ -131,8 +131,8 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
             _fmt(sd_max, 0),
             _fmt(kam_max, 0),
             _fmt(r, 2, "x"),
-            ">= 0.5x (goal 1x)",
-            verdict_ge(r, 0.5, 1.0),
+            ">= 0.5x (goal 1.25x)",
+            verdict_ge(r, 0.5, 1.25),
         ]
     )
     py_steps = results.get("ladder_python_build", [])
@@ -193,6 +193,24 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                 "" if r is None else ("cheaper" if r <= 1 else f"{r:.1f}x Kamailio's CPU"),
             ]
         )
+    at_rates = results.get("cpu_at_rates", {})
+    for rate, figure in at_rates.get("rates", {}).items():
+        medians = figure["median_cpu_s_per_1000_calls"]
+        failed = figure["failed_calls"]
+        r = figure.get("median_ratio")
+        tries = at_rates.get("rounds", 0)
+        lost = sum(failed.get(SD, [])), sum(failed.get(KAM, []))
+        rows.append(
+            [
+                f"CPU s per 1,000 calls at {int(rate):,} calls/s (median of {tries} tries on "
+                f"fresh processes; failed calls {lost[0]} / {lost[1]})",
+                _fmt(medians.get(SD), 3),
+                _fmt(medians.get(KAM), 3),
+                _fmt(r, 2, "x"),
+                "<= 0.8x",
+                verdict_le(r, 0.8) if r is not None and not math.isnan(r) else "not measured",
+            ]
+        )
     py_rate = results.get("python_build_cpu_rate")
     if py_rate:
 
@@ -222,7 +240,8 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                 ]
             )
     sd_lat, kam_lat = half_latency(results, SD), half_latency(results, KAM)
-    for name, key in (("INVITE->100", "trying"), ("INVITE->200", "answer")):
+    for name, key, bar in (("INVITE->100", "trying", 2.0), ("INVITE->200", "answer", 1.0)):
+        bar_text = f"<= {bar:g}x"
         for q in ("p50", "p99"):
             a = sd_lat["latency"].get(f"{key}_{q}_ms") if sd_lat else None
             b = kam_lat["latency"].get(f"{key}_{q}_ms") if kam_lat else None
@@ -233,8 +252,8 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                     _fmt(a, 2),
                     _fmt(b, 2),
                     _fmt(r, 2, "x"),
-                    "<= 2x" if q == "p99" else "",
-                    verdict_le(r, 2.0) if q == "p99" else "",
+                    bar_text if q == "p99" else "",
+                    verdict_le(r, bar) if q == "p99" else "",
                 ]
             )
     same = results.get("latency_same_rate", {})
@@ -622,7 +641,11 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
     parts.append(
         "Written by `bench/run` (`bench/report.py`) from the run of "
         f"{m.get('date', '?')}; every figure below comes from that run. The targets in the "
-        "ratio table are the design's (section 5 of the design document).\n"
+        "ratio table are the design's (section 5 of the design document), and where they are "
+        "stricter the performance goals set since: calls/s per core at least 1.25x "
+        "Kamailio's, CPU per call at 2,000 and 3,000 calls/s at most 0.8x its, the "
+        "INVITE->200 p99 at half capacity no higher than its, two workers at most 1.1x the "
+        "CPU per call of one.\n"
     )
     if mode != "full":
         parts.append(

@@ -43,6 +43,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import cpurates  # noqa: E402
 import extras  # noqa: E402
 import failover  # noqa: E402
 import report  # noqa: E402
@@ -370,6 +371,23 @@ class Bench:
             self.results["max_all_cores"][rig.kind] = best_rate(ladders[rig.label])
             self.results["all_cores_labels"][rig.kind] = rig.label
             rig.stop()
+        self.save()
+
+    def cpu_at_rates(self) -> None:
+        """Both balancers' CPU per call at 2,000 and 3,000 calls/s, taking turns on fresh
+        processes (``bench/cpurates.py``); a rate above what either passed in the ladder is
+        still tried: its failed tries say so."""
+        seconds, rounds = (4, 1) if self.quick else (8, 3)
+        self.results["cpu_at_rates"] = cpurates.compare(
+            self.lab,
+            self.out / "logs",
+            self.settings,
+            self.build,
+            rates=[2000.0, 3000.0],
+            seconds=seconds,
+            rounds=rounds,
+            log=log,
+        )
         self.save()
 
     def two_workers(self) -> None:
@@ -726,9 +744,10 @@ class Bench:
         phases: list[tuple[str, Any, float]] = [
             ("ladder per core", self.ladder_per_core, 99),
             ("latency", self.latency, 99),
+            ("cpu at fixed rates", self.cpu_at_rates, 99),
             ("feature costs", self.feature_costs, 99 if self.quick else 12.0),
-            ("ladder all cores", self.ladder_all_cores, 9.0),
-            ("two workers", self.two_workers, 99 if self.quick else 10.0),
+            ("ladder all cores", self.ladder_all_cores, 99),
+            ("two workers", self.two_workers, 99),
         ]
         if not self.quick:
             phases.append(("garbage collector", self.gc_diagnosis, 8.5))
