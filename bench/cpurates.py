@@ -43,6 +43,7 @@ def compare(
     result: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "rates": {}}
     for rate in rates:
         cpu: dict[str, list[float]] = {rig.kind: [] for rig in rigs}
+        system: dict[str, list[float]] = {rig.kind: [] for rig in rigs}
         failed: dict[str, list[int]] = {rig.kind: [] for rig in rigs}
         ratios: list[float] = []
         for round_no in range(rounds):
@@ -57,6 +58,7 @@ def compare(
                 failed[rig.kind].append(step.failed)
                 if step.passed:
                     cpu[rig.kind].append(step.cpu_ms_per_call)
+                    system[rig.kind].append(step.balancer_system_s / max(1, step.created) * 1000)
                     this_round[rig.kind] = step.cpu_ms_per_call
                 log(
                     f"  {rig.label:40s} {rate:6.0f} cps: {step.cpu_ms_per_call:.3f} s CPU per "
@@ -71,6 +73,11 @@ def compare(
         result["rates"][str(int(rate))] = {
             "cpu_s_per_1000_calls": cpu,
             "median_cpu_s_per_1000_calls": medians,
+            # of it, in the kernel: the socket calls, which both balancers make alike
+            "median_system_s_per_1000_calls": {
+                kind: statistics.median(values) if values else float("nan")
+                for kind, values in system.items()
+            },
             "failed_calls": failed,
             "round_ratios": ratios,
             "median_ratio": statistics.median(ratios) if ratios else float("nan"),

@@ -60,6 +60,7 @@ class StepResult:
     # datagrams dropped because a receive buffer was full, by whose socket
     drops: dict[str, int] = field(default_factory=dict)
     window_s: float = 0.0
+    balancer_system_s: float = 0.0  # of balancer_cpu_s, in the kernel (the socket calls)
     other_cores: float = 0.0  # machine busy minus balancer, gateways and caller: other load
     attempt: int = 1
     superseded: bool = False  # a failed first try, repeated (see LadderSpec.retry_failed)
@@ -159,6 +160,7 @@ def run_step(
     )
     drops0 = udp_drops()
     cpu0 = rig.cpu()
+    sys0 = rig.system_cpu()
     gw0 = rig.gateways_cpu()
     busy0, total0 = machine_busy()
     t0 = time.monotonic()
@@ -166,6 +168,7 @@ def run_step(
     window = time.monotonic() - t0
     busy1, total1 = machine_busy()
     cpu1 = rig.cpu()
+    sys1 = rig.system_cpu()
     gw1 = rig.gateways_cpu()
     drops1 = udp_drops()
 
@@ -189,6 +192,7 @@ def run_step(
     step.failures = dict(result.failures)
     step.achieved_rate = _creation_rate(_stat_rows(caller.stat_path), calls)
     step.balancer_cpu_s = sum(per_pid.values())
+    step.balancer_system_s = sys1 - sys0
     step.busiest_process_cpu_s = max(per_pid.values(), default=0.0)
     step.gateways_cpu_s = gw1 - gw0
     step.caller_cpu_s = result.cpu_s or 0.0

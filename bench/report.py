@@ -104,6 +104,60 @@ def _fmt(value: Any, digits: int = 2, unit: str = "") -> str:
     return f"{text}{unit}"
 
 
+def where_time_goes(results: dict[str, Any]) -> list[str]:
+    """The profile summary: the kernel's share of each balancer's CPU per call, the core
+    alone, and the compiled core's costliest functions, all from this run."""
+    out: list[str] = []
+    rates = results.get("cpu_at_rates", {}).get("rates", {})
+    profile = results.get("core_profile")
+    if not rates and not profile:
+        return out
+    out.append("## Where the time goes\n")
+    lines: list[str] = []
+    for rate, figure in rates.items():
+        total = figure["median_cpu_s_per_1000_calls"]
+        system = figure.get("median_system_s_per_1000_calls", {})
+        shares = []
+        for kind in (SD, KAM):
+            t, k = total.get(kind), system.get(kind)
+            if t is None or k is None or math.isnan(t) or math.isnan(k):
+                continue
+            shares.append(f"{kind} {t:.3f} ms ({t - k:.3f} in its own code, {k:.3f} in the kernel)")
+        if shares:
+            lines.append(
+                f"- **At {int(rate):,} calls/s**, CPU per call: " + "; ".join(shares) + "."
+            )
+    ccn = results.get("core_calls_native", {}).get("us_per_call")
+    if ccn:
+        lines.append(
+            f"- **The compiled core alone** (`bench/core_calls.py`: parsing, checking, "
+            f"transactions, routing and writing the 13 datagrams of a call, no sockets): "
+            f"{ccn:.0f} µs per call. What the proxy's own code spends beyond it is the event "
+            "loop and the socket calls' Python side, the timers, the probes and the metrics."
+        )
+    if lines:
+        out.append(
+            "The kernel's share (system time: the socket calls, the same for both "
+            "balancers) against the balancer's own code (user time):\n"
+        )
+        out.append("\n".join(lines) + "\n")
+    if profile:
+        out.append(
+            f"The compiled core, instruction counts per call (`bench/coreprofile.py`: callgrind "
+            f"on `bench/core_calls.py`, {profile['calls'][1]:,} calls less "
+            f"{profile['calls'][0]:,}, so the start-up cancels out): "
+            f"{profile['total_k_per_call']:,.0f} thousand per call in all, the harness's own "
+            "parsing of three messages per call included. The costliest functions, inclusive "
+            "(they nest, so the rows do not add up):\n"
+        )
+        rows = [
+            [f"`{f['function']}`", f"{f['k_instructions_per_call']:,.0f}"]
+            for f in profile["functions"]
+        ]
+        out.append(_table(["function", "thousand instructions per call"], rows))
+    return out
+
+
 def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
     """[figure, sipdispatch, Kamailio, ratio, target, verdict] rows."""
     rows: list[list[str]] = []
@@ -910,6 +964,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             "the datagram I/O (13 datagrams per call), the timers and the probing."
         )
     parts.append("\n".join(lines) + "\n")
+    parts.extend(where_time_goes(results))
 
     parts.append("## Plots\n")
     parts.append(f"![calls/s vs failed calls]({img_rel}/{prefix}cps-failures.png)\n")

@@ -54,6 +54,7 @@ __all__ = [
     "machine_busy",
     "memory_of",
     "sipdispatch_builds",
+    "system_cpu",
     "udp_drops",
 ]
 
@@ -88,6 +89,19 @@ def cpu_by_pid(process: ManagedProcess) -> dict[int, float]:
         rest = raw[raw.rfind(")") + 2 :].split()
         out[pid] = (int(rest[11]) + int(rest[12])) / _CLK_TCK
     return out
+
+
+def system_cpu(process: ManagedProcess) -> float:
+    """CPU seconds so far spent in the kernel (system time: the socket calls) by the live
+    processes of ``process``'s group."""
+    total = 0.0
+    for pid in process.group_pids():
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        total += int(raw[raw.rfind(")") + 2 :].split()[12]) / _CLK_TCK
+    return total
 
 
 def memory_of(process: ManagedProcess) -> dict[str, float]:
@@ -312,6 +326,9 @@ class Rig:
 
     def cpu(self) -> dict[int, float]:
         return cpu_by_pid(self.process)
+
+    def system_cpu(self) -> float:
+        return system_cpu(self.process)
 
     def gateways_cpu(self) -> float:
         return sum(gw.process.cpu_seconds() for gw in self.gateways)

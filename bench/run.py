@@ -43,6 +43,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import coreprofile  # noqa: E402
 import cpurates  # noqa: E402
 import extras  # noqa: E402
 import failover  # noqa: E402
@@ -387,6 +388,18 @@ class Bench:
             seconds=seconds,
             rounds=rounds,
             log=log,
+        )
+        self.save()
+
+    def core_profile(self) -> None:
+        """Instruction counts per call of the compiled core's functions (coreprofile.py)."""
+        self.results["core_profile"] = coreprofile.profile_core(
+            self.builds["native"].python, self.out / "logs"
+        )
+        top = self.results["core_profile"]["functions"][:5]
+        log(
+            f"  {self.results['core_profile']['total_k_per_call']:,.0f}k instructions per call; "
+            + ", ".join(f"{f['function']} {f['k_instructions_per_call']:,.0f}k" for f in top)
         )
         self.save()
 
@@ -756,6 +769,8 @@ class Bench:
         phases += [("gateway killed", self.failover, 99)]
         if not self.quick:
             phases.append(("memory with calls in progress", self.memory_dialogs, 11.0))
+        if "native" in self.builds and not self.quick:
+            phases.append(("profile of the core", self.core_profile, 99))
         phases.append(("sipdispatch only", self.sipdispatch_only, 99))
         if self.args.only:
             phases = [p for p in phases if p[0].replace(" ", "-") in self.args.only]
