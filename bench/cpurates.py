@@ -2,20 +2,20 @@
 
 The ladder's CPU figure is taken at whatever rate both happened to pass, once per balancer;
 this phase measures at the rates the design names, several times: the rigs take turns
-(forwards in one round, backwards in the next), every try on fresh processes, and the median
-of each counts, beside the paired ratio of each round (slow drifts of the machine's load
-cancel in it). A try that fails (>= 0.1 % failed calls) is reported and left out of the
-median: its CPU per call is not that of a balancer keeping up.
+(forwards in one round, backwards in the next), every try on fresh processes warmed up by
+3 s of calls at half the rate, and the median of each counts, beside the paired ratio of
+each round (slow drifts of the machine's load cancel in it). A try that fails (>= 0.1 %
+failed calls) is reported and left out of the median: its CPU per call is not that of a
+balancer keeping up.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-from ladder import run_step
+from ladder import take_turns
 from rigs import KamailioRig, Settings, SipdispatchBuild, SipdispatchRig
 
 from sipphelpers import SippLab
@@ -46,15 +46,9 @@ def compare(
         system: dict[str, list[float]] = {rig.kind: [] for rig in rigs}
         failed: dict[str, list[int]] = {rig.kind: [] for rig in rigs}
         ratios: list[float] = []
-        for round_no in range(rounds):
+        for steps in take_turns(lab, rigs, rate, seconds, rounds, warm_up=3.0):
             this_round: dict[str, float] = {}
-            for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
-                rig.start()
-                time.sleep(1.5)  # past the first probes and the start's own CPU
-                try:
-                    step = run_step(lab, rig, rate, seconds)
-                finally:
-                    rig.stop()
+            for rig, step in steps:
                 failed[rig.kind].append(step.failed)
                 if step.passed:
                     cpu[rig.kind].append(step.cpu_ms_per_call)

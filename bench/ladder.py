@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from rigs import CALLER_SCENARIO, SIPP_BUFFER, Rig, machine_busy, udp_drops
 
 from sipphelpers import SippLab, percentile
 
-__all__ = ["LadderSpec", "StepResult", "run_ladders", "run_step"]
+__all__ = ["LadderSpec", "StepResult", "run_ladders", "run_step", "take_turns"]
 
 FAILED_LIMIT = 0.001  # < 0.1 % failed calls
 RATE_KEPT = 0.95  # the caller must place calls at >= 95 % of the asked rate
@@ -218,6 +218,43 @@ def run_step(
 
 _UNEXPECTED = re.compile(r"while expecting '([^']*)'[^\n]*?received '(SIP/2\.0 \d{3}[^\r\n']*)")
 _TIMEOUT = re.compile(r"receive timeout on message [^,]*?:(\d+)(,)?")
+
+
+def take_turns(
+    lab: SippLab,
+    rigs: Sequence[Rig],
+    rate: float,
+    seconds: float,
+    rounds: int,
+    *,
+    while_up: Callable[[Rig], None] | None = None,
+    warm_up: float = 0.0,
+) -> Iterator[list[tuple[Rig, StepResult]]]:
+    """One step of each rig at ``rate`` per round, every one on fresh processes (started for
+    it, stopped after it: a process kept for all its tries differed steadily by several %
+    from another, and an idle rig would probe in the background of another's try), forwards
+    in one round and backwards in the next, so that no rig always runs first or last. Yields
+    each round's steps; ``while_up`` reads what it needs from a rig before it stops.
+
+    ``warm_up``: seconds of calls at half the rate before the step that counts, then 2 s of
+    quiet (a gateway a warm-up failure marked down is probed up again). A fresh Kamailio
+    fails calls at 3,000 calls/s in its first seconds that it carries once warm."""
+    for round_no in range(rounds):
+        steps = []
+        for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
+            rig.start()
+            time.sleep(1.5)  # past the first probes and the start's own CPU
+            try:
+                if warm_up > 0:
+                    run_step(lab, rig, rate / 2, warm_up)
+                    time.sleep(2.0)
+                step = run_step(lab, rig, rate, seconds)
+                if while_up is not None:
+                    while_up(rig)
+            finally:
+                rig.stop()
+            steps.append((rig, step))
+        yield steps
 
 
 def failure_kinds(path: Path, limit: int = 3) -> dict[str, int]:

@@ -56,6 +56,7 @@ from ladder import (  # noqa: E402
     memory_at_best,
     run_ladders,
     run_step,
+    take_turns,
 )
 from rigs import (  # noqa: E402
     CALLER_SCENARIO,
@@ -686,15 +687,9 @@ class Bench:
         figures: dict[str, list[float]] = {}
         paired: dict[str, list[float]] = {}
         steps: dict[str, list[dict[str, Any]]] = {}
-        for round_no in range(tries):
+        for tried in take_turns(self.lab, rigs, rate, seconds, tries):
             this_round: dict[str, float] = {}
-            for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
-                rig.start()
-                time.sleep(1.5)  # past the first probes, and the start's own CPU
-                try:
-                    step = run_step(self.lab, rig, rate, seconds)
-                finally:
-                    rig.stop()
+            for rig, step in tried:
                 steps.setdefault(rig.label, []).append(step.as_dict())
                 if step.passed:
                     figures.setdefault(rig.label, []).append(step.cpu_ms_per_call)

@@ -18,9 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ladder import run_step
+from ladder import take_turns
 from rigs import (
     CAPACITY_ARGS,
+    Rig,
     Settings,
     SipdispatchBalancer,
     SipdispatchBuild,
@@ -78,18 +79,15 @@ def compare(
         lost: dict[str, int] = {rig.label: 0 for rig in rigs}
         ratios: list[float] = []
         shares: list[dict[str, float]] = []
-        for round_no in range(rounds):
+
+        def read_shares(rig: Rig) -> None:
+            if rig is rigs[1]:
+                time.sleep(1.2)  # the followers report every second
+                shares.append(per_worker_messages(rig))  # noqa: B023 - this rate's list
+
+        for steps in take_turns(lab, rigs, rate, seconds, rounds, while_up=read_shares):
             this_round: dict[str, float] = {}
-            for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
-                rig.start()
-                time.sleep(1.5)  # past the first probes and the start's own CPU
-                try:
-                    step = run_step(lab, rig, rate, seconds)
-                    if rig is rigs[1]:
-                        time.sleep(1.2)  # the followers report every second
-                        shares.append(per_worker_messages(rig))
-                finally:
-                    rig.stop()
+            for rig, step in steps:
                 lost[rig.label] += step.failed
                 cpu[rig.label].append(step.cpu_ms_per_call)
                 this_round[rig.label] = step.cpu_ms_per_call
