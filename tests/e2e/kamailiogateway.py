@@ -11,7 +11,9 @@ import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 from sipphelpers import (
     HARNESS_PING_PREFIX,
@@ -33,10 +35,13 @@ _SEEN = re.compile(r"\bSEEN (\S+) (\S+) (\d+) (\S+) RR=(.*)")
 _ROUTE = re.compile(r"<[^>]*>[^,]*")
 
 
-class KamailioAuthGateway:
-    """One instance on ``ip`` (UDP, a free port), with a nonce secret of its own."""
+class _KamailioGateway:
+    """A Kamailio from ``template`` on ``ip`` (UDP, a free port), started in the foreground
+    with its output in files; ready once it answers OPTIONS."""
 
-    def __init__(self, workdir: Path, name: str, ip: str, password: str) -> None:
+    def __init__(
+        self, workdir: Path, name: str, ip: str, template: Path, values: Mapping[str, object]
+    ) -> None:
         binary = kamailio_binary()
         if binary is None:
             raise HarnessError("kamailio not installed (Debian package kamailio)")
@@ -45,13 +50,7 @@ class KamailioAuthGateway:
         self.port = free_port(ip)
         workdir.mkdir(parents=True, exist_ok=True)
         cfg = workdir / f"{name}.cfg"
-        values = {
-            "LISTEN_IP": ip,
-            "PORT": self.port,
-            "SECRET": secrets.token_hex(16),
-            "PASSWORD": password,
-        }
-        cfg.write_text(render_template(TEMPLATE, values))
+        cfg.write_text(render_template(template, {"LISTEN_IP": ip, "PORT": self.port, **values}))
         rundir = workdir / f"{name}.run"
         rundir.mkdir(exist_ok=True)
         argv = [binary, "-f", str(cfg), "-P", str(workdir / f"{name}.pid"), "-Y", str(rundir)]
@@ -62,7 +61,7 @@ class KamailioAuthGateway:
     def uri(self) -> str:
         return f"sip:{self.ip}:{self.port}"
 
-    def start(self, ready_timeout: float = 15.0) -> KamailioAuthGateway:
+    def start(self, ready_timeout: float = 15.0) -> Self:
         self.process.spawn()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -76,6 +75,14 @@ class KamailioAuthGateway:
 
     def stop(self) -> int | None:
         return self.process.stop()
+
+
+class KamailioAuthGateway(_KamailioGateway):
+    """One instance on ``ip`` (UDP, a free port), with a nonce secret of its own."""
+
+    def __init__(self, workdir: Path, name: str, ip: str, password: str) -> None:
+        values = {"SECRET": secrets.token_hex(16), "PASSWORD": password}
+        super().__init__(workdir, name, ip, TEMPLATE, values)
 
     def events(self) -> dict[str, Counter[str]]:
         """Call-ID -> how many INVITEs it challenged and answered, and BYEs it got."""
@@ -85,45 +92,13 @@ class KamailioAuthGateway:
         return seen
 
 
-class KamailioRecordingGateway:
+class KamailioRecordingGateway(_KamailioGateway):
     """Kamailio answering every call on ``ip`` (UDP, a free port) and logging the source
     address of every request it receives, as its socket saw it, and each INVITE's
     Record-Route values (``tests/sipp/kamailio/recording-gateway.cfg.tmpl``)."""
 
     def __init__(self, workdir: Path, name: str, ip: str) -> None:
-        binary = kamailio_binary()
-        if binary is None:
-            raise HarnessError("kamailio not installed (Debian package kamailio)")
-        self.name = name
-        self.ip = ip
-        self.port = free_port(ip)
-        workdir.mkdir(parents=True, exist_ok=True)
-        cfg = workdir / f"{name}.cfg"
-        cfg.write_text(render_template(RECORDING_TEMPLATE, {"LISTEN_IP": ip, "PORT": self.port}))
-        rundir = workdir / f"{name}.run"
-        rundir.mkdir(exist_ok=True)
-        argv = [binary, "-f", str(cfg), "-P", str(workdir / f"{name}.pid"), "-Y", str(rundir)]
-        argv += ["-DD", "-E", "-m", "32", "-M", "4"]
-        self.process = ManagedProcess(name, argv, workdir)
-
-    @property
-    def uri(self) -> str:
-        return f"sip:{self.ip}:{self.port}"
-
-    def start(self, ready_timeout: float = 15.0) -> KamailioRecordingGateway:
-        self.process.spawn()
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise HarnessError(f"{self.name} exited: {self.process.output_tail(40)}")
-            if sip_options_ping(self.ip, self.port, "udp", 0.5) == 200:
-                return self
-            time.sleep(0.1)
-        self.process.stop()
-        raise HarnessError(f"{self.name} not answering OPTIONS: {self.process.output_tail(40)}")
-
-    def stop(self) -> int | None:
-        return self.process.stop()
+        super().__init__(workdir, name, ip, RECORDING_TEMPLATE, {})
 
     def _seen(self) -> list[re.Match[str]]:
         """The requests logged, but the harness's own readiness pings."""
