@@ -29,7 +29,7 @@ import functools
 import hashlib
 import random
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Protocol, TypeVar
+from typing import ClassVar, Final, Protocol, TypeVar
 
 from sipdispatch.dispatch import context as _context
 from sipdispatch.dispatch import keys as _keys
@@ -83,7 +83,7 @@ class UnknownAlgorithmError(ValueError):
     pass
 
 
-_MASK = (1 << 64) - 1
+_MASK: Final = (1 << 64) - 1
 
 
 @functools.lru_cache(maxsize=65536)
@@ -312,7 +312,7 @@ class Latency:
 
 Factory = Callable[[str | None, random.Random | None], Selector]
 
-ALGORITHMS: dict[str, Factory] = {
+ALGORITHMS: Final[dict[str, Factory]] = {
     "hash-callid": lambda key, rng: HashCallId(),
     "hash-from": lambda key, rng: HashFrom(),
     "hash-to": lambda key, rng: HashTo(),
@@ -328,7 +328,7 @@ ALGORITHMS: dict[str, Factory] = {
     "parallel": lambda key, rng: Parallel(),
     "latency": lambda key, rng: Latency(),
 }
-_BY_NUMBER = dict(enumerate(ALGORITHMS))
+_BY_NUMBER: Final = dict(enumerate(ALGORITHMS))
 
 
 def resolve(value: str | int) -> str:

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Final
 
 from sipdispatch.dispatch import latency as _latency
 from sipdispatch.sip.identityenum import IdentityEnum
@@ -130,7 +131,7 @@ class ProbingMode(enum.Enum):
         raise ValueError(f"unknown probing mode {value!r}; expected one of {names} or 0-3")
 
 
-_KAMAILIO_MODES = {
+_KAMAILIO_MODES: Final = {
     0: ProbingMode.FAILED,
     1: ProbingMode.ALL,
     2: ProbingMode.INACTIVE,
@@ -235,14 +236,14 @@ class HealthRecord:
         return state is HealthState.ACTIVE or state is HealthState.TRYING
 
 
-_LETTERS = {HealthState.ACTIVE: "A", HealthState.TRYING: "T", HealthState.INACTIVE: "I"}
-_LEARNED = (
+_LETTERS: Final = {HealthState.ACTIVE: "A", HealthState.TRYING: "T", HealthState.INACTIVE: "I"}
+_LEARNED: Final = (
     HealthState.ACTIVE,
     HealthState.TRYING,
     HealthState.INACTIVE,
     HealthState.COMING_UP,
 )
-_DOWN = frozenset({HealthState.INACTIVE, HealthState.COMING_UP})
+_DOWN: Final = frozenset({HealthState.INACTIVE, HealthState.COMING_UP})
 
 
 class _Step(IdentityEnum):
@@ -256,15 +257,15 @@ class _Step(IdentityEnum):
 
 
 # Reasons recorded with a transition; `reason` is the result's own.
-_PLAIN = "{reason}"
-_RECOVERED = "{successes} consecutive successes ({reason})"
-_RECOVERING = "coming up: {successes} of {success_threshold} successes ({reason})"
-_FAILED = "{failures} consecutive failures ({reason})"
-_RELAPSED = "failed while coming up ({reason})"
+_PLAIN: Final = "{reason}"
+_RECOVERED: Final = "{successes} consecutive successes ({reason})"
+_RECOVERING: Final = "coming up: {successes} of {success_threshold} successes ({reason})"
+_FAILED: Final = "{failures} consecutive failures ({reason})"
+_RELAPSED: Final = "failed while coming up ({reason})"
 
 # (learned state, step) -> (next learned state, reason), the transitions of the module
 # docstring. Every pair is present: a missing one would be a KeyError, never a silent stay.
-_TRANSITIONS: dict[tuple[HealthState, _Step], tuple[HealthState, str]] = {
+_TRANSITIONS: Final[dict[tuple[HealthState, _Step], tuple[HealthState, str]]] = {
     (HealthState.ACTIVE, _Step.SUCCESS): (HealthState.ACTIVE, _PLAIN),
     (HealthState.ACTIVE, _Step.ENOUGH_SUCCESSES): (HealthState.ACTIVE, _PLAIN),
     (HealthState.ACTIVE, _Step.FAILURE): (HealthState.TRYING, _PLAIN),
@@ -379,8 +380,12 @@ def expire_drain(record: HealthRecord, now: float) -> Event | None:
     return _finish(record, before, "Retry-After elapsed", now)
 
 
-ADMIN_CODES = frozenset({"a", "ap", "ax", "i", "ip", "ix", "t", "tp", "tx", "d", "dx", "dr"})
-_ADMIN_LEARNED = {"a": HealthState.ACTIVE, "t": HealthState.TRYING, "i": HealthState.INACTIVE}
+ADMIN_CODES: Final = frozenset({"a", "ap", "ax", "i", "ip", "ix", "t", "tp", "tx", "d", "dx", "dr"})
+_ADMIN_LEARNED: Final = {
+    "a": HealthState.ACTIVE,
+    "t": HealthState.TRYING,
+    "i": HealthState.INACTIVE,
+}
 
 
 def set_admin_state(record: HealthRecord, code: str, now: float) -> Event | None:

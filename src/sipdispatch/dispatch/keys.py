@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from sipdispatch.dispatch import context as _context
 from sipdispatch.sip import grammar
@@ -89,12 +90,12 @@ def _ruri(ctx: _context.SelectionContext) -> str:
     return uri_user_host(ctx.request_uri) if ctx.request_uri else ""
 
 
-FROM_URI = HashKey("from", _from)
-TO_URI = HashKey("to", _to)
-RURI = HashKey("ruri", _ruri)
-RURI_USER = HashKey("ruri.user", _ruri_user)
+FROM_URI: Final = HashKey("from", _from)
+TO_URI: Final = HashKey("to", _to)
+RURI: Final = HashKey("ruri", _ruri)
+RURI_USER: Final = HashKey("ruri.user", _ruri_user)
 
-PARTS: dict[str, HashKey] = {
+PARTS: Final[dict[str, HashKey]] = {
     key.name: key
     for key in (
         HashKey("call-id", lambda ctx: ctx.call_id),
@@ -110,7 +111,7 @@ PARTS: dict[str, HashKey] = {
         HashKey("auth.user", lambda ctx: ctx.auth_username),
     )
 }
-_ALIASES = {"callid": "call-id", "from.uri": "from", "to.uri": "to", "ruri.uri": "ruri"}
+_ALIASES: Final = {"callid": "call-id", "from.uri": "from", "to.uri": "to", "ruri.uri": "ruri"}
 
 
 def parse(text: str) -> HashKey:
@@ -132,4 +133,4 @@ def parse(text: str) -> HashKey:
     return HashKey(f"header:{name}", lambda ctx: ctx.header(name))
 
 
-_URI_PREFIXES = frozenset({"ruri", "from", "to", "auth"})
+_URI_PREFIXES: Final = frozenset({"ruri", "from", "to", "auth"})

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["DEFAULT_ALPHA", "LatencyStats"]
 
 # Weight of a new sample in the moving estimate: about the last 5 samples
 # dominate, so a destination that turns slow is noticed within a few probes.
-DEFAULT_ALPHA = 0.2
+DEFAULT_ALPHA: Final = 0.2
 
 
 @dataclass(slots=True)

@@ -48,7 +48,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: how many source addresses the table remembers what it knows about (then it starts over)
-SOURCE_CACHE_SIZE = 4096
+SOURCE_CACHE_SIZE: Final = 4096
 
 
 class RoutingContext(Protocol):
@@ -85,9 +85,9 @@ class Refusal:
     route: str = ""  # the route that refused ("" when no route did)
 
 
-UNTRUSTED = Refusal(403, "Forbidden", "untrusted-source")
-HAIRPIN = Refusal(403, "Forbidden", "hairpin")
-MISSING_HASH_KEY = Refusal(400, "Missing Hash Key", "missing-hash-key")
+UNTRUSTED: Final = Refusal(403, "Forbidden", "untrusted-source")
+HAIRPIN: Final = Refusal(403, "Forbidden", "hairpin")
+MISSING_HASH_KEY: Final = Refusal(400, "Missing Hash Key", "missing-hash-key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +141,7 @@ class _Source:
         self.trusted: Final = trusted
 
 
-_NOBODY = _Source(0, frozenset(), False)
+_NOBODY: Final = _Source(0, frozenset(), False)
 
 
 class RouteTable:

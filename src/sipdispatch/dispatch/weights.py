@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
 __all__ = ["MAX_SLOTS", "scale_weights", "slot_table"]
 
 # Bounds the table (and its build time) when weights are large or coprime;
 # 1000 slots keep each share within 0.1 % of the configured one.
-MAX_SLOTS = 1000
+MAX_SLOTS: Final = 1000
 
 
 def scale_weights(weights: Sequence[int], max_slots: int = MAX_SLOTS) -> list[int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from sipdispatch.dispatch.destinations import (
     DestinationKey,
@@ -54,10 +55,10 @@ from sipdispatch.proxy.transport.udp import UdpEndpoint
 
 __all__ = ["Engine", "unknown_sockets"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 #: lines about rejected messages and failures of the core logged per 10 s at most
-LOG_BURST = 100
+LOG_BURST: Final = 100
 
 
 class Engine:

@@ -12,6 +12,8 @@ Written by hand: no maintained Python SIP parser is fast enough for a proxy's ho
 
 from __future__ import annotations
 
+from typing import Final
+
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import MessageLimits, check_head, check_lists, too_large
@@ -28,9 +30,11 @@ __all__ = [
 ]
 
 #: bound on one message over a stream; UDP datagrams are bounded by the transport itself
-MAX_MESSAGE_SIZE = 65535
+MAX_MESSAGE_SIZE: Final = 65535
 #: what ``parse`` holds a message to unless told otherwise: the largest a datagram can be
-_UNLIMITED = MessageLimits(MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, 1 << 20, 1 << 20)
+_UNLIMITED: Final = MessageLimits(
+    MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE, 1 << 20, 1 << 20
+)
 
 
 class MessageError(RemoteProtocolError):
@@ -69,10 +73,10 @@ def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     raise RemoteProtocolError("incomplete header section")
 
 
-_LINE_ENDS = (b"\r", b"\n")
+_LINE_ENDS: Final = (b"\r", b"\n")
 
 #: header names already checked against the grammar, with their look-up keys
-_KNOWN_NAMES: dict[str, tuple[str, str]] = {}
+_KNOWN_NAMES: Final[dict[str, tuple[str, str]]] = {}
 
 
 def _parse_headers(lines: list[str]) -> Headers:
@@ -111,7 +115,7 @@ def _parse_headers(lines: list[str]) -> Headers:
 #: whole header lines read already: half the lines of a call (Max-Forwards, Contact, Allow,
 #: Content-Type, a trunk's To...) come back in every call, and one look-up of the line replaces
 #: cutting, naming and stripping it
-_LINES: dict[str, Header] = {}
+_LINES: Final[dict[str, Header]] = {}
 
 
 def _parse_line(line: str) -> Header:
@@ -144,7 +148,7 @@ def _content_length(headers: Headers) -> int | None:
 
 
 #: request methods already checked against the grammar (a proxy sees a handful)
-_METHODS: dict[str, bool] = {}
+_METHODS: Final[dict[str, bool]] = {}
 
 
 def _start_line(line: str, headers: Headers) -> Request | Response:

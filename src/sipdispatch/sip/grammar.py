@@ -98,7 +98,7 @@ USERINFO: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*")
 # as quick as a plain character class. The toplabel's leading ALPHA is not enforced:
 # "10.0.0.300" and "1.2.3" are then valid names; code that needs real addresses checks them
 # with the ipaddress module.
-_HOSTNAME = r"[A-Za-z0-9]++(?:\.[A-Za-z0-9]++|-++[A-Za-z0-9]++)*+\.?"
+_HOSTNAME: Final = r"[A-Za-z0-9]++(?:\.[A-Za-z0-9]++|-++[A-Za-z0-9]++)*+\.?"
 HOSTNAME: Final = re.compile(_HOSTNAME)
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT (no range check, as the ABNF)
 IPV4ADDRESS: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
@@ -106,7 +106,7 @@ IPV4ADDRESS: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 # uri-parameters = *( ";" uri-parameter ); uri-parameter = pname [ "=" pvalue ], whose
 # characters are paramchar = param-unreserved / unreserved / escaped. "@" is tolerated in
 # values (maddr and user-written parameters carry it).
-_PARAMCHARS = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
+_PARAMCHARS: Final = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
 URI_PARAMS: Final = re.compile(rf"(?:;[{_PARAMCHARS}]+(?:=[{_PARAMCHARS}@]*)?)*")
 # headers = "?" header *( "&" header ), without the "?": hnv-unreserved / unreserved / escaped
 URI_HEADERS: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$=&@]*")
@@ -124,7 +124,7 @@ SENT_PROTOCOL: Final = re.compile(
 # takes: no LWS inside, a host name or IPv4 address, token parameters. Groups: transport,
 # host, port, parameters. Anything else (IPv6, blanks, quoted values) is for the general
 # parser, which uses the rules above.
-_VIA_PARAMS = rf"(?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*"
+_VIA_PARAMS: Final = rf"(?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}]+)?)*"
 VIA_FAST: Final = re.compile(
     rf"SIP/2\.0/([A-Za-z]+) ({_HOSTNAME})(?::([0-9]{{1,5}}))?({_VIA_PARAMS})"
 )

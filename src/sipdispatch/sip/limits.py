@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Header, Headers, Request, header_key
@@ -102,7 +103,7 @@ def check_head(head: bytes, lines: int, limits: MessageLimits) -> None:
 
 
 #: the list headers bounded, with the limit and reason phrase for each
-_LISTS = (
+_LISTS: Final = (
     ("via", "via-count", "Too Many Via Entries"),
     ("route", "route-count", "Too Many Route Entries"),
     ("record-route", "record-route-count", "Too Many Record-Route Entries"),
@@ -133,12 +134,12 @@ def check_lists(headers: Headers, limits: MessageLimits) -> None:
 
 
 #: the header fields an error response copies (RFC 3261 8.2.6.2), long and compact names
-_COPIED_LINE = re.compile(
+_COPIED_LINE: Final = re.compile(
     rb"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)",
     re.IGNORECASE | re.MULTILINE,
 )
 #: what a salvaged value may hold at most: an answer is never much larger than its request
-_SALVAGE_VALUE = 1024
+_SALVAGE_VALUE: Final = 1024
 
 
 def salvage(data: bytes) -> Request | None:

@@ -9,14 +9,14 @@ from the network): a full memo is emptied and fills again with what recurs.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 __all__ = ["MAX_KEY", "MEMO_SIZE", "remember"]
 
 #: entries a memo holds before it is emptied
-MEMO_SIZE = 2048
+MEMO_SIZE: Final = 2048
 #: longer texts are parsed every time: they are rarely repeated, and they would hold memory
-MAX_KEY = 256
+MAX_KEY: Final = 256
 
 T = TypeVar("T")
 

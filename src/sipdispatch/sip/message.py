@@ -9,6 +9,7 @@ wrote it. Values are parsed only when asked for (``values.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.values import split_first, split_values
@@ -17,7 +18,7 @@ __all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
 
 Header = tuple[str, str, str]  # (key, name as written, value)
 
-_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE: Final[dict[str, str]] = {}
 
 
 def header_key(name: str) -> str:

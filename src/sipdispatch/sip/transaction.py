@@ -12,6 +12,7 @@ Transitions are tables: a move that is not in the table is a ``LocalProtocolErro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from sipdispatch.sip.errors import LocalProtocolError
 from sipdispatch.sip.identityenum import IdentityEnum
@@ -66,7 +67,7 @@ class ServerState(IdentityEnum):
 
 # (state, response class) -> next state, for client transactions. Class 1 = provisional,
 # 2 = 2xx, 3 = 300-699.
-_CLIENT_INVITE: dict[tuple[ClientState, int], ClientState] = {
+_CLIENT_INVITE: Final[dict[tuple[ClientState, int], ClientState]] = {
     (ClientState.CALLING, 1): ClientState.PROCEEDING,
     (ClientState.CALLING, 2): ClientState.ACCEPTED,
     (ClientState.CALLING, 3): ClientState.COMPLETED,
@@ -76,7 +77,7 @@ _CLIENT_INVITE: dict[tuple[ClientState, int], ClientState] = {
     (ClientState.ACCEPTED, 2): ClientState.ACCEPTED,
     (ClientState.COMPLETED, 3): ClientState.COMPLETED,
 }
-_CLIENT_NON_INVITE: dict[tuple[ClientState, int], ClientState] = {
+_CLIENT_NON_INVITE: Final[dict[tuple[ClientState, int], ClientState]] = {
     (ClientState.CALLING, 1): ClientState.PROCEEDING,
     (ClientState.CALLING, 2): ClientState.COMPLETED,
     (ClientState.CALLING, 3): ClientState.COMPLETED,
@@ -167,13 +168,13 @@ class ClientTransaction:
         self.deadline = None
 
 
-_SERVER_INVITE_SEND: dict[tuple[ServerState, int], ServerState] = {
+_SERVER_INVITE_SEND: Final[dict[tuple[ServerState, int], ServerState]] = {
     (ServerState.PROCEEDING, 1): ServerState.PROCEEDING,
     (ServerState.PROCEEDING, 2): ServerState.ACCEPTED,
     (ServerState.PROCEEDING, 3): ServerState.COMPLETED,
     (ServerState.ACCEPTED, 2): ServerState.ACCEPTED,
 }
-_SERVER_NON_INVITE_SEND: dict[tuple[ServerState, int], ServerState] = {
+_SERVER_NON_INVITE_SEND: Final[dict[tuple[ServerState, int], ServerState]] = {
     (ServerState.PROCEEDING, 1): ServerState.PROCEEDING,
     (ServerState.PROCEEDING, 2): ServerState.COMPLETED,
     (ServerState.PROCEEDING, 3): ServerState.COMPLETED,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from sipdispatch.sip import grammar
@@ -136,7 +137,7 @@ class SipUri:
 
 
 #: URIs parsed already (see ``memo``): a trunk's URIs recur in every call
-_PARSED: dict[str, SipUri | str] = {}
+_PARSED: Final[dict[str, SipUri | str]] = {}
 
 
 def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:

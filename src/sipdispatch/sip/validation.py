@@ -8,6 +8,8 @@ other SIP versions. Responses that fail are dropped by the caller, never answere
 
 from __future__ import annotations
 
+from typing import Final
+
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request, Response
@@ -16,10 +18,10 @@ from sipdispatch.sip.uri import parse_uri
 __all__ = ["ROUTABLE_SCHEMES", "has_to_tag", "validate_request", "validate_response"]
 
 #: Request-URI schemes this proxy forwards; anything else gets 416 (RFC 4475 unkscm, novelsc)
-ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
-_MANDATORY = ("via", "from", "to", "call-id", "cseq")
-_SINGLETONS = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
-_MAX_UINT32 = 2**32 - 1
+ROUTABLE_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
+_MANDATORY: Final = ("via", "from", "to", "call-id", "cseq")
+_SINGLETONS: Final = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+_MAX_UINT32: Final = 2**32 - 1
 
 
 def has_to_tag(request: Request) -> bool:

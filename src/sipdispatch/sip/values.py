@@ -8,6 +8,7 @@ regular expression, and no maintained Python library parses SIP header values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from sipdispatch.sip import grammar
 from sipdispatch.sip.errors import RemoteProtocolError
@@ -29,9 +30,9 @@ __all__ = [
     "split_values",
 ]
 
-MAGIC_COOKIE = "z9hG4bK"
-_LWS = grammar.WSP
-_MAX_CSEQ = 2**32 - 1  # RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer
+MAGIC_COOKIE: Final = "z9hG4bK"
+_LWS: Final = grammar.WSP
+_MAX_CSEQ: Final = 2**32 - 1  # RFC 3261 8.1.1.5: the sequence number is a 32-bit unsigned integer
 
 
 def split_values(value: str) -> list[str]:
@@ -163,7 +164,7 @@ class Via:
 
 
 #: a Via's sent-protocol and sent-by, read already: a peer writes the same ones every time
-_SENT: dict[str, tuple[str, str, int | None]] = {}
+_SENT: Final[dict[str, tuple[str, str, int | None]]] = {}
 
 
 def parse_via(value: str) -> Via:
@@ -229,7 +230,7 @@ class NameAddr:
 
 
 #: name-addrs parsed already: a dialog's Routes, a trunk's Contact and To recur
-_NAME_ADDRS: dict[str, NameAddr] = {}
+_NAME_ADDRS: Final[dict[str, NameAddr]] = {}
 
 
 def parse_name_addr(value: str) -> NameAddr:
@@ -294,7 +295,7 @@ class CSeq:
 
 
 #: CSeq values parsed already: "1 INVITE", "2 BYE"... recur in every call
-_CSEQS: dict[str, CSeq] = {}
+_CSEQS: Final[dict[str, CSeq]] = {}
 
 
 def parse_cseq(value: str) -> CSeq:

@@ -23,17 +23,18 @@ count, so the worst they can do is limit each other. Bans are bounded the same w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["AdmissionSettings", "SourceLimiter"]
 
 #: the key shared by the sources a full window has no room for
-OVERFLOW = "*"
+OVERFLOW: Final = "*"
 
 #: the reasons a request is refused, as counted (and labelled in metrics)
-SOURCE_RATE = "source-rate"
-DIALOG_RATE = "dialog-rate"
-BANNED = "banned"
-TRANSACTIONS = "transactions"
+SOURCE_RATE: Final = "source-rate"
+DIALOG_RATE: Final = "dialog-rate"
+BANNED: Final = "banned"
+TRANSACTIONS: Final = "transactions"
 
 
 @dataclass(frozen=True, slots=True)

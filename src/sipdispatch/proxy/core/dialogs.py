@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Final
 
 from sipdispatch.proxy.core.outbox import (
     BRANCH_PREFIX,
@@ -74,7 +75,7 @@ NextHop = tuple[str, Address]
 #: a `NextHop` and, over a stream, where to send instead when no connection to it is open
 RoutedHop = tuple[str, Address, Address | None]
 
-_SIGNATURE_BYTES = 10  # 80 bits: forging one takes 2**79 tries on average
+_SIGNATURE_BYTES: Final = 10  # 80 bits: forging one takes 2**79 tries on average
 
 
 class Signer:
@@ -123,7 +124,7 @@ def _mac(keyed: hashlib.blake2b, data: bytes) -> str:
 
 
 #: why a Route was refused (the ``reason`` label of the refusal counter), with the status
-REFUSALS = {
+REFUSALS: Final = {
     "foreign": 403,  # the Route names another host
     "unsigned": 403,  # no dialog signature, or a malformed one (routes of an older format too)
     "signature": 403,  # signed with no key this proxy holds

@@ -9,6 +9,7 @@ only a flat record in ``RecentAnswers`` to answer retransmitted requests.
 from __future__ import annotations
 
 import itertools
+from typing import Final
 
 from sipdispatch.proxy.core import secure
 from sipdispatch.proxy.core.affinity import ChallengeAffinity
@@ -59,8 +60,8 @@ from sipdispatch.sip.transaction import (
 
 __all__ = ["Forwarder"]
 
-_DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
-_CHALLENGES = frozenset({401, 407})
+_DIALOG_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+_CHALLENGES: Final = frozenset({401, 407})
 
 
 class Forwarder:

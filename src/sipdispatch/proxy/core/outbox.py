@@ -11,6 +11,7 @@ which header fields the proxy's own messages copy; the builders below do that an
 from __future__ import annotations
 
 import zlib
+from typing import Final
 
 from sipdispatch.proxy.core.policy import PolicyRefusalError
 from sipdispatch.proxy.core.records import Address, Hop, Listener, Send
@@ -105,7 +106,7 @@ class Outbox:
         )
 
 
-REASONS = {
+REASONS: Final = {
     100: "Trying",
     200: "OK",
     400: "Bad Request",
@@ -125,7 +126,7 @@ REASONS = {
     505: "Version Not Supported",
     513: "Message Too Large",
 }
-_COPIED = ("via", "from", "to", "call-id", "cseq")
+_COPIED: Final = ("via", "from", "to", "call-id", "cseq")
 
 
 def to_tag_for(request: Request) -> str:
@@ -196,7 +197,7 @@ def _fallback_of(request: Request, source: Address) -> Address | None:
 
 #: every branch the proxy writes starts so; the next letter says who sent the request
 #: (``T`` a transaction's branch, ``S`` a stateless forward, ``P`` a probe)
-BRANCH_PREFIX = values.MAGIC_COOKIE + "sd"
+BRANCH_PREFIX: Final = values.MAGIC_COOKIE + "sd"
 
 
 def via_value(transport: str, local: Address, branch: str) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.message import Request
@@ -41,7 +42,7 @@ __all__ = [
 #: what a dispatcher of calls needs: calls (RFC 3261, 3262 PRACK, 3311 UPDATE), their in-dialog
 #: requests (6086 INFO, 3515 REFER, 6665 SUBSCRIBE/NOTIFY), 3428 MESSAGE, and OPTIONS pings;
 #: not REGISTER or PUBLISH, which belong to a registrar or presence server
-DEFAULT_METHODS = (
+DEFAULT_METHODS: Final = (
     "INVITE",
     "ACK",
     "BYE",
@@ -57,7 +58,7 @@ DEFAULT_METHODS = (
 )
 
 #: User-Agent substrings of the common SIP scanners (matched case-insensitively)
-SCANNER_USER_AGENTS = (
+SCANNER_USER_AGENTS: Final = (
     "friendly-scanner",  # SIPVicious svmap, svwar, svcrack (their default)
     "sipvicious",
     "sipcli",
@@ -184,10 +185,12 @@ class RequestPolicy:
 
 
 #: the policy that refuses nothing and lowers no Max-Forwards (``--no-request-policy``)
-OFF = RequestPolicy(methods=None, user_agents=(), max_forwards=255, loops=False, controls=False)
+OFF: Final = RequestPolicy(
+    methods=None, user_agents=(), max_forwards=255, loops=False, controls=False
+)
 
 
-_VERDICTS = 1024
+_VERDICTS: Final = 1024
 
 
 def _host_key(host: str) -> str:

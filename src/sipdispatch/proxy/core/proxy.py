@@ -16,6 +16,8 @@ unparsed; the cap on live transactions is the forwarder's.
 
 from __future__ import annotations
 
+from typing import Final
+
 from sipdispatch.proxy.core.admission import TRANSACTIONS, SourceLimiter
 from sipdispatch.proxy.core.deadlines import Deadlines
 from sipdispatch.proxy.core.dialogs import Dialogs, Signer, from_tag
@@ -34,15 +36,15 @@ from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
 __all__ = ["Proxy"]
 
-_AFTER_PREFIX = len(BRANCH_PREFIX)
-_NOT_OURS = RemoteProtocolError("response to a branch the proxy never sent")
+_AFTER_PREFIX: Final = len(BRANCH_PREFIX)
+_NOT_OURS: Final = RemoteProtocolError("response to a branch the proxy never sent")
 #: what marks a request as in-dialog before it is parsed: the signature of our own Route
 #: (looked for with ``find``: ``bytes in bytes`` first tries the operand as an integer and
 #: builds a TypeError it then drops, which cost more than the search itself)
-_DIALOG_MARK = b";sig="
+_DIALOG_MARK: Final = b";sig="
 #: what every transaction branch of this proxy starts with: a request holding none never looped
-_OUR_BRANCH = BRANCH_PREFIX + "T"
-_LOOP_MARK = _OUR_BRANCH.encode()
+_OUR_BRANCH: Final = BRANCH_PREFIX + "T"
+_LOOP_MARK: Final = _OUR_BRANCH.encode()
 
 
 def _control_characters() -> PolicyRefusalError:

@@ -9,14 +9,15 @@ instead of going out in clear. (The address a TLS listener Record-Routes with is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from sipdispatch.proxy.core.records import CoreSettings, Hop
 
 __all__ = ["REASON", "STATUS", "is_sips", "tls_hops"]
 
 #: the answer to a sips request that no TLS destination can take
-STATUS = 503
-REASON = "No TLS Destination For SIPS URI"
+STATUS: Final = 503
+REASON: Final = "No TLS Destination For SIPS URI"
 
 
 def is_sips(request_uri: str) -> bool:

@@ -7,6 +7,8 @@ has been told so far (``Upstream``) and the response class, the value the ``Step
 
 from __future__ import annotations
 
+from typing import Final
+
 from sipdispatch.proxy.core.deadlines import Timed
 from sipdispatch.proxy.core.records import Address, Hop, Listener
 from sipdispatch.sip.identityenum import IdentityEnum
@@ -37,7 +39,7 @@ class Step(IdentityEnum):
 
 # (upstream, response class) -> step. Class 1 = provisional, 2 = 2xx, 3 = 300-699. A 2xx after
 # a failure was sent upstream cannot be sent any more (RFC 3261 16.7 step 5).
-STEPS: dict[tuple[Upstream, int], Step] = {
+STEPS: Final[dict[tuple[Upstream, int], Step]] = {
     (Upstream.WAITING, 1): Step.RELAY,
     (Upstream.WAITING, 2): Step.ACCEPT,
     (Upstream.WAITING, 3): Step.FAIL_OVER,

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from sipdispatch.proxy.core import Address, Listener
 
 __all__ = ["DatagramSink", "UdpEndpoint", "open_udp"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 
 class DatagramSink(Protocol):
@@ -51,7 +51,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
 
 #: receive buffer asked for: absorbs bursts (and collector pauses) of several thousand messages
-RECEIVE_BUFFER = 8 * 1024 * 1024
+RECEIVE_BUFFER: Final = 8 * 1024 * 1024
 
 
 def _grow_receive_buffer(sock: socket.socket, size: int) -> int:
