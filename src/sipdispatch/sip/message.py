@@ -16,7 +16,10 @@ from sipdispatch.sip.values import split_first, split_values
 
 __all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
 
-Header = tuple[str, str, str]  # (key, name as written, value)
+#: (key, name as written, value). Typed as a tuple of any length, not of three, because mypyc
+#: unboxes a fixed-length tuple into a C struct and makes a new tuple object each time one is
+#: stored: the parser stores each header line's, memoised, in the message's list.
+Header = tuple[str, ...]
 
 _KEY_CACHE: Final[dict[str, str]] = {}
 
