@@ -97,26 +97,28 @@ class Headers:
         self._repeated = repeated
         return first
 
-    def _reindex(self, key: str) -> None:
-        """Bring the index up to date for ``key`` after its fields changed."""
+    def _reindex(self, key: str, start: int = 0) -> None:
+        """Bring the index up to date for ``key`` after its fields changed; no field with
+        this key comes before ``start``. The scan stops at the key's second field: an edit
+        touches the top Via or Route, and the whole list need not be read for it."""
         first = self._first
         if first is None:
             return  # built on the next look-up
         value: str | None = None
-        count = 0
-        for k, _, v in self._items:
-            if k == key:
-                if count == 0:
-                    value = v
-                count += 1
+        items = self._items
+        for i in range(start, len(items)):
+            item = items[i]
+            if item[0] == key:
+                if value is not None:
+                    first[key] = value
+                    self._repeated.add(key)
+                    return
+                value = item[2]
         if value is None:
             first.pop(key, None)
         else:
             first[key] = value
-        if count > 1:
-            self._repeated.add(key)
-        else:
-            self._repeated.discard(key)
+        self._repeated.discard(key)
 
     def get(self, key: str) -> str | None:
         """Value of the first field with this key (``key`` must be canonical)."""
@@ -169,7 +171,7 @@ class Headers:
             if k == key:
                 self._items[i] = (k, written, value)
                 self._lines[i] = None
-                self._reindex(key)
+                self._reindex(key, i)
                 return
         self._items.append((key, name, value))
         self._lines.append(None)
@@ -188,7 +190,7 @@ class Headers:
             if k == key:
                 self._items.insert(i, (key, name, value))
                 self._lines.insert(i, None)
-                self._reindex(key)
+                self._reindex(key, i)
                 return
         # No such header yet: Via belongs at the top, other list headers just before the body.
         if key == "via":
@@ -206,7 +208,7 @@ class Headers:
                 rest = split_first(old)[1]
                 self._items[i] = (k, written, value if rest is None else f"{value}, {rest}")
                 self._lines[i] = None
-                self._reindex(key)
+                self._reindex(key, i)
                 return
         raise KeyError(key)
 
@@ -221,7 +223,7 @@ class Headers:
                 else:
                     self._items[i] = (k, written, rest)
                     self._lines[i] = None
-                self._reindex(key)
+                self._reindex(key, i)
                 return first
         return None
 
