@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 #: the modules every message goes through; all are mypy --strict clean, as mypyc requires.
 #: Not the server's wiring, metrics, the control API or configuration: they mostly call into
@@ -60,10 +60,14 @@ HOT_PATH = [
     "src/sipdispatch/dispatch/routes.py",
 ]
 
+#: hand-written C, built with the compiled hot path: the loop over a message's header lines
+#: (the pure Python build runs codec._parse_headers, which the C loop is tested against)
+C_EXTENSIONS = [Extension("sipdispatch.sip._lines", ["src/sipdispatch/sip/_lines.c"])]
+
 ext_modules = []
 if os.environ.get("SIPDISPATCH_MYPYC") == "1":
     from mypyc.build import mypycify
 
-    ext_modules = mypycify(HOT_PATH, opt_level="3")
+    ext_modules = [*mypycify(HOT_PATH, opt_level="3"), *C_EXTENSIONS]
 
 setup(ext_modules=ext_modules)

@@ -12,6 +12,7 @@ Written by hand: no maintained Python SIP parser is fast enough for a proxy's ho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from sipdispatch.sip import grammar
@@ -134,6 +135,34 @@ def _parse_line(line: str) -> Header:
     return (known[0], known[1], line[colon + 1 :].strip(" \t"))
 
 
+#: the parts of ``Headers`` as ``_parse_headers`` builds them
+_Parts = tuple[list[Header], dict[str, str], set[str], list[str | None]]
+_Scan = Callable[[str, int, str, Callable[[str], Header]], _Parts | None]
+
+
+def _load_scan() -> _Scan | None:
+    """The C loop over header lines (``_lines.c``), built with the compiled hot path; the
+    pure Python build has ``_parse_headers`` alone, which is also the reference the C loop is
+    tested against."""
+    try:
+        from sipdispatch.sip import _lines  # noqa: PLC0415 - optional, native builds only
+    except ImportError:
+        return None
+    return _lines.scan
+
+
+_SCAN: Final = _load_scan()
+
+
+def _headers(text: str, start: int, separator: str) -> Headers:
+    """The header fields of ``text[start:]``, lines cut at ``separator``."""
+    if _SCAN is not None:
+        parts = _SCAN(text, start, separator, _parse_line)
+        if parts is not None:  # None: a folded line, or characters over one byte
+            return Headers(parts[0], parts[1], parts[2], parts[3])
+    return _parse_headers(text[start:].split(separator))
+
+
 def _content_length(headers: Headers) -> int | None:
     text = headers.get("content-length")
     if text is None:
@@ -206,9 +235,9 @@ def parse(
     head, body_start = _split_head(data, datagram)
     text = head.decode("utf-8", "surrogateescape")
     crlf = "\r\n" in text
-    lines = text.split("\r\n") if crlf else text.split("\n")
-    # Cutting lines is C work: the limits are checked before any header is read.
-    count = len(lines)  # the header lines and the start line
+    separator = "\r\n" if crlf else "\n"
+    # Counting lines is C work: the limits are checked before any header is read.
+    count = text.count(separator) + 1  # the header lines and the start line
     if count > limits.max_headers or len(head) > limits.max_line_length:
         check_head(head, count - 1, limits)
     # The line ends are all the control characters a clean header section holds: one
@@ -219,16 +248,18 @@ def parse(
         and len(head) - len(head.translate(None, grammar.CONTROL_BYTES))
         != (count - 1) * (2 if crlf else 1)
     )
-    headers = _parse_headers(lines[1:])
+    end = text.find(separator)
+    start = text if end < 0 else text[:end]
+    headers = _headers(text, len(text) if end < 0 else end + len(separator), separator)
     if count + text.count(",") > limits.shortest_list:
         check_lists(headers, limits)
     try:
-        message = _start_line(lines[0], headers)
+        message = _start_line(start, headers)
     except RemoteProtocolError as exc:
-        if lines[0].startswith("SIP/"):
+        if start.startswith("SIP/"):
             raise
         # Keep the headers so that the bad request line can still be answered with a 400.
-        raise MessageError(str(exc), Request(lines[0].split(" ", 1)[0], "", headers)) from None
+        raise MessageError(str(exc), Request(start.split(" ", 1)[0], "", headers)) from None
     try:
         length = _content_length(headers)
     except RemoteProtocolError as exc:
