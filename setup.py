@@ -5,7 +5,8 @@ destination selection that every message passes through, with mypyc, which turns
 typed modules into C extensions: the same code, about 2.4x less CPU per call in the core and
 1.7x in the whole proxy (see docs/benchmarks.md). Without the variable the package is pure
 Python, which is what editable development installs use, so that an edited module is never
-shadowed by a stale build.
+shadowed by a stale build. The native build also compiles ``sip/_lines.c``, the header-line
+loop written in C (C_EXTENSIONS below).
 """
 
 from __future__ import annotations
