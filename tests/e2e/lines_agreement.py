@@ -1,4 +1,5 @@
-"""The C loop over header lines (``sip/_lines.c``) against its reference, ``codec._parse_headers``.
+"""The C code of ``sip/_lines.c`` against its references: the loop over header lines against
+``codec._parse_headers``, the count of a header section's bytes against ``codec._measure_text``.
 
 Run by the compiled build's Python (``hack/build-native``), where both exist:
 
@@ -9,8 +10,9 @@ bare CRs and LFs, blanks around colons, names the grammar refuses, lines without
 lines, Latin-1 and bytes that are not UTF-8, CRLF and bare-LF framing), and enough distinct lines
 and names to fill the C memos several times over. For each, both must build the same fields,
 index and lines, or raise the same error; the C loop may instead decline (None) a section with
-a folded line or characters over one byte, which the Python loop then reads. Prints what it
-checked; exits 1 at the first disagreement.
+a folded line or characters over one byte, which the Python loop then reads. Each section's
+line ends, commas and control bytes must be counted alike. Prints what it checked; exits 1 at
+the first disagreement.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ NAMES = ["Via", "v", "To", "t", "From", "Call-ID", "CSeq", "Contact", "X-Custom"
          "Bad\x01", "", "x" * 70, "Via ", "To\t"]  # fmt: skip
 VALUES = ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "<sip:a@b>;tag=1", "70", "",
           " spaced ", "\tTabbed\t", "a, b, c", "caf\u00e9", "\udcff\udcfe", "x" * 300,
-          "1 INVITE", "with\rCR", "with:colon"]  # fmt: skip
+          "1 INVITE", "with\rCR", "with:colon", "ctl\x01\x7f", "nul\x00", "\r",
+          "a,\r\n,b"]  # fmt: skip
 
 
 def reference(text: str, start: int, separator: str) -> object:
@@ -54,10 +57,24 @@ def declines(text: str, start: int, separator: str) -> bool:
     return folded or any(ord(c) > 255 for c in text)
 
 
-OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0}
+OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0}
+
+
+def check_measures(text: str, what: str) -> None:
+    head = text.encode("utf-8", "surrogateescape")
+    for controls in (True, False):
+        got = _lines.measure(head, controls)
+        want = codec._measure_text(head, head.decode("utf-8", "surrogateescape"), controls)
+        if got != want:
+            break
+    if got != want:
+        print(f"DISAGREE on the counts of {what}: {text[:200]!r}\n  C: {got}\n  Python: {want}")
+        sys.exit(1)
+    OUTCOMES["same counts"] += 1
 
 
 def check(text: str, start: int, separator: str, what: str) -> None:
+    check_measures(text, what)
     got = compiled(text, start, separator)
     if got is None and declines(text, start, separator):
         OUTCOMES["declined"] += 1
@@ -121,8 +138,14 @@ def main() -> None:
             )
             check(*section(text.encode()), f"memo round {round_no} line {i}")
             checked += 1
+    # Bytes drawn from the ones the counts tell apart (and their neighbours with the high bit
+    # set), at every offset of the eight-byte words the C code reads.
+    alphabet = b"\r\n,\t\x00\x1f\x7f\x20a\x80\x8a\xff\xad"
+    for _ in range(5000):
+        raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        check_measures(raw.decode("utf-8", "surrogateescape"), f"bytes {raw!r}")
     counts = ", ".join(f"{n} {outcome}" for outcome, n in OUTCOMES.items())
-    print(f"{checked} header sections: the C loop and the Python loop agree ({counts})")
+    print(f"{checked} header sections: the C code and the Python code agree ({counts})")
 
 
 if __name__ == "__main__":

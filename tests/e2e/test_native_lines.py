@@ -1,4 +1,4 @@
-"""The compiled build's C loop over header lines reads every section as the Python loop does."""
+"""The compiled build's C code over header sections reads every one as the Python code does."""
 
 from __future__ import annotations
 
@@ -22,3 +22,4 @@ def test_the_c_header_loop_agrees_with_the_python_one(compiled_proxy_command: li
     # the generated cases reach both outcomes, not only the sections the C loop declines
     assert " same fields" in checked.stdout
     assert " same error" in checked.stdout
+    assert " same counts" in checked.stdout

@@ -13,6 +13,9 @@
  * not one byte per character, or holds a folded line: the Python loop takes those.
  * parse_line(line) -> (key, name, value) may raise; the error goes to the caller.
  *
+ * measure(head, controls) counts what codec.parse checks in a header section's bytes before
+ * it reads it (line ends, commas, control bytes).
+ *
  * The memo is bounded like sip/memo.py's: at most MEMO_SIZE lines of at most MAX_KEY
  * characters, emptied when full. A line is looked for in at most MAX_PROBES slots, and one that
  * finds no free slot there is not kept: lines a sender made to collide (the hash is keyed with
@@ -350,6 +353,76 @@ fail:
     return NULL;
 }
 
+/* Eight bytes at a time: the high bit of each byte of the result is set where the byte of x
+ * is below 0x20, or is 0 (exact: no carry crosses a byte, as (b & 0x7f) + 0x60 < 0x100). */
+#define HIGH_BITS 0x8080808080808080ULL
+#define LOW_BITS 0x7F7F7F7F7F7F7F7FULL
+#define EVERY_BYTE(b) (0x0101010101010101ULL * (b))
+
+static uint64_t
+below_space(uint64_t x)
+{
+    return ~(((x & LOW_BITS) + EVERY_BYTE(0x60)) | x) & HIGH_BITS;
+}
+
+static uint64_t
+zero_bytes(uint64_t x)
+{
+    return ~(((x & LOW_BITS) + LOW_BITS) | x | LOW_BITS);
+}
+
+/* measure(head, controls) -> (crlf, separators, commas, control_bytes), what codec.parse
+ * checks before it reads a header section, in C passes over its bytes: whether "\r\n"
+ * occurs, how many line ends there are ("\r\n" where it occurs, else "\n"), how many commas,
+ * and, when asked (else 0), how many control bytes: grammar.CONTROL_BYTES, CTL but HTAB
+ * (tests/e2e/lines_agreement.py checks both sets agree). What the Python code counts with
+ * three str.count and a bytes.translate. */
+static PyObject *
+measure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "measure(head: bytes, controls: bool)");
+        return NULL;
+    }
+    int count_controls = PyObject_IsTrue(args[1]);
+    if (count_controls < 0) {
+        return NULL;
+    }
+    const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    const unsigned char *end = bytes + size;
+    Py_ssize_t lfs = 0, crlfs = 0, commas = 0, controls = 0;
+    for (const unsigned char *p = bytes; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
+        lfs++;
+        crlfs += p > bytes && p[-1] == '\r';
+    }
+    for (const unsigned char *p = bytes; (p = memchr(p, ',', (size_t)(end - p))) != NULL; p++) {
+        commas++;
+    }
+    if (count_controls) {
+        /* most words hold no control byte at all; the others are counted byte by byte */
+        Py_ssize_t i = 0;
+        for (; i + 8 <= size; i += 8) {
+            uint64_t word;
+            memcpy(&word, bytes + i, 8);
+            if ((below_space(word) | zero_bytes(word ^ EVERY_BYTE(0x7F))) == 0) {
+                continue;
+            }
+            for (int j = 0; j < 8; j++) {
+                unsigned char c = bytes[i + j];
+                controls += (c < 0x20 && c != '\t') || c == 0x7F;
+            }
+        }
+        for (; i < size; i++) {
+            unsigned char c = bytes[i];
+            controls += (c < 0x20 && c != '\t') || c == 0x7F;
+        }
+    }
+    return Py_BuildValue("(Nnnn)", PyBool_FromLong(crlfs > 0), crlfs > 0 ? crlfs : lfs, commas,
+                         controls);
+}
+
 static PyObject *
 clear(PyObject *module, PyObject *unused)
 {
@@ -370,6 +443,8 @@ size(PyObject *module, PyObject *unused)
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(text, start, separator, parse_line) -> (items, first, repeated, lines) or None"},
+    {"measure", (PyCFunction)(void (*)(void))measure, METH_FASTCALL,
+     "measure(head, controls) -> (crlf, separators, commas, control_bytes)"},
     {"clear", clear, METH_NOARGS, "Empty the memo of lines."},
     {"size", size, METH_NOARGS, "How many lines the memo holds."},
     {NULL, NULL, 0, NULL},
