@@ -5,8 +5,8 @@ destination selection that every message passes through, with mypyc, which turns
 typed modules into C extensions: the same code, about 2.4x less CPU per call in the core and
 1.7x in the whole proxy (see docs/benchmarks.md). Without the variable the package is pure
 Python, which is what editable development installs use, so that an edited module is never
-shadowed by a stale build. The native build also compiles ``sip/_lines.c``, the header-line
-loop written in C (C_EXTENSIONS below).
+shadowed by a stale build. The native build also compiles two small modules written in C
+(C_EXTENSIONS below).
 """
 
 from __future__ import annotations
@@ -62,8 +62,13 @@ HOT_PATH = [
 ]
 
 #: hand-written C, built with the compiled hot path: the loop over a message's header lines
-#: (the pure Python build runs codec._parse_headers, which the C loop is tested against)
-C_EXTENSIONS = [Extension("sipdispatch.sip._lines", ["src/sipdispatch/sip/_lines.c"])]
+#: and the count of their bytes, and the Via parameters' reader (the pure Python build runs
+#: codec._parse_headers, codec._measure_text and values._token_params, which they are tested
+#: against)
+C_EXTENSIONS = [
+    Extension("sipdispatch.sip._lines", ["src/sipdispatch/sip/_lines.c"]),
+    Extension("sipdispatch.sip._tokens", ["src/sipdispatch/sip/_tokens.c"]),
+]
 
 ext_modules = []
 if os.environ.get("SIPDISPATCH_MYPYC") == "1":

@@ -6,7 +6,7 @@ in the longer run less the shorter one's, divided by the difference in calls, is
 per call with the start-up (imports, the first calls) cancelled out. Instruction counts, not
 times: they do not move with the machine's other load, so two runs, or two commits, compare
 to the instruction. The functions are mypyc's (``CPyDef_<module>___<Class>___<method>``),
-with the header-line loop of ``sip/_lines.c`` as ``sip._lines.scan``, so this needs the
+with the hand-written C as its module names it (``sip._lines.scan``), so this needs the
 compiled build; the harness parses three messages per call itself, which shows in
 ``codec.parse`` but not under ``Proxy.receive``.
 """
@@ -25,8 +25,11 @@ __all__ = ["profile_core"]
 BENCH_DIR = Path(__file__).resolve().parent
 _TOTAL = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+PROGRAM TOTALS", re.MULTILINE)
 _FUNCTION = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:CPyDef_(\w+)", re.MULTILINE)
-#: the hand-written C of the compiled build (sip/_lines.c), named as its Python callers see it
-_HAND_WRITTEN = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+\S*?sip/_lines\.c:(\w+)", re.MULTILINE)
+#: the hand-written C of the compiled build (sip/_lines.c, sip/_tokens.c), named as its
+#: Python callers see it
+_HAND_WRITTEN = re.compile(
+    r"^\s*([\d,]+) \([^)]*\)\s+\S*?sip/(_lines|_tokens)\.c:(\w+)", re.MULTILINE
+)
 #: rows of the summary: the costliest functions, inclusive (they nest: rows do not add up)
 ROWS = 16
 
@@ -39,7 +42,7 @@ def _counts(text: str) -> tuple[int, dict[str, int]]:
         name, count = m.group(2), int(m.group(1).replace(",", ""))
         functions[name] = max(count, functions.get(name, 0))
     for m in _HAND_WRITTEN.finditer(text):
-        name, count = f"sip____lines___{m.group(2)}", int(m.group(1).replace(",", ""))
+        name, count = f"sip___{m.group(2)}___{m.group(3)}", int(m.group(1).replace(",", ""))
         functions[name] = max(count, functions.get(name, 0))
     return (int(total.group(1).replace(",", "")) if total else 0), functions
 

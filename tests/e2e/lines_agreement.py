@@ -1,5 +1,7 @@
-"""The C code of ``sip/_lines.c`` against its references: the loop over header lines against
-``codec._parse_headers``, the count of a header section's bytes against ``codec._measure_text``.
+"""The compiled build's C code against its Python references: the loop over header lines
+(``sip/_lines.c``) against ``codec._parse_headers``, the count of a header section's bytes
+against ``codec._measure_text``, the Via parameters' reader (``sip/_tokens.c``) against
+``values._token_params``.
 
 Run by the compiled build's Python (``hack/build-native``), where both exist:
 
@@ -11,8 +13,8 @@ lines, Latin-1 and bytes that are not UTF-8, CRLF and bare-LF framing), and enou
 and names to fill the C memos several times over. For each, both must build the same fields,
 index and lines, or raise the same error; the C loop may instead decline (None) a section with
 a folded line or characters over one byte, which the Python loop then reads. Each section's
-line ends, commas and control bytes must be counted alike. Prints what it checked; exits 1 at
-the first disagreement.
+line ends, commas and control bytes must be counted alike, and Via parameters read alike
+(or refused alike). Prints what it checked; exits 1 at the first disagreement.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus import MESSAGES
-from sipdispatch.sip import _lines, codec
+from sipdispatch.sip import _lines, _tokens, codec, values
 
 NAMES = ["Via", "v", "To", "t", "From", "Call-ID", "CSeq", "Contact", "X-Custom", "Route",
          "record-route", "Max-Forwards", "Content-Length", "l", "User-Agent", "Bad Name",
@@ -57,7 +59,8 @@ def declines(text: str, start: int, separator: str) -> bool:
     return folded or any(ord(c) > 255 for c in text)
 
 
-OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0}
+OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0,
+            "same parameters": 0, "same refusal": 0}  # fmt: skip
 
 
 def check_measures(text: str, what: str) -> None:
@@ -71,6 +74,14 @@ def check_measures(text: str, what: str) -> None:
         print(f"DISAGREE on the counts of {what}: {text[:200]!r}\n  C: {got}\n  Python: {want}")
         sys.exit(1)
     OUTCOMES["same counts"] += 1
+
+
+def check_params(text: str, what: str) -> None:
+    got, want = _tokens.params(text), values._token_params(text)
+    if got != want:
+        print(f"DISAGREE on the parameters of {what}: {text!r}\n  C: {got}\n  Python: {want}")
+        sys.exit(1)
+    OUTCOMES["same parameters" if got is not None else "same refusal"] += 1
 
 
 def check(text: str, start: int, separator: str, what: str) -> None:
@@ -144,6 +155,20 @@ def main() -> None:
     for _ in range(5000):
         raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         check_measures(raw.decode("utf-8", "surrogateescape"), f"bytes {raw!r}")
+    # Via parameters: every torture message's Vias, then strings of the characters that
+    # make or break the token form.
+    vias = [
+        line.split(":", 1)[1].strip()
+        for message in MESSAGES
+        for line in message.data.decode("utf-8", "surrogateescape").splitlines()
+        if line.lower().startswith(("via:", "v:"))
+    ]
+    for via in vias:
+        check_params(via[via.find(";") :] if ";" in via else "", f"Via {via!r}")
+    pieces = [";", ";", "=", "branch", "BrAnCh", "rport", "z9hG4bK-1.2!%*_+`'~", "0", " ",
+              '"q"', ":", "[::1]", "\u00e9", "\u0141", ",", "\t", "\udcff"]  # fmt: skip
+    for _ in range(20000):
+        check_params("".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))), "params")
     counts = ", ".join(f"{n} {outcome}" for outcome, n in OUTCOMES.items())
     print(f"{checked} header sections: the C code and the Python code agree ({counts})")
 

@@ -83,10 +83,15 @@ def test_image_runs_as_uid_10001_with_the_compiled_hot_path(image: str, containe
     assert core.returncode == 0, core.stderr
     assert core.stdout.strip().endswith(".so"), core.stdout
     lines = run_in(
-        container, "python3", "-c", "from sipdispatch.sip import codec; print(codec._SCAN)"
+        container,
+        "python3",
+        "-c",
+        "from sipdispatch.sip import codec, values; print(codec._SCAN, values.TOKEN_PARAMS)",
     )
     assert lines.returncode == 0, lines.stderr
-    assert "built-in function scan" in lines.stdout, lines.stdout  # the C header loop
+    # the hand-written C: the header loop and the Via parameters' reader
+    assert "built-in function scan" in lines.stdout, lines.stdout
+    assert "built-in function params" in lines.stdout, lines.stdout
 
 
 def test_the_operator_command_runs_in_the_image(container: str) -> None:

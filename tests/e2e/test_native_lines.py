@@ -23,3 +23,5 @@ def test_the_c_header_loop_agrees_with_the_python_one(compiled_proxy_command: li
     assert " same fields" in checked.stdout
     assert " same error" in checked.stdout
     assert " same counts" in checked.stdout
+    assert " same parameters" in checked.stdout
+    assert " same refusal" in checked.stdout

@@ -7,6 +7,7 @@ regular expression, and no maintained Python library parses SIP header values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -167,6 +168,30 @@ class Via:
 _SENT: Final[dict[str, tuple[str, str, int | None]]] = {}
 
 
+def _token_params(text: str) -> dict[str, str] | None:
+    """``*( ";" token [ "=" token ] )`` as {name lowered: value}, or None for anything else.
+    The reference of ``sip/_tokens.c``'s ``params``, which the compiled build runs instead."""
+    if text and not grammar.VIA_PARAMS.fullmatch(text):
+        return None
+    params: dict[str, str] = {}
+    for item in text[1:].split(";") if text else ():
+        name, _, param_value = item.partition("=")
+        params[name.lower()] = param_value
+    return params
+
+
+def _load_token_params() -> Callable[[str], dict[str, str] | None]:
+    try:
+        from sipdispatch.sip import _tokens  # noqa: PLC0415 - optional, native builds only
+    except ImportError:
+        return _token_params
+    return _tokens.params
+
+
+#: the Via parameters' reader: hand-written C in the compiled build, else ``_token_params``
+TOKEN_PARAMS: Final = _load_token_params()
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via value (LWS around ``/`` is legal, RFC 4475 wsinv)."""
     semi = value.find(";")
@@ -178,12 +203,9 @@ def parse_via(value: str) -> Via:
             return _parse_via(value)
         transport, host, port = simple.group(1, 2, 3)
         sent = remember(_SENT, head, (transport.upper(), host, int(port) if port else None))
-    elif params_text and not grammar.VIA_PARAMS.fullmatch(params_text):
+    params = TOKEN_PARAMS(params_text)
+    if params is None:
         return _parse_via(value)  # quoted values, blanks, IPv6 received=...
-    params: dict[str, str] = {}
-    for item in params_text[1:].split(";") if params_text else ():
-        name, _, param_value = item.partition("=")
-        params[name.lower()] = param_value
     return Via(sent[0], sent[1], sent[2], params)
 
 
