@@ -106,6 +106,29 @@ def test_a_copy_can_be_edited_without_touching_the_original() -> None:
     assert repr(copy) == "<Request INVITE sip:bob@10.0.0.1>"
 
 
+def test_a_copy_of_indexed_headers_keeps_its_own_index() -> None:
+    """A copy made after look-ups carries the index along: its edits show in its look-ups,
+    and in neither of the original's."""
+    original = headers(("Via", "SIP/2.0/UDP a"), ("Max-Forwards", "70"), ("Route", "<sip:p;lr>"))
+    assert original.get("max-forwards") == "70"  # the index is built
+    copy = original.copy()
+    copy.set("Max-Forwards", "69")
+    copy.push_first("Route", "<sip:q;lr>")
+    copy.pop_first("via")
+    assert (copy.get("max-forwards"), copy.get("route"), copy.get("via")) == (
+        "69",
+        "<sip:q;lr>",
+        None,
+    )
+    assert copy.repeated("route")
+    assert not original.repeated("route")
+    assert original.get("max-forwards") == "70"
+    assert original.get("via") == "SIP/2.0/UDP a"
+    original.push_first("Via", "SIP/2.0/UDP b")
+    assert not copy.repeated("via")
+    assert copy.get("via") is None
+
+
 def test_look_ups_after_each_edit_match_a_fresh_index() -> None:
     """The look-up index is kept up to date key by key as fields are pushed, popped, set and
     removed: after every edit it answers as one built from scratch would."""

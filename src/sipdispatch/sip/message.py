@@ -68,7 +68,12 @@ class Headers:
         return len(self._items)
 
     def copy(self) -> Headers:
-        return Headers(list(self._items), lines=list(self._lines))
+        # The index goes with the copy (two C copies) rather than being rebuilt field by field
+        # on the copy's first look-up: a proxy copies every request it forwards, then edits it.
+        first = self._first
+        if first is None:
+            return Headers(list(self._items), lines=list(self._lines))
+        return Headers(list(self._items), first.copy(), set(self._repeated), list(self._lines))
 
     def write(self, parts: list[str], content_length: str) -> None:
         """Append the header lines to ``parts``, with one Content-Length: ``content_length``."""
