@@ -127,6 +127,9 @@ def test_parameters_are_read_by_name_whatever_their_case() -> None:
     assert uri.param("maddr") == "239.255.255.1"
     assert uri.param("ttl") is None
     assert sip("sip:gw").param("lr") is None
+    # the name inside another parameter's name or value is not that parameter
+    assert sip("sip:gw;x=transport;maddrs=1").param("transport") is None
+    assert sip("sip:gw;x=transport;maddrs=1").param("maddr") is None
 
 
 @pytest.mark.parametrize(

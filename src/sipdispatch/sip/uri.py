@@ -103,10 +103,15 @@ class SipUri:
 
     def param(self, name: str) -> str | None:
         """Value of a URI parameter (``""`` for a flag such as ``lr``), or None when absent."""
-        if not self.params:
+        params = self.params
+        if not params:
             return None
         name = name.lower()
-        for item in self.params[1:].split(";"):
+        # Most URIs lack the name asked for: one look through the lowered text settles that
+        # without splitting (a signed Route's parameters are long, and asked for twice).
+        if name not in params.lower():
+            return None
+        for item in params[1:].split(";"):
             key, _, value = item.partition("=")
             if key.lower() == name:
                 return value
