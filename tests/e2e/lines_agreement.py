@@ -1,7 +1,7 @@
 """The compiled build's C code against its Python references: the loop over header lines
 (``sip/_lines.c``) against ``codec._parse_headers``, the count of a header section's bytes
 against ``codec._measure_text``, the Via parameters' reader (``sip/_tokens.c``) against
-``values._token_params``.
+``values._token_params``, and a Via's compared form against ``values._via_compared_form``.
 
 Run by the compiled build's Python (``hack/build-native``), where both exist:
 
@@ -13,8 +13,9 @@ lines, Latin-1 and bytes that are not UTF-8, CRLF and bare-LF framing), and enou
 and names to fill the C memos several times over. For each, both must build the same fields,
 index and lines, or raise the same error; the C loop may instead decline (None) a section with
 a folded line or characters over one byte, which the Python loop then reads. Each section's
-line ends, commas and control bytes must be counted alike, and Via parameters read alike
-(or refused alike). Prints what it checked; exits 1 at the first disagreement.
+line ends, commas and control bytes must be counted alike, Via parameters read alike
+(or refused alike), and Vias put in the same compared form (or left to the reference: text that
+is not ASCII, or has over 64 parameters). Prints what it checked; exits 1 at the first disagreement.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def declines(text: str, start: int, separator: str) -> bool:
 
 
 OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0,
-            "same parameters": 0, "same refusal": 0}  # fmt: skip
+            "same parameters": 0, "same refusal": 0, "same compared form": 0,
+            "form left to Python": 0}  # fmt: skip
 
 
 def check_measures(text: str, what: str) -> None:
@@ -82,6 +84,18 @@ def check_params(text: str, what: str) -> None:
         print(f"DISAGREE on the parameters of {what}: {text!r}\n  C: {got}\n  Python: {want}")
         sys.exit(1)
     OUTCOMES["same parameters" if got is not None else "same refusal"] += 1
+
+
+def check_compared_form(text: str, what: str) -> None:
+    got, want = _tokens.compared_via(text), values._via_compared_form(text)
+    if got is None and (not text.isascii() or text.count(";") > 64):
+        OUTCOMES["form left to Python"] += 1
+        return
+    if got != want:
+        print(f"DISAGREE on the compared form of {what}: {text!r}")
+        print(f"  C: {got!r}\n  Python: {want!r}")
+        sys.exit(1)
+    OUTCOMES["same compared form"] += 1
 
 
 def check(text: str, start: int, separator: str, what: str) -> None:
@@ -165,10 +179,24 @@ def main() -> None:
     ]
     for via in vias:
         check_params(via[via.find(";") :] if ";" in via else "", f"Via {via!r}")
+        check_compared_form(via, f"Via {via!r}")
     pieces = [";", ";", "=", "branch", "BrAnCh", "rport", "z9hG4bK-1.2!%*_+`'~", "0", " ",
               '"q"', ":", "[::1]", "\u00e9", "\u0141", ",", "\t", "\udcff"]  # fmt: skip
     for _ in range(20000):
         check_params("".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))), "params")
+    # Compared forms: Vias with the blanks (ASCII and Unicode ones), cases, empty and repeated
+    # parameters and "=" placements that str.split and str.strip handle, and over 64 parameters.
+    form_pieces = [";", ";", "=", "==", " ", "\t", "\x0b", "\x1c", "\x1f", "SIP/2.0/UDP",
+                   "sip / 2.0 / tcp", "h:5060", "[::1]", "Branch", "branch", "z9hG4bK", "RPORT",
+                   "rport", "a", "A", "\x7f", "\x00"]  # fmt: skip
+    unicode_pieces = ["\x85", "\u3000", "\u00e9", "\u0130", "\udcff"]
+    for _ in range(20000):
+        pieces = [rng.choice(form_pieces) for _ in range(rng.randint(0, 14))]
+        if rng.random() < 0.1:
+            pieces.insert(rng.randint(0, len(pieces)), rng.choice(unicode_pieces))
+        check_compared_form("".join(pieces), "Via")
+    for count in (63, 64, 65, 200):
+        check_compared_form("SIP/2.0/UDP h" + "".join(f";p{i}=V" for i in range(count)), "Via")
     counts = ", ".join(f"{n} {outcome}" for outcome, n in OUTCOMES.items())
     print(f"{checked} header sections: the C code and the Python code agree ({counts})")
 

@@ -25,3 +25,5 @@ def test_the_c_header_loop_agrees_with_the_python_one(compiled_proxy_command: li
     assert " same counts" in checked.stdout
     assert " same parameters" in checked.stdout
     assert " same refusal" in checked.stdout
+    assert " same compared form" in checked.stdout
+    assert " form left to Python" in checked.stdout

@@ -162,6 +162,26 @@ def test_the_fast_and_the_general_via_parsers_agree(
     assert (fast.host, fast.port, fast.params) == (host, port, params)
 
 
+def test_vias_equal_by_rfc_3261_have_one_compared_form() -> None:
+    sent = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5060"
+    # PJSIP writes the parameters back in its own order; case and blanks may change too
+    for spelling in (
+        "SIP/2.0/UDP 10.0.0.1:5060;rport=5060;branch=z9hG4bK1",
+        "sip / 2.0 / udp 10.0.0.1:5060 ; Branch = z9hG4bK1 ; RPORT=5060",
+    ):
+        assert values.via_compared_form(spelling) == values.via_compared_form(sent)
+    assert values.via_compared_form(sent) == "SIP/2.0/UDP10.0.0.1:5060;branch=z9hG4bK1;rport=5060"
+    # what tells Vias apart still does: a value's case, another parameter, another host
+    for other in (
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=Z9HG4BK1;rport=5060",
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5060;x",
+        "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK1;rport=5060",
+    ):
+        assert values.via_compared_form(other) != values.via_compared_form(sent)
+    assert values.via_compared_form("SIP/2.0/UDP h;") == "SIP/2.0/UDPH"
+    assert values.via_compared_form("SIP/2.0/UDP h;;b") == "SIP/2.0/UDPH;;b"
+
+
 # --- name-addr ---------------------------------------------------------------------
 
 

@@ -9,8 +9,15 @@
  * params(text) reads text as *( ";" token [ "=" token ] ) (grammar.VIA_PARAMS) and returns
  * {name lowered: value} (a parameter without a value maps to "", a later one of the same
  * name wins), or None when text is not of that form: the general Via parser takes those
- * (quoted values, blanks, IPv6 received=...). tests/e2e/lines_agreement.py checks it against
- * the reference.
+ * (quoted values, blanks, IPv6 received=...).
+ *
+ * compared_via(text) is values._via_compared_form for ASCII text: a Via value as RFC 3261
+ * 20.42 compares it (sent-protocol and sent-by without blanks, upper-cased; parameters with
+ * lowered names and stripped values, sorted), or None for text with other characters or too
+ * many parameters, which the reference then takes. It runs on every forwarded request and
+ * relayed response (branch signatures cover it).
+ *
+ * tests/e2e/lines_agreement.py checks both against their references.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -104,15 +111,144 @@ fail:
     return NULL;
 }
 
+/* str.split() and str.strip() without arguments: these are the ASCII blanks they cut */
+static int
+is_blank(Py_UCS1 c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
+typedef struct {
+    const Py_UCS1 *start;
+    Py_ssize_t size;
+} span;
+
+/* str's order: byte by byte, a prefix first */
+static int
+span_order(const void *left, const void *right)
+{
+    const span *a = left, *b = right;
+    int order = memcmp(a->start, b->start, (size_t)(a->size < b->size ? a->size : b->size));
+    if (order != 0) {
+        return order;
+    }
+    return (a->size > b->size) - (a->size < b->size);
+}
+
+#define MAX_COMPARED_PARAMS 64
+
+static PyObject *
+compared_via(PyObject *module, PyObject *text)
+{
+    (void)module;
+    if (!PyUnicode_CheckExact(text)) {
+        PyErr_SetString(PyExc_TypeError, "compared_via(text: str)");
+        return NULL;
+    }
+    if (PyUnicode_READY(text) < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text)) {
+        Py_RETURN_NONE; /* Unicode blanks and cases: the reference's */
+    }
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+    /* The form is never longer than the text: blanks go, nothing is added. Parameters are
+     * written to scratch first, then sorted into place. */
+    Py_UCS1 *scratch = PyMem_Malloc((size_t)size + 1);
+    if (scratch == NULL) {
+        return PyErr_NoMemory();
+    }
+    span parts[MAX_COMPARED_PARAMS];
+    int count = 0;
+    Py_ssize_t i = 0, length = 0;
+    Py_UCS1 *out = scratch;
+    for (; i < size && chars[i] != ';'; i++) {
+        Py_UCS1 c = chars[i];
+        if (!is_blank(c)) {
+            out[length++] = (c >= 'a' && c <= 'z') ? (Py_UCS1)(c - 32) : c;
+        }
+    }
+    Py_ssize_t sent = length;
+    int has_params = i < size && i + 1 < size; /* "x;" has an empty rest: no parameters */
+    if (has_params) {
+        i++;
+        while (1) {
+            Py_ssize_t end = i;
+            while (end < size && chars[end] != ';') {
+                end++;
+            }
+            if (count == MAX_COMPARED_PARAMS) {
+                PyMem_Free(scratch);
+                Py_RETURN_NONE;
+            }
+            Py_ssize_t equals = i;
+            while (equals < end && chars[equals] != '=') {
+                equals++;
+            }
+            Py_UCS1 *param = out + length;
+            Py_ssize_t at = 0;
+            Py_ssize_t a = i, b = equals; /* the name, stripped and lowered */
+            while (a < b && is_blank(chars[a])) {
+                a++;
+            }
+            while (b > a && is_blank(chars[b - 1])) {
+                b--;
+            }
+            for (; a < b; a++) {
+                Py_UCS1 c = chars[a];
+                param[at++] = (c >= 'A' && c <= 'Z') ? (Py_UCS1)(c + 32) : c;
+            }
+            if (equals < end) {
+                param[at++] = '=';
+                a = equals + 1, b = end; /* the value, stripped */
+                while (a < b && is_blank(chars[a])) {
+                    a++;
+                }
+                while (b > a && is_blank(chars[b - 1])) {
+                    b--;
+                }
+                memcpy(param + at, chars + a, (size_t)(b - a));
+                at += b - a;
+            }
+            parts[count].start = param;
+            parts[count].size = at;
+            count++;
+            length += at;
+            if (end >= size) {
+                break;
+            }
+            i = end + 1;
+        }
+        qsort(parts, (size_t)count, sizeof(span), span_order);
+    }
+    PyObject *form = PyUnicode_New(has_params ? length + count : length, 127);
+    if (form == NULL) {
+        PyMem_Free(scratch);
+        return NULL;
+    }
+    Py_UCS1 *into = PyUnicode_1BYTE_DATA(form);
+    memcpy(into, scratch, (size_t)sent);
+    into += sent;
+    for (int k = 0; k < count; k++) {
+        *into++ = ';';
+        memcpy(into, parts[k].start, (size_t)parts[k].size);
+        into += parts[k].size;
+    }
+    PyMem_Free(scratch);
+    return form;
+}
+
 static PyMethodDef methods[] = {
     {"params", params, METH_O, "params(text) -> {name: value} or None"},
+    {"compared_via", compared_via, METH_O, "compared_via(text) -> str or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_tokens",
-    .m_doc = "The token parameters of a Via, read in C.",
+    .m_doc = "The token parameters of a Via, and its compared form, in C.",
     .m_size = -1,
     .m_methods = methods,
 };

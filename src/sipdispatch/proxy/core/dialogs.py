@@ -67,7 +67,6 @@ __all__ = [
     "from_tag",
     "record_routes",
     "route_target",
-    "via_signed_form",
 ]
 
 #: where an in-dialog request goes next: its transport and address (not a table destination)
@@ -197,7 +196,7 @@ class Dialogs:
         for _ in range(ours):
             headers.pop_first("route")
         count_hop(request, self.settings.policy.max_forwards)
-        branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', via_signed_form(via))}"
+        branch = f"{BRANCH_PREFIX}S{self.signer.sign('via', values.via_compared_form(via))}"
         headers.push_first("Via", via_value(next_transport, listener.local, branch))
         data = request.to_bytes()
         out.sends.append(Send(next_transport, address, data, fallback, listener))
@@ -263,7 +262,7 @@ class Dialogs:
         if previous is None:
             return
         signature = branch_id[len(BRANCH_PREFIX) + 1 :].rpartition(".")[2]
-        if not self.signer.verify(signature, "via", via_signed_form(previous)):
+        if not self.signer.verify(signature, "via", values.via_compared_form(previous)):
             return  # a Via we did not write: never reflect it anywhere
         try:
             via = values.parse_via(previous)
@@ -278,28 +277,6 @@ class Dialogs:
         # (leaves from the first listener of its transport and family: which one the request
         # came in on is not kept for a stateless forward)
         out.sends.append(Send(transport, (host, port), response.to_bytes(), fallback))
-
-
-def via_signed_form(via: str) -> str:
-    """What a branch signature covers of the Via below ours: its meaning, not its spelling.
-
-    A response carries the request's Via values equal by RFC 3261's comparison rules (20.42),
-    not byte for byte: Asterisk's PJSIP, for one, writes ``rport=5060;branch=...`` back for a
-    Via that said ``branch=...;rport=5060``. So the sent-protocol and sent-by are compared
-    without case or spaces, and the parameters by name without case and in any order. Split
-    by hand, not parsed: this runs on every forwarded request and relayed response, and a
-    full Via parse cost the core about 8 % per call.
-    """
-    head, _, rest = via.partition(";")
-    sent = "".join(head.split()).upper()
-    if not rest:
-        return sent
-    params = []
-    for param in rest.split(";"):
-        name, equals, value = param.partition("=")
-        params.append(f"{name.strip().lower()}{equals}{value.strip()}")
-    params.sort()
-    return sent + ";" + ";".join(params)
 
 
 def from_tag(value: str | None) -> str | None:

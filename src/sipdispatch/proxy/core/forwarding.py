@@ -14,7 +14,7 @@ from typing import Final
 from sipdispatch.proxy.core import secure
 from sipdispatch.proxy.core.affinity import ChallengeAffinity
 from sipdispatch.proxy.core.deadlines import Deadlines, RecentAnswers
-from sipdispatch.proxy.core.dialogs import Signer, record_routes, via_signed_form
+from sipdispatch.proxy.core.dialogs import Signer, record_routes
 from sipdispatch.proxy.core.outbox import (
     BRANCH_PREFIX,
     Outbox,
@@ -49,6 +49,7 @@ from sipdispatch.proxy.events import (
     NoDestination,
     RequestRefused,
 )
+from sipdispatch.sip import values
 from sipdispatch.sip.errors import LocalProtocolError
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.transaction import (
@@ -231,7 +232,7 @@ class Forwarder:
         # Signed over the Via below ours, like stateless branches: a late 2xx is then relayed
         # only to the hop that really sent the INVITE. The loop tag between them lets this
         # proxy know the request if it ever comes back unchanged (``Proxy._looped``).
-        signature = self.signer.sign("via", via_signed_form(txn.via))
+        signature = self.signer.sign("via", values.via_compared_form(txn.via))
         if txn.loop_tag is None and self.settings.policy.loops:
             txn.loop_tag = loop_tag(txn.request)
         tag = f".{txn.loop_tag}" if txn.loop_tag is not None else ""
