@@ -1,7 +1,8 @@
 """The compiled build's C code against its Python references: the loop over header lines
 (``sip/_lines.c``) against ``codec._parse_headers``, the count of a header section's bytes
 against ``codec._measure_text``, the Via parameters' reader (``sip/_tokens.c``) against
-``values._token_params``, and a Via's compared form against ``values._via_compared_form``.
+``values._token_params``, a Via's compared form against ``values._via_compared_form``, and
+the search for a header section's end against ``codec._head_end``.
 
 Run by the compiled build's Python (``hack/build-native``), where both exist:
 
@@ -14,8 +15,9 @@ and names to fill the C memos several times over. For each, both must build the 
 index and lines, or raise the same error; the C loop may instead decline (None) a section with
 a folded line or characters over one byte, which the Python loop then reads. Each section's
 line ends, commas and control bytes must be counted alike, Via parameters read alike
-(or refused alike), and Vias put in the same compared form (or left to the reference: text that
-is not ASCII, or has over 64 parameters). Prints what it checked; exits 1 at the first disagreement.
+(or refused alike), Vias put in the same compared form (or left to the reference: text that
+is not ASCII, or has over 64 parameters), and the end of every message's header section found
+at the same place. Prints what it checked; exits 1 at the first disagreement.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def declines(text: str, start: int, separator: str) -> bool:
 
 OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0,
             "same parameters": 0, "same refusal": 0, "same compared form": 0,
-            "form left to Python": 0}  # fmt: skip
+            "form left to Python": 0, "same head end": 0}  # fmt: skip
 
 
 def check_measures(text: str, what: str) -> None:
@@ -84,6 +86,15 @@ def check_params(text: str, what: str) -> None:
         print(f"DISAGREE on the parameters of {what}: {text!r}\n  C: {got}\n  Python: {want}")
         sys.exit(1)
     OUTCOMES["same parameters" if got is not None else "same refusal"] += 1
+
+
+def check_head_end(data: bytes, what: str) -> None:
+    got, want = _lines.head_end(data), codec._head_end(data)
+    if got != want:
+        print(f"DISAGREE on the end of the header section of {what}: {data!r}")
+        print(f"  C: {got}\n  Python: {want}")
+        sys.exit(1)
+    OUTCOMES["same head end"] += 1
 
 
 def check_compared_form(text: str, what: str) -> None:
@@ -138,6 +149,7 @@ def main() -> None:
     checked = 0
     for message in MESSAGES:
         data = message.data.lstrip(b"\r\n")
+        check_head_end(data, f"torture message {message}")
         end = data.find(b"\r\n\r\n")
         head = data[:end] if end >= 0 else data.split(b"\n\n")[0]
         check(*section(head), f"torture message {message}")
@@ -169,6 +181,10 @@ def main() -> None:
     for _ in range(5000):
         raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         check_measures(raw.decode("utf-8", "surrogateescape"), f"bytes {raw!r}")
+        check_head_end(raw, "bytes")
+    for _ in range(5000):  # the four bytes, whole and broken, at every place and alignment
+        raw = bytes(rng.choice(b"\r\n\r\nx") for _ in range(rng.randint(0, 24)))
+        check_head_end(raw, "bytes")
     # Via parameters: every torture message's Vias, then strings of the characters that
     # make or break the token form.
     vias = [

@@ -60,9 +60,26 @@ def is_keepalive(data: bytes) -> bool:
     return not data.strip(b"\r\n")
 
 
+def _head_end(data: bytes) -> int:
+    """Where the blank line after the header section starts, or -1; the reference of
+    ``_lines.c``'s ``head_end``, which the compiled build runs instead."""
+    return data.find(b"\r\n\r\n")
+
+
+def _load_head_end() -> Callable[[bytes], int]:
+    try:
+        from sipdispatch.sip import _lines  # noqa: PLC0415 - optional, native builds only
+    except ImportError:
+        return _head_end
+    return _lines.head_end
+
+
+_HEAD_END: Final = _load_head_end()
+
+
 def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     """Return the header section and the offset of the body."""
-    end = data.find(b"\r\n\r\n")
+    end = _HEAD_END(data)
     if end >= 0:
         return data[:end], end + 4
     end = data.find(b"\n\n")
