@@ -153,6 +153,11 @@ def test_host_and_port_of_a_sent_by() -> None:
     assert parse_host_port("[2001:db8::1]") == ("[2001:db8::1]", None)
     with pytest.raises(RemoteProtocolError, match="Via sent-by: bad host"):
         parse_host_port("a b", "Via sent-by")
+    # read again (from memory now), the same; a bad one still refused, naming its place
+    assert parse_host_port("192.0.2.1:5060") == ("192.0.2.1", 5060)
+    for _ in range(2):
+        with pytest.raises(RemoteProtocolError, match="URI host: bad port"):
+            parse_host_port("192.0.2.1:65536", "URI host")
 
 
 def test_format_host_brackets_bare_ipv6_addresses_only() -> None:

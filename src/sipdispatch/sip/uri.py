@@ -37,8 +37,21 @@ def _valid_ipv6(text: str) -> str:
     return str(ipaddress.IPv6Address(candidate))
 
 
+#: host[:port] texts read already: a peer's address recurs in URIs that do not (its tags,
+#: a dialog's signed Route)
+_HOST_PORTS: Final[dict[str, tuple[str, int | None]]] = {}
+
+
 def parse_host_port(text: str, what: str = "host") -> tuple[str, int | None]:
-    """Split ``host[:port]``; the host keeps its brackets when it is an IPv6 reference."""
+    """Split ``host[:port]``; the host keeps its brackets when it is an IPv6 reference.
+    ``what`` names the text in the error."""
+    known = _HOST_PORTS.get(text)
+    if known is not None:
+        return known
+    return remember(_HOST_PORTS, text, _parse_host_port(text, what))
+
+
+def _parse_host_port(text: str, what: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
