@@ -186,3 +186,17 @@ def test_a_signer_signs_with_its_first_key_and_accepts_any() -> None:
     assert not old_only.verify(signature, "call", "tag")
     assert both.verify(old_only.sign("call", "tag"), "call", "tag")
     assert not both.verify(old_only.sign("call", "other"), "call", "tag")
+
+
+def test_a_signature_known_already_is_still_checked_whole_and_forgotten_with_its_key() -> None:
+    signer = Signer(OLD_KEY)
+    signature = signer.sign("call", "tag")
+    assert signer.verify(signature, "call", "tag")
+    assert signer.verify(signature, "call", "tag")  # from memory now
+    altered = signature[:-1] + ("1" if signature[-1] == "0" else "0")
+    assert not signer.verify(altered, "call", "tag")
+    assert not signer.verify(signature, "call", "tag2")
+    signer.use(NEW_KEY, OLD_KEY)
+    assert signer.verify(signature, "call", "tag")
+    signer.use(NEW_KEY)  # the old key goes, and what it vouched for with it
+    assert not signer.verify(signature, "call", "tag")
