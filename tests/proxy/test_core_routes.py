@@ -23,6 +23,7 @@ from coreharness import (
 
 from sipdispatch.dispatch.destinations import DestinationKey
 from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Signer, destination_id
+from sipdispatch.proxy.core.dialogs import from_tag
 from sipdispatch.proxy.events import RouteRefused
 from sipdispatch.sip.message import Request
 from sipdispatch.sip.values import parse_name_addr
@@ -200,3 +201,12 @@ def test_a_signature_known_already_is_still_checked_whole_and_forgotten_with_its
     assert signer.verify(signature, "call", "tag")
     signer.use(NEW_KEY)  # the old key goes, and what it vouched for with it
     assert not signer.verify(signature, "call", "tag")
+
+
+def test_the_tag_of_a_from_value_is_read_alike_the_first_time_and_after() -> None:
+    for _ in range(2):  # the second round from memory
+        assert from_tag('"Alice" <sip:alice@example.com>;tag=1928301774') == "1928301774"
+        assert from_tag("<sip:alice@example.com> ; TAG = a.b-c;x=1") == "a.b-c"
+        assert from_tag("<sip:alice@example.com>;tag=") is None  # written, but empty
+        assert from_tag("<sip:alice@example.com>") is None
+        assert from_tag(None) is None

@@ -55,6 +55,7 @@ from sipdispatch.proxy.core.records import (
 from sipdispatch.proxy.events import DialogEnded, RouteRefused
 from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
+from sipdispatch.sip.memo import remember
 from sipdispatch.sip.message import Request, Response
 from sipdispatch.sip.uri import SipUri, format_host, parse_uri
 
@@ -301,10 +302,20 @@ class Dialogs:
         out.sends.append(Send(transport, (host, port), response.to_bytes(), fallback))
 
 
+#: From and To values read for their tag already ("" for none): every request of a call
+#: carries its caller's From, and each is asked for its tag twice
+_TAGS: Final[dict[str, str]] = {}
+
+
 def from_tag(value: str | None) -> str | None:
     """The tag parameter of a From or To value, without parsing the whole name-addr."""
-    match = grammar.TAG_PARAM.search(value or "")
-    return (match.group(1) or None) if match else None
+    if value is None:
+        return None
+    tag = _TAGS.get(value)
+    if tag is None:
+        match = grammar.TAG_PARAM.search(value)
+        tag = remember(_TAGS, value, match.group(1) if match else "")
+    return tag or None
 
 
 def destination_id(host: str, port: int, transport: str) -> str:
@@ -411,11 +422,22 @@ def route_target(
     return did, (next_transport, address, None)
 
 
-def _signed_fields(
-    params: str,
-) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+_SignedFields = tuple[str | None, str | None, str | None, str | None, str | None]
+
+#: Route parameters read already: a dialog's ACK and BYE carry the same
+_SIGNED_FIELDS: Final[dict[str, _SignedFields]] = {}
+
+
+def _signed_fields(params: str) -> _SignedFields:
     """``ftag``, ``did``, ``exp``, ``flow`` and ``sig`` of a Route's parameters, in one pass
     over them (``SipUri.param`` would split them once per name, on every in-dialog request)."""
+    known = _SIGNED_FIELDS.get(params)
+    if known is not None:
+        return known
+    return remember(_SIGNED_FIELDS, params, _read_signed_fields(params))
+
+
+def _read_signed_fields(params: str) -> _SignedFields:
     ftag = did = exp = flow = sig = None
     for item in params.split(";"):
         key, _, value = item.partition("=")
