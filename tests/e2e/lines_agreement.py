@@ -1,8 +1,9 @@
 """The compiled build's C code against its Python references: the loop over header lines
 (``sip/_lines.c``) against ``codec._parse_headers``, the count of a header section's bytes
 against ``codec._measure_text``, the Via parameters' reader (``sip/_tokens.c``) against
-``values._token_params``, a Via's compared form against ``values._via_compared_form``, and
-the search for a header section's end against ``codec._head_end``.
+``values._token_params``, a Via's compared form against ``values._via_compared_form``, the
+search for a header section's end against ``codec._head_end``, and the writing of a message's
+bytes against ``Headers._encoded``.
 
 Run by the compiled build's Python (``hack/build-native``), where both exist:
 
@@ -16,8 +17,11 @@ index and lines, or raise the same error; the C loop may instead decline (None) 
 a folded line or characters over one byte, which the Python loop then reads. Each section's
 line ends, commas and control bytes must be counted alike, Via parameters read alike
 (or refused alike), Vias put in the same compared form (or left to the reference: text that
-is not ASCII, or has over 64 parameters), and the end of every message's header section found
-at the same place. Prints what it checked; exits 1 at the first disagreement.
+is not ASCII, or has over 64 parameters), the end of every message's header section found
+at the same place, and every section read, then edited as a proxy edits (Via pushed and popped,
+fields set, appended, removed, Content-Length among them), written out byte for byte alike (or
+left to the Python code: text that is not ASCII). Prints what it checked; exits 1 at the first
+disagreement.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from corpus import MESSAGES
 from sipdispatch.sip import _lines, _tokens, codec, values
+from sipdispatch.sip.message import Headers
+
+EDITS = random.Random(3261)  # the edits made to each section before it is written out
 
 NAMES = ["Via", "v", "To", "t", "From", "Call-ID", "CSeq", "Contact", "X-Custom", "Route",
          "record-route", "Max-Forwards", "Content-Length", "l", "User-Agent", "Bad Name",
@@ -64,7 +71,8 @@ def declines(text: str, start: int, separator: str) -> bool:
 
 OUTCOMES = {"same fields": 0, "same error": 0, "declined": 0, "same counts": 0,
             "same parameters": 0, "same refusal": 0, "same compared form": 0,
-            "form left to Python": 0, "same head end": 0}  # fmt: skip
+            "form left to Python": 0, "same head end": 0, "same bytes": 0,
+            "bytes left to Python": 0}  # fmt: skip
 
 
 def check_measures(text: str, what: str) -> None:
@@ -109,6 +117,40 @@ def check_compared_form(text: str, what: str) -> None:
     OUTCOMES["same compared form"] += 1
 
 
+def edit(headers: Headers) -> None:
+    """A few of the edits a proxy makes, drawn at random."""
+    for _ in range(EDITS.randint(0, 4)):
+        roll = EDITS.random()
+        value = EDITS.choice(VALUES)
+        if roll < 0.25:
+            headers.push_first("Via", f"SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK{EDITS.random()}")
+        elif roll < 0.4:
+            headers.pop_first(EDITS.choice(["via", "route", "content-length"]))
+        elif roll < 0.6:
+            headers.set(EDITS.choice(["Max-Forwards", "Content-Length", "X-New"]), value)
+        elif roll < 0.8:
+            headers.append(EDITS.choice(["Record-Route", "Content-Length", "l"]), value)
+        else:
+            headers.remove_all(EDITS.choice(["content-length", "to", "x-custom"]))
+
+
+def check_write(parts: codec._Parts, start_line: str, what: str) -> None:
+    items, first, repeated, lines = parts
+    headers = Headers(list(items), dict(first), set(repeated), list(lines))
+    edit(headers)
+    body = EDITS.choice([b"", b"v=0\r\n", b"\xff\x00body"])
+    length = str(len(body))
+    got = _lines.write(start_line, headers._items, headers._lines, length, body)
+    want = headers._encoded(start_line, length, body)
+    if got is None and not all(part.isascii() for item in headers._items for part in item):
+        OUTCOMES["bytes left to Python"] += 1
+        return
+    if got != want:
+        print(f"DISAGREE on the bytes of {what}:\n  C:      {got!r}\n  Python: {want!r}")
+        sys.exit(1)
+    OUTCOMES["same bytes"] += 1
+
+
 def check(text: str, start: int, separator: str, what: str) -> None:
     check_measures(text, what)
     got = compiled(text, start, separator)
@@ -118,6 +160,8 @@ def check(text: str, start: int, separator: str, what: str) -> None:
     want = reference(text, start, separator)
     if got == want:
         OUTCOMES["same error" if got and got[0] == "raised" else "same fields"] += 1
+        if want[0] != "raised":
+            check_write(want, text[: max(start - len(separator), 0)], what)
     else:
         print(f"DISAGREE on {what}: {text[start:][:200]!r}\n  C:      {got!r}\n  Python: {want!r}")
         sys.exit(1)

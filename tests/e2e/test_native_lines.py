@@ -28,3 +28,5 @@ def test_the_c_header_loop_agrees_with_the_python_one(compiled_proxy_command: li
     assert " same compared form" in checked.stdout
     assert " form left to Python" in checked.stdout
     assert " same head end" in checked.stdout
+    assert " same bytes" in checked.stdout
+    assert " bytes left to Python" in checked.stdout

@@ -14,7 +14,8 @@
  * parse_line(line) -> (key, name, value) may raise; the error goes to the caller.
  *
  * measure(head, controls) counts what codec.parse checks in a header section's bytes before
- * it reads it (line ends, commas, control bytes); head_end(data) finds where that section ends.
+ * it reads it (line ends, commas, control bytes); head_end(data) finds where that section ends;
+ * write(...) writes a message's lines back out as bytes.
  *
  * The memo is bounded like sip/memo.py's: at most MEMO_SIZE lines of at most MAX_KEY
  * characters, emptied when full. A line is looked for in at most MAX_PROBES slots, and one that
@@ -423,6 +424,139 @@ measure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                          controls);
 }
 
+/* an exact str of ASCII characters: its characters are its bytes */
+static int
+is_ascii(PyObject *text)
+{
+    return PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text);
+}
+
+static char *
+put(char *into, PyObject *ascii)
+{
+    Py_ssize_t size = PyUnicode_GET_LENGTH(ascii);
+    memcpy(into, PyUnicode_1BYTE_DATA(ascii), (size_t)size);
+    return into + size;
+}
+
+static char *
+put_chars(char *into, const char *chars, size_t size)
+{
+    memcpy(into, chars, size);
+    return into + size;
+}
+
+/* write(start_line, items, lines, content_length, body) -> the message's bytes, or None:
+ * what message.Headers._encoded makes (start line, each field as the line it came in or as
+ * "name: value", one Content-Length: content_length where the first was or at the end, the
+ * blank line, body) without a list of lines and a str in between. None when a part is not
+ * ASCII text (its UTF-8, surrogates and all, is the Python code's) or not of the expected
+ * shape (the Python code then raises what it raises). */
+static PyObject *
+write_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5 || !PyList_CheckExact(args[1]) || !PyList_CheckExact(args[2])
+        || !PyBytes_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "write(start_line: str, items: list, lines: list, content_length: str, "
+                        "body: bytes)");
+        return NULL;
+    }
+    PyObject *start = args[0], *items = args[1], *lines = args[2], *length = args[3];
+    PyObject *body = args[4];
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    if (!is_ascii(start) || !is_ascii(length) || PyList_GET_SIZE(lines) < count) {
+        Py_RETURN_NONE;
+    }
+    static const char content_length[] = "content-length";
+    static const char default_name[] = "Content-Length";
+    Py_ssize_t length_size = PyUnicode_GET_LENGTH(length);
+    /* first the size, and whether every part is as expected */
+    Py_ssize_t total = PyUnicode_GET_LENGTH(start) + 2;
+    int has_length = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) {
+            Py_RETURN_NONE;
+        }
+        PyObject *key = PyTuple_GET_ITEM(item, 0), *name = PyTuple_GET_ITEM(item, 1);
+        PyObject *value = PyTuple_GET_ITEM(item, 2), *line = PyList_GET_ITEM(lines, i);
+        if (!PyUnicode_CheckExact(key)) {
+            Py_RETURN_NONE;
+        }
+        if (PyUnicode_IS_ASCII(key) && PyUnicode_GET_LENGTH(key) == sizeof content_length - 1
+            && memcmp(PyUnicode_1BYTE_DATA(key), content_length, sizeof content_length - 1)
+                   == 0) {
+            if (!has_length) {
+                has_length = 1;
+                if (!is_ascii(name)) {
+                    Py_RETURN_NONE;
+                }
+                total += PyUnicode_GET_LENGTH(name) + 2 + length_size + 2;
+            }
+            continue;
+        }
+        if (line == Py_None) {
+            if (!is_ascii(name) || !is_ascii(value)) {
+                Py_RETURN_NONE;
+            }
+            total += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2;
+        } else {
+            if (!is_ascii(line)) {
+                Py_RETURN_NONE;
+            }
+            total += PyUnicode_GET_LENGTH(line) + 2;
+        }
+    }
+    if (!has_length) {
+        total += (Py_ssize_t)(sizeof default_name - 1) + 2 + length_size + 2;
+    }
+    total += 2 + PyBytes_GET_SIZE(body);
+    PyObject *data = PyBytes_FromStringAndSize(NULL, total);
+    if (data == NULL) {
+        return NULL;
+    }
+    /* then the bytes: nothing above can have changed, no Python code ran */
+    char *into = put(PyBytes_AS_STRING(data), start);
+    into = put_chars(into, "\r\n", 2);
+    has_length = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *key = PyTuple_GET_ITEM(item, 0), *name = PyTuple_GET_ITEM(item, 1);
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (PyUnicode_IS_ASCII(key) && PyUnicode_GET_LENGTH(key) == sizeof content_length - 1
+            && memcmp(PyUnicode_1BYTE_DATA(key), content_length, sizeof content_length - 1)
+                   == 0) {
+            if (!has_length) {
+                has_length = 1;
+                into = put(into, name);
+                into = put_chars(into, ": ", 2);
+                into = put(into, length);
+                into = put_chars(into, "\r\n", 2);
+            }
+            continue;
+        }
+        if (line == Py_None) {
+            into = put(into, name);
+            into = put_chars(into, ": ", 2);
+            into = put(into, PyTuple_GET_ITEM(item, 2));
+        } else {
+            into = put(into, line);
+        }
+        into = put_chars(into, "\r\n", 2);
+    }
+    if (!has_length) {
+        into = put_chars(into, default_name, sizeof default_name - 1);
+        into = put_chars(into, ": ", 2);
+        into = put(into, length);
+        into = put_chars(into, "\r\n", 2);
+    }
+    into = put_chars(into, "\r\n", 2);
+    put_chars(into, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body));
+    return data;
+}
+
 /* head_end(data) -> where the first "\r\n\r\n" of data starts, or -1: data.find(b"\r\n\r\n")
  * (codec._head_end), by memchr from one '\r' to the next: a header section has one a line,
  * and the generic bytes.find costs more than the whole search here. */
@@ -471,6 +605,8 @@ static PyMethodDef methods[] = {
      "scan(text, start, separator, parse_line) -> (items, first, repeated, lines) or None"},
     {"measure", (PyCFunction)(void (*)(void))measure, METH_FASTCALL,
      "measure(head, controls) -> (crlf, separators, commas, control_bytes)"},
+    {"write", (PyCFunction)(void (*)(void))write_message, METH_FASTCALL,
+     "write(start_line, items, lines, content_length, body) -> bytes or None"},
     {"head_end", head_end, METH_O, "head_end(data) -> index of the first CRLFCRLF, or -1"},
     {"clear", clear, METH_NOARGS, "Empty the memo of lines."},
     {"size", size, METH_NOARGS, "How many lines the memo holds."},

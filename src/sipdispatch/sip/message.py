@@ -8,7 +8,7 @@ wrote it. Values are parsed only when asked for (``values.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from sipdispatch.sip import grammar
@@ -22,6 +22,21 @@ __all__ = ["Header", "Headers", "Message", "Request", "Response", "header_key"]
 Header = tuple[str, ...]
 
 _KEY_CACHE: Final[dict[str, str]] = {}
+
+_Write = Callable[[str, list[Header], list[str | None], str, bytes], bytes | None]
+
+
+def _load_write() -> _Write | None:
+    """The C writer of a message's bytes (``sip/_lines.c``), built with the compiled hot path;
+    the pure Python build writes them with ``Headers._encoded``."""
+    try:
+        from sipdispatch.sip import _lines  # noqa: PLC0415 - optional, native builds only
+    except ImportError:
+        return None
+    return _lines.write
+
+
+_WRITE: Final = _load_write()
 
 
 def header_key(name: str) -> str:
@@ -89,6 +104,23 @@ class Headers:
             parts.append(f"{name}: {value}" if line is None else line)
         if not has_length:
             parts.append(f"Content-Length: {content_length}")
+
+    def encode(self, start_line: str, body: bytes) -> bytes:
+        """A message of these fields: ``start_line``, the fields, one Content-Length of
+        ``body``'s length (where the first was, else at the end), the blank line, ``body``."""
+        length = str(len(body))
+        if _WRITE is not None:
+            data = _WRITE(start_line, self._items, self._lines, length, body)
+            if data is not None:  # None: text that is not ASCII, which the code below takes
+                return data
+        return self._encoded(start_line, length, body)
+
+    def _encoded(self, start_line: str, length: str, body: bytes) -> bytes:
+        """``encode``'s reference, and what runs where ``sip/_lines.c`` is not built."""
+        parts = [start_line]
+        self.write(parts, length)
+        parts.append("\r\n")
+        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + body
 
     def _index(self) -> dict[str, str]:
         first: dict[str, str] = {}
@@ -252,10 +284,7 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is always written and always equals the body's length."""
-        parts = [self.start_line()]
-        self.headers.write(parts, str(len(self.body)))
-        parts.append("\r\n")
-        return "\r\n".join(parts).encode("utf-8", "surrogateescape") + self.body
+        return self.headers.encode(self.start_line(), self.body)
 
 
 class Request(Message):
