@@ -57,6 +57,22 @@ def test_parameters_lowercase_names_keep_values_and_read_flags() -> None:
     assert values.parse_params("") == {}
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z0-9\-.!%*_+`'~]{1,6}", fullmatch=True),
+            st.none() | st.from_regex(r"[A-Za-z0-9\-.!%*_+`'~]{1,6}", fullmatch=True),
+        ),
+        max_size=4,
+    )
+)
+def test_token_parameters_read_alike_by_the_fast_and_the_general_reader(
+    params: list[tuple[str, str | None]],
+) -> None:
+    text = "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
+    assert values.parse_params(text) == values._parse_generic_params(text)
+
+
 @pytest.mark.parametrize("text", ["branch=1", ";", ";a=", ';a="open', ";a=b c"])
 def test_malformed_parameters_are_a_400(text: str) -> None:
     with pytest.raises(RemoteProtocolError):

@@ -105,6 +105,12 @@ def _read_quoted(text: str, start: int) -> int:
 
 def parse_params(text: str) -> dict[str, str]:
     """Parse ``*( SEMI generic-param )``; names are lowercased, flags map to ``""``."""
+    tokens = TOKEN_PARAMS(text)  # the common form (";tag=a1b2"), in C in the compiled build
+    return tokens if tokens is not None else _parse_generic_params(text)
+
+
+def _parse_generic_params(text: str) -> dict[str, str]:
+    """``parse_params`` for any form: blanks, quoted values, IPv6 references."""
     params: dict[str, str] = {}
     rest = text.strip(_LWS)
     while rest:
