@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from coreharness import (
     CALLER,
     GW1,
@@ -81,6 +82,37 @@ def test_via_records_a_natted_source_and_responses_go_back_there() -> None:
     assert (second.params["received"], second.params["rport"]) == ("203.0.113.5", "40000")
     ringing = proxy.receive(reply(forwarded, 180), address_of(GW1), "udp", 0.1)
     assert [s.address for s in ringing] == [natted]
+
+
+@pytest.mark.parametrize(
+    ("written", "stamped"),
+    [
+        # as written, with the two parameters added (RFC 3261 18.2.1, RFC 3581)
+        ("SIP/2.0/udp {at};Branch=z9hG4bK-w1;x",
+         "SIP/2.0/udp {at};Branch=z9hG4bK-w1;x;rport={port}"),
+        ("SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-w2",
+         "SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK-w2;received={host};rport={port}"),
+        # rport asked for, received written, a name twice: written anew
+        ("SIP/2.0/UDP {at};rport;branch=z9hG4bK-w3",
+         "SIP/2.0/UDP {at};branch=z9hG4bK-w3;rport={port}"),
+        ("SIP/2.0/UDP {at};received=192.0.2.9;branch=z9hG4bK-w4",
+         "SIP/2.0/UDP {at};branch=z9hG4bK-w4;rport={port}"),
+        ("SIP/2.0/UDP {at};x=1;x=2;branch=z9hG4bK-w5",
+         "SIP/2.0/UDP {at};x=2;branch=z9hG4bK-w5;rport={port}"),
+    ],
+)  # fmt: skip
+def test_the_callers_via_is_forwarded_with_where_the_request_came_from(
+    written: str, stamped: str
+) -> None:
+    proxy, _ = make_proxy()
+    fields = {"at": f"{CALLER[0]}:{CALLER[1]}", "host": CALLER[0], "port": CALLER[1]}
+    data = invite().replace(
+        f"Via: SIP/2.0/UDP {CALLER[0]}:{CALLER[1]};branch=".encode(),
+        f"Via: {written.format(**fields)}\r\nX-Old-Branch: ".encode(),
+    )
+    sends = proxy.receive(data, CALLER, "udp", 0.0)
+    forwarded = request_of(sent_to(sends, address_of(GW1))[0])
+    assert forwarded.headers.values("via")[1] == stamped.format(**fields)
 
 
 def test_call_flow_through_the_proxy_reaches_the_answering_gateway() -> None:

@@ -244,7 +244,7 @@ class Proxy:
             return
         # The top Via is read once, here: its parsed form gives the key, the stamped text is
         # what goes downstream and what our branch signatures cover.
-        via = _stamped(top, source)
+        via = _stamped(top, request.headers.first_value("via"), source)
         request.headers.replace_first("via", via)
         if self._settings.source_header is not None:
             _tag_source(request, self._settings.source_header, listener.transport, source)
@@ -386,21 +386,29 @@ def _limiter(settings: CoreSettings) -> SourceLimiter | None:
     return SourceLimiter(admission) if admission.limits_sources else None
 
 
-def _stamped(top: values.Via, source: Address) -> str:
-    """The top Via with where the request really came from (RFC 3261 18.2.1 received, RFC
-    3581 rport).
+def _stamped(top: values.Via, written: str | None, source: Address) -> str:
+    """The top Via (parsed: ``top``, as written: ``written``) with where the request really
+    came from (RFC 3261 18.2.1 received, RFC 3581 rport).
 
     rport is always filled, as Kamailio's force_rport does: responses then go back to the
     source address and port, which is what NAT and TCP connections need.
     """
     host, port = source
+    received = "" if top.host.strip("[]") == host else f";received={host}"
+    params = top.params
+    if (
+        written is not None
+        and "rport" not in params
+        and "received" not in params
+        and written.count(";") == len(params)  # no name twice, no ";" inside a quoted value
+    ):
+        # The common case: only the two parameters to add, after the Via as it was written.
+        return f"{written}{received};rport={port}"
     parts = [f"SIP/2.0/{top.transport} {format_host(top.host, top.port)}"]
-    for name, value in top.params.items():
+    for name, value in params.items():
         if name not in ("received", "rport"):
             parts.append(f";{name}={value}" if value else f";{name}")
-    if top.host.strip("[]") != host:
-        parts.append(f";received={host}")
-    parts.append(f";rport={port}")
+    parts.append(f"{received};rport={port}")
     return "".join(parts)
 
 
