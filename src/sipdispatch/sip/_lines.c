@@ -420,8 +420,22 @@ measure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             controls += (c < 0x20 && c != '\t') || c == 0x7F;
         }
     }
-    return Py_BuildValue("(Nnnn)", PyBool_FromLong(crlfs > 0), crlfs > 0 ? crlfs : lfs, commas,
-                         controls);
+    /* built by hand: Py_BuildValue would read its format string on every message */
+    PyObject *counts[3] = {PyLong_FromSsize_t(crlfs > 0 ? crlfs : lfs),
+                           PyLong_FromSsize_t(commas), PyLong_FromSsize_t(controls)};
+    PyObject *result = PyTuple_New(4);
+    if (result == NULL || counts[0] == NULL || counts[1] == NULL || counts[2] == NULL) {
+        Py_XDECREF(result);
+        for (int i = 0; i < 3; i++) {
+            Py_XDECREF(counts[i]);
+        }
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, PyBool_FromLong(crlfs > 0));
+    for (int i = 0; i < 3; i++) {
+        PyTuple_SET_ITEM(result, i + 1, counts[i]);
+    }
+    return result;
 }
 
 /* an exact str of ASCII characters: its characters are its bytes */
