@@ -53,3 +53,12 @@ def test_digest_username(value: str, groups: tuple[str | None, str | None]) -> N
     match = grammar.DIGEST_USERNAME.search(value)
     assert match is not None
     assert match.groups() == groups
+
+
+def test_a_number_reads_as_int_reads_it_the_first_time_and_after() -> None:
+    for _ in range(2):  # the second round from memory
+        assert grammar.number("070") == 70
+        assert grammar.number("0") == 0
+        assert grammar.number("4294967295") == 2**32 - 1
+        with pytest.raises(ValueError, match="invalid literal"):
+            grammar.number("7x")

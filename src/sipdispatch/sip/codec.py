@@ -210,7 +210,7 @@ def _content_length(headers: Headers) -> int | None:
             raise RemoteProtocolError(f"conflicting Content-Length values {values}")
     if len(text) > 10 or not grammar.is_digits(text):
         raise RemoteProtocolError(f"bad Content-Length {text!r}")
-    return int(text)
+    return grammar.number(text)
 
 
 #: request methods already checked against the grammar (a proxy sees a handful)
@@ -221,7 +221,7 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
     if line.startswith("SIP/"):
         # The common form, read without the regex: "SIP/2.0 DDD reason".
         if line.startswith("SIP/2.0 ") and line[11:12] == " " and grammar.is_digits(line[8:11]):
-            status = int(line[8:11])
+            status = grammar.number(line[8:11])
             if status >= 100:
                 return Response(status, line[12:], headers, version="SIP/2.0")
         match = grammar.STATUS_LINE.fullmatch(line)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from sipdispatch.sip.memo import remember
+
 __all__ = [
     "COLON",
     "COMPACT_FORMS",
@@ -41,6 +43,7 @@ __all__ = [
     "VIA_PARAMS",
     "WSP",
     "is_digits",
+    "number",
 ]
 
 # --- basic rules (25.1) ------------------------------------------------------------------
@@ -67,6 +70,18 @@ GEN_VALUE: Final = re.compile(rf"[{TOKEN_CHARS}:\[\]]+")
 #: the control characters (CTL, RFC 5234 B.1) but HTAB: a header section holds them only as
 #: its line ends (CR LF), and a header value never, quoted-pair or not
 CONTROL_BYTES: Final = bytes([*range(9), *range(10, 32), 127])
+
+
+#: texts read as numbers already: a Content-Length, a status code, a Max-Forwards recur
+_NUMBERS: Final[dict[str, int]] = {}
+
+
+def number(text: str) -> int:
+    """``int(text)``, remembered (the same result, and the same error, as ``int``)."""
+    known = _NUMBERS.get(text)
+    if known is None:
+        known = remember(_NUMBERS, text, int(text))
+    return known
 
 
 def is_digits(text: str) -> bool:

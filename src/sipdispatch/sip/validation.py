@@ -47,9 +47,12 @@ def _check_headers(message: Request | Response) -> values.Via:
 
 def _check_uint32(text: str, what: str, upper: int = _MAX_UINT32) -> int:
     stripped = text.strip(grammar.WSP)
-    if not grammar.is_digits(stripped) or len(stripped) > 10 or int(stripped) > upper:
+    if not grammar.is_digits(stripped) or len(stripped) > 10:
         raise RemoteProtocolError(f"{what} out of range: {text!r}")
-    return int(stripped)
+    value = grammar.number(stripped)
+    if value > upper:
+        raise RemoteProtocolError(f"{what} out of range: {text!r}")
+    return value
 
 
 def validate_request(request: Request) -> values.Via:

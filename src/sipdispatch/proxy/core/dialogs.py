@@ -391,7 +391,7 @@ def route_target(
     )
     if not signed:
         raise RouteRefusedError("signature", "Route signature does not match")
-    if int(exp) < unix_now:
+    if grammar.number(exp) < unix_now:
         raise RouteRefusedError("expired", "Route has expired (dialog lifetime)")
     if did not in destinations:
         raise RouteRefusedError("gone", "the dialog's destination is no longer in the table")
@@ -460,4 +460,4 @@ def _parse_did(did: str) -> NextHop:
     port, _, transport = rest.partition("~")
     if not grammar.is_digits(port) or transport not in ("udp", "tcp", "tls"):
         raise RouteRefusedError("unsigned", "Route carries a malformed destination")
-    return transport, (host.strip("[]"), int(port))
+    return transport, (host.strip("[]"), grammar.number(port))

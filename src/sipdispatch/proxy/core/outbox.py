@@ -16,7 +16,7 @@ from typing import Final
 from sipdispatch.proxy.core.policy import PolicyRefusalError
 from sipdispatch.proxy.core.records import Address, Hop, Listener, Send
 from sipdispatch.proxy.events import CoreEvent, MessageRejected
-from sipdispatch.sip import values
+from sipdispatch.sip import grammar, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import LimitExceededError
 from sipdispatch.sip.message import Headers, Request, Response
@@ -210,5 +210,5 @@ def count_hop(request: Request, ceiling: int = 255) -> None:
     never over ``ceiling`` (a sender's 255 would let a loop run 255 hops)."""
     headers = request.headers
     max_forwards = headers.get("max-forwards")
-    hops = 70 if max_forwards is None else int(max_forwards) - 1
+    hops = 70 if max_forwards is None else grammar.number(max_forwards) - 1
     headers.set("Max-Forwards", str(hops if hops <= ceiling else ceiling))

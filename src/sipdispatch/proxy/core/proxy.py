@@ -28,7 +28,7 @@ from sipdispatch.proxy.core.probing import Probe, Probing
 from sipdispatch.proxy.core.records import Address, CoreSettings, Hop, Listener, Selector
 from sipdispatch.proxy.core.transaction import Branch, ProxyTransaction
 from sipdispatch.proxy.events import AliasOffered
-from sipdispatch.sip import codec, validation, values
+from sipdispatch.sip import codec, grammar, validation, values
 from sipdispatch.sip.errors import RemoteProtocolError
 from sipdispatch.sip.limits import LimitExceededError, salvage
 from sipdispatch.sip.message import Request, Response, header_key
@@ -308,7 +308,7 @@ class Proxy:
         """Checks of RFC 3261 16.3 that end in a response of our own (reported like errors)."""
         max_forwards = request.headers.get("max-forwards")
         extra: list[tuple[str, str]] = []
-        if max_forwards is not None and int(max_forwards) == 0:
+        if max_forwards is not None and grammar.number(max_forwards) == 0:
             refusal = RemoteProtocolError("Max-Forwards reached 0", 483)
         elif self._settings.policy.loops and data.find(_LOOP_MARK) >= 0 and self._looped(request):
             refusal = PolicyRefusalError("loop", "the request came back unchanged", 482)
