@@ -93,6 +93,30 @@ def test_responses_keep_an_empty_reason() -> None:
     assert (message.status, message.reason) == (100, "")
 
 
+def test_a_start_line_read_before_reads_alike_with_its_own_headers() -> None:
+    head = "Via: SIP/2.0/UDP h;branch=z9hG4bK{n}\r\nCall-ID: c{n}\r\nCSeq: 1 INVITE\r\n\r\n"
+    seen = []
+    for n in range(2):  # the second time from memory
+        response = codec.parse(f"SIP/2.0 183 Session Progress\r\n{head}".format(n=n).encode())
+        request = codec.parse(f"INVITE sip:+15550100@gw SIP/2.0\r\n{head}".format(n=n).encode())
+        assert isinstance(response, Response)
+        assert isinstance(request, Request)
+        assert (response.status, response.reason, response.version) == (
+            183,
+            "Session Progress",
+            "SIP/2.0",
+        )
+        assert (request.method, request.uri, request.version) == (
+            "INVITE",
+            "sip:+15550100@gw",
+            "SIP/2.0",
+        )
+        seen += [response.call_id, request.call_id]
+        with pytest.raises(codec.MessageError):  # and a bad one stays bad
+            codec.parse(BY_NAME["lwsstart.dat"])
+    assert seen == ["c0", "c0", "c1", "c1"]
+
+
 def test_bad_request_line_keeps_headers_for_the_400() -> None:
     with pytest.raises(codec.MessageError) as info:
         codec.parse(BY_NAME["lwsstart.dat"])

@@ -217,7 +217,28 @@ def _content_length(headers: Headers) -> int | None:
 _METHODS: Final[dict[str, bool]] = {}
 
 
+#: start lines read already, as (status, reason, version) and (method, URI, version): a
+#: proxy sees "SIP/2.0 200 OK" and a trunk's request lines again and again
+_STATUS_LINES: Final[dict[str, tuple[int, str, str]]] = {}
+_REQUEST_LINES: Final[dict[str, tuple[str, str, str]]] = {}
+
+
 def _start_line(line: str, headers: Headers) -> Request | Response:
+    status = _STATUS_LINES.get(line)
+    if status is not None:
+        return Response(status[0], status[1], headers, version=status[2])
+    request = _REQUEST_LINES.get(line)
+    if request is not None:
+        return Request(request[0], request[1], headers, version=request[2])
+    message = _read_start_line(line, headers)
+    if isinstance(message, Response):
+        remember(_STATUS_LINES, line, (message.status, message.reason, message.version))
+    else:
+        remember(_REQUEST_LINES, line, (message.method, message.uri, message.version))
+    return message
+
+
+def _read_start_line(line: str, headers: Headers) -> Request | Response:
     if line.startswith("SIP/"):
         # The common form, read without the regex: "SIP/2.0 DDD reason".
         if line.startswith("SIP/2.0 ") and line[11:12] == " " and grammar.is_digits(line[8:11]):
