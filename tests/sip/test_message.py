@@ -41,6 +41,10 @@ def test_look_ups_use_the_key_and_keep_the_name_as_written() -> None:
     assert [name for _, name, _ in h] == ["v", "VIA", "f"]
     assert h.has_repeated()
     assert not headers(("To", "a"), ("From", "b")).has_repeated()
+    assert h.missing(("via", "from")) is None
+    assert h.missing(("via", "to", "cseq")) == "to"
+    assert h.repeated_of(("from", "via")) == "via"
+    assert h.repeated_of(("from", "to")) is None
 
 
 def test_a_proxy_pushes_and_pops_the_top_of_list_headers() -> None:

@@ -164,6 +164,27 @@ class Headers:
             first = self._index()
         return first.get(key)
 
+    def missing(self, keys: tuple[str, ...]) -> str | None:
+        """The first of ``keys`` (canonical) that no field has, or None."""
+        first = self._first
+        if first is None:
+            first = self._index()
+        for key in keys:
+            if key not in first:
+                return key
+        return None
+
+    def repeated_of(self, keys: tuple[str, ...]) -> str | None:
+        """The first of ``keys`` (canonical) that more than one field has, or None."""
+        if self._first is None:
+            self._index()
+        repeated = self._repeated
+        if repeated:
+            for key in keys:
+                if key in repeated:
+                    return key
+        return None
+
     def has_repeated(self) -> bool:
         """Whether any header name appears more than once."""
         if self._first is None:

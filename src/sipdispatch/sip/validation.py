@@ -19,8 +19,15 @@ __all__ = ["ROUTABLE_SCHEMES", "has_to_tag", "validate_request", "validate_respo
 
 #: Request-URI schemes this proxy forwards; anything else gets 416 (RFC 4475 unkscm, novelsc)
 ROUTABLE_SCHEMES: Final = frozenset({"sip", "sips", "tel"})
-_MANDATORY: Final = ("via", "from", "to", "call-id", "cseq")
-_SINGLETONS: Final = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+_MANDATORY: Final[tuple[str, ...]] = ("via", "from", "to", "call-id", "cseq")
+_SINGLETONS: Final[tuple[str, ...]] = (
+    "call-id",
+    "from",
+    "to",
+    "cseq",
+    "max-forwards",
+    "content-type",
+)
 _MAX_UINT32: Final = 2**32 - 1
 
 
@@ -34,14 +41,12 @@ def _check_headers(message: Request | Response) -> values.Via:
     """The checks requests and responses share: mandatory headers present, singletons single;
     returns the parsed top Via."""
     headers = message.headers
-    for key in _MANDATORY:
-        if headers.get(key) is None:
-            raise RemoteProtocolError(f"missing {key} header")
-    if headers.has_repeated():
-        for key in _SINGLETONS:
-            if headers.repeated(key):
-                found = headers.get_all(key)
-                raise RemoteProtocolError(f"{key} appears {len(found)} times")
+    absent = headers.missing(_MANDATORY)
+    if absent is not None:
+        raise RemoteProtocolError(f"missing {absent} header")
+    twice = headers.repeated_of(_SINGLETONS)
+    if twice is not None:
+        raise RemoteProtocolError(f"{twice} appears {len(headers.get_all(twice))} times")
     return values.parse_via(headers.first_value("via") or "")
 
 
