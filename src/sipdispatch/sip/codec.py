@@ -66,17 +66,6 @@ def _head_end(data: bytes) -> int:
     return data.find(b"\r\n\r\n")
 
 
-def _load_head_end() -> Callable[[bytes], int]:
-    try:
-        from sipdispatch.sip import _lines  # noqa: PLC0415 - optional, native builds only
-    except ImportError:
-        return _head_end
-    return _lines.head_end
-
-
-_HEAD_END: Final = _load_head_end()
-
-
 def _split_head(data: bytes, datagram: bool) -> tuple[bytes, int]:
     """Return the header section and the offset of the body."""
     end = _HEAD_END(data)
@@ -158,23 +147,25 @@ _Scan = Callable[[str, int, str, Callable[[str], Header]], _Parts | None]
 #: (crlf, line ends, commas, control bytes) of a header section
 _Measures = tuple[bool, int, int, int]
 _Measure = Callable[[bytes, bool], _Measures]
+_HeadEnd = Callable[[bytes], int]
 
 
-def _load_native() -> tuple[_Scan, _Measure] | tuple[None, None]:
-    """The C loop over header lines and the C count of a header section's bytes
-    (``_lines.c``), built with the compiled hot path; the pure Python build has
-    ``_parse_headers`` and ``_measure_text`` alone, which are also the references the C code
-    is tested against."""
+def _load_native() -> tuple[_Scan | None, _Measure | None, _HeadEnd]:
+    """The C loop over header lines, the C count of a header section's bytes and the C search
+    for its end (``_lines.c``), built with the compiled hot path; the pure Python build has
+    ``_parse_headers``, ``_measure_text`` and ``_head_end``, which are also the references the
+    C code is tested against."""
     try:
         from sipdispatch.sip import _lines  # noqa: PLC0415 - optional, native builds only
     except ImportError:
-        return (None, None)
-    return (_lines.scan, _lines.measure)
+        return (None, None, _head_end)
+    return (_lines.scan, _lines.measure, _lines.head_end)
 
 
 _NATIVE: Final = _load_native()
 _SCAN: Final = _NATIVE[0]
 _MEASURE: Final = _NATIVE[1]
+_HEAD_END: Final = _NATIVE[2]
 
 
 def _measure_text(head: bytes, text: str, controls: bool) -> _Measures:

@@ -201,26 +201,20 @@ def _via_compared_form(via: str) -> str:
     return sent + ";" + ";".join(params)
 
 
-def _load_token_params() -> Callable[[str], dict[str, str] | None]:
+def _load_tokens() -> tuple[Callable[[str], dict[str, str] | None], Callable[[str], str | None]]:
+    """``sip/_tokens.c``'s readers, built with the compiled hot path; else their references."""
     try:
         from sipdispatch.sip import _tokens  # noqa: PLC0415 - optional, native builds only
     except ImportError:
-        return _token_params
-    return _tokens.params
+        return (_token_params, _via_compared_form)
+    return (_tokens.params, _tokens.compared_via)
 
 
-def _load_compared_via() -> Callable[[str], str | None]:
-    try:
-        from sipdispatch.sip import _tokens  # noqa: PLC0415 - optional, native builds only
-    except ImportError:
-        return _via_compared_form
-    return _tokens.compared_via
-
-
+_TOKENS: Final = _load_tokens()
 #: the Via parameters' reader: hand-written C in the compiled build, else ``_token_params``
-TOKEN_PARAMS: Final = _load_token_params()
+TOKEN_PARAMS: Final = _TOKENS[0]
 #: ``via_compared_form`` in C in the compiled build (None for text it leaves to the reference)
-_COMPARED_VIA: Final = _load_compared_via()
+_COMPARED_VIA: Final = _TOKENS[1]
 
 
 def via_compared_form(via: str) -> str:
