@@ -460,6 +460,15 @@ put_chars(char *into, const char *chars, size_t size)
     return into + size;
 }
 
+/* whether a field's key (a str) is "content-length" */
+static int
+is_content_length(PyObject *key)
+{
+    static const char content_length[] = "content-length";
+    return PyUnicode_IS_ASCII(key) && PyUnicode_GET_LENGTH(key) == sizeof content_length - 1
+           && memcmp(PyUnicode_1BYTE_DATA(key), content_length, sizeof content_length - 1) == 0;
+}
+
 /* write(start_line, items, lines, content_length, body) -> the message's bytes, or None:
  * what message.Headers._encoded makes (start line, each field as the line it came in or as
  * "name: value", one Content-Length: content_length where the first was or at the end, the
@@ -483,7 +492,6 @@ write_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!is_ascii(start) || !is_ascii(length) || PyList_GET_SIZE(lines) < count) {
         Py_RETURN_NONE;
     }
-    static const char content_length[] = "content-length";
     static const char default_name[] = "Content-Length";
     Py_ssize_t length_size = PyUnicode_GET_LENGTH(length);
     /* first the size, and whether every part is as expected */
@@ -499,9 +507,7 @@ write_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!PyUnicode_CheckExact(key)) {
             Py_RETURN_NONE;
         }
-        if (PyUnicode_IS_ASCII(key) && PyUnicode_GET_LENGTH(key) == sizeof content_length - 1
-            && memcmp(PyUnicode_1BYTE_DATA(key), content_length, sizeof content_length - 1)
-                   == 0) {
+        if (is_content_length(key)) {
             if (!has_length) {
                 has_length = 1;
                 if (!is_ascii(name)) {
@@ -539,9 +545,7 @@ write_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *item = PyList_GET_ITEM(items, i);
         PyObject *key = PyTuple_GET_ITEM(item, 0), *name = PyTuple_GET_ITEM(item, 1);
         PyObject *line = PyList_GET_ITEM(lines, i);
-        if (PyUnicode_IS_ASCII(key) && PyUnicode_GET_LENGTH(key) == sizeof content_length - 1
-            && memcmp(PyUnicode_1BYTE_DATA(key), content_length, sizeof content_length - 1)
-                   == 0) {
+        if (is_content_length(key)) {
             if (!has_length) {
                 has_length = 1;
                 into = put(into, name);

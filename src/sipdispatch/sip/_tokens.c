@@ -118,6 +118,18 @@ is_blank(Py_UCS1 c)
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
+/* chars[*a:*b] without the blanks at either end, as str.strip() */
+static void
+strip(const Py_UCS1 *chars, Py_ssize_t *a, Py_ssize_t *b)
+{
+    while (*a < *b && is_blank(chars[*a])) {
+        (*a)++;
+    }
+    while (*b > *a && is_blank(chars[*b - 1])) {
+        (*b)--;
+    }
+}
+
 typedef struct {
     const Py_UCS1 *start;
     Py_ssize_t size;
@@ -189,12 +201,7 @@ compared_via(PyObject *module, PyObject *text)
             Py_UCS1 *param = out + length;
             Py_ssize_t at = 0;
             Py_ssize_t a = i, b = equals; /* the name, stripped and lowered */
-            while (a < b && is_blank(chars[a])) {
-                a++;
-            }
-            while (b > a && is_blank(chars[b - 1])) {
-                b--;
-            }
+            strip(chars, &a, &b);
             for (; a < b; a++) {
                 Py_UCS1 c = chars[a];
                 param[at++] = (c >= 'A' && c <= 'Z') ? (Py_UCS1)(c + 32) : c;
@@ -202,12 +209,7 @@ compared_via(PyObject *module, PyObject *text)
             if (equals < end) {
                 param[at++] = '=';
                 a = equals + 1, b = end; /* the value, stripped */
-                while (a < b && is_blank(chars[a])) {
-                    a++;
-                }
-                while (b > a && is_blank(chars[b - 1])) {
-                    b--;
-                }
+                strip(chars, &a, &b);
                 memcpy(param + at, chars + a, (size_t)(b - a));
                 at += b - a;
             }
