@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from sipphelpers import free_port
 
 
 @dataclass
@@ -46,9 +47,9 @@ class Peer(asyncio.DatagramProtocol):
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free for UDP and for TCP too: engines listen on both with one port,
+    and a UDP-only check once handed out a port a TCP connection held."""
+    return free_port("127.0.0.1")
 
 
 async def until(check: Callable[[], bool], within: float = 5.0) -> None:
