@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import struct
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
@@ -13,8 +14,8 @@ from loopback import free_udp_port, until
 
 from sipdispatch.dispatch.destinations import DestinationKey, DestinationTable
 from sipdispatch.dispatch.tableconfig import Destination, SetConfig, TableConfig
-from sipdispatch.proxy.core import CoreSettings, Signer
-from sipdispatch.proxy.engine import LOG_BURST, Engine
+from sipdispatch.proxy.core import CoreSettings, Outbox, Signer
+from sipdispatch.proxy.engine import LOG_BURST, TIMER_TICK, Engine
 from sipdispatch.proxy.events import (
     BranchFailed,
     BranchStarted,
@@ -146,6 +147,38 @@ async def test_the_armed_timer_retransmits_and_fails_over_without_any_traffic(
     assert (DestinationKey.parse(1, silent.uri), 408) in [
         (e.destination, e.status) for e in events if isinstance(e, BranchFailed)
     ]
+
+
+async def test_timers_due_within_one_tick_run_in_one_wake_up_and_never_early(
+    make_engine: Callable[..., asyncio.Future[Lab]], boxes: Callable[[], Box]
+) -> None:
+    caller, silent = boxes(), boxes()
+    engine, address, _ = await make_engine(_table(silent.uri))
+    loop = asyncio.get_running_loop()
+    wake_ups: list[float] = []
+    on_timer = engine.core.on_timer
+
+    def counted(now: float) -> Outbox:
+        wake_ups.append(now)
+        return on_timer(now)
+
+    engine.core.on_timer = counted  # type: ignore[method-assign]
+    first = loop.time()
+    for n in range(10):  # 1 ms apart: each INVITE's Timer A comes due a little after the last's
+        caller.send(_invite(caller, f"tick{n}"), address)
+        await asyncio.sleep(0.001)
+    span = loop.time() - first
+    seen: Counter[str] = Counter()
+    while len(seen) < 10 or min(seen.values()) < 2:  # each INVITE and its first retransmission
+        request = await silent.next()
+        assert isinstance(request, Request)
+        seen[request.call_id] += 1
+    assert 1 <= len(wake_ups) <= span / TIMER_TICK + 2
+    armed = engine._timer_at
+    deadline = engine.core.next_deadline()
+    assert armed is not None
+    assert deadline is not None
+    assert deadline <= armed < deadline + TIMER_TICK  # never early, at most a tick late
 
 
 async def test_a_malformed_request_is_answered_reported_and_logged(

@@ -171,10 +171,18 @@ class Branch(Timed):
 
     @property
     def deadline(self) -> float | None:
-        times = [t for t in (self.answer_by, self.ringing_until) if t is not None]
-        if self.client is not None and self.client.deadline is not None:
-            times.append(self.client.deadline)
-        return min(times) if times else None
+        # the earliest of three optional times, without building a list: asked on every
+        # message of the branch
+        deadline = self.answer_by
+        ringing = self.ringing_until
+        if ringing is not None and (deadline is None or ringing < deadline):
+            deadline = ringing
+        client = self.client
+        if client is not None:
+            timer = client.deadline
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
+        return deadline
 
 
 def _rank(status: int) -> tuple[int, int]:
