@@ -172,12 +172,13 @@ def parse_uri(text: str, *, allow_headers: bool = True) -> SipUri | str:
 
 def _parse_uri(text: str, allow_headers: bool) -> SipUri | str:
     scheme, colon, rest = text.partition(":")
-    if not colon or not grammar.SCHEME.fullmatch(scheme) or not rest:
+    lowered = scheme.lower()
+    sip = lowered in ("sip", "sips")  # schemes by the grammar: its regex is for the others
+    if not colon or not rest or not (sip or grammar.SCHEME.fullmatch(scheme)):
         raise RemoteProtocolError(f"not a URI: {text!r}")
     if any(c in text for c in ' \t\r\n<>"'):
         raise RemoteProtocolError(f"URI contains whitespace or delimiters: {text!r}")
-    lowered = scheme.lower()
-    if lowered not in ("sip", "sips"):
+    if not sip:
         return text
     userinfo, at, hostpart = rest.partition("@")
     if not at:

@@ -290,6 +290,10 @@ class NameAddr:
         return self.params.get("tag")
 
 
+#: unquoted display names checked already ("" for none), by the text before ``<``: a From
+#: with a new tag each call is parsed afresh, its caller's name is not
+_TOKEN_DISPLAYS: Final[dict[str, str]] = {}
+
 #: name-addrs parsed already: a dialog's Routes, a trunk's Contact and To recur
 _NAME_ADDRS: Final[dict[str, NameAddr]] = {}
 
@@ -319,10 +323,13 @@ def _parse_name_addr(value: str) -> NameAddr:
             raise RemoteProtocolError(f"quoted display name without <URI>: {value!r}")
     elif "<" in text:
         before, _, _ = text.partition("<")
-        words = before.split()
-        if any(not grammar.TOKEN.fullmatch(w) for w in words):
-            raise RemoteProtocolError(f"display name must be tokens or quoted: {value!r}")
-        display = " ".join(words) or None
+        known = _TOKEN_DISPLAYS.get(before)
+        if known is None:
+            words = before.split()
+            if any(not grammar.TOKEN.fullmatch(w) for w in words):
+                raise RemoteProtocolError(f"display name must be tokens or quoted: {value!r}")
+            known = remember(_TOKEN_DISPLAYS, before, " ".join(words))
+        display = known or None
         text = text[len(before) :]
     if text.startswith("<"):
         close = text.find(">")
