@@ -715,10 +715,12 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         )
     if load and load[0] > LOADED:
         parts.append(
-            f"> **Measured with other load on the machine.** The 1-minute load average was "
-            f"{load[0]:.2f} when the run started (other test suites were running on the same "
-            f"{m.get('nproc', '?')} cores), {results.get('load_at_end', ['?'])[0]} at the end. "
-            "Both balancers took turns step by step, so the load hit both, but absolute "
+            f"> **Perhaps measured with other load on the machine.** The 1-minute load "
+            f"average was {load[0]:.2f} when the run started (it averages the minute before: "
+            f"whatever ran then on the same {m.get('nproc', '?')} cores), "
+            f"{results.get('load_at_end', ['?'])[0]} at the end (the run's own processes "
+            "count in it); each step's own reading of other load is in the raw tables. Both "
+            "balancers took turns step by step, so any such load hit both, but absolute "
             "figures are lower and noisier than on a quiet machine; ratios are the figures "
             "to read.\n"
         )
