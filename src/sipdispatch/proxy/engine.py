@@ -310,6 +310,7 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = None  # nothing is armed: the next message arms afresh
 
 
 def unknown_sockets(table: TableConfig, listeners: Mapping[str, object]) -> str | None:
