@@ -20,12 +20,24 @@ from coreharness import (
     response_of,
     sent_to,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipdispatch.dispatch.destinations import DestinationKey
-from sipdispatch.proxy.core import CoreSettings, Hop, Proxy, Signer, destination_id
-from sipdispatch.proxy.core.dialogs import from_tag
+from sipdispatch.proxy.core import (
+    CoreSettings,
+    Hop,
+    Listener,
+    Proxy,
+    Signer,
+    destination_id,
+    dialogs,
+)
+from sipdispatch.proxy.core.dialogs import from_tag, record_routes
 from sipdispatch.proxy.events import RouteRefused
+from sipdispatch.sip import codec, values
 from sipdispatch.sip.message import Request
+from sipdispatch.sip.uri import SipUri
 from sipdispatch.sip.values import parse_name_addr
 
 LIFETIME = 600.0
@@ -210,3 +222,59 @@ def test_the_tag_of_a_from_value_is_read_alike_the_first_time_and_after() -> Non
         assert from_tag("<sip:alice@example.com>;tag=") is None  # written, but empty
         assert from_tag("<sip:alice@example.com>") is None
         assert from_tag(None) is None
+
+
+# What TAG_PARAM takes as a From tag (anything but ";", "," and blanks), with the characters a
+# URI parameter may not carry (quotes, "<", "=", "`", non-ASCII) drawn often.
+_TAGS = st.text(
+    alphabet=st.sampled_from("aZ09-._~!*'()%[]/:&+$@`\"<>=?#\u00e9"), min_size=0, max_size=12
+)
+_LISTENERS = st.sampled_from(
+    [
+        Listener("udp:10.0.0.1:5060", "udp", ("10.0.0.1", 5060), ("203.0.113.1", 5060)),
+        Listener("tcp:10.0.0.1:5060", "tcp", ("10.0.0.1", 5060), ("Proxy.Example.COM", None)),
+        Listener("udp:[fd00::1]:5060", "udp", ("fd00::1", 5060), ("fd00::1", 5070)),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=_TAGS, inbound=_LISTENERS, outbound=_LISTENERS, stream=st.booleans())
+def test_a_route_written_here_is_known_parsed_exactly_as_parsing_its_text_gives(
+    tag: str, inbound: Listener, outbound: Listener, stream: bool
+) -> None:
+    """The proxy records the parse of each Record-Route it writes, so that the dialog's ACK
+    and BYE do not parse it again: what it records must be what a parse gives, and where the
+    From tag makes the route unparsable (or odd), nothing is recorded and the parse decides."""
+    request = request_of_text(
+        f"INVITE sip:service@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-p\r\n"
+        f"From: <sip:alice@caller.example>;tag={tag}\r\nTo: <sip:service@10.0.0.1>\r\n"
+        "Call-ID: prime@caller\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    routes = record_routes(
+        request,
+        GW1,
+        inbound,
+        outbound,
+        Signer(OLD_KEY),
+        expires=1_800_000_600,
+        flow=("192.0.2.10", 40000) if stream else None,
+    )
+    plain = bool(tag) and all(c in "aZ09-._~!*'()%[]/:&+$" for c in tag)
+    for route in routes:
+        recorded = values._NAME_ADDRS.get(route)
+        if not plain:
+            assert recorded is None
+            continue
+        assert recorded is not None
+        assert recorded == values._parse_name_addr(route)
+        assert isinstance(recorded.uri, SipUri)
+        params = recorded.uri.params
+        assert dialogs._SIGNED_FIELDS.get(params) == dialogs._read_signed_fields(params)
+        assert dialogs._signed_fields(params)[0] == tag
+
+
+def request_of_text(text: str) -> Request:
+    message = codec.parse(text.encode("utf-8"))
+    assert isinstance(message, Request)
+    return message

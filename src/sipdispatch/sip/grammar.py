@@ -29,6 +29,7 @@ __all__ = [
     "IPV4ADDRESS",
     "METHOD",
     "PARAM_NAME",
+    "PARAM_VALUE",
     "REQUEST_LINE",
     "SCHEME",
     "SENT_PROTOCOL",
@@ -123,6 +124,8 @@ IPV4ADDRESS: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 # values (maddr and user-written parameters carry it).
 _PARAMCHARS: Final = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
 URI_PARAMS: Final = re.compile(rf"(?:;[{_PARAMCHARS}]+(?:=[{_PARAMCHARS}@]*)?)*")
+# One pvalue made of paramchars only: a value URI_PARAMS takes wherever it stands.
+PARAM_VALUE: Final = re.compile(rf"[{_PARAMCHARS}]+")
 # headers = "?" header *( "&" header ), without the "?": hnv-unreserved / unreserved / escaped
 URI_HEADERS: Final = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$=&@]*")
 

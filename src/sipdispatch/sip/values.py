@@ -27,6 +27,7 @@ __all__ = [
     "parse_params",
     "parse_via",
     "parse_vias",
+    "prime_name_addr",
     "split_first",
     "split_values",
     "via_compared_form",
@@ -346,6 +347,13 @@ def _parse_name_addr(value: str) -> NameAddr:
             raise RemoteProtocolError(f"URI with '?' or ',' must be inside <>: {value!r}")
         uri = parse_uri(uri_text)
     return NameAddr(display, uri, parse_params(params_text), uri_text)
+
+
+def prime_name_addr(value: str, parsed: NameAddr) -> None:
+    """Record ``parsed`` as what ``value`` parses to, without parsing it: for a value this
+    process wrote itself from parts it knows (its own Record-Route), which the caller vouches
+    parses so (a test holds it to that)."""
+    remember(_NAME_ADDRS, value, parsed)
 
 
 def parse_name_addrs(value: str) -> list[NameAddr]:

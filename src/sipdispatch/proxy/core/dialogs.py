@@ -346,6 +346,7 @@ def record_routes(
     ftag = from_tag(request.headers.get("from")) or ""
     did = destination_id(hop.host, hop.port, hop.transport)
     exp = str(expires)
+    caller: str | None = None
     if flow is None:
         sig = signer.sign(request.call_id, ftag, did, exp)
         flow_param = ""
@@ -354,15 +355,38 @@ def record_routes(
         sig = signer.sign(request.call_id, ftag, did, exp, caller)
         flow_param = f";flow={caller}"
     params = f";lr;ftag={ftag};did={did};exp={exp}{flow_param};sig={sig}"
-    outer = _route_value(outbound, params)
+    plain = _PLAIN(ftag) and _PLAIN(did) and (caller is None or _PLAIN(caller))
+    fields = (ftag, did, exp, caller, sig) if plain else None
+    outer = _route_value(outbound, params, fields)
     if inbound.record_route_key == outbound.record_route_key:
         return [outer]
-    return [outer, _route_value(inbound, params)]
+    return [outer, _route_value(inbound, params, fields)]
 
 
-def _route_value(listener: Listener, params: str) -> str:
+#: a parameter value the URI grammar takes as it stands (the From tag comes from the caller)
+_PLAIN: Final = grammar.PARAM_VALUE.fullmatch
+
+
+def _route_value(listener: Listener, params: str, fields: _SignedFields | None) -> str:
+    """A Record-Route value naming ``listener``. ``fields``: the signed fields ``params``
+    carries, when all are plain parameter values: the parse of the route is then recorded as
+    it is made, so that the dialog's ACK and BYE, when they come back to this process, find
+    their Route parsed (about a sixth of an in-dialog request's CPU)."""
     transport = "" if listener.transport == "udp" else f";transport={listener.transport}"
-    return f"<sip:{format_host(*listener.advertise)}{transport}{params}>"
+    hostport = format_host(*listener.advertise)
+    uri_params = f"{transport}{params}"
+    uri_text = f"sip:{hostport}{uri_params}"
+    value = f"<{uri_text}>"
+    if fields is not None:
+        try:
+            base = parse_uri(f"sip:{hostport}")  # one parse per listener, then its memo
+        except RemoteProtocolError:
+            return value
+        if isinstance(base, SipUri):
+            uri = SipUri("sip", None, None, base.host, base.port, params=uri_params)
+            values.prime_name_addr(value, values.NameAddr(None, uri, {}, uri_text))
+            remember(_SIGNED_FIELDS, uri_params, fields)
+    return value
 
 
 def route_target(
