@@ -64,10 +64,14 @@ HOT_PATH = [
 #: hand-written C, built with the compiled hot path: the loop over a message's header lines
 #: and the count of their bytes, and the Via parameters' reader (the pure Python build runs
 #: codec._parse_headers, codec._measure_text and values._token_params, which they are tested
-#: against)
+#: against); UDP datagrams in and out by the batch (the pure Python build uses the event
+#: loop's datagram transport)
 C_EXTENSIONS = [
     Extension("sipdispatch.sip._lines", ["src/sipdispatch/sip/_lines.c"]),
     Extension("sipdispatch.sip._tokens", ["src/sipdispatch/sip/_tokens.c"]),
+    Extension(
+        "sipdispatch.proxy.transport._datagrams", ["src/sipdispatch/proxy/transport/_datagrams.c"]
+    ),
 ]
 
 ext_modules = []

@@ -109,8 +109,8 @@ async def make_engine() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
         engine.close()
         if engine.tcp is not None:
             await engine.tcp.close()
-        if engine.udp is not None and engine.udp.transport is not None:
-            engine.udp.transport.close()
+        if engine.udp is not None:
+            engine.udp.close()
 
 
 async def test_a_request_is_answered_and_forwarded_and_its_events_handed_up(

@@ -291,8 +291,8 @@ async def lab_factory() -> AsyncIterator[Callable[..., asyncio.Future[Lab]]]:
     for engine, task in started:
         task.cancel()
         engine.close()
-        if engine.udp is not None and engine.udp.transport is not None:
-            engine.udp.transport.close()
+        if engine.udp is not None:
+            engine.udp.close()
 
 
 def dest(uri: str, **fields: object) -> Destination:

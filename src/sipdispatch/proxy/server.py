@@ -456,13 +456,11 @@ class ProxyServer:
         if isinstance(self.link, Leader):
             await self.link.close()
         for shared in self._shared_udp:
-            if shared.transport is not None:
-                shared.transport.close()
+            shared.close()
         if self.engine is not None:
             self.engine.close()
             for endpoint in self.engine.udp_by_id.values():
-                if endpoint.transport is not None:
-                    endpoint.transport.close()
+                endpoint.close()
         if self._tcp is not None:
             await self._tcp.close()
         if self._tls is not None:

@@ -18,8 +18,7 @@ async def endpoint() -> AsyncIterator[tuple[UdpEndpoint, Received]]:
     sink = Received()
     udp = await open_udp("127.0.0.1", 0, sink)
     yield udp, sink
-    assert udp.transport is not None
-    udp.transport.close()
+    udp.close()
 
 
 def _peer() -> socket.socket:
@@ -59,8 +58,7 @@ async def test_the_socket_is_bound_where_asked_with_a_grown_receive_buffer(
     host, port = udp.local_address
     assert host == "127.0.0.1"
     assert port > 0
-    assert udp.transport is not None
-    sock = udp.transport.get_extra_info("socket")
+    sock = udp.sock
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
         default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -25,3 +25,6 @@ class WorkerEndpoint(UdpEndpoint):
 
     def send(self, address: Address, data: bytes) -> None:
         (self.shared if data.startswith(b"SIP/2.0 ") else self.own).send(address, data)
+
+    def close(self) -> None:
+        self.own.close()  # the shared one is the server's to close

@@ -80,12 +80,15 @@ def gateways() -> Iterator[list[Gateway]]:
 
 
 @contextlib.contextmanager
-def _start(tmp_path: Path, table_text: str, *flags: str) -> Iterator[Workers]:
+def _start(
+    tmp_path: Path, table_text: str, *flags: str, build: list[str] | None = None
+) -> Iterator[Workers]:
+    """Two workers of ``build`` (None: the development install)."""
     table = tmp_path / "dispatcher.list"
     table.write_text(table_text)
     port, control = free_port(), free_port()
     found = shutil.which("sipdispatch-proxy", path=str(Path(sys.executable).parent))
-    command = [found] if found else [sys.executable, "-m", "sipdispatch.proxy"]
+    command = build or ([found] if found else [sys.executable, "-m", "sipdispatch.proxy"])
     log = tmp_path / "proxy.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -115,11 +118,13 @@ def _start(tmp_path: Path, table_text: str, *flags: str) -> Iterator[Workers]:
 
 
 def test_calls_over_two_workers_lose_nothing_whichever_worker_takes_each_message(
-    tmp_path: Path, gateways: list[Gateway]
+    tmp_path: Path, gateways: list[Gateway], proxy_build: list[str] | None
 ) -> None:
+    """On both builds: the compiled one reads and writes UDP by the batch."""
     g1, g2, _ = gateways
     by_port = {g.port: g for g in gateways}
-    with _start(tmp_path, f"1 {g1.uri}\n1 {g2.uri}\n", "--probe-mode", "off") as workers:
+    table = f"1 {g1.uri}\n1 {g2.uri}\n"
+    with _start(tmp_path, table, "--probe-mode", "off", build=proxy_build) as workers:
         placed = [place_call(workers.port, i, by_port if i % 2 else None) for i in range(CALLS)]
         assert len(placed) == CALLS
         answered = set(g1.invites) | set(g2.invites)
