@@ -6,7 +6,7 @@ Run by the compiled build's Python (``hack/build-native``), where the C module e
 
 Checks, on real sockets: datagrams of every size (empty to 65,507 bytes) and more of them than
 one wake-up reads arrive whole, in order, each with its source, over IPv4 and IPv6; what the
-messages of one drain send leaves together after the drain and arrives; a send to a host that
+messages of one batch send leaves together after the batch and arrives; a send to a host that
 is not a numeric address, or of the other family, is dropped and those after it go out; more
 sources than the address memo holds keep their own addresses; and datagrams the kernel will not
 take now (a scripted refusal: on loopback the kernel always takes them) wait for the socket to
@@ -27,7 +27,7 @@ Address = tuple[str, int]
 
 class Sink:
     """Keeps what arrives; answers every datagram whose text starts with "echo" to its source
-    (a send made during a drain)."""
+    (a send made while a batch is handled)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, Address]] = []
@@ -102,7 +102,7 @@ async def answers(family: int, host: str) -> None:
             await asyncio.sleep(0.01)
     check(
         [data for data, _ in got] == [b"re:echo %d" % n for n in range(200)],
-        f"{host}: 200 answers sent during drains arrive, in order",
+        f"{host}: 200 answers sent while batches are handled arrive, in order",
     )
     check(
         all(source == endpoint.local_address for _, source in got),
@@ -167,7 +167,7 @@ async def kernel_full() -> None:
     try:
         with peer(socket.AF_INET, "127.0.0.1") as target:
             to = target.getsockname()
-            udp._DRAIN.running = True  # as inside a drain: the sends wait for its end
+            udp._DRAIN.running = True  # as while a batch is handled: sends wait for its end
             for n in range(5):
                 endpoint.send((to[0], to[1]), b"d%d" % n)
             udp._DRAIN.running = False
@@ -182,7 +182,7 @@ async def kernel_full() -> None:
     finally:
         real.send = original
         endpoint.close()
-    check(calls[0] == 5, "the sends of a drain leave in one batch after it")
+    check(calls[0] == 5, "the sends of a batch leave in one sendmmsg after it")
     check(got == [b"d%d" % n for n in range(6)], "refused datagrams go out when writable, in order")
 
 

@@ -30,7 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define BATCH 32
+#define BATCH 16 /* a batch's sends wait for it to be handled: a short one bounds the wait */
 #define DATAGRAM 65536 /* more than any UDP payload */
 #define REMEMBERED 4096 /* addresses per map before it is emptied (they come from the net) */
 

@@ -2,8 +2,8 @@
 
 The compiled build reads and writes datagrams by the batch (``_datagrams.c``: recvmmsg and
 sendmmsg, with the peers' addresses remembered): at each wake-up the socket is drained, up to
-``ROUNDS`` batches, and what the messages of a drain send leaves in one sendmmsg per socket
-once the drain is over. Datagrams the kernel will not take now (its send buffer full) wait
+``ROUNDS`` batches, and what the messages of a batch send leaves in one sendmmsg per socket
+once the batch is handled. Datagrams the kernel will not take now (its send buffer full) wait
 for the socket to become writable. The pure Python build serves the socket with the event
 loop's datagram transport, one datagram per call.
 """
@@ -50,7 +50,7 @@ _BATCHES: Final = _load_batches()
 #: whether this build serves UDP by the batch
 BATCHED: Final = _BATCHES is not None
 #: batches read per wake-up at most, so that a flood on one socket lets the loop turn
-ROUNDS: Final = 4
+ROUNDS: Final = 8
 #: datagrams waiting for the kernel to take them, at most; more are dropped (UDP may lose
 #: them anyway, and SIP retransmits)
 MAX_WAITING: Final = 8192
@@ -104,25 +104,29 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         loop.add_reader(self._fd, self._drain)
 
     def _drain(self) -> None:
+        """Read what waits, a batch at a time, up to ``ROUNDS`` batches. What a batch's
+        messages send leaves once the batch is handled (one sendmmsg per socket), so that no
+        answer waits behind more than a batch."""
         batches = _BATCHES
         assert batches is not None
         drain = _DRAIN
-        drain.running = True
-        try:
-            for _ in range(ROUNDS):
+        for _ in range(ROUNDS):
+            drain.running = True
+            try:
                 datagrams = batches.receive(self._fd)
                 for data, source in datagrams:
                     self.sink.message_received(data, source, self.listener)
-                if len(datagrams) < batches.size:
-                    break  # drained
-        except OSError as exc:
-            log.debug("udp error: %s", exc)
-        finally:
-            drain.running = False
-            waiting = drain.waiting
-            drain.waiting = []
-            for endpoint in waiting:
-                endpoint._flush()
+            except OSError as exc:
+                log.debug("udp error: %s", exc)
+                return
+            finally:
+                drain.running = False
+                waiting = drain.waiting
+                drain.waiting = []
+                for endpoint in waiting:
+                    endpoint._flush()
+            if len(datagrams) < batches.size:
+                return  # drained
 
     def send(self, address: Address, data: bytes) -> None:
         if self._fd >= 0:
