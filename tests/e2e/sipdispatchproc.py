@@ -31,6 +31,19 @@ def ctl_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "sipdispatch.proxy.ctl"]
 
 
+def run_compiled(proxy_command: list[str], script: Path, *args: str) -> str:
+    """Run ``script`` with the Python of the compiled build whose ``sipdispatch-proxy`` is
+    ``proxy_command`` (where its C modules exist); its output, or ``HarnessError`` with it
+    when it fails."""
+    python = Path(proxy_command[0]).parent / "python"
+    checked = subprocess.run(
+        [str(python), str(script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    if checked.returncode != 0:
+        raise HarnessError(checked.stdout[-3000:] + checked.stderr[-3000:])
+    return checked.stdout
+
+
 def hot_path_compiled(python: str) -> bool | None:
     """Whether that interpreter's sipdispatch runs its hot path compiled with mypyc
     (``hack/build-native``) or pure Python; None when it has no sipdispatch."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+
+from sipdispatchproc import run_compiled
 
 HERE = Path(__file__).resolve().parent
 
@@ -11,14 +12,6 @@ HERE = Path(__file__).resolve().parent
 def test_datagrams_by_the_batch_arrive_and_leave_whole_in_order(
     compiled_proxy_command: list[str],
 ) -> None:
-    python = Path(compiled_proxy_command[0]).parent / "python"
-    checked = subprocess.run(
-        [str(python), str(HERE / "datagrams_check.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
-    assert "all datagrams agree" in checked.stdout
-    assert checked.stdout.count("served by the batch") == 2  # IPv4 and IPv6
+    out = run_compiled(compiled_proxy_command, HERE / "datagrams_check.py")
+    assert "all datagrams agree" in out
+    assert out.count("served by the batch") == 2  # IPv4 and IPv6

@@ -51,50 +51,52 @@ remember(PyObject *map, PyObject *key, PyObject *value)
     return PyDict_SetItem(map, key, value);
 }
 
-/* (host, port) of a received datagram's source, from the map or made and remembered */
+/* The key a source address is remembered by (a new reference): an int for IPv4, the
+ * address, port and scope bytes for IPv6 */
 static PyObject *
-source_of(const struct sockaddr_storage *name)
+source_key(const struct sockaddr_storage *name)
 {
-    PyObject *key;
-    char host[INET6_ADDRSTRLEN];
-    int port;
     if (name->ss_family == AF_INET) {
         const struct sockaddr_in *in4 = (const struct sockaddr_in *)name;
-        unsigned long long raw =
-            ((unsigned long long)in4->sin_addr.s_addr << 16) | in4->sin_port;
-        key = PyLong_FromUnsignedLongLong(raw);
-        if (key == NULL) {
-            return NULL;
-        }
-        PyObject *known = PyDict_GetItemWithError(sources, key);
-        if (known != NULL || PyErr_Occurred()) {
-            Py_DECREF(key);
-            Py_XINCREF(known);
-            return known;
-        }
-        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
-        port = ntohs(in4->sin_port);
-    } else if (name->ss_family == AF_INET6) {
+        return PyLong_FromUnsignedLongLong(
+            ((unsigned long long)in4->sin_addr.s_addr << 16) | in4->sin_port);
+    }
+    if (name->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)name;
         char raw[16 + 2 + 4];
         memcpy(raw, &in6->sin6_addr, 16);
         memcpy(raw + 16, &in6->sin6_port, 2);
         memcpy(raw + 18, &in6->sin6_scope_id, 4);
-        key = PyBytes_FromStringAndSize(raw, sizeof(raw));
-        if (key == NULL) {
-            return NULL;
-        }
-        PyObject *known = PyDict_GetItemWithError(sources, key);
-        if (known != NULL || PyErr_Occurred()) {
-            Py_DECREF(key);
-            Py_XINCREF(known);
-            return known;
-        }
+        return PyBytes_FromStringAndSize(raw, sizeof(raw));
+    }
+    PyErr_SetString(PyExc_OSError, "datagram from an address that is not IPv4 or IPv6");
+    return NULL;
+}
+
+/* (host, port) of a received datagram's source, from the map or made and remembered */
+static PyObject *
+source_of(const struct sockaddr_storage *name)
+{
+    PyObject *key = source_key(name);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *known = PyDict_GetItemWithError(sources, key);
+    if (known != NULL || PyErr_Occurred()) {
+        Py_DECREF(key);
+        Py_XINCREF(known);
+        return known;
+    }
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    if (name->ss_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)name;
+        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+        port = ntohs(in4->sin_port);
+    } else { /* AF_INET6: source_key took no other family */
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)name;
         inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
         port = ntohs(in6->sin6_port);
-    } else {
-        PyErr_SetString(PyExc_OSError, "datagram from an address that is not IPv4 or IPv6");
-        return NULL;
     }
     PyObject *address = Py_BuildValue("(si)", host, port);
     if (address == NULL || remember(sources, key, address) < 0) {
