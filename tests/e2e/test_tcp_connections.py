@@ -114,28 +114,29 @@ def test_responses_reach_the_via_sent_by_once_the_callers_connection_is_closed(
     proxy = SipdispatchProxy(tmp_path / "proxy", [gateway], transport="tcp").start()
     proxies.append(proxy)
     sent_by = ("127.0.0.1", free_port())
-    listener = socket.create_server(sent_by)
     call_id = f"closed-{uuid.uuid4().hex[:8]}"
     invite = _invite(call_id, sent_by, proxy.hostport)
-    with socket.create_connection((proxy.ip, proxy.port)) as first:
-        first.sendall(invite)
-    # closed: the proxy must now open a connection to the Via sent-by for the responses
-    listener.settimeout(5.0)
-    accepted, _ = listener.accept()
+    with socket.create_server(sent_by) as listener:
+        with socket.create_connection((proxy.ip, proxy.port)) as first:
+            first.sendall(invite)
+        # closed: the proxy must now open a connection to the Via sent-by for the responses
+        listener.settimeout(5.0)
+        accepted, _ = listener.accept()
     stream = Stream(accepted)
-    statuses = []
-    while not statuses or statuses[-1] < 200:
-        response = stream.next()
-        assert header(response, "call-id", "i") == call_id
-        statuses.append(int(response.split(b" ", 2)[1]))
-    assert statuses[-2:] == [180, 200]
-    stream.send(_ack(invite, response, sent_by))
-    bye = stream.next(within=5.0)  # the gateway hangs up: the BYE finds the caller too
-    assert bye.startswith(b"BYE ")
-    stream.send(response_to(bye, 200, "OK"))
-    assert _bye_answered(sipp_lab, gateway.name, call_id)
-    stream.close()
-    listener.close()
+    try:
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            response = stream.next()
+            assert header(response, "call-id", "i") == call_id
+            statuses.append(int(response.split(b" ", 2)[1]))
+        assert statuses[-2:] == [180, 200], proxy.log()[-3000:]
+        stream.send(_ack(invite, response, sent_by))
+        bye = stream.next(within=5.0)  # the gateway hangs up: the BYE finds the caller too
+        assert bye.startswith(b"BYE ")
+        stream.send(response_to(bye, 200, "OK"))
+        assert _bye_answered(sipp_lab, gateway.name, call_id)
+    finally:
+        stream.close()
 
 
 def _bye_answered(lab: SippLab, gateway: str, call_id: str, within: float = 5.0) -> bool:
