@@ -93,7 +93,8 @@ class Forwarder:
         """Answer a retransmitted request from what it was answered before; False if it is new."""
         recent = self.recent.get(key)
         if recent is not None:
-            out.send_back((recent[2], recent[3]), recent[1])  # answered already
+            data, listener, address = recent
+            out.send_back((listener, address), data)  # answered already
             return True
         existing = self.transactions.get(key)
         if existing is None:
