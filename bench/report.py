@@ -68,6 +68,17 @@ def half_latency(results: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return halves[(len(halves) - 1) // 2]
 
 
+def directs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs straight from the caller to a gateway, by rate (older results held one)."""
+    direct = results.get("latency_direct") or []
+    return [direct] if isinstance(direct, dict) else sorted(direct, key=lambda d: d["rate"])
+
+
+def direct_at(results: dict[str, Any], rate: float) -> dict[str, Any] | None:
+    """The run straight to a gateway at ``rate``, if there was one."""
+    return next((d for d in directs(results) if d["rate"] == rate), None)
+
+
 def _median_of(results: dict[str, Any]) -> str:
     """How many half-capacity runs the figure is the median of, when there were several."""
     runs = min(
@@ -315,6 +326,21 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                     _fmt(r, 2, "x"),
                     bar_text if q == "p99" else "",
                     verdict_le(r, bar) if q == "p99" else "",
+                ]
+            )
+    if sd_lat and kam_lat:
+        floors = [direct_at(results, entry["rate"]) for entry in (sd_lat, kam_lat)]
+        if floors[0] and floors[1]:
+            a, b = (f["latency"].get("answer_p99_ms") for f in floors)
+            rows.append(
+                [
+                    "INVITE->200 p99 with no balancer, at each one's half-capacity rate (ms;"
+                    " the harness's own floor there)",
+                    _fmt(a, 2),
+                    _fmt(b, 2),
+                    _fmt(_ratio(a, b), 2, "x"),
+                    "",
+                    "",
                 ]
             )
     same = results.get("latency_same_rate", {})
@@ -568,11 +594,11 @@ def plots(results: dict[str, Any], img_dir: Path, prefix: str = "bench-") -> lis
             for q, style in (("p50", "-o"), ("p99", "--^")):
                 ys = [e["latency"].get(f"{key}_{q}_ms", float("nan")) for e in entries]
                 ax.plot(xs, ys, style, color=colors[kind], ms=4, label=f"{kind} {q}")
-        direct = results.get("latency_direct")
-        if direct and key == "answer":
+        floor = directs(results)
+        if floor and key == "answer":
             ax.plot(
-                [direct["rate"]],
-                [direct["latency"]["answer_p99_ms"]],
+                [d["rate"] for d in floor],
+                [d["latency"]["answer_p99_ms"] for d in floor],
                 "kx",
                 label="no balancer p99",
             )
@@ -1057,8 +1083,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                         f"{e.get('other_cores', 0):.2f}",
                     ]
                 )
-        direct = results.get("latency_direct")
-        if direct:
+        for direct in directs(results):
             la = direct["latency"]
             rows.append(
                 [

@@ -317,10 +317,10 @@ class Bench:
                     )
                 same[rig.kind] = entry
             self.results["latency_same_rate"] = same
-        # the floor: straight to one gateway, at the lower of the two half rates
-        halves = [e["rate"] for entries in out.values() for e in entries if e["fraction"] == 0.5]
-        if halves:
-            self.results["latency_direct"] = self._direct(min(halves), seconds)
+        # the floor: straight to one gateway, at each half-capacity rate (the caller and the
+        # gateways have more to do at the higher one too)
+        halves = {e["rate"] for entries in out.values() for e in entries if e["fraction"] == 0.5}
+        self.results["latency_direct"] = [self._direct(rate, seconds) for rate in sorted(halves)]
         self.save()
 
     def _direct(self, rate: float, seconds: float) -> dict[str, Any]:
