@@ -1,7 +1,9 @@
 """``sipdispatch-proxy --workers 2``: two processes share the SIP port (SO_REUSEPORT). Calls
 from many source ports reach both; each worker's responses come back to its own Via port,
 in-dialog requests (a caller's or a gateway's BYE) are routed by whichever worker takes them,
-and set-state and reloads through the leader's control API reach the follower too."""
+and set-state and reloads through the leader's control API reach the follower too. Over TCP,
+sipp's connections (one per call) spread over both workers, and each call stays on the
+connections of the worker that took it, whichever end hangs up."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 from workerpeers import Gateway, place_call
 
-from sipphelpers import free_port
+from sipphelpers import SippGateway, SippLab, free_port
 
 CALLS = 40
 ANSWERED = "sipdispatch_worker_calls_answered_total"
@@ -81,9 +83,13 @@ def gateways() -> Iterator[list[Gateway]]:
 
 @contextlib.contextmanager
 def _start(
-    tmp_path: Path, table_text: str, *flags: str, build: list[str] | None = None
+    tmp_path: Path,
+    table_text: str,
+    *flags: str,
+    build: list[str] | None = None,
+    transport: str = "udp",
 ) -> Iterator[Workers]:
-    """Two workers of ``build`` (None: the development install)."""
+    """Two workers of ``build`` (None: the development install) listening on ``transport``."""
     table = tmp_path / "dispatcher.list"
     table.write_text(table_text)
     port, control = free_port(), free_port()
@@ -95,7 +101,8 @@ def _start(
             [
                 *command,
                 *("--workers", "2", "--dispatcher-list", str(table)),
-                *("--listen", f"udp:127.0.0.1:{port}", "--control", f"127.0.0.1:{control}"),
+                *("--listen", f"{transport}:127.0.0.1:{port}"),
+                *("--control", f"127.0.0.1:{control}"),
                 *flags,
             ],
             stdout=out,
@@ -143,6 +150,67 @@ def test_calls_over_two_workers_lose_nothing_whichever_worker_takes_each_message
         assert min(counts.values()) >= CALLS // 5, counts
         assert min(workers.per_worker(CPU).values()) > 0
         print(f"calls answered per worker: {counts}")
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize("hangs_up", ["caller", "gateway"])
+def test_calls_over_tcp_reach_both_workers_and_lose_nothing(
+    tmp_path: Path, sipp_lab: SippLab, hangs_up: str
+) -> None:
+    """A sipp caller opening a connection per call: the kernel spreads the connections over
+    the two workers; each dials the gateways itself, and the 200s, ACKs and BYEs of a call
+    (the caller's, or the gateway's over the connection its INVITE came on) stay on the
+    connections of the worker that took its INVITE."""
+    by_gateway = hangs_up == "gateway"
+    scenario = {"scenario": "uas_hangup", "extra_args": ["-d", "200"]} if by_gateway else {}
+    g1 = sipp_lab.gateway("gw1", transport="tcp", **scenario)
+    g2 = sipp_lab.gateway("gw2", transport="tcp", **scenario)
+    table = f"1 {g1.uri}\n1 {g2.uri}\n"
+    with _start(tmp_path, table, "--probe-mode", "off", transport="tcp") as workers:
+        caller = sipp_lab.caller(
+            f"127.0.0.1:{workers.port}",
+            transport="tcp",
+            rate=20,
+            calls=CALLS,
+            call_ms=200,
+            extra_args=["-t", "tn", "-max_socket", "200"]  # a connection per call
+            # the gateway's BYE: over the caller's connection (nothing listens at its Contact)
+            + (["-key", "contact_port", str(free_port())] if by_gateway else []),
+            **({"scenario": "uac_hungup", "recv_timeout_ms": 5000} if by_gateway else {}),
+        )
+        result = caller.run()
+        assert result.failed == 0, result.summary() + "\n" + workers.log.read_text()[-3000:]
+        assert result.successful == CALLS, result.summary()
+        answered = {
+            m.call_id
+            for g in (g1, g2)
+            for m in g.messages()
+            if (m.direction, m.method) == ("R", "INVITE")
+        }
+        # (sipp logs only what it receives over per-call connections)
+        ok = {
+            m.call_id
+            for m in caller.messages()
+            if (m.direction, m.cseq_method, m.status) == ("R", "INVITE", 200)
+        }
+        assert len(answered) == CALLS
+        assert ok == answered
+        if by_gateway:  # and every gateway's BYE was answered by the caller, through the proxy
+            _wait(lambda: _byes_answered(g1, g2) == answered, within=5.0)
+        _wait(lambda: sum(workers.per_worker(ANSWERED).values()) >= CALLS)
+        counts = workers.per_worker(ANSWERED)
+        assert sum(counts.values()) == CALLS, counts
+        assert min(counts.values()) >= CALLS // 5, counts
+        print(f"calls answered per worker over TCP: {counts}")
+
+
+def _byes_answered(*gateways: SippGateway) -> set[str]:
+    return {
+        m.call_id
+        for g in gateways
+        for m in g.messages()
+        if (m.direction, m.cseq_method, m.status) == ("R", "BYE", 200)
+    }
 
 
 def test_set_state_and_a_reload_through_the_control_api_reach_both_workers(
