@@ -126,8 +126,8 @@ def test_many_records_leave_nothing_behind_once_expired() -> None:
 
 
 def test_records_are_left_alone_by_the_cycle_collector() -> None:
-    # A full collection visits every tracked object: tens of thousands of records tracked for
-    # life made it a pause of tens of milliseconds under load.
+    # A full collection visits every tracked object: the 15,000 records of 8 s at 1,880 calls/s,
+    # tracked for life, made each one several milliseconds longer.
     recent = RecentAnswers()
     gc.collect()
     before = len(gc.get_objects())
