@@ -21,9 +21,11 @@ from __future__ import annotations
 import csv
 import os
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ class StepResult:
     elapsed_s: float = 0.0
     balancer_cpu_s: float = 0.0
     busiest_process_cpu_s: float = 0.0  # the one process of the balancer that worked most
+    # ... of it, while the calls were being placed (the caller's first calls/rate seconds)
+    busiest_placing_cpu_s: float = 0.0
+    placing_s: float = 0.0
     gateways_cpu_s: float = 0.0
     caller_cpu_s: float = 0.0
     machine_busy_cores: float = 0.0  # average over the window, every process on the machine
@@ -77,6 +82,15 @@ class StepResult:
         return self.failed / max(1, self.created) if self.created else 1.0
 
     @property
+    def busiest_share(self) -> float:
+        """The busiest process's share of a core while calls were placed: a failing step's
+        window also holds the caller's waits for answers that never come, which would dilute
+        the share of a balancer that was short of a core."""
+        if self.placing_s > 0:
+            return self.busiest_placing_cpu_s / self.placing_s
+        return self.busiest_process_cpu_s / max(1e-6, self.window_s)
+
+    @property
     def cpu_ms_per_call(self) -> float:
         """Balancer CPU milliseconds per call = CPU seconds per 1,000 calls."""
         return self.balancer_cpu_s / max(1, self.created) * 1000
@@ -85,7 +99,31 @@ class StepResult:
         out = asdict(self)
         out["failed_fraction"] = self.failed_fraction
         out["cpu_s_per_1000_calls"] = self.cpu_ms_per_call
+        out["busiest_share"] = self.busiest_share
         return out
+
+
+@contextmanager
+def _cpu_later(rig: Rig, seconds: float) -> Iterator[dict[int, float]]:
+    """The balancer's CPU seconds per process ``seconds`` from now, read then (empty if the
+    block ends sooner)."""
+    taken: dict[int, float] = {}
+    timer = threading.Timer(seconds, lambda: taken.update(rig.cpu()))
+    timer.start()
+    try:
+        yield taken
+    finally:
+        timer.cancel()
+
+
+def _busiest_until(
+    then: dict[int, float], before: dict[int, float], seconds: float
+) -> tuple[float, float]:
+    """(``seconds``, the busiest process's CPU seconds in them), or zeros when ``then`` was
+    never read (the caller ended sooner)."""
+    if not then:
+        return 0.0, 0.0
+    return seconds, max(then[pid] - before.get(pid, 0.0) for pid in then)
 
 
 def _creation_rate(stat_rows: list[dict[str, str]], calls: int) -> float:
@@ -163,9 +201,11 @@ def run_step(
     sys0 = rig.system_cpu()
     gw0 = rig.gateways_cpu()
     busy0, total0 = machine_busy()
-    t0 = time.monotonic()
-    result = caller.run()
-    window = time.monotonic() - t0
+    placing = calls / rate
+    with _cpu_later(rig, placing) as at_placed:
+        t0 = time.monotonic()
+        result = caller.run()
+        window = time.monotonic() - t0
     busy1, total1 = machine_busy()
     cpu1 = rig.cpu()
     sys1 = rig.system_cpu()
@@ -194,6 +234,7 @@ def run_step(
     step.balancer_cpu_s = sum(per_pid.values())
     step.balancer_system_s = sys1 - sys0
     step.busiest_process_cpu_s = max(per_pid.values(), default=0.0)
+    step.placing_s, step.busiest_placing_cpu_s = _busiest_until(at_placed, cpu0, placing)
     step.gateways_cpu_s = gw1 - gw0
     step.caller_cpu_s = result.cpu_s or 0.0
     step.window_s = window
@@ -288,7 +329,7 @@ def _judge(step: StepResult, stats: dict[str, str]) -> None:
     step.reason = "; ".join(reasons)
     # what ran out (for failed steps; for passing ones it says what is closest to its end)
     span = max(1e-6, step.window_s)
-    busiest = step.busiest_process_cpu_s / span
+    busiest = step.busiest_share
     caller = step.caller_cpu_s / span
     machine = step.machine_busy_cores
     other = (
@@ -299,7 +340,8 @@ def _judge(step: StepResult, stats: dict[str, str]) -> None:
     if step.drops.get("balancer", 0) > 0:
         step.limit = (
             f"the balancer's socket dropped {step.drops['balancer']} datagrams "
-            f"(receive buffer full; busiest process at {busiest:.0%} of a core{other})"
+            f"(receive buffer full; busiest process at {busiest:.0%} of a core while calls "
+            f"were placed{other})"
         )
     elif busiest >= 0.85:
         step.limit = f"balancer: its busiest process used {busiest:.0%} of a core{other}"
@@ -434,7 +476,7 @@ def _logged_step(
     log(
         f"  {rig.label:28s} {step.rate:7.0f} cps{again}: {verdict}; "
         f"cpu {step.cpu_ms_per_call:.3f} s/1000 calls, busiest proc "
-        f"{step.busiest_process_cpu_s / max(1e-6, step.window_s):.0%}, other load "
+        f"{step.busiest_share:.0%}, other load "
         f"{step.other_cores:.2f} cores, retrans {step.retransmissions}, drops {step.drops}"
     )
     return step
