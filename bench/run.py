@@ -835,7 +835,8 @@ def main() -> int:
         "--docs",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="write docs/benchmarks.md and docs/img (auto: full runs only)",
+        help="write docs/benchmarks.md and docs/img (auto: full runs only, not --quick, --only "
+        "or --no-kamailio: a partial run would replace the document with a partial one)",
     )
     parser.add_argument(
         "--pure-python",
@@ -866,7 +867,8 @@ def main() -> int:
     print()
     print(report.ratio_table_text(results))
     print()
-    docs = args.docs == "yes" or (args.docs == "auto" and not args.quick)
+    full = not (args.quick or args.only or args.no_kamailio or args.pure_python)
+    docs = args.docs == "yes" or (args.docs == "auto" and full)
     written = report.write(results, out, docs=docs)
     for path in written:
         log(f"wrote {path}")
