@@ -41,7 +41,8 @@ def proxies() -> Iterator[list[SipdispatchProxy]]:
 @pytest.fixture(scope="session")
 def compiled_proxy_command() -> list[str]:
     """``sipdispatch-proxy`` of the production build: the hot path compiled with mypyc by
-    ``hack/build-native`` (cached in .venv-native until a source changes), as the container
+    ``hack/build-native`` (kept in .venv-native until a source changes, and its wheel in
+    ~/.cache/sipdispatch/native for fresh checkouts of the same sources), as the container
     image and the benchmarks run it. The rest of the suite runs the development install."""
     built = subprocess.run(
         [str(REPO_ROOT / "hack" / "build-native")],
