@@ -243,6 +243,21 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                 verdict_le(figure.get("median_ratio"), 1.1) if not lost else f"{lost} lost",
             ]
         )
+        control = figure.get("kamailio")
+        if control:
+            k_lost = sum(control["failed_calls"].values())
+            ours, theirs = figure.get("median_ratio"), control.get("median_ratio")
+            rows.append(
+                [
+                    f"a second process at {rate} cps, CPU per call 2 / 1 (sd: --workers 2 / 1; "
+                    f"kam: children=2 / 1, same caller; failed calls {k_lost})",
+                    _fmt(ours, 2, "x"),
+                    _fmt(theirs, 2, "x"),
+                    _fmt(_ratio(ours, theirs), 2, "x"),
+                    "(the machine's share)",
+                    "measured" if theirs is not None and not math.isnan(theirs) else "",
+                ]
+            )
     rate, steps = common_rate_steps(results)
     if steps:
         a = steps[SD]["cpu_s_per_1000_calls"]
@@ -834,7 +849,10 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         "places each call from a port of its own, `-t un`, so that the kernel's hash spreads "
         'the calls over the workers). "Two workers against one" (`bench/workers.py`): the '
         "same rates, the caller on a port per call for both, the rigs taking turns on fresh "
-        "processes; CPU is the whole process group (supervisor and workers).\n"
+        "processes; CPU is the whole process group (supervisor and workers). Kamailio "
+        "`children=1` and `children=2` take their turns in the same rounds with the same "
+        "caller, at the rates its one child holds: its ratio is what a second process costs "
+        "on this machine, whose cores the workers share with the sipp processes.\n"
     )
     parts.append("## Ratios\n")
     parts.append(

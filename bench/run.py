@@ -420,7 +420,8 @@ class Bench:
         self.save()
 
     def two_workers(self) -> None:
-        """Two workers against one at the same rates, taking turns (``bench/workers.py``)."""
+        """Two workers against one at the same rates, taking turns (``bench/workers.py``), and
+        Kamailio ``children=2`` against ``children=1`` beside them."""
         # 40 % and 80 % of one worker's capacity (the ladder's, if it ran), as in feature costs
         top = self.results.get("max_per_core", {}).get("sipdispatch") or (
             2500 if self.build.name == "mypyc" else 1200
@@ -436,6 +437,8 @@ class Bench:
             seconds=seconds,
             rounds=rounds,
             log=log,
+            kamailio=not self.args.no_kamailio,
+            kamailio_up_to=self.results.get("max_per_core", {}).get("kamailio"),
         )
         self.save()
 

@@ -7,6 +7,11 @@ like: the balancer's CPU per call (every process of its group: the supervisor an
 workers) and the calls lost, at the same rates, the rigs taking turns (forwards in one
 round, backwards in the next) on fresh processes. Each worker's share of the calls comes
 from the leader's ``/metrics`` (``sipdispatch_worker_calls_answered_total``).
+
+Kamailio with ``children=1`` and ``children=2`` takes its turns in the same rounds, with the
+same caller: a second process costs something on any machine whose cores it shares with the
+sipp processes (more wake-ups at smaller batches, preemption, caches), and the C balancer's
+ratio says how much of ours is that.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from ladder import take_turns
 from rigs import (
     CAPACITY_ARGS,
+    KamailioRig,
     Rig,
     Settings,
     SipdispatchBalancer,
@@ -57,6 +63,18 @@ def per_worker_messages(rig: SipdispatchRig) -> dict[str, float]:
     return {worker: float(value) for worker, value in found}
 
 
+def kamailio_pair(lab: SippLab, out: Path, settings: Settings) -> list[Rig]:
+    """Kamailio ``children=1`` and ``children=2`` with the same caller: what a second worker
+    process costs on this machine (its cores shared with the sipp processes), measured by the
+    C balancer beside ours."""
+    pair: list[Rig] = []
+    for children in (1, 2):
+        rig = KamailioRig(lab, out, settings, f"kw{children}", children=children)
+        rig.caller_args = CALLER_PER_CALL_PORTS  # type: ignore[attr-defined]
+        pair.append(rig)
+    return pair
+
+
 def compare(
     lab: SippLab,
     out: Path,
@@ -67,17 +85,25 @@ def compare(
     seconds: float,
     rounds: int,
     log: Any,
+    kamailio: bool = True,
+    kamailio_up_to: float | None = None,
 ) -> dict[str, Any]:
-    """CPU per call and lost calls of one and two workers at each of ``rates``."""
+    """CPU per call and lost calls of one and two workers at each of ``rates``; with
+    ``kamailio``, Kamailio's ``children=1`` and ``children=2`` take their turns too, as the
+    control, at the rates up to ``kamailio_up_to`` (its per-core maximum: above it the one
+    child fails calls, and a failing step's CPU per call is no figure to compare)."""
     rigs = [
         worker_rig(lab, out, settings, build, workers=1, tag="w1"),
         worker_rig(lab, out, settings, build, workers=2, tag="w2"),
     ]
+    pair = kamailio_pair(lab, out, settings) if kamailio else []
     result: dict[str, Any] = {"rates": {}}
     for rate in rates:
-        cpu: dict[str, list[float]] = {rig.label: [] for rig in rigs}
-        lost: dict[str, int] = {rig.label: 0 for rig in rigs}
+        control = pair if kamailio_up_to is None or rate <= kamailio_up_to else []
+        cpu: dict[str, list[float]] = {rig.label: [] for rig in rigs + control}
+        lost: dict[str, int] = {rig.label: 0 for rig in rigs + control}
         ratios: list[float] = []
+        control_ratios: list[float] = []
         shares: list[dict[str, float]] = []
 
         def read_shares(rig: Rig) -> None:
@@ -85,7 +111,7 @@ def compare(
                 time.sleep(1.2)  # the followers report every second
                 shares.append(per_worker_messages(rig))  # noqa: B023 - this rate's list
 
-        for steps in take_turns(lab, rigs, rate, seconds, rounds, while_up=read_shares):
+        for steps in take_turns(lab, rigs + control, rate, seconds, rounds, while_up=read_shares):
             this_round: dict[str, float] = {}
             for rig, step in steps:
                 lost[rig.label] += step.failed
@@ -96,21 +122,40 @@ def compare(
                     f"{step.failed} failed of {step.calls}"
                     + (f", calls answered per worker {shares[-1]}" if rig is rigs[1] else "")
                 )
-            if this_round[rigs[0].label] > 0:
-                ratios.append(this_round[rigs[1].label] / this_round[rigs[0].label])
+            for pair, into in ((rigs, ratios), (control, control_ratios)):
+                if pair and this_round[pair[0].label] > 0:
+                    into.append(this_round[pair[1].label] / this_round[pair[0].label])
         result["rates"][str(int(rate))] = {
-            "cpu_ms_per_call": cpu,
-            "median_cpu_ms_per_call": {
-                label: statistics.median(figures) for label, figures in cpu.items()
-            },
-            "failed_calls": lost,
-            "round_ratios": ratios,
-            "median_ratio": statistics.median(ratios) if ratios else float("nan"),
+            **_pair_figures(rigs, cpu, lost, ratios),
             "messages_per_worker": shares,
+            **({"kamailio": _pair_figures(control, cpu, lost, control_ratios)} if control else {}),
         }
         log(
-            f"  two workers / one at {rate:.0f} cps: median "
-            f"{statistics.median(ratios) if ratios else float('nan'):.2f}x "
+            f"  two workers / one at {rate:.0f} cps: median {_median(ratios):.2f}x "
             f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+            + (
+                f"; Kamailio children=2 / children=1: median {_median(control_ratios):.2f}x "
+                f"(rounds {', '.join(f'{r:.2f}' for r in control_ratios)})"
+                if control
+                else ""
+            )
         )
     return result
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _pair_figures(
+    pair: list[Rig], cpu: dict[str, list[float]], lost: dict[str, int], ratios: list[float]
+) -> dict[str, Any]:
+    """One pair's CPU per call (every try and the median), failed calls and ratios."""
+    labels = [rig.label for rig in pair]
+    return {
+        "cpu_ms_per_call": {label: cpu[label] for label in labels},
+        "median_cpu_ms_per_call": {label: statistics.median(cpu[label]) for label in labels},
+        "failed_calls": {label: lost[label] for label in labels},
+        "round_ratios": ratios,
+        "median_ratio": _median(ratios),
+    }
