@@ -92,6 +92,38 @@ async def test_sending_to_a_new_address_dials_it_and_keeps_the_order(
     await server.wait_closed()
 
 
+async def test_a_send_as_the_dial_completes_comes_after_the_queued_ones(
+    tcp: tuple[TcpTransport, Received, list[Address]],
+) -> None:
+    # A 180 queued while the dial is under way, then a 200 sent the moment the new connection
+    # is registered: the 200 must not overtake the 180 (RFC 3261 18.2.2 responses).
+    transport, _, failed = tcp
+    received = bytearray()
+    ringing, ok = _message("180"), _message("200")
+
+    async def caller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.readexactly(len(ringing) + len(ok)))
+        writer.close()
+
+    server = await asyncio.start_server(caller, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()[:2]
+    loop = asyncio.get_running_loop()
+
+    def send_once_registered() -> None:  # looks once per turn of the loop
+        if address in transport.connections:
+            transport.send(address, ok)
+        else:
+            loop.call_soon(send_once_registered)
+
+    transport.send(address, ringing)
+    loop.call_soon(send_once_registered)
+    await until(lambda: len(received) == len(ringing) + len(ok))
+    assert bytes(received) == ringing + ok
+    assert failed == []
+    server.close()
+    await server.wait_closed()
+
+
 async def test_an_address_nobody_listens_on_is_reported_as_failed(
     tcp: tuple[TcpTransport, Received, list[Address]],
 ) -> None:

@@ -73,7 +73,11 @@ class TcpLimits:
 
 class TcpConnection(asyncio.Protocol):
     def __init__(
-        self, owner: TcpTransport, inbound: bool = False, listener: Listener | None = None
+        self,
+        owner: TcpTransport,
+        inbound: bool = False,
+        listener: Listener | None = None,
+        dialled: Address | None = None,
     ) -> None:
         self.owner = owner
         self.inbound = inbound
@@ -82,7 +86,7 @@ class TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
-        self.dialled: Address | None = None  # the address an outbound connection was opened to
+        self.dialled = dialled  # the address an outbound connection was opened to
         self.aliases: list[Address] = []  # Via sent-by addresses it stands for (RFC 5923)
         #: whether a branch may wait on it: dialled by us, or it carried a send without a
         #: fallback (a request to a destination). Only then is its loss reported: each report
@@ -243,6 +247,14 @@ class TcpTransport:
         if connection.peer is not None:
             self.connections[connection.peer] = connection
             self._open.add(connection)
+        dialled = connection.dialled
+        if dialled is not None:
+            # Under the address we dialled too (the peer may report it differently), and what
+            # waited for the dial goes first, now: a send made the moment the connection is
+            # registered (a 200 right behind its 180) must not overtake it.
+            self.connections[dialled] = connection
+            for data in self._connecting.pop(dialled, []):
+                connection.write(data)
 
     def alias(self, source: Address, alias: Address) -> bool:
         """Let the connection from ``source`` carry what is sent to ``alias`` too (RFC 5923);
@@ -339,9 +351,10 @@ class TcpTransport:
             options = self._connect_options(address)
             if bind is not None:
                 options = {**options, "local_addr": (bind, 0)}
-            _, connection = await asyncio.wait_for(
+            # Once made, the connection registers itself and sends what waited (`register`).
+            await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: TcpConnection(self), address[0], address[1], **options
+                    lambda: TcpConnection(self, dialled=address), address[0], address[1], **options
                 ),
                 timeout=5.0,
             )
@@ -350,12 +363,6 @@ class TcpTransport:
             self._connecting.pop(address, None)
             if self.on_error is not None:
                 self.on_error(address)
-            return
-        # Register under the address we dialled too: the peer may report it differently.
-        self.connections[address] = connection
-        connection.dialled = address
-        for data in self._connecting.pop(address, []):
-            connection.write(data)
 
     async def close(self) -> None:
         if self._sweeper is not None:
