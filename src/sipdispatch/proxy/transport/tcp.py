@@ -6,7 +6,8 @@ source, which is exactly the registry key. When that connection is gone, a send'
 is used instead (a response's Via sent-by, the Request-URI of a request toward a caller whose
 flow ended): the transport never dials a peer's ephemeral port for it. A connection is also
 found under the addresses it was dialled at and, for a request whose Via asked for it (RFC
-5923 ``alias``), under that Via's sent-by.
+5923 ``alias``), under that Via's sent-by. What is sent to an address while a dial there is
+under way waits for it, and goes out in order the moment the connection is registered.
 
 A connection that ends with an error (a reset, a failed write) and that a branch may wait
 on (one we dialled, or one that carried a request to a destination) is reported through
