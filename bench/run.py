@@ -838,8 +838,9 @@ def main() -> int:
         "--docs",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="write docs/benchmarks.md and docs/img (auto: full runs only, not --quick, --only "
-        "or --no-kamailio: a partial run would replace the document with a partial one)",
+        help="write docs/benchmarks.md and docs/img (auto: full runs only, not --quick, --only, "
+        "--no-kamailio or --pure-python: a partial run would replace the document with a "
+        "partial one)",
     )
     parser.add_argument(
         "--pure-python",

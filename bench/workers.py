@@ -122,9 +122,9 @@ def compare(
                     f"{step.failed} failed of {step.calls}"
                     + (f", calls answered per worker {shares[-1]}" if rig is rigs[1] else "")
                 )
-            for pair, into in ((rigs, ratios), (control, control_ratios)):
-                if pair and this_round[pair[0].label] > 0:
-                    into.append(this_round[pair[1].label] / this_round[pair[0].label])
+            for one_two, into in ((rigs, ratios), (control, control_ratios)):
+                if one_two and this_round[one_two[0].label] > 0:
+                    into.append(this_round[one_two[1].label] / this_round[one_two[0].label])
         result["rates"][str(int(rate))] = {
             **_pair_figures(rigs, cpu, lost, ratios),
             "messages_per_worker": shares,
