@@ -66,6 +66,7 @@ class StepResult:
     drops: dict[str, int] = field(default_factory=dict)
     window_s: float = 0.0
     balancer_system_s: float = 0.0  # of balancer_cpu_s, in the kernel (the socket calls)
+    balancer_wakeups: int = 0  # the balancer's processes woken from a wait (see rigs.wakeups)
     other_cores: float = 0.0  # machine busy minus balancer, gateways and caller: other load
     attempt: int = 1
     superseded: bool = False  # a failed first try, repeated (see LadderSpec.retry_failed)
@@ -171,7 +172,7 @@ def latency_figures(caller: Any) -> dict[str, float]:
     return out
 
 
-def run_step(
+def run_step(  # noqa: PLR0915 - one figure after another
     lab: SippLab,
     rig: Rig,
     rate: float,
@@ -199,6 +200,7 @@ def run_step(
     drops0 = udp_drops()
     cpu0 = rig.cpu()
     sys0 = rig.system_cpu()
+    wakeups0 = rig.wakeups()
     gw0 = rig.gateways_cpu()
     busy0, total0 = machine_busy()
     placing = calls / rate
@@ -209,6 +211,7 @@ def run_step(
     busy1, total1 = machine_busy()
     cpu1 = rig.cpu()
     sys1 = rig.system_cpu()
+    step.balancer_wakeups = rig.wakeups() - wakeups0
     gw1 = rig.gateways_cpu()
     drops1 = udp_drops()
 

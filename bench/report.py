@@ -121,7 +121,8 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
     rates = results.get("cpu_at_rates", {}).get("rates", {})
     profile = results.get("core_profile")
-    if not rates and not profile:
+    waking = waking_from_idle(results)
+    if not rates and not profile and not waking:
         return out
     out.append("## Where the time goes\n")
     lines: list[str] = []
@@ -152,6 +153,8 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             "balancers) against the balancer's own code (user time):\n"
         )
         out.append("\n".join(lines) + "\n")
+    if waking:
+        out.append(waking + "\n")
     if profile:
         out.append(
             f"The compiled core, instruction counts per call (`bench/coreprofile.py`: callgrind "
@@ -167,6 +170,50 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
         ]
         out.append(_table(["function", "thousand instructions per call"], rows))
     return out
+
+
+def waking_from_idle(results: dict[str, Any]) -> str:
+    """The paragraph on what waking from idle costs (``bench/wakeups.py``), or ""."""
+    figure = results.get("waking_from_idle")
+    if not figure:
+        return ""
+    cpu = figure["median_cpu_ms_per_call"]
+    woken = figure["median_wakeups_per_call"]
+    parts = []
+    for kind in (SD, KAM):
+        idle, awake = cpu["idle"].get(kind), cpu["awake"].get(kind)
+        if idle is None or awake is None or math.isnan(idle) or math.isnan(awake):
+            return ""
+        parts.append(
+            f"{kind} {idle:.3f} -> {awake:.3f} ms ({awake / idle - 1:+.0%}; "
+            f"{woken['idle'][kind]:.2f} wake-ups per call)"
+        )
+    ratio = figure["sd_over_kam"]
+    return (
+        f"**Waking from idle** (`bench/wakeups.py`, {figure['rate']:,.0f} calls/s, median of "
+        f"{figure['rounds']} tries each on fresh processes): CPU per call with the cores left "
+        "to go idle between messages, as in every other phase, against the same with a "
+        "lowest-priority (`SCHED_IDLE`) busy loop on every core that keeps them from halting "
+        "and takes no time from anyone else: "
+        + "; ".join(parts)
+        + f". sipdispatch / Kamailio: {ratio['idle']:.2f}x with the cores idle, "
+        f"{ratio['awake']:.2f}x with them awake. A wake-up is the balancer's processes "
+        "woken from a wait; each one pays for the core coming back from a halt, which on "
+        "a virtual machine is charged to the process woken. A balancer woken more often per "
+        "call pays it more often: at lower rates, and with two workers (each woken for its "
+        "half of the calls)."
+    )
+
+
+def _wakeups_1_2(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """ "; wake-ups per call 1 -> 2: sd a -> b, kam c -> d" from two pairs' figures, or ""."""
+    shown = []
+    for name, pair in (("sd", ours), ("kam", theirs)):
+        one_two = list(pair.get("median_wakeups_per_call", {}).values())
+        if len(one_two) != 2 or any(math.isnan(v) for v in one_two):
+            return ""
+        shown.append(f"{name} {one_two[0]:.2f} -> {one_two[1]:.2f}")
+    return "; wake-ups per call 1 -> 2: " + ", ".join(shown)
 
 
 def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
@@ -250,7 +297,8 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
             rows.append(
                 [
                     f"a second process at {rate} cps, CPU per call 2 / 1 (sd: --workers 2 / 1; "
-                    f"kam: children=2 / 1, same caller; failed calls {k_lost})",
+                    f"kam: children=2 / 1, same caller; failed calls {k_lost}"
+                    f"{_wakeups_1_2(figure, control)})",
                     _fmt(ours, 2, "x"),
                     _fmt(theirs, 2, "x"),
                     _fmt(_ratio(ours, theirs), 2, "x"),

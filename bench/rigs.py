@@ -104,6 +104,20 @@ def system_cpu(process: ManagedProcess) -> float:
     return total
 
 
+def wakeups(process: ManagedProcess) -> int:
+    """Times so far the live processes of ``process``'s group went to sleep and were woken
+    (voluntary context switches: a wait for a socket or a timer that found nothing to do)."""
+    total = 0
+    for pid in process.group_pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
+        total += int(found.group(1)) if found else 0
+    return total
+
+
 def memory_of(process: ManagedProcess) -> dict[str, float]:
     """RSS and PSS (MiB) summed over the process group.  RSS counts memory shared between
     Kamailio's processes once per process; PSS divides shared pages among their users, so
@@ -329,6 +343,9 @@ class Rig:
 
     def system_cpu(self) -> float:
         return system_cpu(self.process)
+
+    def wakeups(self) -> int:
+        return wakeups(self.process)
 
     def gateways_cpu(self) -> float:
         return sum(gw.process.cpu_seconds() for gw in self.gateways)

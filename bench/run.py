@@ -48,6 +48,7 @@ import cpurates  # noqa: E402
 import extras  # noqa: E402
 import failover  # noqa: E402
 import report  # noqa: E402
+import wakeups  # noqa: E402
 import workers  # noqa: E402
 from ladder import (  # noqa: E402
     LadderSpec,
@@ -405,6 +406,25 @@ class Bench:
             log=log,
         )
         self.results["cpu_at_rates"]["named_rates"] = named
+        self.save()
+
+    def waking_from_idle(self) -> None:
+        """Both balancers at half the lower per-core maximum with the cores left to idle and
+        kept awake (``bench/wakeups.py``): what waking from idle costs on this machine."""
+        maxima = self.results.get("max_per_core", {})
+        found = [m for m in (maxima.get("sipdispatch"), maxima.get("kamailio")) if m]
+        rate = float(max(50, round(min(found) / 2 / 50) * 50)) if found else 600.0
+        seconds, rounds = (4, 2) if self.quick else (8, 3)
+        self.results["waking_from_idle"] = wakeups.compare(
+            self.lab,
+            self.out / "logs",
+            self.settings,
+            self.build,
+            rate=rate,
+            seconds=seconds,
+            rounds=rounds,
+            log=log,
+        )
         self.save()
 
     def core_profile(self) -> None:
@@ -771,6 +791,7 @@ class Bench:
             ("ladder per core", self.ladder_per_core, 99),
             ("latency", self.latency, 99),
             ("cpu at fixed rates", self.cpu_at_rates, 99),
+            *([] if self.args.no_kamailio else [("waking from idle", self.waking_from_idle, 99)]),
             ("feature costs", self.feature_costs, 99 if self.quick else 12.0),
             ("ladder all cores", self.ladder_all_cores, 99),
             ("two workers", self.two_workers, 99),

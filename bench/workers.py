@@ -102,6 +102,7 @@ def compare(
         control = pair if kamailio_up_to is None or rate <= kamailio_up_to else []
         cpu: dict[str, list[float]] = {rig.label: [] for rig in rigs + control}
         lost: dict[str, int] = {rig.label: 0 for rig in rigs + control}
+        woken: dict[str, list[float]] = {rig.label: [] for rig in rigs + control}
         ratios: list[float] = []
         control_ratios: list[float] = []
         shares: list[dict[str, float]] = []
@@ -116,19 +117,25 @@ def compare(
             for rig, step in steps:
                 lost[rig.label] += step.failed
                 cpu[rig.label].append(step.cpu_ms_per_call)
+                woken[rig.label].append(step.balancer_wakeups / max(1, step.created))
                 this_round[rig.label] = step.cpu_ms_per_call
                 log(
                     f"  {rig.label:40s} {rate:6.0f} cps: {step.cpu_ms_per_call:.3f} ms CPU/call, "
-                    f"{step.failed} failed of {step.calls}"
+                    f"{woken[rig.label][-1]:.2f} wake-ups/call, {step.failed} failed of "
+                    f"{step.calls}"
                     + (f", calls answered per worker {shares[-1]}" if rig is rigs[1] else "")
                 )
             for one_two, into in ((rigs, ratios), (control, control_ratios)):
                 if one_two and this_round[one_two[0].label] > 0:
                     into.append(this_round[one_two[1].label] / this_round[one_two[0].label])
         result["rates"][str(int(rate))] = {
-            **_pair_figures(rigs, cpu, lost, ratios),
+            **_pair_figures(rigs, cpu, lost, ratios, woken),
             "messages_per_worker": shares,
-            **({"kamailio": _pair_figures(control, cpu, lost, control_ratios)} if control else {}),
+            **(
+                {"kamailio": _pair_figures(control, cpu, lost, control_ratios, woken)}
+                if control
+                else {}
+            ),
         }
         log(
             f"  two workers / one at {rate:.0f} cps: median {_median(ratios):.2f}x "
@@ -148,13 +155,19 @@ def _median(values: list[float]) -> float:
 
 
 def _pair_figures(
-    pair: list[Rig], cpu: dict[str, list[float]], lost: dict[str, int], ratios: list[float]
+    pair: list[Rig],
+    cpu: dict[str, list[float]],
+    lost: dict[str, int],
+    ratios: list[float],
+    woken: dict[str, list[float]],
 ) -> dict[str, Any]:
-    """One pair's CPU per call (every try and the median), failed calls and ratios."""
+    """One pair's CPU per call (every try and the median), failed calls, ratios and wake-ups
+    per call (the balancer's processes woken from a wait, ``rigs.wakeups``)."""
     labels = [rig.label for rig in pair]
     return {
         "cpu_ms_per_call": {label: cpu[label] for label in labels},
         "median_cpu_ms_per_call": {label: statistics.median(cpu[label]) for label in labels},
+        "median_wakeups_per_call": {label: _median(woken[label]) for label in labels},
         "failed_calls": {label: lost[label] for label in labels},
         "round_ratios": ratios,
         "median_ratio": _median(ratios),
