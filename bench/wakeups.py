@@ -2,15 +2,15 @@
 cores left to go idle between messages (as in every other phase) and with them kept awake.
 
 At a few hundred calls/s a balancer sleeps between most messages, and every message wakes it.
-On a virtual machine a core with nothing to run halts, and what runs right after it wakes is
-slower (the caches and predictors went cold, the host may have run something else), and that
-time is charged to whoever was woken. Here a busy loop per core at the lowest priority there
-is (``SCHED_IDLE``: it runs only when nothing else wants the core, so it takes no time from
-the balancers or the sipp processes) keeps the cores from halting; the balancers' CPU per call
-with and without it says how much of the figure at that rate is the machine's cost of waking,
-and the wake-ups per call (the balancer's processes woken from a wait) say how often each pays
-it. Rounds alternate the order of the two conditions and of the two balancers; every try runs
-on fresh processes, warmed up by 3 s of calls at half the rate.
+On a virtual machine a core with nothing to run halts, and bringing it back is slow; that time
+is charged to whoever was woken (in a profile it lands in the scheduler's switch to the woken
+process), and what runs right after runs slower too. Here a busy loop per core at the lowest
+priority there is (``SCHED_IDLE``: it runs only when nothing else wants the core, so it takes
+no time from the balancers or the sipp processes) keeps the cores from halting; the balancers'
+CPU per call with and without it says how much of the figure at that rate is the machine's
+cost of waking, and the wake-ups per call (the balancer's processes woken from a wait) say how
+often each pays it. Rounds alternate the order of the two conditions and of the two
+balancers; every try runs on fresh processes, warmed up by 3 s of calls at half the rate.
 """
 
 from __future__ import annotations
