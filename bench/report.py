@@ -843,12 +843,28 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
                     "sipdispatch build measured",
                     {
                         "mypyc": "hot path compiled with mypyc (`hack/build-native`), the "
-                        "production build; the pure Python development install beside it",
+                        "production build"
+                        + (
+                            "; the pure Python development install beside it"
+                            if results.get("ladder_python_build")
+                            else ""
+                        ),
                         "pure Python": "pure Python (the development install)",
                     }.get(results.get("sipdispatch_build", ""), results.get("sipdispatch_build")),
                 ],
                 ["load average at start", " / ".join(str(x) for x in load)],
                 ["run time", f"{results.get('total_seconds', '?')} s ({mode})"],
+                *(
+                    [
+                        [
+                            "phases skipped",
+                            ", ".join(results["skipped"]) + " (past the minute each may start "
+                            "at; `bench/run --only` with the name, dashes for spaces, runs one)",
+                        ]
+                    ]
+                    if results.get("skipped")
+                    else []
+                ),
             ],
         )
     )
