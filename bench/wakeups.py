@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def compare(
         order = CONDITIONS if round_no % 2 == 0 else CONDITIONS[::-1]
         for condition in order:
             ordered = rigs if round_no % 2 == 0 else rigs[::-1]
-            with cores_kept_awake(4 * (seconds + 10)) if condition == "awake" else _nothing():
+            with cores_kept_awake(4 * (seconds + 10)) if condition == "awake" else nullcontext():
                 steps = next(take_turns(lab, ordered, rate, seconds, 1, warm_up=3.0))
             for rig, step in steps:
                 failed[condition][rig.kind] += step.failed
@@ -121,11 +121,6 @@ def compare(
         + ", ".join(f"cores {c} {v:.2f}x" for c, v in result["sd_over_kam"].items())
     )
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _median(values: list[float]) -> float:
