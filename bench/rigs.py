@@ -78,41 +78,41 @@ class Settings:
     gateway_life_s: float = 1500.0  # hard bound on a sipp gateway's life
 
 
-def cpu_by_pid(process: ManagedProcess) -> dict[int, float]:
-    """CPU seconds so far of each live process of ``process``'s group."""
+def _proc_files(process: ManagedProcess, name: str) -> dict[int, str]:
+    """``/proc/<pid>/<name>`` of each live process of ``process``'s group, by pid (one that
+    ended since the group was listed is left out)."""
     out = {}
     for pid in process.group_pids():
         try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
+            out[pid] = Path(f"/proc/{pid}/{name}").read_text()
         except OSError:
             continue
-        rest = raw[raw.rfind(")") + 2 :].split()
-        out[pid] = (int(rest[11]) + int(rest[12])) / _CLK_TCK
     return out
+
+
+def _user_system(stat: str) -> tuple[float, float]:
+    """User and system CPU seconds from a ``/proc/<pid>/stat`` (fields after the command,
+    which may hold spaces and parentheses)."""
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return int(rest[11]) / _CLK_TCK, int(rest[12]) / _CLK_TCK
+
+
+def cpu_by_pid(process: ManagedProcess) -> dict[int, float]:
+    """CPU seconds so far of each live process of ``process``'s group."""
+    return {pid: sum(_user_system(stat)) for pid, stat in _proc_files(process, "stat").items()}
 
 
 def system_cpu(process: ManagedProcess) -> float:
     """CPU seconds so far spent in the kernel (system time: the socket calls) by the live
     processes of ``process``'s group."""
-    total = 0.0
-    for pid in process.group_pids():
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        total += int(raw[raw.rfind(")") + 2 :].split()[12]) / _CLK_TCK
-    return total
+    return sum(_user_system(stat)[1] for stat in _proc_files(process, "stat").values())
 
 
 def wakeups(process: ManagedProcess) -> int:
     """Times so far the live processes of ``process``'s group went to sleep and were woken
     (voluntary context switches: a wait for a socket or a timer that found nothing to do)."""
     total = 0
-    for pid in process.group_pids():
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
+    for status in _proc_files(process, "status").values():
         found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
         total += int(found.group(1)) if found else 0
     return total

@@ -148,15 +148,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def share_of_lower_maximum(maxima: dict[str, float | None], fraction: float) -> float | None:
+    """``fraction`` of the lower per-core maximum of the two balancers, rounded to 50 calls/s
+    (None before the ladder has found either)."""
+    found = [m for m in (maxima.get("sipdispatch"), maxima.get("kamailio")) if m]
+    return float(max(50, round(min(found) * fraction / 50) * 50)) if found else None
+
+
 def held_rates(maxima: dict[str, float | None], named: list[float]) -> list[float]:
     """Half and three quarters of the lower per-core maximum of the two balancers (rounded
     to 50 calls/s), when it is under the highest of the ``named`` rates: rates both hold."""
-    found = [m for m in (maxima.get("sipdispatch"), maxima.get("kamailio")) if m]
-    if not found or min(found) >= max(named):
+    whole = share_of_lower_maximum(maxima, 1.0)
+    if whole is None or whole >= max(named):
         return []
-    lower = min(found)
-    rates = [float(max(50, round(lower * f / 50) * 50)) for f in (0.5, 0.75)]
-    return [r for r in dict.fromkeys(rates) if r not in named]
+    rates = [share_of_lower_maximum(maxima, f) for f in (0.5, 0.75)]
+    return [r for r in dict.fromkeys(rates) if r is not None and r not in named]
 
 
 def _gc_delta(
@@ -411,9 +417,8 @@ class Bench:
     def waking_from_idle(self) -> None:
         """Both balancers at half the lower per-core maximum with the cores left to idle and
         kept awake (``bench/wakeups.py``): what waking from idle costs on this machine."""
-        maxima = self.results.get("max_per_core", {})
-        found = [m for m in (maxima.get("sipdispatch"), maxima.get("kamailio")) if m]
-        rate = float(max(50, round(min(found) / 2 / 50) * 50)) if found else 600.0
+        half = share_of_lower_maximum(self.results.get("max_per_core", {}), 0.5)
+        rate = half if half is not None else 600.0
         seconds, rounds = (4, 2) if self.quick else (8, 3)
         self.results["waking_from_idle"] = wakeups.compare(
             self.lab,
