@@ -206,7 +206,8 @@ def waking_from_idle(results: dict[str, Any]) -> str:
 
 
 def _wakeups_1_2(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    """ "; wake-ups per call 1 -> 2: sd a -> b, kam c -> d" from two pairs' figures, or ""."""
+    """Wake-ups per call of one and two processes, from two pairs' figures, written as
+    ``; wake-ups per call 1 -> 2: sd a -> b, kam c -> d`` (empty when a figure is missing)."""
     shown = []
     for name, pair in (("sd", ours), ("kam", theirs)):
         one_two = list(pair.get("median_wakeups_per_call", {}).values())
