@@ -1053,7 +1053,14 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
     if buffers.get(SD) and buffers.get(KAM):
         lines.append(
             "- **Socket receive buffers** (as the kernel reports them: twice what was asked): "
-            f"sipdispatch {buffers[SD]:,} bytes, Kamailio {buffers[KAM]:,} bytes. A balancer "
+            f"sipdispatch {buffers[SD]:,} bytes, Kamailio {buffers[KAM]:,} bytes"
+            + (
+                " (Kamailio's `maxbuffer` is raised to what sipdispatch asks for, so that neither "
+                "drops a burst the other absorbs)"
+                if buffers[SD] == buffers[KAM]
+                else ""
+            )
+            + ". A balancer "
             "that stops reading for a moment (a garbage collection, a burst of timers, another "
             "process on its core) loses datagrams once its buffer is full, and a lost datagram "
             "costs a retransmission 500 ms later or a failed call; the raw tables count the "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import sipphelpers
+from sipdispatch.proxy.transport.udp import RECEIVE_BUFFER
 from sipphelpers import (
     KAMAILIO_TEMPLATE_DIR,
     SCENARIO_DIR,
@@ -213,3 +214,10 @@ def test_kamailio_templates_have_the_fields_the_harness_fills() -> None:
     for name in ("LISTEN_IP", "PORT", "CHILDREN", "DISPATCHER_LIST", "PING_INTERVAL"):
         assert "{{" + name + "}}" in cfg
     assert "{{DESTINATIONS}}" in (KAMAILIO_TEMPLATE_DIR / "dispatcher.list.tmpl").read_text()
+
+
+def test_kamailio_may_grow_its_receive_buffer_as_sipdispatch_does() -> None:
+    # a comparison where one balancer drops the bursts the other absorbs measures buffers
+    cfg = (KAMAILIO_TEMPLATE_DIR / "kamailio.cfg.tmpl").read_text()
+    (line,) = [x for x in cfg.splitlines() if x.startswith("maxbuffer=")]
+    assert int(line.partition("=")[2]) == RECEIVE_BUFFER
