@@ -79,6 +79,43 @@ def direct_at(results: dict[str, Any], rate: float) -> dict[str, Any] | None:
     return next((d for d in directs(results) if d["rate"] == rate), None)
 
 
+def _placement(results: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """The cores given to the balancers and to the harness (``--balancer-cpus``,
+    ``--harness-cpus``); both empty when they were not set apart."""
+    placement = results.get("placement") or {}
+    return list(placement.get("balancer") or []), list(placement.get("harness") or [])
+
+
+def _placement_row(results: dict[str, Any]) -> str:
+    balancer, harness = _placement(results)
+    if not balancer:
+        return "shared: the balancer and the sipp processes wherever the kernel puts them"
+    return (
+        f"the balancers on CPU {', '.join(map(str, balancer))} (one process on the first), "
+        f"sipp and the bench on CPU {', '.join(map(str, harness))}"
+    )
+
+
+def placement_text(results: dict[str, Any]) -> str:
+    """What the harness shared with the balancers, for the "what limits" section."""
+    balancer, _ = _placement(results)
+    if balancer:
+        return (
+            "The balancers ran on cores of their own (`--balancer-cpus`): the sipp processes "
+            "took no time from them, and the balancer's rate did not make its cores busier "
+            "with harness work."
+        )
+    return (
+        "Every figure here shares the cores with sipp: the higher a balancer's rate, the "
+        "busier the cores it is measured on, with harness work as well as its own. The "
+        "INVITE->200 p99 at half capacity is measured at each one's own half capacity: "
+        "sipdispatch's at a higher rate than Kamailio's, where the caller and gateways have "
+        "more to do too (the floor rows show it), on the same cores. "
+        "`bench/run --balancer-cpus 2,3 --harness-cpus 0,1` sets them apart on a machine with "
+        "4 or more cores."
+    )
+
+
 def _median_of(results: dict[str, Any]) -> str:
     """How many half-capacity runs the figure is the median of, when there were several."""
     runs = min(
@@ -846,6 +883,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             [
                 ["CPU", f"{m.get('nproc')} x {m.get('cpu_model')}"],
                 ["RAM", f"{m.get('ram_gib')} GiB"],
+                ["Cores", _placement_row(results)],
                 ["OS, kernel", f"{m.get('os')}, {m.get('kernel')}"],
                 ["Python", f"{m.get('python')} with uvloop {m.get('uvloop')}"],
                 ["Kamailio", m.get("kamailio")],
@@ -1102,7 +1140,7 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             f"- **The machine**: at {rate:,.0f} calls/s the sipp caller and gateways used "
             f"{sipp / max(1e-6, sd_step['window_s']):.2f} cores of {m.get('nproc')} "
             f"({sipp / max(1, sd_step['created']) * 1000:.2f} CPU s per 1,000 calls), the "
-            "balancer what is left. Every figure here shares the cores with sipp."
+            "balancer what is left. " + placement_text(results)
         )
     ccn = results.get("core_calls_native", {}).get("us_per_call")
     if cc:

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ __all__ = [
     "cpu_by_pid",
     "machine_busy",
     "memory_of",
+    "parse_cpus",
     "sipdispatch_builds",
+    "spawning_on",
     "system_cpu",
     "udp_drops",
 ]
@@ -76,6 +79,39 @@ class Settings:
     probe_timeout_s: float = 1.0  # Kamailio: fr_timer (the same tm timer); sipdispatch: timeout
     kamailio_shm_mb: int = 1024  # completed transactions wait 5 s in shm: room for 4,000+ cps
     gateway_life_s: float = 1500.0  # hard bound on a sipp gateway's life
+    #: the cores the balancers run on (``bench/run --balancer-cpus``), the first for a one-
+    #: process balancer, the first two for two; empty: wherever the kernel puts them, on the
+    #: cores the harness uses too
+    balancer_cpus: tuple[int, ...] = ()
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """A CPU list as ``taskset -c`` takes it (``0``, ``2,3``, ``2-5``), in order given."""
+    cpus: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"{text!r} is not a CPU list such as 0 or 2,3 or 2-5")
+        for cpu in range(int(first), int(last or first) + 1):
+            if cpu not in cpus:
+                cpus.append(cpu)
+    return tuple(cpus)
+
+
+@contextmanager
+def spawning_on(cpus: Collection[int]) -> Iterator[None]:
+    """Processes started inside run on ``cpus``: the calling thread's CPU affinity, which a
+    child inherits at fork (and its own children after it), is set for the while. Empty: no
+    change."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _proc_files(process: ManagedProcess, name: str) -> dict[int, str]:
@@ -311,11 +347,22 @@ class Rig:
 
     def start(self, *, trace_gateways: bool = False) -> Rig:
         self.gateways = [self.new_gateway(i, trace_messages=trace_gateways) for i in range(2)]
-        self._start_balancer()
+        with spawning_on(self.cpus):
+            self._start_balancer()
         return self
 
     def _start_balancer(self) -> None:
         raise NotImplementedError
+
+    @property
+    def processes(self) -> int:
+        """Worker processes of the balancer (what its cores are counted in)."""
+        return 1
+
+    @property
+    def cpus(self) -> tuple[int, ...]:
+        """The cores the balancer runs on (empty: not set apart)."""
+        return self.settings.balancer_cpus[: self.processes]
 
     def stop(self) -> None:
         if self.balancer_process is not None:
@@ -427,6 +474,11 @@ class SipdispatchRig(Rig):
             self.label += f" {variant.name}"
         self._starts = 0
 
+    @property
+    def processes(self) -> int:
+        args = self.variant.args if self.variant else ()
+        return int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+
     def _start_balancer(self) -> None:
         self._starts += 1
         balancer = SipdispatchBalancer(
@@ -457,6 +509,10 @@ class KamailioRig(Rig):
         self.children = children
         self.label = f"Kamailio (children={children})"
         self._starts = 0
+
+    @property
+    def processes(self) -> int:
+        return self.children
 
     def _start_balancer(self) -> None:
         self._starts += 1

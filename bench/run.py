@@ -68,6 +68,7 @@ from rigs import (  # noqa: E402
     Settings,
     SipdispatchBuild,
     SipdispatchRig,
+    parse_cpus,
     sipdispatch_builds,
 )
 from variants import DEFAULTS, VARIANTS  # noqa: E402
@@ -201,7 +202,7 @@ class Bench:
         self.args = args
         self.quick = args.quick
         self.out = out
-        self.settings = Settings()
+        self.settings = Settings(balancer_cpus=args.balancer_cpus)
         self.lab = SippLab(out / "logs")
         self.rigs: list[Rig] = []
         self.results: dict[str, Any] = {
@@ -210,8 +211,18 @@ class Bench:
             + (" --quick" if self.quick else "")
             + (" --no-kamailio" if args.no_kamailio else "")
             + (" --pure-python" if args.pure_python else "")
-            + (" --with-cluster" if args.with_cluster else ""),
+            + (" --with-cluster" if args.with_cluster else "")
+            + (
+                f" --balancer-cpus {_cpu_list(args.balancer_cpus)}"
+                f" --harness-cpus {_cpu_list(args.harness_cpus)}"
+                if args.balancer_cpus
+                else ""
+            ),
             "settings": self.settings.__dict__,
+            "placement": {
+                "balancer": list(args.balancer_cpus),
+                "harness": list(args.harness_cpus),
+            },
         }
         self.builds = sipdispatch_builds(
             None if args.pure_python else os.environ.get("SIPDISPATCH_NATIVE_PROXY")
@@ -849,6 +860,31 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGHUP, handler)
 
 
+def _cpus(text: str) -> tuple[int, ...]:
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cpu_list(cpus: tuple[int, ...]) -> str:
+    return ",".join(map(str, cpus))
+
+
+def _placement_problem(balancer: tuple[int, ...], harness: tuple[int, ...]) -> str | None:
+    """Why the cores given to --balancer-cpus and --harness-cpus will not do, or None."""
+    if bool(balancer) != bool(harness):
+        return "--balancer-cpus and --harness-cpus go together"
+    allowed = os.sched_getaffinity(0)
+    outside = sorted(set(balancer + harness) - allowed)
+    if outside:
+        return f"this process may not run on CPU {_cpu_list(tuple(outside))}"
+    shared = sorted(set(balancer) & set(harness))
+    if shared:
+        return f"CPU {_cpu_list(tuple(shared))} is in both --balancer-cpus and --harness-cpus"
+    return None
+
+
 def main() -> int:
     _stop_on_sigterm()
     parser = argparse.ArgumentParser(
@@ -883,7 +919,26 @@ def main() -> int:
         help="run only this phase (repeatable): ladder-per-core, latency, feature-costs, "
         "ladder-all-cores, two-workers, gateway-killed, sipdispatch-only, ...",
     )
+    parser.add_argument(
+        "--balancer-cpus",
+        type=_cpus,
+        default=(),
+        metavar="LIST",
+        help="run the balancers on these cores (taskset's form: 2 or 2,3 or 2-3; the first for "
+        "one process, the first two for two), with --harness-cpus for sipp and this script: "
+        "on a machine with 4 or more cores, a measurement of the balancer without the harness "
+        "on its cores (default: both wherever the kernel puts them)",
+    )
+    parser.add_argument("--harness-cpus", type=_cpus, default=(), metavar="LIST")
     args = parser.parse_args()
+    problem = _placement_problem(args.balancer_cpus, args.harness_cpus)
+    if problem:
+        parser.error(problem)
+    if args.harness_cpus:
+        # sipp processes inherit this process's cores; a balancer is started on its own
+        os.sched_setaffinity(0, args.harness_cpus)
+        if len(args.balancer_cpus) < 2:
+            log("one balancer core: the all-cores and two-workers phases run on it alone")
     if not args.no_kamailio and kamailio_binary() is None:
         parser.error("kamailio is not installed (bench/run installs it; or use --no-kamailio)")
     out = args.out or BENCH_DIR / "results" / time.strftime("%Y%m%d-%H%M%S")

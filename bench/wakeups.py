@@ -19,7 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,13 @@ CONDITIONS = ("idle", "awake")
 
 
 @contextmanager
-def cores_kept_awake(limit_s: float) -> Iterator[None]:
-    """A ``SCHED_IDLE`` busy loop on every core this process may use, for at most
-    ``limit_s`` seconds (stopped on leaving)."""
+def cores_kept_awake(limit_s: float, also: Collection[int] = ()) -> Iterator[None]:
+    """A ``SCHED_IDLE`` busy loop on every core this process may use and on those in
+    ``also`` (the balancers' when set apart), for at most ``limit_s`` seconds (stopped on
+    leaving)."""
     spinners = [
         subprocess.Popen([sys.executable, "-c", _SPIN, str(core), str(limit_s)])
-        for core in sorted(os.sched_getaffinity(0))
+        for core in sorted(os.sched_getaffinity(0) | set(also))
     ]
     try:
         yield
@@ -84,7 +85,8 @@ def compare(
         order = CONDITIONS if round_no % 2 == 0 else CONDITIONS[::-1]
         for condition in order:
             ordered = rigs if round_no % 2 == 0 else rigs[::-1]
-            with cores_kept_awake(4 * (seconds + 10)) if condition == "awake" else nullcontext():
+            awake = cores_kept_awake(4 * (seconds + 10), settings.balancer_cpus)
+            with awake if condition == "awake" else nullcontext():
                 steps = next(take_turns(lab, ordered, rate, seconds, 1, warm_up=3.0))
             for rig, step in steps:
                 failed[condition][rig.kind] += step.failed
