@@ -45,7 +45,16 @@ __all__ = ["probing_cost", "propagation_status", "remap_fractions"]
 
 @dataclass(frozen=True)
 class _Dest:
+    """A destination as the hashing reads it (only its key matters to rendezvous order)."""
+
     key: str
+    priority: int = 0
+    weight: int = 0
+    rweight: int = 0
+    duid: str | None = None
+    maxload: int = 0
+    active_calls: int = 0
+    latency_estimate: float | None = None
 
 
 def remap_fractions(

@@ -114,7 +114,8 @@ def measure_propagation(
             samples: list[dict[str, float]] = []
             for i in range(changes):
                 port = free_port()
-                body = endpoint_slice(f"{SERVICE}-{i}", SERVICE, [host], port)
+                # the client serialises a dict body as it does its model (typed as the model)
+                body: Any = endpoint_slice(f"{SERVICE}-{i}", SERVICE, [host], port)
                 seen: dict[str, float] = {}
                 start = time.monotonic()
                 threads = [

@@ -65,7 +65,8 @@ def half_latency(results: dict[str, Any], kind: str) -> dict[str, Any] | None:
     if not halves:
         return None
     halves.sort(key=lambda e: e["latency"].get("answer_p99_ms", math.inf))
-    return halves[(len(halves) - 1) // 2]
+    middle: dict[str, Any] = halves[(len(halves) - 1) // 2]
+    return middle
 
 
 def directs(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -433,9 +434,9 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                 ]
             )
     if sd_lat and kam_lat:
-        floors = [direct_at(results, entry["rate"]) for entry in (sd_lat, kam_lat)]
-        if floors[0] and floors[1]:
-            a, b = (f["latency"].get("answer_p99_ms") for f in floors)
+        sd_floor, kam_floor = (direct_at(results, entry["rate"]) for entry in (sd_lat, kam_lat))
+        if sd_floor and kam_floor:
+            a, b = (f["latency"].get("answer_p99_ms") for f in (sd_floor, kam_floor))
             rows.append(
                 [
                     "INVITE->200 p99 with no balancer, at each one's half-capacity rate (ms;"

@@ -33,7 +33,7 @@ for _p in (REPO_ROOT / "tests", REPO_ROOT / "tests" / "e2e"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from sipdispatchproc import hot_path_compiled, proxy_command  # noqa: E402
+from sipdispatchproc import hot_path_compiled  # noqa: E402
 
 from sipphelpers import (  # noqa: E402
     HarnessError,
@@ -42,6 +42,7 @@ from sipphelpers import (  # noqa: E402
     SippGateway,
     SippLab,
     free_port,
+    proxy_command,
     sip_options_ping,
 )
 

@@ -119,7 +119,7 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": platform.python_version(),
-        "uvloop": uvloop.__version__,
+        "uvloop": getattr(uvloop, "__version__", "?"),
         "kamailio": kam_version.replace("version: ", ""),
         "sipp": sipp_match.group(0) if sipp_match else sipp_version[:60],
         "sipdispatch_commit": _cmd(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"]),
@@ -578,16 +578,14 @@ class Bench:
     # ---------------------------------------------------------------- 4. failover
 
     def failover(self) -> None:
-        timing = (
-            # down longer than the caller's 5 s answer timeout: a BYE of a cut-off call must not
-            # reach the new gateway process on the same address (sipp answers a stray BYE)
-            {"duration_s": 12.0, "kill_at_s": 3.0, "down_s": 6.0}
-            if self.quick
-            else {"duration_s": 20.0, "kill_at_s": 5.0, "down_s": 6.0}
-        )
+        # down longer than the caller's 5 s answer timeout: a BYE of a cut-off call must not
+        # reach the new gateway process on the same address (sipp answers a stray BYE)
+        duration_s, kill_at_s = (12.0, 3.0) if self.quick else (20.0, 5.0)
         out = {}
         for rig in self.per_core_rigs:
-            res = failover.run_failover(self.lab, rig, rate=50, **timing)
+            res = failover.run_failover(
+                self.lab, rig, rate=50, duration_s=duration_s, kill_at_s=kill_at_s, down_s=6.0
+            )
             out[rig.kind] = res.as_dict()
             recover = "never" if res.recover_s is None else f"{res.recover_s:.2f} s"
             log(

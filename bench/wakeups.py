@@ -78,8 +78,10 @@ def compare(
         SipdispatchRig(lab, out, settings, "wk-sd", build),
         KamailioRig(lab, out, settings, "wk-kam"),
     ]
-    cpu = {c: {rig.kind: [] for rig in rigs} for c in CONDITIONS}
-    woken = {c: {rig.kind: [] for rig in rigs} for c in CONDITIONS}
+    cpu: dict[str, dict[str, list[float]]] = {c: {rig.kind: [] for rig in rigs} for c in CONDITIONS}
+    woken: dict[str, dict[str, list[float]]] = {
+        c: {rig.kind: [] for rig in rigs} for c in CONDITIONS
+    }
     failed = {c: {rig.kind: 0 for rig in rigs} for c in CONDITIONS}
     for round_no in range(rounds):
         order = CONDITIONS if round_no % 2 == 0 else CONDITIONS[::-1]
@@ -100,7 +102,7 @@ def compare(
                     f"{step.failed} failed of {step.calls}"
                 )
     medians = {c: {k: _median(v) for k, v in cpu[c].items()} for c in CONDITIONS}
-    result = {
+    result: dict[str, Any] = {
         "rate": rate,
         "seconds": seconds,
         "rounds": rounds,

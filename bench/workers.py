@@ -20,6 +20,7 @@ import re
 import statistics
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def _median(values: list[float]) -> float:
 
 
 def _pair_figures(
-    pair: list[Rig],
+    pair: Sequence[Rig],
     cpu: dict[str, list[float]],
     lost: dict[str, int],
     ratios: list[float],
