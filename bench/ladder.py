@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,6 +273,7 @@ def take_turns(
     *,
     while_up: Callable[[Rig], None] | None = None,
     warm_up: float = 0.0,
+    share: Mapping[Rig, float] | None = None,
 ) -> Iterator[list[tuple[Rig, StepResult]]]:
     """One step of each rig at ``rate`` per round, every one on fresh processes (started for
     it, stopped after it: a process kept for all its tries differed steadily by several %
@@ -282,17 +283,20 @@ def take_turns(
 
     ``warm_up``: seconds of calls at half the rate before the step that counts, then 2 s of
     quiet (a gateway a warm-up failure marked down is probed up again). A fresh Kamailio
-    fails calls at 3,000 calls/s in its first seconds that it carries once warm."""
+    fails calls at 3,000 calls/s in its first seconds that it carries once warm.
+
+    ``share``: the fraction of ``rate`` a rig runs at, where it is not 1."""
     for round_no in range(rounds):
         steps = []
         for rig in rigs if round_no % 2 == 0 else rigs[::-1]:
+            rig_rate = rate * (share or {}).get(rig, 1.0)
             rig.start()
             time.sleep(1.5)  # past the first probes and the start's own CPU
             try:
                 if warm_up > 0:
-                    run_step(lab, rig, rate / 2, warm_up)
+                    run_step(lab, rig, rig_rate / 2, warm_up)
                     time.sleep(2.0)
-                step = run_step(lab, rig, rate, seconds)
+                step = run_step(lab, rig, rig_rate, seconds)
                 if while_up is not None:
                     while_up(rig)
             finally:

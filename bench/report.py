@@ -21,6 +21,8 @@ DOCS = REPO_ROOT / "docs"
 
 SD = "sipdispatch"
 KAM = "kamailio"
+#: the label's end of a rig run at half the rate of the others (``bench/workers.py``)
+HALF = " at half the rate"
 LOADED = 0.5  # load average above which the machine was not quiet when the run started
 
 
@@ -348,6 +350,20 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                     "measured" if theirs is not None and not math.isnan(theirs) else "",
                 ]
             )
+        if _half_rate_label(figure):
+            ours = figure.get("median_ratio_half")
+            theirs = (control or {}).get("median_ratio_half")
+            rows.append(
+                [
+                    f"2 processes at {rate} cps / 1 at half the rate (each one's share of the "
+                    "calls), CPU per call",
+                    _fmt(ours, 2, "x"),
+                    _fmt(theirs, 2, "x"),
+                    _fmt(_ratio(ours, theirs), 2, "x"),
+                    "(the rate each serves)",
+                    "measured" if ours is not None and not math.isnan(ours) else "",
+                ]
+            )
     rate, steps = common_rate_steps(results)
     if steps:
         a = steps[SD]["cpu_s_per_1000_calls"]
@@ -627,9 +643,54 @@ def _workers_verdict(ratio: float | None, lost_one: int, lost_two: int) -> str:
 def _worker_labels(figure: dict[str, Any]) -> tuple[str, str]:
     """The one-worker and two-worker labels of a ``bench/workers.py`` figure."""
     labels = sorted(figure["median_cpu_ms_per_call"])
-    one = next(label for label in labels if "(1 worker" in label)
+    one = next(label for label in labels if "(1 worker" in label and HALF not in label)
     two = next(label for label in labels if "(2 workers" in label)
     return one, two
+
+
+def _workers_limit_text(results: dict[str, Any]) -> str | None:
+    """What the two-workers ratio is made of: the rate each worker serves, from the rigs at
+    half the rate (runs that had them)."""
+    said = []
+    for rate, figure in results.get("workers", {}).get("rates", {}).items():
+        half = _half_rate_label(figure)
+        if half is None:
+            continue
+        one, _ = _worker_labels(figure)
+        medians = figure["median_cpu_ms_per_call"]
+        text = (
+            f"at {int(rate):,} calls/s one worker costs {medians[one]:.3f} ms per call, one at "
+            f"half that rate {medians[half]:.3f} ({_fmt(_ratio(medians[half], medians[one]), 2)}"
+            f"x), two workers {figure['median_ratio']:.2f}x one and "
+            f"{figure['median_ratio_half']:.2f}x one at half the rate"
+        )
+        control = figure.get("kamailio")
+        if control:
+            k_medians = control["median_cpu_ms_per_call"]
+            k_half = next(label for label in k_medians if HALF in label)
+            k_one = next(label for label in k_medians if "=1)" in label and HALF not in label)
+            text += (
+                f" (Kamailio: children=1 at half the rate "
+                f"{_fmt(_ratio(k_medians[k_half], k_medians[k_one]), 2)}x its figure, children=2 "
+                f"{control['median_ratio']:.2f}x children=1 and "
+                f"{control['median_ratio_half']:.2f}x children=1 at half the rate)"
+            )
+        said.append(text)
+    if not said:
+        return None
+    return (
+        "- **Two workers against one**: each of two workers serves half the calls, and a call "
+        "costs more at a lower rate (a process woken more often per call, at smaller batches, "
+        "and on a virtual machine a halted core to wake, see waking from idle): "
+        + "; ".join(said)
+        + ". Two workers against one at half the rate is what sharing the port and the "
+        "cores adds to that."
+    )
+
+
+def _half_rate_label(figure: dict[str, Any]) -> str | None:
+    """The label of the one-process rig at half the rate, in runs that had it."""
+    return next((label for label in figure["median_cpu_ms_per_call"] if HALF in label), None)
 
 
 def ratio_table_text(results: dict[str, Any]) -> str:
@@ -973,7 +1034,9 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
         "gives a ratio when both kept up). Kamailio "
         "`children=1` and `children=2` take their turns in the same rounds with the same "
         "caller, at the rates its one child holds: its ratio is what a second process costs "
-        "on this machine, whose cores the workers share with the sipp processes.\n"
+        "on this machine, whose cores the workers share with the sipp processes. One process "
+        "of each at half the rate takes its turns too: the share of the calls each of two "
+        "serves.\n"
     )
     parts.append("## Ratios\n")
     parts.append(
@@ -1026,6 +1089,9 @@ def markdown(results: dict[str, Any], img_rel: str, prefix: str = "bench-") -> s
             )
             + "."
         )
+    workers_limit = _workers_limit_text(results)
+    if workers_limit:
+        lines.append(workers_limit)
     collapsed = [
         kind
         for kind in (SD, KAM)

@@ -12,6 +12,11 @@ Kamailio with ``children=1`` and ``children=2`` takes its turns in the same roun
 same caller: a second process costs something on any machine whose cores it shares with the
 sipp processes (more wake-ups at smaller batches, preemption, caches), and the C balancer's
 ratio says how much of ours is that.
+
+One process of each at half the rate takes its turns too: each of two workers serves half the
+calls, and a call costs more at a lower rate (a process woken more often per call, at smaller
+batches, and on a virtual machine a halted core to wake). Two processes against one at half
+the rate is what the second one costs beyond that.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder import take_turns
+from report import HALF
 from rigs import (
     CAPACITY_ARGS,
     KamailioRig,
@@ -65,15 +71,16 @@ def per_worker_messages(rig: SipdispatchRig) -> dict[str, float]:
 
 
 def kamailio_pair(lab: SippLab, out: Path, settings: Settings) -> list[Rig]:
-    """Kamailio ``children=1`` and ``children=2`` with the same caller: what a second worker
-    process costs on this machine (its cores shared with the sipp processes), measured by the
-    C balancer beside ours."""
-    pair: list[Rig] = []
-    for children in (1, 2):
-        rig = KamailioRig(lab, out, settings, f"kw{children}", children=children)
+    """Kamailio ``children=1``, ``children=2`` and ``children=1`` for half the rate, with the
+    same caller: what a second worker process costs on this machine (its cores shared with
+    the sipp processes), measured by the C balancer beside ours."""
+    rigs: list[Rig] = []
+    for children, tag in ((1, "kw1"), (2, "kw2"), (1, "kw1h")):
+        rig = KamailioRig(lab, out, settings, tag, children=children)
         rig.caller_args = CALLER_PER_CALL_PORTS  # type: ignore[attr-defined]
-        pair.append(rig)
-    return pair
+        rigs.append(rig)
+    rigs[2].label += HALF
+    return rigs
 
 
 def compare(
@@ -95,27 +102,34 @@ def compare(
     ``kamailio``, Kamailio's ``children=1`` and ``children=2`` take their turns too, as the
     control, at the rates up to ``kamailio_up_to`` (its per-core maximum: above it the one
     child fails calls, and a failing step's CPU per call is no figure to compare)."""
-    rigs = [
+    two = worker_rig(lab, out, settings, build, workers=2, tag="w2")
+    rigs: list[Rig] = [
         worker_rig(lab, out, settings, build, workers=1, tag="w1"),
-        worker_rig(lab, out, settings, build, workers=2, tag="w2"),
+        two,
+        worker_rig(lab, out, settings, build, workers=1, tag="w1h"),
     ]
-    pair = kamailio_pair(lab, out, settings) if kamailio else []
+    rigs[2].label += HALF
+    trio = kamailio_pair(lab, out, settings) if kamailio else []
+    half_rate = {rigs[2]: 0.5, **({trio[2]: 0.5} if trio else {})}
     result: dict[str, Any] = {"rates": {}}
     for rate in rates:
-        control = pair if kamailio_up_to is None or rate <= kamailio_up_to else []
+        control = trio if kamailio_up_to is None or rate <= kamailio_up_to else []
         cpu: dict[str, list[float]] = {rig.label: [] for rig in rigs + control}
         lost: dict[str, int] = {rig.label: 0 for rig in rigs + control}
         woken: dict[str, list[float]] = {rig.label: [] for rig in rigs + control}
-        ratios: list[float] = []
-        control_ratios: list[float] = []
+        # two / one, and two / one at half the rate, of each round both kept up
+        ratios: dict[str, list[float]] = {"one": [], "half": []}
+        control_ratios: dict[str, list[float]] = {"one": [], "half": []}
         shares: list[dict[str, float]] = []
 
         def read_shares(rig: Rig) -> None:
-            if rig is rigs[1]:
+            if rig is two:
                 time.sleep(1.2)  # the followers report every second
-                shares.append(per_worker_messages(rig))  # noqa: B023 - this rate's list
+                shares.append(per_worker_messages(two))  # noqa: B023 - this rate's list
 
-        for steps in take_turns(lab, rigs + control, rate, seconds, rounds, while_up=read_shares):
+        for steps in take_turns(
+            lab, rigs + control, rate, seconds, rounds, while_up=read_shares, share=half_rate
+        ):
             this_round: dict[str, float] = {}
             for rig, step in steps:
                 lost[rig.label] += step.failed
@@ -124,32 +138,32 @@ def compare(
                     cpu[rig.label].append(step.cpu_ms_per_call)
                     this_round[rig.label] = step.cpu_ms_per_call
                 log(
-                    f"  {rig.label:40s} {rate:6.0f} cps: {step.cpu_ms_per_call:.3f} ms CPU/call, "
-                    f"{woken[rig.label][-1]:.2f} wake-ups/call, {step.failed} failed of "
-                    f"{step.calls}"
-                    + (f", calls answered per worker {shares[-1]}" if rig is rigs[1] else "")
+                    f"  {rig.label:54s} {step.rate:6.0f} cps: {step.cpu_ms_per_call:.3f} ms "
+                    f"CPU/call, {woken[rig.label][-1]:.2f} wake-ups/call, {step.failed} failed "
+                    f"of {step.calls}"
+                    + (f", calls answered per worker {shares[-1]}" if rig is two else "")
                 )
-            for one_two, into in ((rigs, ratios), (control, control_ratios)):
-                if not one_two:
+            for trio_of, into in ((rigs, ratios), (control, control_ratios)):
+                if not trio_of:
                     continue
-                one, two = (this_round.get(rig.label) for rig in one_two)
-                if one and two:  # a round counts when both kept up
-                    into.append(two / one)
+                one_cpu, two_cpu, half_cpu = (this_round.get(rig.label) for rig in trio_of)
+                if one_cpu and two_cpu:  # a round counts when both kept up
+                    into["one"].append(two_cpu / one_cpu)
+                if half_cpu and two_cpu:
+                    into["half"].append(two_cpu / half_cpu)
         result["rates"][str(int(rate))] = {
-            **_pair_figures(rigs, cpu, lost, ratios, woken),
+            **_figures(rigs, cpu, lost, ratios, woken),
             "messages_per_worker": shares,
             **(
-                {"kamailio": _pair_figures(control, cpu, lost, control_ratios, woken)}
-                if control
-                else {}
+                {"kamailio": _figures(control, cpu, lost, control_ratios, woken)} if control else {}
             ),
         }
         log(
-            f"  two workers / one at {rate:.0f} cps: median {_median(ratios):.2f}x "
-            f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"  two workers / one at {rate:.0f} cps: {_rounds_text(ratios['one'])}, / one at half "
+            f"the rate: {_rounds_text(ratios['half'])}"
             + (
-                f"; Kamailio children=2 / children=1: median {_median(control_ratios):.2f}x "
-                f"(rounds {', '.join(f'{r:.2f}' for r in control_ratios)})"
+                f"; Kamailio children=2 / children=1: {_rounds_text(control_ratios['one'])}, "
+                f"/ children=1 at half the rate: {_rounds_text(control_ratios['half'])}"
                 if control
                 else ""
             )
@@ -157,26 +171,34 @@ def compare(
     return result
 
 
+def _rounds_text(ratios: list[float]) -> str:
+    return f"median {_median(ratios):.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _pair_figures(
-    pair: Sequence[Rig],
+def _figures(
+    trio: Sequence[Rig],
     cpu: dict[str, list[float]],
     lost: dict[str, int],
-    ratios: list[float],
+    ratios: dict[str, list[float]],
     woken: dict[str, list[float]],
 ) -> dict[str, Any]:
-    """One pair's CPU per call (every try and the median), failed calls, ratios and wake-ups
-    per call (the balancer's processes woken from a wait, ``rigs.wakeups``)."""
-    labels = [rig.label for rig in pair]
+    """One balancer's CPU per call (every try and the median), failed calls, ratios and
+    wake-ups per call (the balancer's processes woken from a wait, ``rigs.wakeups``), of one
+    process, two, and one at half the rate."""
+    labels = [rig.label for rig in trio]
     return {
         "cpu_ms_per_call": {label: cpu[label] for label in labels},
         # of the tries that kept up (< 0.1 % failed calls)
         "median_cpu_ms_per_call": {label: _median(cpu[label]) for label in labels},
         "median_wakeups_per_call": {label: _median(woken[label]) for label in labels},
         "failed_calls": {label: lost[label] for label in labels},
-        "round_ratios": ratios,
-        "median_ratio": _median(ratios),
+        "round_ratios": ratios["one"],
+        "median_ratio": _median(ratios["one"]),
+        # two processes at the rate against one at half of it: each one's share of the calls
+        "round_ratios_half": ratios["half"],
+        "median_ratio_half": _median(ratios["half"]),
     }
