@@ -927,7 +927,13 @@ def main() -> int:
         "on a machine with 4 or more cores, a measurement of the balancer without the harness "
         "on its cores (default: both wherever the kernel puts them)",
     )
-    parser.add_argument("--harness-cpus", type=_cpus, default=(), metavar="LIST")
+    parser.add_argument(
+        "--harness-cpus",
+        type=_cpus,
+        default=(),
+        metavar="LIST",
+        help="the cores for sipp and this script, none of --balancer-cpus (given with it)",
+    )
     args = parser.parse_args()
     problem = _placement_problem(args.balancer_cpus, args.harness_cpus)
     if problem:
