@@ -319,7 +319,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
             ]
         )
     for rate, figure in results.get("workers", {}).get("rates", {}).items():
-        one_label, two_label = _worker_labels(figure)
+        one_label, two_label, half_label = _process_labels(figure)
         one, two = (figure["median_cpu_ms_per_call"].get(k) for k in (one_label, two_label))
         lost_one, lost_two = (figure["failed_calls"].get(k, 0) for k in (one_label, two_label))
         rows.append(
@@ -350,7 +350,7 @@ def ratio_rows(results: dict[str, Any]) -> list[list[str]]:  # noqa: PLR0915
                     "measured" if theirs is not None and not math.isnan(theirs) else "",
                 ]
             )
-        if _half_rate_label(figure):
+        if half_label:
             ours = figure.get("median_ratio_half")
             theirs = (control or {}).get("median_ratio_half")
             rows.append(
@@ -640,12 +640,15 @@ def _workers_verdict(ratio: float | None, lost_one: int, lost_two: int) -> str:
     return verdict_le(ratio, 1.1)
 
 
-def _worker_labels(figure: dict[str, Any]) -> tuple[str, str]:
-    """The one-worker and two-worker labels of a ``bench/workers.py`` figure."""
+def _process_labels(figure: dict[str, Any]) -> tuple[str, str, str | None]:
+    """The one-process, two-process and (in runs that had it) half-rate labels of a
+    ``bench/workers.py`` figure, sipdispatch's (workers) or Kamailio's (children)."""
     labels = sorted(figure["median_cpu_ms_per_call"])
-    one = next(label for label in labels if "(1 worker" in label and HALF not in label)
-    two = next(label for label in labels if "(2 workers" in label)
-    return one, two
+    half = next((label for label in labels if HALF in label), None)
+    rest = [label for label in labels if label != half]
+    one = next(label for label in rest if "(1 worker" in label or "children=1)" in label)
+    two = next(label for label in rest if "(2 workers" in label or "children=2)" in label)
+    return one, two, half
 
 
 def _workers_limit_text(results: dict[str, Any]) -> str | None:
@@ -653,10 +656,9 @@ def _workers_limit_text(results: dict[str, Any]) -> str | None:
     half the rate (runs that had them)."""
     said = []
     for rate, figure in results.get("workers", {}).get("rates", {}).items():
-        half = _half_rate_label(figure)
+        one, _, half = _process_labels(figure)
         if half is None:
             continue
-        one, _ = _worker_labels(figure)
         medians = figure["median_cpu_ms_per_call"]
         text = (
             f"at {int(rate):,} calls/s one worker costs {medians[one]:.3f} ms per call, one at "
@@ -667,8 +669,7 @@ def _workers_limit_text(results: dict[str, Any]) -> str | None:
         control = figure.get("kamailio")
         if control:
             k_medians = control["median_cpu_ms_per_call"]
-            k_half = next(label for label in k_medians if HALF in label)
-            k_one = next(label for label in k_medians if "=1)" in label and HALF not in label)
+            k_one, _, k_half = _process_labels(control)
             text += (
                 f" (Kamailio: children=1 at half the rate "
                 f"{_fmt(_ratio(k_medians[k_half], k_medians[k_one]), 2)}x its figure, children=2 "
@@ -686,11 +687,6 @@ def _workers_limit_text(results: dict[str, Any]) -> str | None:
         + ". Two workers against one at half the rate is what sharing the port and the "
         "cores adds to that."
     )
-
-
-def _half_rate_label(figure: dict[str, Any]) -> str | None:
-    """The label of the one-process rig at half the rate, in runs that had it."""
-    return next((label for label in figure["median_cpu_ms_per_call"] if HALF in label), None)
 
 
 def ratio_table_text(results: dict[str, Any]) -> str:

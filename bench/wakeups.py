@@ -87,8 +87,11 @@ def compare(
         order = CONDITIONS if round_no % 2 == 0 else CONDITIONS[::-1]
         for condition in order:
             ordered = rigs if round_no % 2 == 0 else rigs[::-1]
-            awake = cores_kept_awake(4 * (seconds + 10), settings.balancer_cpus)
-            with awake if condition == "awake" else nullcontext():
+            with (
+                cores_kept_awake(4 * (seconds + 10), settings.balancer_cpus)
+                if condition == "awake"
+                else nullcontext()
+            ):
                 steps = next(take_turns(lab, ordered, rate, seconds, 1, warm_up=3.0))
             for rig, step in steps:
                 failed[condition][rig.kind] += step.failed

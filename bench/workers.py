@@ -70,7 +70,7 @@ def per_worker_messages(rig: SipdispatchRig) -> dict[str, float]:
     return {worker: float(value) for worker, value in found}
 
 
-def kamailio_pair(lab: SippLab, out: Path, settings: Settings) -> list[Rig]:
+def kamailio_rigs(lab: SippLab, out: Path, settings: Settings) -> list[Rig]:
     """Kamailio ``children=1``, ``children=2`` and ``children=1`` for half the rate, with the
     same caller: what a second worker process costs on this machine (its cores shared with
     the sipp processes), measured by the C balancer beside ours."""
@@ -109,7 +109,7 @@ def compare(
         worker_rig(lab, out, settings, build, workers=1, tag="w1h"),
     ]
     rigs[2].label += HALF
-    trio = kamailio_pair(lab, out, settings) if kamailio else []
+    trio = kamailio_rigs(lab, out, settings) if kamailio else []
     half_rate = {rigs[2]: 0.5, **({trio[2]: 0.5} if trio else {})}
     result: dict[str, Any] = {"rates": {}}
     for rate in rates:
